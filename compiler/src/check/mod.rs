@@ -1,0 +1,43 @@
+//! Checking: names, compile-time evaluation, dtypes and shapes.
+//!
+//! Phases, in order: `resolve` (module scopes, imports, names in every layer) then, for each
+//! `model` in the files the user named, `elab` (instantiate the layer tree with its compile-time
+//! arguments and infer every tensor type). Both only collect diagnostics; nothing here renders.
+
+pub mod dim;
+mod elab;
+pub mod model;
+pub mod ops;
+pub mod resolve;
+mod suggest;
+pub mod value;
+
+pub use model::{CheckedModel, Init, ModelStats, ParamInfo, QuantRule};
+
+use crate::load::Program;
+use crate::syntax::ast::{Item, LayerKind};
+use resolve::LayerRef;
+
+/// Resolves every module and checks every model defined in a root module.
+pub fn check(program: &mut Program) -> Vec<CheckedModel> {
+    let mut diags = std::mem::take(&mut program.diags);
+    let scopes = resolve::resolve(program, &mut diags);
+    let mut models = Vec::new();
+    for &root in &program.roots {
+        for (i, item) in program.module(root).ast.items.iter().enumerate() {
+            if let Item::Layer(l) = item {
+                if l.kind == LayerKind::Model {
+                    let elab = elab::Elab::new(program, &scopes, &mut diags);
+                    if let Some(m) = elab.model(LayerRef {
+                        module: root,
+                        item: i,
+                    }) {
+                        models.push(m);
+                    }
+                }
+            }
+        }
+    }
+    program.diags = diags;
+    models
+}

@@ -1,0 +1,114 @@
+//! Values the checker computes with: compile-time scalars, tensor types and layer instances.
+//!
+//! Rules: a run-time tensor is only ever known by its [`TensorType`]; everything else
+//! (ints, floats, bools, strings, lists, layers) is a compile-time value. [`Value::Poison`] stands
+//! for the result of an expression that already produced a diagnostic: every consumer accepts it
+//! silently, so one mistake is reported once.
+
+use std::fmt;
+use std::rc::Rc;
+
+use triton_runtime::DType;
+
+use super::dim::Dim;
+use crate::source::Span;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorType {
+    pub dtype: DType,
+    pub shape: Vec<Dim>,
+}
+
+impl TensorType {
+    pub fn new(dtype: DType, shape: Vec<Dim>) -> TensorType {
+        TensorType { dtype, shape }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The element count when every dimension is known.
+    pub fn known_elements(&self) -> Option<u64> {
+        self.shape.iter().try_fold(1u64, |acc, d| {
+            let v = u64::try_from(d.as_known()?).ok()?;
+            acc.checked_mul(v)
+        })
+    }
+
+    pub fn known_shape(&self) -> Option<Vec<u64>> {
+        self.shape
+            .iter()
+            .map(|d| d.as_known().and_then(|v| u64::try_from(v).ok()))
+            .collect()
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[", self.dtype)?;
+        for (i, d) in self.shape.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// A run-time tensor as the checker sees it: its type, and where that type was declared (a
+/// weight declaration or a function parameter), for "declared here" labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub ty: TensorType,
+    pub decl: Option<Span>,
+}
+
+/// Index of a layer instance in a model's instance arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstId(pub u32);
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Int(Dim),
+    Float(f64),
+    Bool(bool),
+    Str(Rc<str>),
+    List(Vec<Value>),
+    Tensor(Tensor),
+    Layer(InstId),
+    /// A sequence of layer instances applied one after another (`[Block(64, 64); 2]`).
+    Sequence(Vec<InstId>),
+    Poison,
+}
+
+impl Value {
+    /// The kind of value, as named in messages ("expected an int, found a tensor").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Int(d) if d.is_known() => "an int",
+            Value::Int(_) => "a symbolic int",
+            Value::Float(_) => "a float",
+            Value::Bool(_) => "a bool",
+            Value::Str(_) => "a string",
+            Value::List(_) => "a list",
+            Value::Tensor(_) => "a tensor",
+            Value::Layer(_) | Value::Sequence(_) => "a layer",
+            Value::Poison => "an invalid value",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Value::Int(d) => format!("int `{d}`"),
+            Value::Float(v) => format!("float `{v}`"),
+            Value::Bool(b) => format!("bool `{b}`"),
+            Value::Str(s) => format!("string \"{s}\""),
+            Value::List(v) => format!("a list of {} items", v.len()),
+            Value::Tensor(t) => format!("tensor {}", t.ty),
+            Value::Layer(_) | Value::Sequence(_) => "a layer".to_string(),
+            Value::Poison => "an invalid value".to_string(),
+        }
+    }
+}

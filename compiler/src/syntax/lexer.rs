@@ -1,0 +1,131 @@
+//! The lexer pass: source text to a token vector plus diagnostics.
+//!
+//! Rules:
+//! - Lexing never stops at an error: a bad character or literal is reported and skipped, so the
+//!   parser still sees the rest of the file and can report its own errors.
+//! - Bracket nesting deeper than [`MAX_NESTING`] is reported once and the token stream is cut
+//!   there; everything downstream (parser actions, checker recursion, drops) relies on this
+//!   bound instead of growing the stack without limit.
+
+use logos::Logos;
+
+use super::token::{LexError, Tok};
+use crate::diagnostics::{Code, Diag, Diags};
+use crate::source::{FileId, Span};
+
+/// Deepest bracket nesting accepted (`(`, `[`, `{` together).
+pub const MAX_NESTING: usize = 128;
+
+/// A token with its byte range.
+pub type Spanned<'s> = (usize, Tok<'s>, usize);
+
+pub fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diags) -> Vec<Spanned<'s>> {
+    let mut out = Vec::with_capacity(text.len() / 4);
+    let mut lexer = Tok::lexer(text);
+    let mut depth = 0usize;
+    // A run of adjacent invalid characters is reported once.
+    let mut bad_run: Option<Span> = None;
+    while let Some(result) = lexer.next() {
+        let range = lexer.span();
+        let span = Span::new(file, range.start, range.end);
+        if !matches!(result, Err(LexError::InvalidCharacter)) {
+            if let Some(run) = bad_run.take() {
+                diags.push(invalid_chars(run, &text[run.lo as usize..run.hi as usize]));
+            }
+        }
+        match result {
+            Ok(tok) => {
+                match tok {
+                    Tok::LParen | Tok::LBracket | Tok::LBrace => {
+                        depth += 1;
+                        if depth > MAX_NESTING {
+                            diags.push(
+                                Diag::error(
+                                    Code::NestingTooDeep,
+                                    format!(
+                                        "brackets are nested more than {MAX_NESTING} levels deep"
+                                    ),
+                                )
+                                .at(span, "this bracket is too deep")
+                                .help("split the expression with `let` bindings"),
+                            );
+                            return out;
+                        }
+                    }
+                    Tok::RParen | Tok::RBracket | Tok::RBrace => {
+                        depth = depth.saturating_sub(1);
+                    }
+                    _ => {}
+                }
+                out.push((range.start, tok, range.end));
+            }
+            Err(LexError::InvalidCharacter) => {
+                bad_run = Some(match bad_run {
+                    Some(run) if run.hi == span.lo => run.to(span),
+                    Some(run) => {
+                        diags.push(invalid_chars(run, &text[run.lo as usize..run.hi as usize]));
+                        span
+                    }
+                    None => span,
+                })
+            }
+            Err(err) => diags.push(lex_error(err, span, lexer.slice())),
+        }
+    }
+    if let Some(run) = bad_run {
+        diags.push(invalid_chars(run, &text[run.lo as usize..run.hi as usize]));
+    }
+    out
+}
+
+fn invalid_chars(span: Span, slice: &str) -> Diag {
+    if slice.chars().count() == 1 {
+        return lex_error(LexError::InvalidCharacter, span, slice);
+    }
+    Diag::error(
+        Code::InvalidCharacter,
+        format!("{} unexpected characters", slice.chars().count()),
+    )
+    .at(span, "not part of any token")
+}
+
+fn lex_error(err: LexError, span: Span, slice: &str) -> Diag {
+    match err {
+        LexError::InvalidCharacter => {
+            let ch = slice.chars().next().unwrap_or('?');
+            let shown = if ch.is_control() || ch.is_whitespace() {
+                format!("{:?}", ch)
+            } else {
+                format!("`{ch}`")
+            };
+            let d = Diag::error(
+                Code::InvalidCharacter,
+                format!("unexpected character {shown}"),
+            )
+            .at(span, "not part of any token");
+            match ch {
+                '.' => d.help(
+                    "numbers need digits on both sides of the point, like `0.5`; paths use `::`",
+                ),
+                '\'' => d.help("strings use double quotes: \"absmean\""),
+                '&' | '|' => d.help("logical operators are `&&` and `||`"),
+                _ => d,
+            }
+        }
+        LexError::UnterminatedString => {
+            Diag::error(Code::UnterminatedString, "string literal is not terminated")
+                .at(span, "this string has no closing `\"` on its line")
+        }
+        LexError::IntegerTooLarge => Diag::error(
+            Code::IntegerTooLarge,
+            format!("integer literal `{slice}` is too large"),
+        )
+        .at(span, "does not fit in a signed 64-bit integer")
+        .help(format!("the largest integer is {}", i64::MAX)),
+        LexError::InvalidNumber => Diag::error(
+            Code::InvalidNumber,
+            format!("number `{slice}` is not a finite value"),
+        )
+        .at(span, "not representable as a 64-bit float"),
+    }
+}

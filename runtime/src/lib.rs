@@ -1,0 +1,9 @@
+//! Triton runtime: loads and runs compiled Triton models.
+//!
+//! Rules: this crate depends on neither the compiler front end nor Cranelift, so a program that
+//! only runs models links nothing of the compiler. Facts both sides must agree on (element types,
+//! how many bytes a stored tensor takes) live here and the compiler imports them.
+
+pub mod dtype;
+
+pub use dtype::{DType, StorageSize};
