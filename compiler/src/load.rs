@@ -6,8 +6,8 @@
 //! - `use std::a::B` names an embedded standard-library module (`stdlib/a.tri`, compiled into the
 //!   binary with `include_str!`). Any other `use a::b::C` names the file `a/b.tri` relative to the
 //!   importing file's folder; a leading `super` goes up one folder.
-//! - Import cycles are reported at the `use` that closes the cycle, and that edge is dropped so
-//!   later phases see an acyclic module graph.
+//! - Import cycles are reported at the `use` that closes the cycle. The edge is kept for name
+//!   resolution (so one cycle is one error), and nothing walks the import graph recursively.
 //! - Unreadable, non-UTF-8 and oversized files are diagnostics, never panics.
 
 use std::path::{Path, PathBuf};
@@ -40,7 +40,8 @@ pub struct ModuleId(pub u32);
 pub struct LoadedModule {
     pub file: FileId,
     pub ast: ast::Module,
-    /// For each `use` item (by index in `ast.items`), the module it resolved to.
+    /// For each `use` item (by index in `ast.items`), the module it resolved to. May contain
+    /// cycles (reported as errors); name resolution does not need the graph to be acyclic.
     pub imports: Vec<(usize, ModuleId)>,
 }
 
@@ -209,7 +210,7 @@ impl Loader {
             .iter()
             .enumerate()
             .filter_map(|(i, item)| match item {
-                ast::Item::Use(u) => Some((i, u.clone())),
+                ast::Item::Use(u) if !u.path.is_empty() => Some((i, u.clone())),
                 _ => None,
             })
             .collect();
@@ -251,7 +252,6 @@ impl Loader {
                             .note(format!("cycle: {}", chain.join(" -> ")))
                             .help("move the shared layers into a third file that both import"),
                     );
-                    continue;
                 }
                 self.program.modules[id.0 as usize]
                     .imports

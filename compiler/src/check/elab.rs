@@ -46,6 +46,8 @@ struct Inst<'p> {
     display: String,
     /// The field name that declared it (None for the model itself).
     field: Option<Span>,
+    /// The expression that created it, e.g. `TernaryLinear(784, 256)`.
+    site: Span,
     scope: HashMap<String, Value>,
     /// Names declared under an `if` whose condition was false: name -> the condition's span.
     absent: HashMap<String, Span>,
@@ -106,8 +108,31 @@ impl<'p> Elab<'p> {
         let at = self.current.or_else(|| self.stack.last().copied());
         if let Some(id) = at {
             let inst = &self.insts[id.0 as usize];
-            if !inst.path.is_empty() {
-                d = d.note(format!("in instance `{}` = {}", inst.path, inst.display));
+            if !inst.path.is_empty() && d.code != Code::RecursiveLayer {
+                d = d.note(format!(
+                    "in instance `{}` = {}",
+                    abbreviate(&inst.path),
+                    inst.display
+                ));
+            }
+            // An error inside another file's layer (the stdlib, say) also points at the line of
+            // the model's file that instantiated it.
+            if let (Some(primary), Some(root)) = (d.primary_span(), self.insts.first()) {
+                let home = root.site.file;
+                if primary.file != home {
+                    let mut cur = Some(id);
+                    while let Some(c) = cur {
+                        let i = &self.insts[c.0 as usize];
+                        if i.site.file == home && i.parent.is_some() {
+                            d = d.also(
+                                i.site,
+                                format!("`{}` is instantiated here", abbreviate(&i.path)),
+                            );
+                            break;
+                        }
+                        cur = i.parent;
+                    }
+                }
             }
         }
         self.diags.push(d);
@@ -177,10 +202,10 @@ impl<'p> Elab<'p> {
             });
         }
         let out = self.call_instance(root, &args, def.name.span);
-        self.unused_warnings(root);
         if self.diags.error_count() > errors_before {
             return None;
         }
+        self.unused_warnings(root);
         let output = match out {
             Value::Tensor(t) => Some(t.ty),
             _ => None,
@@ -281,7 +306,10 @@ impl<'p> Elab<'p> {
             self.report(
                 Diag::error(
                     Code::TooManyInstances,
-                    format!("the model has more than {MAX_INSTANCES} layer instances"),
+                    format!(
+                        "the model has more than {} layer instances",
+                        grouped(MAX_INSTANCES)
+                    ),
                 )
                 .at(call, "the limit is reached here"),
             );
@@ -294,6 +322,7 @@ impl<'p> Elab<'p> {
             layer: r,
             display: def.name.name.clone(),
             field,
+            site: call,
             scope: HashMap::new(),
             absent: HashMap::new(),
             forward: None,
@@ -314,7 +343,8 @@ impl<'p> Elab<'p> {
                 .collect();
             self.insts[id.0 as usize].display = format!("{}({})", def.name.name, shown.join(", "));
             self.items(id, &def.body);
-            if self.insts[id.0 as usize].forward.is_none() {
+            let has_parse_errors = def.body.iter().any(|i| matches!(i, LayerItem::Error(_)));
+            if self.insts[id.0 as usize].forward.is_none() && !self.limit_hit && !has_parse_errors {
                 self.report(
                     Diag::error(
                         Code::MissingForward,
@@ -762,15 +792,8 @@ impl<'p> Elab<'p> {
         );
     }
 
-    fn unknown_dtype(&mut self, name: &ast::Ident) {
-        let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
-        let mut d = Diag::error(Code::UnknownDtype, format!("unknown dtype `{}`", name.name))
-            .at(name.span, format!("expected one of {}", names.join(", ")));
-        if let Some(s) = closest(&name.name, names.iter().copied()) {
-            d = d.help(format!("did you mean `{s}`?"));
-        }
-        self.report(d);
-    }
+    /// Unknown dtypes are reported by resolve (for every layer, instantiated or not).
+    fn unknown_dtype(&mut self, _name: &ast::Ident) {}
 
     fn instance_field(&mut self, id: InstId, name: &str, field: Span, value: &'p Expr) -> Value {
         let base = join_path(&self.insts[id.0 as usize].path, name);
@@ -1685,6 +1708,32 @@ fn short(v: &Value) -> String {
         Value::Str(s) => format!("\"{s}\""),
         other => other.kind().to_string(),
     }
+}
+
+/// `100000` -> `100,000`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Shortens deep instance paths for messages: `a.b.….x.y.z`.
+fn abbreviate(path: &str) -> String {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.len() <= 6 {
+        return path.to_string();
+    }
+    format!(
+        "{}.….{}",
+        parts[..2].join("."),
+        parts[parts.len() - 3..].join(".")
+    )
 }
 
 fn join_path(base: &str, name: &str) -> String {

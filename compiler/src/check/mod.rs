@@ -3,6 +3,7 @@
 //! Phases, in order: `resolve` (module scopes, imports, names in every layer) then, for each
 //! `model` in the files the user named, `elab` (instantiate the layer tree with its compile-time
 //! arguments and infer every tensor type). Both only collect diagnostics; nothing here renders.
+//! Warnings are only kept for files without errors.
 
 pub mod dim;
 mod elab;
@@ -38,6 +39,28 @@ pub fn check(program: &mut Program) -> Vec<CheckedModel> {
             }
         }
     }
-    program.diags = diags;
+    program.diags = quiet_warnings_where_errors(diags);
     models
+}
+
+/// Warnings in a file that has errors are noise (often consequences of the errors): drop them.
+fn quiet_warnings_where_errors(diags: crate::diagnostics::Diags) -> crate::diagnostics::Diags {
+    let dropped = diags.dropped();
+    let all = diags.into_vec();
+    let error_files: std::collections::HashSet<_> = all
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| d.primary_span().map(|s| s.file))
+        .collect();
+    let mut out = crate::diagnostics::Diags::new();
+    for d in all {
+        if d.is_error()
+            || d.primary_span()
+                .is_none_or(|s| !error_files.contains(&s.file))
+        {
+            out.push(d);
+        }
+    }
+    out.add_dropped(dropped);
+    out
 }

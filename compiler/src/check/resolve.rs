@@ -430,6 +430,24 @@ impl LayerResolver<'_> {
     }
 
     fn type_dims(&mut self, ty: &ast::TypeExpr, symbols_allowed: bool) {
+        if triton_runtime::DType::from_name(&ty.dtype.name).is_none() {
+            let names: Vec<&str> = triton_runtime::DType::ALL
+                .iter()
+                .map(|d| d.name())
+                .collect();
+            let mut d = Diag::error(
+                Code::UnknownDtype,
+                format!("unknown dtype `{}`", ty.dtype.name),
+            )
+            .at(
+                ty.dtype.span,
+                format!("expected one of {}", names.join(", ")),
+            );
+            if let Some(s) = closest(&ty.dtype.name, names.iter().copied()) {
+                d = d.help(format!("did you mean `{s}`?"));
+            }
+            self.diags.push(d);
+        }
         for d in &ty.dims {
             if symbols_allowed {
                 if let ExprKind::Name(n) = &d.kind {
@@ -658,7 +676,10 @@ fn collect_item_names(items: &[LayerItem], out: &mut Vec<(String, NameKind)>) {
 fn collect_names(e: &Expr, out: &mut Vec<String>) {
     match &e.kind {
         ExprKind::Name(n) => out.push(n.clone()),
-        ExprKind::Call { args, .. } => args.iter().for_each(|a| collect_names(&a.value, out)),
+        ExprKind::Call { callee, args } => {
+            out.push(callee.name.clone());
+            args.iter().for_each(|a| collect_names(&a.value, out))
+        }
         ExprKind::Binary { lhs, rhs, .. } => {
             collect_names(lhs, out);
             collect_names(rhs, out);

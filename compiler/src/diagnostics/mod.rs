@@ -153,6 +153,11 @@ impl Diags {
         self.list.is_empty() && self.dropped == 0
     }
 
+    /// Counts diagnostics dropped elsewhere (when a sink is rebuilt).
+    pub fn add_dropped(&mut self, n: usize) {
+        self.dropped += n;
+    }
+
     /// Diagnostics that were not kept because [`MAX_REPORTED`] was reached.
     pub fn dropped(&self) -> usize {
         self.dropped

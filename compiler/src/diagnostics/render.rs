@@ -90,8 +90,43 @@ fn labeled(l: &super::Label, text_len: usize) -> LabeledSpan {
     }
 }
 
+/// Lines longer than this are not quoted: a label on them becomes a `file:line:col` note
+/// (miette's layout pads with format widths, which are limited to 65535 columns).
+const MAX_QUOTED_LINE: usize = 1024;
+
+/// 1-based line and column of a byte offset, and the length of that line.
+fn locate(text: &str, offset: usize) -> (usize, usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let line_end = text.as_bytes()[offset..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |p| offset + p);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = text[line_start..offset].chars().count() + 1;
+    (line, col, line_end - line_start)
+}
+
 /// Builds the miette report for one diagnostic.
 pub fn to_report(diag: &Diag, sources: &SourceMap) -> Report {
+    let mut diag = diag.clone();
+    let mut far: Vec<String> = Vec::new();
+    diag.labels.retain(|l| {
+        let f = sources.get(l.span.file);
+        let (line, col, len) = locate(&f.text, l.span.lo as usize);
+        if len > MAX_QUOTED_LINE {
+            far.push(format!("at {}:{line}:{col}: {}", f.name, l.message));
+            false
+        } else {
+            true
+        }
+    });
+    diag.notes.splice(0..0, far);
+    let diag = &diag;
     let severity = match diag.severity {
         Severity::Error => miette::Severity::Error,
         Severity::Warning => miette::Severity::Warning,

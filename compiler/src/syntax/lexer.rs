@@ -3,9 +3,9 @@
 //! Rules:
 //! - Lexing never stops at an error: a bad character or literal is reported and skipped, so the
 //!   parser still sees the rest of the file and can report its own errors.
-//! - Bracket nesting deeper than [`MAX_NESTING`] is reported once and the token stream is cut
-//!   there; everything downstream (parser actions, checker recursion, drops) relies on this
-//!   bound instead of growing the stack without limit.
+//! - Bracket nesting deeper than [`MAX_NESTING`] is reported once; each too-deep region (up to
+//!   its matching bracket) becomes a single bad-literal token. Everything downstream (parser
+//!   actions, checker recursion, drops) relies on this bound instead of growing the stack.
 
 use logos::Logos;
 
@@ -25,20 +25,31 @@ pub fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diags) -> Vec<Spanned<'s
     let mut depth = 0usize;
     // A run of adjacent invalid characters is reported once.
     let mut bad_run: Option<Span> = None;
+    // While > 0: inside a region nested too deep, skipped up to its closing bracket.
+    let mut skipping = 0usize;
+    let mut reported_depth = false;
     while let Some(result) = lexer.next() {
         let range = lexer.span();
         let span = Span::new(file, range.start, range.end);
+        if skipping > 0 && result.is_err() {
+            continue;
+        }
         if !matches!(result, Err(LexError::InvalidCharacter)) {
             if let Some(run) = bad_run.take() {
                 diags.push(invalid_chars(run, &text[run.lo as usize..run.hi as usize]));
             }
         }
         match result {
+            Ok(tok) if skipping > 0 => match tok {
+                Tok::LParen | Tok::LBracket | Tok::LBrace => skipping += 1,
+                Tok::RParen | Tok::RBracket | Tok::RBrace => skipping -= 1,
+                _ => {}
+            },
             Ok(tok) => {
                 match tok {
-                    Tok::LParen | Tok::LBracket | Tok::LBrace => {
-                        depth += 1;
-                        if depth > MAX_NESTING {
+                    Tok::LParen | Tok::LBracket | Tok::LBrace if depth >= MAX_NESTING => {
+                        if !reported_depth {
+                            reported_depth = true;
                             diags.push(
                                 Diag::error(
                                     Code::NestingTooDeep,
@@ -49,12 +60,14 @@ pub fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diags) -> Vec<Spanned<'s
                                 .at(span, "this bracket is too deep")
                                 .help("split the expression with `let` bindings"),
                             );
-                            return out;
                         }
+                        // The region up to the matching bracket stands as one bad literal.
+                        skipping = 1;
+                        out.push((range.start, Tok::BadLiteral, range.end));
+                        continue;
                     }
-                    Tok::RParen | Tok::RBracket | Tok::RBrace => {
-                        depth = depth.saturating_sub(1);
-                    }
+                    Tok::LParen | Tok::LBracket | Tok::LBrace => depth += 1,
+                    Tok::RParen | Tok::RBracket | Tok::RBrace => depth = depth.saturating_sub(1),
                     _ => {}
                 }
                 out.push((range.start, tok, range.end));
@@ -69,7 +82,10 @@ pub fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diags) -> Vec<Spanned<'s
                     None => span,
                 })
             }
-            Err(err) => diags.push(lex_error(err, span, lexer.slice())),
+            Err(err) => {
+                diags.push(lex_error(err, span, lexer.slice()));
+                out.push((range.start, Tok::BadLiteral, range.end));
+            }
         }
     }
     if let Some(run) = bad_run {

@@ -208,6 +208,7 @@ impl Ctx {
     pub fn use_decl(&mut self, head: Ident, segs: Vec<UseSeg>, span: Span) -> UseDecl {
         let mut path = vec![head];
         let n = segs.len();
+        let errors_before = self.diags.len();
         let mut items = UseItems::Names(Vec::new());
         for (i, seg) in segs.into_iter().enumerate() {
             let last = i + 1 == n;
@@ -244,6 +245,10 @@ impl Ctx {
                     .at(span, "empty import list"),
             );
         }
+        if self.diags.len() > errors_before {
+            // Reported; an empty path makes the loader skip it.
+            path.clear();
+        }
         UseDecl { path, items, span }
     }
 }
@@ -261,6 +266,8 @@ fn describe_expected(expected: &[String]) -> String {
     for &t in &names {
         let w = match t {
             t if operators && OPERATORS.contains(&t) => "an operator".to_string(),
+            // Stands for a literal the lexer already rejected; never worth suggesting.
+            "invalid literal" => continue,
             "identifier" if expression => continue,
             "integer" | "number" | "string" | "(" | "[" | "-" | "!" | "true" | "false" | "if"
                 if expression =>

@@ -81,6 +81,9 @@ pub enum Tok<'s> {
     Str(&'s str),
     #[regex(r#""([^"\\\n]|\\[^\n])*"#, unterminated)]
     UnterminatedStr,
+    /// Stands in for a literal the lexer rejected (already reported), so the parser does not
+    /// report a second error for the hole it leaves. Never produced by the DFA itself.
+    BadLiteral,
 
     #[token("(")]
     LParen,
@@ -144,6 +147,7 @@ impl Tok<'_> {
             Tok::Int(v) => format!("integer `{v}`"),
             Tok::Float(v) => format!("number `{v}`"),
             Tok::Str(_) | Tok::UnterminatedStr => "a string".to_string(),
+            Tok::BadLiteral => "an invalid literal".to_string(),
             other => format!("`{other}`"),
         }
     }
@@ -172,6 +176,7 @@ impl fmt::Display for Tok<'_> {
             Tok::Float(v) => return write!(f, "{v}"),
             Tok::Str(s) => return write!(f, "\"{s}\""),
             Tok::UnterminatedStr => "\"",
+            Tok::BadLiteral => "<invalid literal>",
             Tok::LParen => "(",
             Tok::RParen => ")",
             Tok::LBracket => "[",
