@@ -48,9 +48,19 @@ pub fn floor_div(a: i64, b: i64) -> Result<i64, DimError> {
 }
 
 pub fn floor_rem(a: i64, b: i64) -> Result<i64, DimError> {
-    let q = floor_div(a, b)?;
-    a.checked_sub(q.checked_mul(b).ok_or(DimError::Overflow)?)
-        .ok_or(DimError::Overflow)
+    if b == 0 {
+        return Err(DimError::DivisionByZero);
+    }
+    if b == -1 {
+        return Ok(0); // also avoids the i64::MIN % -1 overflow
+    }
+    let r = a % b;
+    // |r| < |b| and r, b of opposite signs here, so r + b cannot overflow.
+    Ok(if r != 0 && ((r < 0) != (b < 0)) {
+        r + b
+    } else {
+        r
+    })
 }
 
 impl Dim {
@@ -343,6 +353,69 @@ mod tests {
             bsym.mul(&k(4)).unwrap().div(&k(2)).unwrap(),
             bsym.mul(&k(2)).unwrap()
         );
+    }
+
+    use proptest::prelude::*;
+
+    fn reference(op: u8, a: i64, b: i64) -> Option<i128> {
+        let (a, b) = (a as i128, b as i128);
+        let r = match op {
+            0 => a + b,
+            1 => a - b,
+            2 => a * b,
+            3 if b != 0 => {
+                let q = a / b;
+                if a % b != 0 && ((a % b < 0) != (b < 0)) {
+                    q - 1
+                } else {
+                    q
+                }
+            }
+            4 if b != 0 => a - b * reference(3, a as i64, b as i64)?,
+            _ => return None,
+        };
+        (i64::MIN as i128..=i64::MAX as i128)
+            .contains(&r)
+            .then_some(r)
+    }
+
+    proptest! {
+        /// Constant arithmetic agrees with exact 128-bit arithmetic, and overflow is reported
+        /// exactly when the true result does not fit.
+        #[test]
+        fn constant_arithmetic_is_exact_or_an_error(op in 0..5u8, a in any::<i64>(), b in prop_oneof![any::<i64>(), -5..5i64]) {
+            let (x, y) = (k(a), k(b));
+            let got = match op { 0 => x.add(&y), 1 => x.sub(&y), 2 => x.mul(&y), 3 => x.div(&y), _ => x.rem(&y) };
+            match reference(op, a, b) {
+                Some(r) => prop_assert_eq!(got.map(|d| d.as_known()), Ok(Some(r as i64))),
+                None if b == 0 && op >= 3 => prop_assert_eq!(got, Err(DimError::DivisionByZero)),
+                None => prop_assert_eq!(got, Err(DimError::Overflow)),
+            }
+        }
+
+        /// Symbolic polynomials (+, -, * over B and H) evaluate, after substitution, to the same
+        /// value as direct evaluation: canonicalisation loses nothing.
+        #[test]
+        fn polynomials_substitute_to_direct_values(
+            ops in proptest::collection::vec((0..3u8, 0..4u8, -20..20i64), 1..12),
+            bv in 1..50i64, hv in 1..50i64,
+        ) {
+            let mut sym = Dim::sym("B");
+            let mut val = bv;
+            for (op, operand, c) in ops {
+                let (od, ov) = match operand { 0 => (Dim::sym("B"), bv), 1 => (Dim::sym("H"), hv), _ => (k(c), c) };
+                let (next, nv) = match op {
+                    0 => (sym.add(&od), val + ov),
+                    1 => (sym.sub(&od), val - ov),
+                    _ => (sym.mul(&od), val * ov),
+                };
+                sym = next.expect("small values do not overflow");
+                val = nv;
+                if val.abs() > 1 << 40 { break; }
+            }
+            let lookup = |s: &str| match s { "B" => Some(k(bv)), "H" => Some(k(hv)), _ => None };
+            prop_assert_eq!(sym.substitute(&lookup).expect("fits").as_known(), Some(val));
+        }
     }
 
     #[test]

@@ -145,3 +145,94 @@ fn lex_error(err: LexError, span: Span, slice: &str) -> Diag {
         .at(span, "not representable as a 64-bit float"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(text: &str) -> (Vec<Tok<'_>>, Vec<Code>) {
+        let mut diags = Diags::new();
+        let t = lex(FileId(0), text, &mut diags)
+            .into_iter()
+            .map(|(_, t, _)| t)
+            .collect();
+        (t, diags.iter().map(|d| d.code).collect())
+    }
+
+    #[test]
+    fn tokens_comments_and_literals() {
+        let (t, e) =
+            toks("weight w: trit[out, 784] # comment\n let x = 1_024 * 0.5 -> \"twn\" :: <= !=");
+        assert!(e.is_empty());
+        assert_eq!(
+            t,
+            vec![
+                Tok::Weight,
+                Tok::Ident("w"),
+                Tok::Colon,
+                Tok::Ident("trit"),
+                Tok::LBracket,
+                Tok::Ident("out"),
+                Tok::Comma,
+                Tok::Int(784),
+                Tok::RBracket,
+                Tok::Let,
+                Tok::Ident("x"),
+                Tok::Eq,
+                Tok::Int(1024),
+                Tok::Star,
+                Tok::Float(0.5),
+                Tok::Arrow,
+                Tok::Str("twn"),
+                Tok::ColonColon,
+                Tok::Le,
+                Tok::NotEq,
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_literals_become_placeholders_and_runs_of_junk_one_error() {
+        let (t, e) = toks("a 99999999999999999999 \"open\n b $$$ c 1e400");
+        assert_eq!(
+            t,
+            vec![
+                Tok::Ident("a"),
+                Tok::BadLiteral,
+                Tok::BadLiteral,
+                Tok::Ident("b"),
+                Tok::Ident("c"),
+                Tok::BadLiteral
+            ]
+        );
+        assert_eq!(
+            e,
+            vec![
+                Code::IntegerTooLarge,
+                Code::UnterminatedString,
+                Code::InvalidCharacter,
+                Code::InvalidNumber
+            ]
+        );
+    }
+
+    #[test]
+    fn too_deep_brackets_collapse_to_one_placeholder() {
+        let deep = format!(
+            "x = {}1{} y",
+            "(".repeat(MAX_NESTING + 50),
+            ")".repeat(MAX_NESTING + 50)
+        );
+        let (t, e) = toks(&deep);
+        assert_eq!(e, vec![Code::NestingTooDeep]);
+        assert_eq!(t.iter().filter(|t| **t == Tok::BadLiteral).count(), 1);
+        let opens = t.iter().filter(|t| **t == Tok::LParen).count();
+        let closes = t.iter().filter(|t| **t == Tok::RParen).count();
+        assert_eq!(
+            (opens, closes),
+            (MAX_NESTING, MAX_NESTING),
+            "still balanced"
+        );
+        assert_eq!(t.last(), Some(&Tok::Ident("y")));
+    }
+}

@@ -371,3 +371,144 @@ pub fn parse_expr(file: FileId, text: &str, diags: &mut Diags) -> Option<Expr> {
     diags.extend(ctx.diags);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::FileId;
+
+    /// Prints an expression fully parenthesised, to check precedence and associativity.
+    fn show(e: &Expr) -> String {
+        match &e.kind {
+            ExprKind::Int(v) => v.to_string(),
+            ExprKind::Float(v) => format!("{v:?}"),
+            ExprKind::Str(s) => format!("{s:?}"),
+            ExprKind::Bool(b) => b.to_string(),
+            ExprKind::Name(n) => n.clone(),
+            ExprKind::Call { callee, args } => {
+                let a: Vec<String> = args
+                    .iter()
+                    .map(|a| match &a.name {
+                        Some(n) => format!("{}={}", n.name, show(&a.value)),
+                        None => show(&a.value),
+                    })
+                    .collect();
+                format!("{}({})", callee.name, a.join(", "))
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                format!("({} {} {})", show(lhs), op.symbol(), show(rhs))
+            }
+            ExprKind::Unary {
+                op: UnOp::Neg,
+                operand,
+            } => format!("(-{})", show(operand)),
+            ExprKind::Unary {
+                op: UnOp::Not,
+                operand,
+            } => format!("(!{})", show(operand)),
+            ExprKind::List(items) => format!(
+                "[{}]",
+                items.iter().map(show).collect::<Vec<_>>().join(", ")
+            ),
+            ExprKind::Repeat { item, count } => format!("[{}; {}]", show(item), show(count)),
+            ExprKind::If {
+                cond,
+                then,
+                otherwise,
+            } => format!(
+                "if {} {{ {} }} else {{ {} }}",
+                show(cond),
+                show(then),
+                show(otherwise)
+            ),
+            ExprKind::Error => "<error>".to_string(),
+        }
+    }
+
+    fn parsed(text: &str) -> String {
+        let mut diags = Diags::new();
+        let e = parse_expr(FileId(0), text, &mut diags).expect("parses");
+        assert!(diags.is_empty(), "{diags:?}");
+        show(&e)
+    }
+
+    #[test]
+    fn precedence_and_associativity() {
+        assert_eq!(parsed("1 + 2 * 3"), "(1 + (2 * 3))");
+        assert_eq!(parsed("1 - 2 - 3"), "((1 - 2) - 3)");
+        assert_eq!(
+            parsed("(h - k + 2*p) / s + 1"),
+            "((((h - k) + (2 * p)) / s) + 1)"
+        );
+        assert_eq!(parsed("-a * b"), "((-a) * b)");
+        assert_eq!(
+            parsed("a == 1 || b != 2 && !c"),
+            "((a == 1) || ((b != 2) && (!c)))"
+        );
+        assert_eq!(parsed("a % b * c"), "((a % b) * c)");
+    }
+
+    #[test]
+    fn calls_lists_repeats_and_conditionals() {
+        assert_eq!(
+            parsed("conv2d(x, w, stride = 2, padding = [1, 0])"),
+            "conv2d(x, w, stride=2, padding=[1, 0])"
+        );
+        assert_eq!(parsed("[Block(64, 64); n - 1]"), "[Block(64, 64); (n - 1)]");
+        assert_eq!(parsed("[a, b,]"), "[a, b]");
+        assert_eq!(parsed("[]"), "[]");
+        assert_eq!(
+            parsed("if s != 1 { a } else if t { b } else { c }"),
+            "if (s != 1) { a } else { if t { b } else { c } }"
+        );
+        assert_eq!(
+            parsed("1_000 + 2.5e-3 + 1e5"),
+            "((1000 + 0.0025) + 100000.0)"
+        );
+    }
+
+    #[test]
+    fn comparisons_do_not_chain() {
+        let mut diags = Diags::new();
+        assert!(parse_expr(FileId(0), "a < b < c", &mut diags).is_none() || diags.has_errors());
+        assert!(diags.has_errors());
+    }
+
+    #[test]
+    fn expression_depth_is_bounded() {
+        let mut diags = Diags::new();
+        let long = vec!["1"; 1000].join(" + ");
+        let e = parse_expr(FileId(0), &long, &mut diags).expect("parses into an error node");
+        assert_eq!(e.kind, ExprKind::Error);
+        assert_eq!(
+            diags
+                .iter()
+                .filter(|d| d.code == Code::NestingTooDeep)
+                .count(),
+            1
+        );
+        let mut diags = Diags::new();
+        let ok = vec!["1"; 200].join(" + ");
+        let e = parse_expr(FileId(0), &ok, &mut diags).expect("parses");
+        assert!(diags.is_empty());
+        assert_eq!(e.depth, 200);
+    }
+
+    #[test]
+    fn several_errors_are_reported_in_one_parse() {
+        let mut diags = Diags::new();
+        let text = "model M {\n fn forward(x: f32[B, 4]) -> f32[B, 4] {\n let a = relu(x))\n let b = x + * x\n return x\n }\n}\nlayer L { @ }\n";
+        let m = parse(FileId(0), text, &mut diags);
+        let codes: Vec<Code> = diags.iter().map(|d| d.code).collect();
+        // Lexer diagnostics come first (phase order), then the parser's.
+        assert_eq!(
+            codes,
+            vec![
+                Code::InvalidCharacter,
+                Code::UnexpectedToken,
+                Code::UnexpectedToken
+            ]
+        );
+        assert_eq!(m.items.len(), 2, "both definitions survive recovery");
+    }
+}
