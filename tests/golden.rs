@@ -248,3 +248,53 @@ fn relative_imports_resolve_next_to_the_importing_file() {
     assert_eq!(ModelStats::of(&checked.models[0]).parameters, 8 * 8 + 8);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn quantization_rules_and_int8_activation_paths_check() {
+    use triton::compiler::check::QuantRule;
+    use triton::runtime::DType;
+    let src = r#"
+        use std::nn::{TernaryLinear, TernaryConv2d, Linear}
+        layer Int8Dense(n: int, m: int) {
+            weight w: i8[m, n]
+            param scale: f32[m] (init = "ones")
+            fn forward(x: f32[B, n]) -> f32[B, m] {
+                let acc: i32[B, m] = matmul(quantize_i8(x, scale = 0.05), w)
+                return dequantize(acc) * scale
+            }
+        }
+        model Q {
+            conv = TernaryConv2d(1, 4, 3, padding = 1, quant = "twn", int8 = true)
+            fc1 = TernaryLinear(4 * 8 * 8, 32, int8 = true)
+            fc2 = Int8Dense(32, 16)
+            head = Linear(16, 10, bias = false)
+            fn forward(x: f32[B, 1, 8, 8]) -> f32[B, 10] {
+                let h = relu(conv(x))
+                let h = relu(fc1(flatten(h)))
+                return softmax(head(relu(fc2(h))), axis = -1)
+            }
+        }"#;
+    let checked = check_source("q.tri", src, None);
+    assert!(checked.diags().is_empty(), "{}", checked.render_plain());
+    let m = &checked.models[0];
+    let get = |n: &str| {
+        m.params
+            .iter()
+            .find(|p| p.name == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
+    assert_eq!(get("conv.w").quant, Some(QuantRule::Twn));
+    assert_eq!(get("fc1.w").quant, Some(QuantRule::Absmean));
+    assert_eq!(
+        (get("fc2.w").dtype, get("fc2.w").quant),
+        (DType::I8, Some(QuantRule::Absmax))
+    );
+    assert_eq!(get("head.w").quant, None);
+    assert!(
+        m.params.iter().all(|p| p.name != "head.b"),
+        "bias = false declares no bias"
+    );
+    let s = ModelStats::of(m);
+    assert_eq!(s.int8, 32 * 16);
+    assert_eq!(s.ternary, 4 * 9 + 32 * 256);
+}

@@ -126,7 +126,7 @@ proptest! {
                     }
                     text.replace_range(pos..end, "");
                 }
-                _ => text.insert_str(pos, " "),
+                _ => text.insert(pos, ' '),
             }
         }
         check_all_is_well(&text);

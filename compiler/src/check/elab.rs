@@ -166,20 +166,19 @@ impl<'p> Elab<'p> {
             return None;
         };
         let inst = &self.insts[root.0 as usize];
-        let Some(f) = inst.forward else { return None };
+        let f = inst.forward?;
         // Fresh symbols for the model's inputs.
         let mut symbols: Vec<(String, Value)> = Vec::new();
         let mut inputs = Vec::new();
         let mut args = Vec::new();
         for p in &f.params {
             for d in &p.ty.dims {
-                if let ExprKind::Name(n) = &d.kind {
-                    if is_symbol_name(n)
-                        && self.lookup(root, &[], n).is_none()
-                        && !symbols.iter().any(|(s, _)| s == n)
-                    {
-                        symbols.push((n.clone(), Value::Int(Dim::sym(n))));
-                    }
+                if let ExprKind::Name(n) = &d.kind
+                    && is_symbol_name(n)
+                    && self.lookup(root, &[], n).is_none()
+                    && !symbols.iter().any(|(s, _)| s == n)
+                {
+                    symbols.push((n.clone(), Value::Int(Dim::sym(n))));
                 }
             }
             let ty = self.type_expr(
@@ -190,7 +189,7 @@ impl<'p> Elab<'p> {
                 },
                 true,
             );
-            let Some(ty) = ty else { return None };
+            let ty = ty?;
             inputs.push((p.name.name.clone(), ty.clone()));
             args.push(ArgVal {
                 name: None,
@@ -227,25 +226,27 @@ impl<'p> Elab<'p> {
         let mut out = Vec::new();
         for (i, inst) in self.insts.iter().enumerate() {
             let parent_called = inst.parent.is_none_or(|p| self.insts[p.0 as usize].called);
-            if !inst.called && parent_called && InstId(i as u32) != root {
-                if let Some(field) = inst.field {
-                    let own: u64 = self
-                        .params
-                        .iter()
-                        .filter(|p| p.name.starts_with(&format!("{}.", inst.path)))
-                        .map(|p| p.elements())
-                        .sum();
-                    out.push(
-                        Diag::warning(
-                            Code::UnusedLayer,
-                            format!("sub-layer `{}` is never called", inst.path),
-                        )
-                        .at(
-                            field,
-                            format!("declared here; its {own} parameters are unused"),
-                        ),
-                    );
-                }
+            if !inst.called
+                && parent_called
+                && InstId(i as u32) != root
+                && let Some(field) = inst.field
+            {
+                let own: u64 = self
+                    .params
+                    .iter()
+                    .filter(|p| p.name.starts_with(&format!("{}.", inst.path)))
+                    .map(|p| p.elements())
+                    .sum();
+                out.push(
+                    Diag::warning(
+                        Code::UnusedLayer,
+                        format!("sub-layer `{}` is never called", inst.path),
+                    )
+                    .at(
+                        field,
+                        format!("declared here; its {own} parameters are unused"),
+                    ),
+                );
             }
         }
         for d in out {
@@ -1030,10 +1031,11 @@ impl<'p> Elab<'p> {
                 continue;
             }
             for (d, actual) in p.ty.dims.iter().zip(&t.ty.shape) {
-                if let ExprKind::Name(n) = &d.kind {
-                    if is_symbol_name(n) && self.lookup(id, &locals, n).is_none() {
-                        locals.push((n.clone(), Value::Int(actual.clone())));
-                    }
+                if let ExprKind::Name(n) = &d.kind
+                    && is_symbol_name(n)
+                    && self.lookup(id, &locals, n).is_none()
+                {
+                    locals.push((n.clone(), Value::Int(actual.clone())));
                 }
             }
         }
@@ -1164,13 +1166,12 @@ impl<'p> Elab<'p> {
                     let v = self.eval(value, &Env { inst: id, locals });
                     if let (Some(ty), Value::Tensor(t)) = (ty, &v) {
                         for (d, actual) in ty.dims.iter().zip(&t.ty.shape) {
-                            if let ExprKind::Name(n) = &d.kind {
-                                if is_symbol_name(n)
-                                    && self.lookup(id, locals, n).is_none()
-                                    && ty.dims.len() == t.ty.rank()
-                                {
-                                    locals.push((n.clone(), Value::Int(actual.clone())));
-                                }
+                            if let ExprKind::Name(n) = &d.kind
+                                && is_symbol_name(n)
+                                && self.lookup(id, locals, n).is_none()
+                                && ty.dims.len() == t.ty.rank()
+                            {
+                                locals.push((n.clone(), Value::Int(actual.clone())));
                             }
                         }
                         let ty_copy = t.ty.clone();
@@ -1238,15 +1239,21 @@ impl<'p> Elab<'p> {
             .unwrap_or(f.name.span);
         // Symbols that only appear in the return type cannot be inferred.
         for d in &f.ret.dims {
-            if let ExprKind::Name(n) = &d.kind {
-                if is_symbol_name(n) && self.lookup(id, locals, n).is_none() {
-                    self.report(
-                        Diag::error(Code::CannotInferDim, format!("symbolic dimension `{n}` in the return type is not bound by any input"))
-                            .at(d.span, "cannot be inferred")
-                            .help("use it in an input's type, or write the dimension as an expression"),
-                    );
-                    return Value::Poison;
-                }
+            if let ExprKind::Name(n) = &d.kind
+                && is_symbol_name(n)
+                && self.lookup(id, locals, n).is_none()
+            {
+                self.report(
+                    Diag::error(
+                        Code::CannotInferDim,
+                        format!(
+                            "symbolic dimension `{n}` in the return type is not bound by any input"
+                        ),
+                    )
+                    .at(d.span, "cannot be inferred")
+                    .help("use it in an input's type, or write the dimension as an expression"),
+                );
+                return Value::Poison;
             }
         }
         let Some(declared) = self.type_expr(&f.ret, &Env { inst: id, locals }, true) else {
@@ -1290,20 +1297,20 @@ impl<'p> Elab<'p> {
         for d in &ty.dims {
             match self.eval(d, env) {
                 Value::Int(v) => {
-                    if let Some(k) = v.as_known() {
-                        if k < 1 {
-                            self.report(
-                                Diag::error(
-                                    Code::InvalidDimension,
-                                    format!(
-                                        "dimension `{}` evaluates to {k}",
-                                        self.program.sources.snippet(d.span)
-                                    ),
-                                )
-                                .at(d.span, "dimensions must be at least 1"),
-                            );
-                            return None;
-                        }
+                    if let Some(k) = v.as_known()
+                        && k < 1
+                    {
+                        self.report(
+                            Diag::error(
+                                Code::InvalidDimension,
+                                format!(
+                                    "dimension `{}` evaluates to {k}",
+                                    self.program.sources.snippet(d.span)
+                                ),
+                            )
+                            .at(d.span, "dimensions must be at least 1"),
+                        );
+                        return None;
                     }
                     shape.push(v)
                 }
@@ -1715,7 +1722,7 @@ fn grouped(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

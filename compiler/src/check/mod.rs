@@ -26,15 +26,15 @@ pub fn check(program: &mut Program) -> Vec<CheckedModel> {
     let mut models = Vec::new();
     for &root in &program.roots {
         for (i, item) in program.module(root).ast.items.iter().enumerate() {
-            if let Item::Layer(l) = item {
-                if l.kind == LayerKind::Model {
-                    let elab = elab::Elab::new(program, &scopes, &mut diags);
-                    if let Some(m) = elab.model(LayerRef {
-                        module: root,
-                        item: i,
-                    }) {
-                        models.push(m);
-                    }
+            if let Item::Layer(l) = item
+                && l.kind == LayerKind::Model
+            {
+                let elab = elab::Elab::new(program, &scopes, &mut diags);
+                if let Some(m) = elab.model(LayerRef {
+                    module: root,
+                    item: i,
+                }) {
+                    models.push(m);
                 }
             }
         }

@@ -438,7 +438,7 @@ pub fn bind(spec: &'static OpSpec, args: &[ArgVal], call: Span) -> Result<Option
     }
     let poisoned = values.iter().flatten().any(|(v, _)| match v {
         Value::Poison => true,
-        Value::List(items) => items.iter().any(|x| *x == Value::Poison),
+        Value::List(items) => items.contains(&Value::Poison),
         _ => false,
     });
     if poisoned {
@@ -558,15 +558,15 @@ fn positive(b: &Bound, i: usize, values: &[i64], allow_zero: bool) -> Result<(),
 
 /// Shape of a dim that must be at least 1 when known.
 fn output_dim(d: Dim, b: &Bound, what: &str, why: impl FnOnce() -> String) -> Result<Dim, Diag> {
-    if let Some(v) = d.as_known() {
-        if v < 1 {
-            return Err(Diag::error(
-                Code::InvalidDimension,
-                format!("`{}` would produce an output {what} of {v}", b.name),
-            )
-            .at(b.call, "output would be empty")
-            .help(why()));
-        }
+    if let Some(v) = d.as_known()
+        && v < 1
+    {
+        return Err(Diag::error(
+            Code::InvalidDimension,
+            format!("`{}` would produce an output {what} of {v}", b.name),
+        )
+        .at(b.call, "output would be empty")
+        .help(why()));
     }
     Ok(d)
 }
@@ -640,17 +640,17 @@ pub fn infer(op: Op, b: &Bound) -> Result<TensorType, Diag> {
             positive(b, 5, &[groups], false)?;
             let g = Dim::known(groups);
             let c = &x.ty.shape[1];
-            if let Some(cv) = c.as_known() {
-                if cv % groups != 0 {
-                    return Err(Diag::error(
-                        Code::InvalidArgument,
-                        format!(
-                            "`{}` input channels ({cv}) are not divisible by groups ({groups})",
-                            b.name
-                        ),
-                    )
-                    .at(b.span(5), "groups must divide the input channels"));
-                }
+            if let Some(cv) = c.as_known()
+                && cv % groups != 0
+            {
+                return Err(Diag::error(
+                    Code::InvalidArgument,
+                    format!(
+                        "`{}` input channels ({cv}) are not divisible by groups ({groups})",
+                        b.name
+                    ),
+                )
+                .at(b.span(5), "groups must divide the input channels"));
             }
             let per_group = c
                 .div(&g)
@@ -681,17 +681,17 @@ pub fn infer(op: Op, b: &Bound) -> Result<TensorType, Diag> {
                 d = d.also(w.decl.unwrap_or(b.span(1)), what);
                 return Err(d);
             }
-            if let Some(o) = w.ty.shape[0].as_known() {
-                if o % groups != 0 {
-                    return Err(Diag::error(
-                        Code::InvalidArgument,
-                        format!(
-                            "`{}` output channels ({o}) are not divisible by groups ({groups})",
-                            b.name
-                        ),
-                    )
-                    .at(b.span(5), "groups must divide the output channels"));
-                }
+            if let Some(o) = w.ty.shape[0].as_known()
+                && o % groups != 0
+            {
+                return Err(Diag::error(
+                    Code::InvalidArgument,
+                    format!(
+                        "`{}` output channels ({o}) are not divisible by groups ({groups})",
+                        b.name
+                    ),
+                )
+                .at(b.span(5), "groups must divide the output channels"));
             }
             let mut shape = vec![x.ty.shape[0].clone(), w.ty.shape[0].clone()];
             for axis in 0..2 {
@@ -858,17 +858,17 @@ pub fn infer(op: Op, b: &Bound) -> Result<TensorType, Diag> {
                 .at(b.span(1), "more than one -1"));
             }
             for d in &dims {
-                if let Some(v) = d.as_known() {
-                    if v == 0 || v < -1 {
-                        return Err(Diag::error(
-                            Code::InvalidDimension,
-                            format!("`reshape` dimension {v} is not allowed"),
-                        )
-                        .at(
-                            b.span(1),
-                            "dimensions must be at least 1 (or -1 to infer one)",
-                        ));
-                    }
+                if let Some(v) = d.as_known()
+                    && (v == 0 || v < -1)
+                {
+                    return Err(Diag::error(
+                        Code::InvalidDimension,
+                        format!("`reshape` dimension {v} is not allowed"),
+                    )
+                    .at(
+                        b.span(1),
+                        "dimensions must be at least 1 (or -1 to infer one)",
+                    ));
                 }
             }
             if let Some(&i) = infer_at.first() {
@@ -966,14 +966,14 @@ pub fn infer(op: Op, b: &Bound) -> Result<TensorType, Diag> {
         }
         Op::QuantizeI8 => {
             need_dtype(b, 0, &[DType::F32])?;
-            if let Some(s) = b.float(1) {
-                if !(s > 0.0 && s.is_finite()) {
-                    return Err(Diag::error(
-                        Code::InvalidArgument,
-                        format!("`quantize_i8` scale must be a positive number, got {s}"),
-                    )
-                    .at(b.span(1), "invalid scale"));
-                }
+            if let Some(s) = b.float(1)
+                && !(s > 0.0 && s.is_finite())
+            {
+                return Err(Diag::error(
+                    Code::InvalidArgument,
+                    format!("`quantize_i8` scale must be a positive number, got {s}"),
+                )
+                .at(b.span(1), "invalid scale"));
             }
             Ok(TensorType::new(DType::I8, b.tensor(0).ty.shape.clone()))
         }

@@ -449,27 +449,24 @@ impl LayerResolver<'_> {
             self.diags.push(d);
         }
         for d in &ty.dims {
-            if symbols_allowed {
-                if let ExprKind::Name(n) = &d.kind {
-                    if self.lookup(n).is_none() {
-                        if is_symbol_name(n) {
-                            self.names.push((n.clone(), NameKind::Symbol));
-                            continue;
-                        }
-                        let mut diag = Diag::error(
-                            Code::UnknownName,
-                            format!("unknown name `{n}` in a shape"),
-                        )
-                        .at(d.span, "not a compile-time value in scope");
-                        if let Some(s) = self.suggest(n) {
-                            diag = diag.help(format!("did you mean `{s}`?"));
-                        } else {
-                            diag = diag.help("symbolic dimensions (inferred from the arguments) start with an uppercase letter, like `B` or `H`");
-                        }
-                        self.diags.push(diag);
-                        continue;
-                    }
+            if symbols_allowed
+                && let ExprKind::Name(n) = &d.kind
+                && self.lookup(n).is_none()
+            {
+                if is_symbol_name(n) {
+                    self.names.push((n.clone(), NameKind::Symbol));
+                    continue;
                 }
+                let mut diag =
+                    Diag::error(Code::UnknownName, format!("unknown name `{n}` in a shape"))
+                        .at(d.span, "not a compile-time value in scope");
+                if let Some(s) = self.suggest(n) {
+                    diag = diag.help(format!("did you mean `{s}`?"));
+                } else {
+                    diag = diag.help("symbolic dimensions (inferred from the arguments) start with an uppercase letter, like `B` or `H`");
+                }
+                self.diags.push(diag);
+                continue;
             }
             self.expr(d);
         }

@@ -34,10 +34,10 @@ pub fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diags) -> Vec<Spanned<'s
         if skipping > 0 && result.is_err() {
             continue;
         }
-        if !matches!(result, Err(LexError::InvalidCharacter)) {
-            if let Some(run) = bad_run.take() {
-                diags.push(invalid_chars(run, &text[run.lo as usize..run.hi as usize]));
-            }
+        if !matches!(result, Err(LexError::InvalidCharacter))
+            && let Some(run) = bad_run.take()
+        {
+            diags.push(invalid_chars(run, &text[run.lo as usize..run.hi as usize]));
         }
         match result {
             Ok(tok) if skipping > 0 => match tok {

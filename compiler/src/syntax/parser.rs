@@ -16,7 +16,13 @@ use super::token::{LexError, Tok};
 use crate::diagnostics::{Code, Diag, Diags};
 use crate::source::{FileId, Span};
 
-#[allow(clippy::all, unused_parens, dead_code, missing_debug_implementations)]
+#[allow(
+    clippy::all,
+    clippy::unwrap_used,
+    unused_parens,
+    dead_code,
+    missing_debug_implementations
+)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/syntax/grammar.rs"));
 }
