@@ -338,9 +338,10 @@ impl Loader {
         }
         let full = base.join(&rel);
         if !full.is_file() {
+            let shown = self.display_path(&full);
             self.program.diags.push(
                 Diag::error(Code::ModuleNotFound, format!("no module `{}`: file `{display}` not found", names.join("::")))
-                    .at(path_span, format!("looked for {}", full.display()))
+                    .at(path_span, format!("looked for {shown}"))
                     .help("relative imports name a .tri file next to the importing file; standard modules start with `std::`"),
             );
             return None;
