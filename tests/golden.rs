@@ -145,7 +145,7 @@ fn zoo_parameter_counts_match_reference_architectures() {
         );
         assert!(s.compression() > 3.0, "{file}: packed smaller than f32");
         // Names are unique and dotted like PyTorch state_dict keys.
-        let mut names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
+        let mut names: Vec<&str> = m.params().iter().map(|p| p.name.as_str()).collect();
         names.sort();
         let before = names.len();
         names.dedup();
@@ -158,7 +158,7 @@ fn mnist_mlp_parameters_are_named_and_shaped_as_declared() {
     let checked = check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri"));
     let m = &checked.models[0];
     let got: Vec<(String, String, Vec<u64>)> = m
-        .params
+        .params()
         .iter()
         .map(|p| (p.name.clone(), p.dtype.to_string(), p.shape.clone()))
         .collect();
@@ -187,7 +187,7 @@ fn resnet_blocks_project_only_when_the_shape_changes() {
     let checked =
         check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resnet18_cifar10.tri"));
     let m = &checked.models[0];
-    let has = |n: &str| m.params.iter().any(|p| p.name == n);
+    let has = |n: &str| m.params().iter().any(|p| p.name == n);
     assert!(
         !has("layer1.0.shortcut.w"),
         "identity shortcut at stride 1, same width"
@@ -195,7 +195,7 @@ fn resnet_blocks_project_only_when_the_shape_changes() {
     assert!(has("layer2.0.shortcut.w"), "projection when downsampling");
     assert!(!has("layer2.1.shortcut.w"));
     let bn_mean = m
-        .params
+        .params()
         .iter()
         .find(|p| p.name == "layer2.0.bn1.mean")
         .expect("running mean");
@@ -278,7 +278,7 @@ fn quantization_rules_and_int8_activation_paths_check() {
     assert!(checked.diags().is_empty(), "{}", checked.render_plain());
     let m = &checked.models[0];
     let get = |n: &str| {
-        m.params
+        m.params()
             .iter()
             .find(|p| p.name == n)
             .unwrap_or_else(|| panic!("{n}"))
@@ -291,7 +291,7 @@ fn quantization_rules_and_int8_activation_paths_check() {
     );
     assert_eq!(get("head.w").quant, None);
     assert!(
-        m.params.iter().all(|p| p.name != "head.b"),
+        m.params().iter().all(|p| p.name != "head.b"),
         "bias = false declares no bias"
     );
     let s = ModelStats::of(m);

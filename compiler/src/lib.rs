@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod diagnostics;
+pub mod ir;
 pub mod load;
 pub mod source;
 pub mod syntax;

@@ -19,13 +19,14 @@ use std::rc::Rc;
 
 use triton_runtime::DType;
 
-use super::dim::{Dim, DimError};
 use super::model::{CheckedModel, Init, ParamInfo, QuantRule};
-use super::ops::{self, ArgVal};
+use super::ops::{self, ArgVal, Lowered, Operand};
 use super::resolve::{LayerRef, Scopes, is_symbol_name, layer_def};
 use super::suggest::closest;
 use super::value::{InstId, Tensor, TensorType, Value};
 use crate::diagnostics::{Code, Diag, Diags};
+use crate::ir::dim::{Dim, DimError};
+use crate::ir::{self, Graph, NodeId};
 use crate::load::Program;
 use crate::source::Span;
 use crate::syntax::ast::{self, BinOp, DeclKind, Expr, ExprKind, LayerItem, Stmt, UnOp};
@@ -62,7 +63,8 @@ pub(crate) struct Elab<'p> {
     scopes: &'p Scopes,
     diags: &'p mut Diags,
     insts: Vec<Inst<'p>>,
-    params: Vec<ParamInfo>,
+    /// The model being lowered: parameters, inputs and every op applied.
+    graph: Graph,
     /// The chain of instances being built.
     stack: Vec<InstId>,
     /// The instance whose forward is being checked (for notes).
@@ -92,7 +94,7 @@ impl<'p> Elab<'p> {
             scopes,
             diags,
             insts: Vec::new(),
-            params: Vec::new(),
+            graph: Graph::default(),
             stack: Vec::new(),
             current: None,
             reported: HashSet::new(),
@@ -161,6 +163,7 @@ impl<'p> Elab<'p> {
             }
         }
         let errors_before = self.diags.error_count();
+        self.graph.name = def.name.name.clone();
         let root = self.instantiate(r, &[], String::new(), def.name.span, None)?;
         let Value::Layer(root) = root else {
             return None;
@@ -191,11 +194,14 @@ impl<'p> Elab<'p> {
             );
             let ty = ty?;
             inputs.push((p.name.name.clone(), ty.clone()));
+            let node = self.graph.add_input(p.name.name.clone(), ty.clone());
+            self.graph.spans.insert(node, p.ty.span);
             args.push(ArgVal {
                 name: None,
                 value: Value::Tensor(Tensor {
                     ty,
                     decl: Some(p.ty.span),
+                    node,
                 }),
                 span: p.ty.span,
             });
@@ -206,7 +212,10 @@ impl<'p> Elab<'p> {
         }
         self.unused_warnings(root);
         let output = match out {
-            Value::Tensor(t) => Some(t.ty),
+            Value::Tensor(t) => {
+                self.graph.outputs.push(t.node);
+                Some(t.ty)
+            }
             _ => None,
         };
         let layers = self.insts.iter().filter(|i| i.params > 0).count();
@@ -214,11 +223,11 @@ impl<'p> Elab<'p> {
             name: def.name.name.clone(),
             file: self.program.module(r.module).file,
             span: def.name.span,
-            params: std::mem::take(&mut self.params),
             inputs,
             output,
             layers,
             instances: self.insts.len(),
+            graph: std::mem::take(&mut self.graph),
         })
     }
 
@@ -232,6 +241,7 @@ impl<'p> Elab<'p> {
                 && let Some(field) = inst.field
             {
                 let own: u64 = self
+                    .graph
                     .params
                     .iter()
                     .filter(|p| p.name.starts_with(&format!("{}.", inst.path)))
@@ -773,7 +783,7 @@ impl<'p> Elab<'p> {
             }
         }
         let path = join_path(&self.insts[id.0 as usize].path, &d.name.name);
-        self.params.push(ParamInfo {
+        let node = self.graph.add_param(ParamInfo {
             name: path,
             kind: d.kind,
             dtype,
@@ -789,6 +799,7 @@ impl<'p> Elab<'p> {
             Value::Tensor(Tensor {
                 ty,
                 decl: Some(d.span),
+                node,
             }),
         );
     }
@@ -1057,6 +1068,7 @@ impl<'p> Elab<'p> {
                 Value::Tensor(Tensor {
                     ty: t.ty,
                     decl: Some(p.ty.span),
+                    node: t.node,
                 }),
             ));
         }
@@ -1226,6 +1238,7 @@ impl<'p> Elab<'p> {
             return Value::Tensor(Tensor {
                 ty: t.ty,
                 decl: None,
+                node: t.node,
             });
         }
         let ret_span = f
@@ -1269,6 +1282,7 @@ impl<'p> Elab<'p> {
         Value::Tensor(Tensor {
             ty: declared,
             decl: None,
+            node: t.node,
         })
     }
 
@@ -1400,12 +1414,14 @@ impl<'p> Elab<'p> {
                         Err(err) => self.dim_error(err, e.span),
                     },
                     (UnOp::Neg, Value::Float(v)) => Value::Float(-v),
-                    (UnOp::Neg, Value::Tensor(t)) if t.ty.dtype == DType::F32 => {
-                        Value::Tensor(Tensor {
+                    (UnOp::Neg, Value::Tensor(t)) if t.ty.dtype == DType::F32 => self.emit(
+                        Lowered {
+                            op: ir::Op::Unary(ir::UnaryOp::Neg),
+                            args: vec![Operand::Node(t.node)],
                             ty: t.ty,
-                            decl: None,
-                        })
-                    }
+                        },
+                        e.span,
+                    ),
                     (UnOp::Not, Value::Bool(b)) => Value::Bool(!b),
                     (op, v) => {
                         let sym = if *op == UnOp::Neg { "-" } else { "!" };
@@ -1435,8 +1451,8 @@ impl<'p> Elab<'p> {
                     let args = self.eval_args(args, env);
                     return match ops::bind(spec, &args, e.span) {
                         Ok(None) => Value::Poison,
-                        Ok(Some(bound)) => match ops::infer(spec.op, &bound) {
-                            Ok(ty) => Value::Tensor(Tensor { ty, decl: None }),
+                        Ok(Some(bound)) => match ops::lower(spec.op, &bound) {
+                            Ok(lowered) => self.emit(lowered, e.span),
                             Err(d) => {
                                 self.report(d);
                                 Value::Poison
@@ -1666,16 +1682,67 @@ impl<'p> Elab<'p> {
                         return Value::Poison;
                     }
                 }
-                match ops::broadcast(&ta, &tb, span, a_span, b_span) {
-                    Ok(ty) => Value::Tensor(Tensor { ty, decl: None }),
-                    Err(d) => {
-                        self.report(d);
+                let operand = |v: &Value| match v {
+                    Value::Tensor(t) => Operand::Node(t.node),
+                    other => Operand::Scalar(as_f64(other).unwrap_or(0.0) as f32),
+                };
+                let binary = match op {
+                    Add => ir::BinaryOp::Add,
+                    Sub => ir::BinaryOp::Sub,
+                    Mul => ir::BinaryOp::Mul,
+                    _ => ir::BinaryOp::Div,
+                };
+                match ir::op::broadcast(&ta, &tb) {
+                    Ok(ty) => self.emit(
+                        Lowered {
+                            op: ir::Op::Binary(binary),
+                            args: vec![operand(&a), operand(&b)],
+                            ty,
+                        },
+                        span,
+                    ),
+                    Err(ir::OpError::Broadcast {
+                        a: x,
+                        b: y,
+                        dim,
+                        x: dx,
+                        y: dy,
+                    }) => {
+                        self.report(ops::broadcast_diag(
+                            &x, &y, dim, &dx, &dy, span, a_span, b_span,
+                        ));
                         Value::Poison
                     }
+                    Err(other) => unreachable!("broadcast only fails with Broadcast, got {other}"),
                 }
             }
             _ => self.bad_operands(op, &a, &b, span),
         }
+    }
+
+    /// Adds a lowered op to the graph (scalar operands become `Const` nodes) and returns its
+    /// tensor.
+    fn emit(&mut self, lowered: Lowered, span: Span) -> Value {
+        let args: Vec<NodeId> = lowered
+            .args
+            .iter()
+            .map(|a| match *a {
+                Operand::Node(n) => n,
+                Operand::Scalar(value) => {
+                    let ty = ir::TensorType::new(DType::F32, Vec::new());
+                    self.graph
+                        .add_spanned(ir::Op::Const { value }, Vec::new(), ty, Some(span))
+                }
+            })
+            .collect();
+        let node = self
+            .graph
+            .add_spanned(lowered.op, args, lowered.ty.clone(), Some(span));
+        Value::Tensor(Tensor {
+            ty: lowered.ty,
+            decl: None,
+            node,
+        })
     }
 
     fn bad_operands(&mut self, op: BinOp, a: &Value, b: &Value, span: Span) -> Value {

@@ -5,7 +5,7 @@
 //! arguments and infer every tensor type). Both only collect diagnostics; nothing here renders.
 //! Warnings are only kept for files without errors.
 
-pub mod dim;
+pub use crate::ir::dim;
 mod elab;
 pub mod model;
 pub mod ops;

@@ -2,72 +2,33 @@
 
 use triton_runtime::{DType, StorageSize};
 
+pub use crate::ir::{Init, ParamInfo, QuantRule};
+
 use super::value::TensorType;
+use crate::ir::Graph;
 use crate::source::{FileId, Span};
 use crate::syntax::ast::DeclKind;
-
-/// Ternary quantization rule of a trit weight, or the rule of an i8 weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QuantRule {
-    /// BitNet b1.58: gamma = mean|W| per output channel, w = round(clip(W / gamma, -1, 1)).
-    Absmean,
-    /// Ternary weight networks: delta = 0.7 mean|W|, alpha = mean of |W| above delta.
-    Twn,
-    /// Int8 weights: scale = max|W| / 127 per output channel, w = round(W / scale).
-    Absmax,
-}
-
-impl QuantRule {
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantRule::Absmean => "absmean",
-            QuantRule::Twn => "twn",
-            QuantRule::Absmax => "absmax",
-        }
-    }
-}
-
-/// Deterministic initialisation used when no weights file is given.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    /// Kaiming-uniform over fan-in (dims after the first), as PyTorch initialises conv/linear.
-    Kaiming,
-    Zeros,
-    Ones,
-    Const(f64),
-}
-
-/// One named parameter of a model: a `weight`, `param` or `buffer` of some instance.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParamInfo {
-    /// Dotted path, e.g. `layer1.0.conv1.w`: the name used in weights files and the IR.
-    pub name: String,
-    pub kind: DeclKind,
-    pub dtype: DType,
-    pub shape: Vec<u64>,
-    pub quant: Option<QuantRule>,
-    pub init: Init,
-    pub span: Span,
-}
-
-impl ParamInfo {
-    pub fn elements(&self) -> u64 {
-        self.shape.iter().product()
-    }
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckedModel {
     pub name: String,
     pub file: FileId,
     pub span: Span,
-    pub params: Vec<ParamInfo>,
     pub inputs: Vec<(String, TensorType)>,
     pub output: Option<TensorType>,
     /// Layer instances that declare at least one weight or param.
     pub layers: usize,
     /// All layer instances, the model included.
     pub instances: usize,
+    /// The model lowered to the graph IR: layers inlined, parameters as named inputs.
+    pub graph: Graph,
+}
+
+impl CheckedModel {
+    /// Every weight, param and buffer, in declaration order (the graph's parameter table).
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.graph.params
+    }
 }
 
 /// Size figures for `triton check` and `triton bench`.
@@ -91,7 +52,7 @@ pub struct ModelStats {
 impl ModelStats {
     pub fn of(model: &CheckedModel) -> ModelStats {
         let mut s = ModelStats::default();
-        for p in &model.params {
+        for p in model.params() {
             let n = p.elements();
             match p.kind {
                 DeclKind::Buffer => s.buffers += n,

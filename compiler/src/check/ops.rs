@@ -1,18 +1,20 @@
-//! Built-in ops: their signatures and their dtype and shape rules.
+//! Built-in ops as the user calls them: signatures, argument binding, and lowering to IR ops.
 //!
 //! Rules:
-//! - [`Op`] is a closed enum: adding an op makes every `match` that must handle it fail to
-//!   compile (the IR, the interpreter and the backends match on it too).
-//! - Each op's rule here is the checker's half of the contract written in docs/language.md; the
-//!   interpreter and the JIT implement the other half (the values).
+//! - [`Op`] names the source-level ops (`ternary_matmul`, `flatten`, ...); each lowers to one
+//!   [`ir::Op`] with resolved attributes (defaults filled in, axes normalised, `-1` inferred).
+//! - The dtype and shape rules are not here: they are [`ir::Op::infer`], shared with the IR
+//!   verifier. This module maps their [`OpError`]s to diagnostics pointing at the argument at
+//!   fault, in the user's words.
 //! - Arguments are bound by position or keyword against [`OpSpec::params`]; every mismatch is a
 //!   diagnostic that names the op, the parameter and what was expected.
 
 use triton_runtime::DType;
 
-use super::dim::{Dim, DimError};
-use super::value::{Tensor, TensorType, Value};
+use super::value::{TensorType, Value};
 use crate::diagnostics::{Code, Diag};
+use crate::ir::dim::{Dim, DimError};
+use crate::ir::{self, BinaryOp, ConvAttrs, NodeId, OpError, PoolAttrs, UnaryOp};
 use crate::source::Span;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -289,13 +291,6 @@ pub struct Bound {
 }
 
 impl Bound {
-    fn tensor(&self, i: usize) -> &Tensor {
-        match &self.values[i] {
-            Some((Value::Tensor(t), _)) => t,
-            _ => unreachable!("bind() checked the kind"),
-        }
-    }
-
     fn span(&self, i: usize) -> Span {
         self.values[i].as_ref().map_or(self.call, |(_, s)| *s)
     }
@@ -465,6 +460,60 @@ pub fn signature_help(spec: &OpSpec) -> String {
     format!("signature: {}({})", spec.name, ps.join(", "))
 }
 
+/// An input of a lowered op: a tensor node, or a scalar the caller turns into a `Const` node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Operand {
+    Node(NodeId),
+    Scalar(f32),
+}
+
+/// An op call ready to become an IR node.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    pub op: ir::Op,
+    pub args: Vec<Operand>,
+    pub ty: TensorType,
+}
+
+/// One input of the IR op, with where it came from (for messages).
+struct Input<'b> {
+    ty: TensorType,
+    span: Span,
+    decl: Option<Span>,
+    operand: Operand,
+    /// Index of the source-level parameter it was bound to.
+    param: usize,
+    _b: std::marker::PhantomData<&'b ()>,
+}
+
+impl Bound {
+    fn input(&self, i: usize) -> Input<'_> {
+        match &self.values[i] {
+            Some((Value::Tensor(t), span)) => Input {
+                ty: t.ty.clone(),
+                span: *span,
+                decl: t.decl,
+                operand: Operand::Node(t.node),
+                param: i,
+                _b: std::marker::PhantomData,
+            },
+            Some((v, span)) => Input {
+                ty: TensorType::new(DType::F32, Vec::new()),
+                span: *span,
+                decl: None,
+                operand: Operand::Scalar(match v {
+                    Value::Int(d) => d.as_known().unwrap_or(0) as f32,
+                    Value::Float(f) => *f as f32,
+                    _ => 0.0,
+                }),
+                param: i,
+                _b: std::marker::PhantomData,
+            },
+            None => unreachable!("required parameters are bound"),
+        }
+    }
+}
+
 fn dim_err(e: DimError, span: Span, what: &str) -> Diag {
     match e {
         DimError::Overflow => Diag::error(
@@ -477,544 +526,6 @@ fn dim_err(e: DimError, span: Span, what: &str) -> Diag {
                 .at(span, "division by zero")
         }
     }
-}
-
-fn need_dtype(b: &Bound, i: usize, allowed: &[DType]) -> Result<(), Diag> {
-    let t = b.tensor(i);
-    if allowed.contains(&t.ty.dtype) {
-        return Ok(());
-    }
-    let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
-    let mut d = Diag::error(
-        Code::DtypeMismatch,
-        format!(
-            "`{}` expects {} for `{}`, got {}",
-            b.name,
-            names.join(" or "),
-            param_name(b, i),
-            t.ty
-        ),
-    )
-    .at(b.span(i), format!("this is {}", t.ty.dtype));
-    d = match t.ty.dtype {
-        DType::I32 | DType::I8 if allowed.contains(&DType::F32) => {
-            d.help("convert integer results back with `dequantize(...)` first")
-        }
-        DType::Trit => d.help("trit tensors can only be the weight operand of matmul or conv2d"),
-        _ => d,
-    };
-    if let Some(decl) = t.decl {
-        d = d.also(decl, "declared here");
-    }
-    Err(d)
-}
-
-fn param_name(b: &Bound, i: usize) -> &'static str {
-    spec(b.name).map_or("x", |s| s.params[i].name)
-}
-
-fn need_rank(b: &Bound, i: usize, rank: usize, layout: &str) -> Result<(), Diag> {
-    let t = b.tensor(i);
-    if t.ty.rank() == rank {
-        return Ok(());
-    }
-    let mut d = Diag::error(
-        Code::RankMismatch,
-        format!(
-            "`{}` expects a {rank}-d `{}` {layout}, got {}",
-            b.name,
-            param_name(b, i),
-            t.ty
-        ),
-    )
-    .at(b.span(i), format!("this has {} dimensions", t.ty.rank()));
-    if let Some(decl) = t.decl {
-        d = d.also(decl, "declared here");
-    }
-    Err(d)
-}
-
-fn positive(b: &Bound, i: usize, values: &[i64], allow_zero: bool) -> Result<(), Diag> {
-    for &v in values {
-        if v < 0 || (v == 0 && !allow_zero) {
-            return Err(Diag::error(
-                Code::InvalidArgument,
-                format!(
-                    "`{}` of `{}` must be {}, got {v}",
-                    param_name(b, i),
-                    b.name,
-                    if allow_zero {
-                        "zero or more"
-                    } else {
-                        "at least 1"
-                    }
-                ),
-            )
-            .at(b.span(i), "invalid value"));
-        }
-    }
-    Ok(())
-}
-
-/// Shape of a dim that must be at least 1 when known.
-fn output_dim(d: Dim, b: &Bound, what: &str, why: impl FnOnce() -> String) -> Result<Dim, Diag> {
-    if let Some(v) = d.as_known()
-        && v < 1
-    {
-        return Err(Diag::error(
-            Code::InvalidDimension,
-            format!("`{}` would produce an output {what} of {v}", b.name),
-        )
-        .at(b.call, "output would be empty")
-        .help(why()));
-    }
-    Ok(d)
-}
-
-/// Applies an op's rule to bound arguments: the result type, or why there is none.
-pub fn infer(op: Op, b: &Bound) -> Result<TensorType, Diag> {
-    match op {
-        Op::Matmul | Op::TernaryMatmul => {
-            if op == Op::TernaryMatmul {
-                need_dtype(b, 1, &[DType::Trit])?;
-            }
-            need_dtype(b, 0, &[DType::F32, DType::I8])?;
-            need_dtype(b, 1, &[DType::F32, DType::Trit, DType::I8])?;
-            let (x, w) = (b.tensor(0), b.tensor(1));
-            if x.ty.rank() == 0 {
-                return Err(Diag::error(
-                    Code::RankMismatch,
-                    format!(
-                        "`{}` needs a tensor with a feature dimension, got {}",
-                        b.name, x.ty
-                    ),
-                )
-                .at(b.span(0), "a scalar"));
-            }
-            need_rank(b, 1, 2, "weight [out_features, in_features]")?;
-            let k = &x.ty.shape[x.ty.rank() - 1];
-            if *k != w.ty.shape[1] {
-                let mut d = Diag::error(
-                    Code::ShapeMismatch,
-                    format!(
-                        "`{}` expects {} input features, got {}",
-                        b.name, w.ty.shape[1], k
-                    ),
-                )
-                .at(b.span(0), format!("this has {k} features: {}", x.ty));
-                d = match w.decl {
-                    Some(decl) => d.also(
-                        decl,
-                        format!("the weight is {}: [out_features, in_features]", w.ty),
-                    ),
-                    None => d.also(b.span(1), format!("the weight is {}", w.ty)),
-                };
-                return Err(d);
-            }
-            let dtype = out_dtype(b)?;
-            let mut shape = x.ty.shape[..x.ty.rank() - 1].to_vec();
-            shape.push(w.ty.shape[0].clone());
-            Ok(TensorType::new(dtype, shape))
-        }
-        Op::Conv2d | Op::TernaryConv2d => {
-            if op == Op::TernaryConv2d {
-                need_dtype(b, 1, &[DType::Trit])?;
-            }
-            need_dtype(b, 0, &[DType::F32, DType::I8])?;
-            need_dtype(b, 1, &[DType::F32, DType::Trit, DType::I8])?;
-            need_rank(b, 0, 4, "input [batch, channels, height, width]")?;
-            need_rank(
-                b,
-                1,
-                4,
-                "weight [out_channels, in_channels / groups, kernel_h, kernel_w]",
-            )?;
-            let (x, w) = (b.tensor(0), b.tensor(1));
-            let stride = b.pair(2).unwrap_or([1, 1]);
-            let padding = b.pair(3).unwrap_or([0, 0]);
-            let dilation = b.pair(4).unwrap_or([1, 1]);
-            let groups = b.int(5).unwrap_or(1);
-            positive(b, 2, &stride, false)?;
-            positive(b, 3, &padding, true)?;
-            positive(b, 4, &dilation, false)?;
-            positive(b, 5, &[groups], false)?;
-            let g = Dim::known(groups);
-            let c = &x.ty.shape[1];
-            if let Some(cv) = c.as_known()
-                && cv % groups != 0
-            {
-                return Err(Diag::error(
-                    Code::InvalidArgument,
-                    format!(
-                        "`{}` input channels ({cv}) are not divisible by groups ({groups})",
-                        b.name
-                    ),
-                )
-                .at(b.span(5), "groups must divide the input channels"));
-            }
-            let per_group = c
-                .div(&g)
-                .map_err(|e| dim_err(e, b.call, "channels / groups"))?;
-            if per_group != w.ty.shape[1] {
-                let mut d = Diag::error(
-                    Code::ShapeMismatch,
-                    format!(
-                        "`{}` expects {} input channels, got {c}",
-                        b.name,
-                        w.ty.shape[1]
-                            .mul(&g)
-                            .map_err(|e| dim_err(e, b.call, "channels"))?
-                    ),
-                )
-                .at(b.span(0), format!("this has {c} channels: {}", x.ty));
-                let what = if groups > 1 {
-                    format!(
-                        "the weight is {} with groups = {groups}: [out, in / groups, kh, kw]",
-                        w.ty
-                    )
-                } else {
-                    format!(
-                        "the weight is {}: [out_channels, in_channels, kh, kw]",
-                        w.ty
-                    )
-                };
-                d = d.also(w.decl.unwrap_or(b.span(1)), what);
-                return Err(d);
-            }
-            if let Some(o) = w.ty.shape[0].as_known()
-                && o % groups != 0
-            {
-                return Err(Diag::error(
-                    Code::InvalidArgument,
-                    format!(
-                        "`{}` output channels ({o}) are not divisible by groups ({groups})",
-                        b.name
-                    ),
-                )
-                .at(b.span(5), "groups must divide the output channels"));
-            }
-            let mut shape = vec![x.ty.shape[0].clone(), w.ty.shape[0].clone()];
-            for axis in 0..2 {
-                let input = &x.ty.shape[2 + axis];
-                let k = &w.ty.shape[2 + axis];
-                let (s, p, d) = (stride[axis], padding[axis], dilation[axis]);
-                let out = conv_out(input, k, s, p, d)
-                    .map_err(|e| dim_err(e, b.call, "the output size"))?;
-                let what = if axis == 0 { "height" } else { "width" };
-                shape.push(output_dim(out, b, what, || {
-                    format!("input {what} {input}, kernel {k}, stride {s}, padding {p}, dilation {d}: the kernel does not fit")
-                })?);
-            }
-            Ok(TensorType::new(out_dtype(b)?, shape))
-        }
-        Op::BatchNorm => {
-            for i in 0..5 {
-                need_dtype(b, i, &[DType::F32])?;
-            }
-            let x = b.tensor(0);
-            if x.ty.rank() < 2 {
-                return Err(Diag::error(
-                    Code::RankMismatch,
-                    format!("`batch_norm` expects [batch, channels, ...], got {}", x.ty),
-                )
-                .at(b.span(0), "needs a channel dimension"));
-            }
-            let c = &x.ty.shape[1];
-            for (i, name) in [(1, "gamma"), (2, "beta"), (3, "mean"), (4, "var")] {
-                let v = b.tensor(i);
-                if v.ty.rank() != 1 || v.ty.shape[0] != *c {
-                    let mut d = Diag::error(
-                        Code::ShapeMismatch,
-                        format!("`batch_norm` expects `{name}` of shape [{c}] (one per channel), got {}", v.ty),
-                    )
-                    .at(b.span(i), format!("the input has {c} channels"));
-                    if let Some(decl) = v.decl {
-                        d = d.also(decl, "declared here");
-                    }
-                    return Err(d);
-                }
-            }
-            Ok(x.ty.clone())
-        }
-        Op::Relu | Op::Relu6 | Op::Sigmoid | Op::Silu | Op::Tanh => {
-            need_dtype(b, 0, &[DType::F32])?;
-            Ok(b.tensor(0).ty.clone())
-        }
-        Op::Softmax => {
-            need_dtype(b, 0, &[DType::F32])?;
-            let x = b.tensor(0);
-            normalize_axis(b, 1, x.ty.rank())?;
-            Ok(x.ty.clone())
-        }
-        Op::Add | Op::Sub | Op::Mul | Op::Div => {
-            let a = scalar_or_tensor(b, 0)?;
-            let c = scalar_or_tensor(b, 1)?;
-            broadcast(&a, &c, b.call, b.span(0), b.span(1))
-        }
-        Op::Neg => {
-            need_dtype(b, 0, &[DType::F32])?;
-            Ok(b.tensor(0).ty.clone())
-        }
-        Op::MaxPool2d | Op::AvgPool2d => {
-            need_dtype(b, 0, &[DType::F32])?;
-            need_rank(b, 0, 4, "input [batch, channels, height, width]")?;
-            let x = b.tensor(0);
-            let kernel = b.pair(1).unwrap_or([1, 1]);
-            let stride = b.pair(2).unwrap_or(kernel);
-            let padding = b.pair(3).unwrap_or([0, 0]);
-            positive(b, 1, &kernel, false)?;
-            if b.values[2].is_some() {
-                positive(b, 2, &stride, false)?;
-            }
-            positive(b, 3, &padding, true)?;
-            for axis in 0..2 {
-                if padding[axis] * 2 > kernel[axis] {
-                    return Err(Diag::error(
-                        Code::InvalidArgument,
-                        format!(
-                            "`{}` padding ({}) must be at most half the kernel ({})",
-                            b.name, padding[axis], kernel[axis]
-                        ),
-                    )
-                    .at(b.span(3), "padding too large"));
-                }
-            }
-            let mut shape = vec![x.ty.shape[0].clone(), x.ty.shape[1].clone()];
-            for axis in 0..2 {
-                let input = &x.ty.shape[2 + axis];
-                let out = conv_out(
-                    input,
-                    &Dim::known(kernel[axis]),
-                    stride[axis],
-                    padding[axis],
-                    1,
-                )
-                .map_err(|e| dim_err(e, b.call, "the output size"))?;
-                let what = if axis == 0 { "height" } else { "width" };
-                shape.push(output_dim(out, b, what, || {
-                    format!(
-                        "input {what} {input} is smaller than the window {}",
-                        kernel[axis]
-                    )
-                })?);
-            }
-            Ok(TensorType::new(DType::F32, shape))
-        }
-        Op::GlobalAvgPool => {
-            need_dtype(b, 0, &[DType::F32])?;
-            let x = b.tensor(0);
-            if x.ty.rank() < 3 {
-                return Err(Diag::error(
-                    Code::RankMismatch,
-                    format!(
-                        "`global_avg_pool` expects [batch, channels, spatial...], got {}",
-                        x.ty
-                    ),
-                )
-                .at(b.span(0), "needs at least one spatial dimension"));
-            }
-            Ok(TensorType::new(DType::F32, x.ty.shape[..2].to_vec()))
-        }
-        Op::Flatten => {
-            let x = b.tensor(0);
-            need_dtype(b, 0, &[DType::F32, DType::I8, DType::I32])?;
-            let start = normalize_axis(b, 1, x.ty.rank())?;
-            let mut prod = Dim::known(1);
-            for d in &x.ty.shape[start..] {
-                prod = prod
-                    .mul(d)
-                    .map_err(|e| dim_err(e, b.call, "the flattened size"))?;
-            }
-            let mut shape = x.ty.shape[..start].to_vec();
-            shape.push(prod);
-            Ok(TensorType::new(x.ty.dtype, shape))
-        }
-        Op::Reshape => {
-            let x = b.tensor(0);
-            need_dtype(b, 0, &[DType::F32, DType::I8, DType::I32])?;
-            let Some((Value::List(items), _)) = &b.values[1] else {
-                unreachable!("bind() checked the kind")
-            };
-            let mut dims: Vec<Dim> = items
-                .iter()
-                .map(|v| match v {
-                    Value::Int(d) => d.clone(),
-                    _ => unreachable!("bind() checked the kind"),
-                })
-                .collect();
-            let total =
-                product(&x.ty.shape).map_err(|e| dim_err(e, b.call, "the element count"))?;
-            let infer_at: Vec<usize> = dims
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| d.as_known() == Some(-1))
-                .map(|(i, _)| i)
-                .collect();
-            if infer_at.len() > 1 {
-                return Err(Diag::error(
-                    Code::InvalidArgument,
-                    "`reshape` can infer at most one dimension (-1)",
-                )
-                .at(b.span(1), "more than one -1"));
-            }
-            for d in &dims {
-                if let Some(v) = d.as_known()
-                    && (v == 0 || v < -1)
-                {
-                    return Err(Diag::error(
-                        Code::InvalidDimension,
-                        format!("`reshape` dimension {v} is not allowed"),
-                    )
-                    .at(
-                        b.span(1),
-                        "dimensions must be at least 1 (or -1 to infer one)",
-                    ));
-                }
-            }
-            if let Some(&i) = infer_at.first() {
-                let rest: Vec<Dim> = dims
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, d)| d.clone())
-                    .collect();
-                let known = product(&rest).map_err(|e| dim_err(e, b.call, "the element count"))?;
-                let inferred = total
-                    .div(&known)
-                    .map_err(|e| dim_err(e, b.call, "the inferred dimension"))?;
-                if inferred.mul(&known).ok().as_ref() != Some(&total) {
-                    return Err(Diag::error(
-                        Code::ShapeMismatch,
-                        format!("`reshape` cannot infer -1: {total} elements are not divisible by {known}"),
-                    )
-                    .at(b.span(1), "no whole dimension fits"));
-                }
-                dims[i] = inferred;
-            }
-            let new_total = product(&dims).map_err(|e| dim_err(e, b.call, "the element count"))?;
-            if new_total != total {
-                return Err(Diag::error(
-                    Code::ShapeMismatch,
-                    format!("`reshape` cannot change the number of elements: {} has {total}, the new shape has {new_total}", x.ty),
-                )
-                .at(b.span(1), format!("{new_total} elements"))
-                .also(b.span(0), format!("{total} elements")));
-            }
-            Ok(TensorType::new(x.ty.dtype, dims))
-        }
-        Op::Concat => {
-            let Some((Value::List(items), list_span)) = &b.values[0] else {
-                unreachable!("bind() checked the kind")
-            };
-            let tensors: Vec<&Tensor> = items
-                .iter()
-                .map(|v| match v {
-                    Value::Tensor(t) => t,
-                    _ => unreachable!("bind() checked the kind"),
-                })
-                .collect();
-            let Some(first) = tensors.first() else {
-                return Err(Diag::error(
-                    Code::InvalidArgument,
-                    "`concat` needs at least one tensor",
-                )
-                .at(*list_span, "empty list"));
-            };
-            let rank = first.ty.rank();
-            let axis = normalize_axis(b, 1, rank)?;
-            let mut sum = first.ty.shape[axis].clone();
-            for (n, t) in tensors.iter().enumerate().skip(1) {
-                if t.ty.dtype != first.ty.dtype {
-                    return Err(Diag::error(
-                        Code::DtypeMismatch,
-                        format!(
-                            "`concat` needs tensors of one dtype: item 0 is {}, item {n} is {}",
-                            first.ty.dtype, t.ty.dtype
-                        ),
-                    )
-                    .at(*list_span, "mixed dtypes"));
-                }
-                if t.ty.rank() != rank {
-                    return Err(Diag::error(
-                        Code::RankMismatch,
-                        format!(
-                            "`concat` needs tensors of one rank: item 0 is {}, item {n} is {}",
-                            first.ty, t.ty
-                        ),
-                    )
-                    .at(*list_span, "mixed ranks"));
-                }
-                for a in 0..rank {
-                    if a != axis && t.ty.shape[a] != first.ty.shape[a] {
-                        return Err(Diag::error(
-                            Code::ShapeMismatch,
-                            format!(
-                                "`concat` along axis {axis} needs equal sizes in dimension {a}: item 0 is {}, item {n} is {}",
-                                first.ty, t.ty
-                            ),
-                        )
-                        .at(*list_span, format!("dimension {a} differs")));
-                    }
-                }
-                sum = sum
-                    .add(&t.ty.shape[axis])
-                    .map_err(|e| dim_err(e, b.call, "the concatenated size"))?;
-            }
-            let mut shape = first.ty.shape.clone();
-            shape[axis] = sum;
-            Ok(TensorType::new(first.ty.dtype, shape))
-        }
-        Op::QuantizeI8 => {
-            need_dtype(b, 0, &[DType::F32])?;
-            if let Some(s) = b.float(1)
-                && !(s > 0.0 && s.is_finite())
-            {
-                return Err(Diag::error(
-                    Code::InvalidArgument,
-                    format!("`quantize_i8` scale must be a positive number, got {s}"),
-                )
-                .at(b.span(1), "invalid scale"));
-            }
-            Ok(TensorType::new(DType::I8, b.tensor(0).ty.shape.clone()))
-        }
-        Op::Dequantize => {
-            need_dtype(b, 0, &[DType::I8, DType::I32])?;
-            Ok(TensorType::new(DType::F32, b.tensor(0).ty.shape.clone()))
-        }
-    }
-}
-
-/// Output dtype of matmul / conv2d from its operand dtypes.
-fn out_dtype(b: &Bound) -> Result<DType, Diag> {
-    let (x, w) = (b.tensor(0).ty.dtype, b.tensor(1).ty.dtype);
-    match (x, w) {
-        (DType::F32, _) => Ok(DType::F32),
-        (DType::I8, DType::Trit | DType::I8) => Ok(DType::I32),
-        _ => Err(Diag::error(
-            Code::DtypeMismatch,
-            format!(
-                "`{}` with i8 activations needs a trit or i8 weight, got {w}",
-                b.name
-            ),
-        )
-        .at(b.span(0), "i8 activations")
-        .also(b.span(1), format!("{w} weight"))
-        .help("dequantize the activations first, or quantize the weight")),
-    }
-}
-
-/// `floor((input + 2p - d(k-1) - 1) / s) + 1`
-pub fn conv_out(input: &Dim, k: &Dim, s: i64, p: i64, d: i64) -> Result<Dim, DimError> {
-    let reach = k.sub(&Dim::known(1))?.mul(&Dim::known(d))?;
-    let span = input
-        .add(&Dim::known(2 * p))?
-        .sub(&reach)?
-        .sub(&Dim::known(1))?;
-    span.div(&Dim::known(s))?.add(&Dim::known(1))
-}
-
-pub fn product(dims: &[Dim]) -> Result<Dim, DimError> {
-    dims.iter().try_fold(Dim::known(1), |acc, d| acc.mul(d))
 }
 
 fn normalize_axis(b: &Bound, i: usize, rank: usize) -> Result<usize, Diag> {
@@ -1034,44 +545,384 @@ fn normalize_axis(b: &Bound, i: usize, rank: usize) -> Result<usize, Diag> {
     Ok(a as usize)
 }
 
-fn scalar_or_tensor(b: &Bound, i: usize) -> Result<TensorType, Diag> {
-    match &b.values[i] {
-        Some((Value::Tensor(_), _)) => {
-            need_dtype(b, i, &[DType::F32])?;
-            Ok(b.tensor(i).ty.clone())
+/// Lowers a bound call to an IR op and types it.
+pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
+    let inputs: Vec<Input<'_>> = match op {
+        Op::Concat => {
+            let Some((Value::List(items), list_span)) = &b.values[0] else {
+                unreachable!("bind() checked the kind")
+            };
+            items
+                .iter()
+                .map(|v| match v {
+                    Value::Tensor(t) => Input {
+                        ty: t.ty.clone(),
+                        span: *list_span,
+                        decl: t.decl,
+                        operand: Operand::Node(t.node),
+                        param: 0,
+                        _b: std::marker::PhantomData,
+                    },
+                    _ => unreachable!("bind() checked the kind"),
+                })
+                .collect()
         }
-        _ => Ok(TensorType::new(DType::F32, Vec::new())),
+        Op::Matmul
+        | Op::TernaryMatmul
+        | Op::Conv2d
+        | Op::TernaryConv2d
+        | Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div => {
+            vec![b.input(0), b.input(1)]
+        }
+        Op::BatchNorm => (0..5).map(|i| b.input(i)).collect(),
+        _ => vec![b.input(0)],
+    };
+    if matches!(op, Op::TernaryMatmul | Op::TernaryConv2d) && inputs[1].ty.dtype != DType::Trit {
+        return Err(dtype_diag(b, &inputs[1], &[DType::Trit]));
+    }
+    let ir_op = match op {
+        Op::Matmul | Op::TernaryMatmul => ir::Op::Matmul,
+        Op::Conv2d | Op::TernaryConv2d => ir::Op::Conv2d(ConvAttrs {
+            stride: b.pair(2).unwrap_or([1, 1]),
+            padding: b.pair(3).unwrap_or([0, 0]),
+            dilation: b.pair(4).unwrap_or([1, 1]),
+            groups: b.int(5).unwrap_or(1),
+        }),
+        Op::BatchNorm => ir::Op::BatchNorm {
+            eps: b.float(5).unwrap_or(1e-5) as f32,
+        },
+        Op::Relu => ir::Op::Unary(UnaryOp::Relu),
+        Op::Relu6 => ir::Op::Unary(UnaryOp::Relu6),
+        Op::Sigmoid => ir::Op::Unary(UnaryOp::Sigmoid),
+        Op::Silu => ir::Op::Unary(UnaryOp::Silu),
+        Op::Tanh => ir::Op::Unary(UnaryOp::Tanh),
+        Op::Neg => ir::Op::Unary(UnaryOp::Neg),
+        Op::Softmax => {
+            // Axis errors name the op; the IR rule only sees a resolved axis.
+            if inputs[0].ty.dtype != DType::F32 {
+                return Err(dtype_diag(b, &inputs[0], &[DType::F32]));
+            }
+            ir::Op::Softmax {
+                axis: normalize_axis(b, 1, inputs[0].ty.rank())?,
+            }
+        }
+        Op::Add => ir::Op::Binary(BinaryOp::Add),
+        Op::Sub => ir::Op::Binary(BinaryOp::Sub),
+        Op::Mul => ir::Op::Binary(BinaryOp::Mul),
+        Op::Div => ir::Op::Binary(BinaryOp::Div),
+        Op::MaxPool2d | Op::AvgPool2d => {
+            let kernel = b.pair(1).unwrap_or([1, 1]);
+            let attrs = PoolAttrs {
+                kernel,
+                stride: b.pair(2).unwrap_or(kernel),
+                padding: b.pair(3).unwrap_or([0, 0]),
+            };
+            if op == Op::MaxPool2d {
+                ir::Op::MaxPool2d(attrs)
+            } else {
+                ir::Op::AvgPool2d(attrs)
+            }
+        }
+        Op::GlobalAvgPool => ir::Op::GlobalAvgPool,
+        Op::Flatten => {
+            let x = &inputs[0].ty;
+            if !matches!(x.dtype, DType::F32 | DType::I8 | DType::I32) {
+                return Err(dtype_diag(
+                    b,
+                    &inputs[0],
+                    &[DType::F32, DType::I8, DType::I32],
+                ));
+            }
+            let start = normalize_axis(b, 1, x.rank())?;
+            let prod = ir::op::product(&x.shape[start..])
+                .map_err(|e| dim_err(e, b.call, "the flattened size"))?;
+            let mut shape = x.shape[..start].to_vec();
+            shape.push(prod);
+            ir::Op::Reshape { shape }
+        }
+        Op::Reshape => ir::Op::Reshape {
+            shape: reshape_target(b, &inputs[0].ty)?,
+        },
+        Op::Concat => {
+            let Some((_, list_span)) = &b.values[0] else {
+                unreachable!("bind() checked the kind")
+            };
+            let Some(first) = inputs.first() else {
+                return Err(Diag::error(
+                    Code::InvalidArgument,
+                    "`concat` needs at least one tensor",
+                )
+                .at(*list_span, "empty list"));
+            };
+            ir::Op::Concat {
+                axis: normalize_axis(b, 1, first.ty.rank())?,
+            }
+        }
+        Op::QuantizeI8 => ir::Op::QuantizeI8 {
+            scale: b.float(1).map(|s| s as f32),
+        },
+        Op::Dequantize => ir::Op::Dequantize,
+    };
+    let types: Vec<&TensorType> = inputs.iter().map(|i| &i.ty).collect();
+    match ir_op.infer(&types) {
+        Ok(ty) => Ok(Lowered {
+            op: ir_op,
+            args: inputs.iter().map(|i| i.operand).collect(),
+            ty,
+        }),
+        Err(e) => Err(op_diag(b, &inputs, e)),
     }
 }
 
-/// Numpy broadcasting: shapes aligned at the right; each pair of dims must be equal or one of
-/// them 1.
-pub fn broadcast(
+/// The full target shape of `reshape`, with `-1` inferred.
+fn reshape_target(b: &Bound, x: &TensorType) -> Result<Vec<Dim>, Diag> {
+    if !matches!(x.dtype, DType::F32 | DType::I8 | DType::I32) {
+        return Err(dtype_diag(
+            b,
+            &b.input(0),
+            &[DType::F32, DType::I8, DType::I32],
+        ));
+    }
+    let Some((Value::List(items), _)) = &b.values[1] else {
+        unreachable!("bind() checked the kind")
+    };
+    let mut dims: Vec<Dim> = items
+        .iter()
+        .map(|v| match v {
+            Value::Int(d) => d.clone(),
+            _ => unreachable!("bind() checked the kind"),
+        })
+        .collect();
+    let infer_at: Vec<usize> = dims
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.as_known() == Some(-1))
+        .map(|(i, _)| i)
+        .collect();
+    if infer_at.len() > 1 {
+        return Err(Diag::error(
+            Code::InvalidArgument,
+            "`reshape` can infer at most one dimension (-1)",
+        )
+        .at(b.span(1), "more than one -1"));
+    }
+    for d in &dims {
+        if let Some(v) = d.as_known()
+            && (v == 0 || v < -1)
+        {
+            return Err(Diag::error(
+                Code::InvalidDimension,
+                format!("`reshape` dimension {v} is not allowed"),
+            )
+            .at(
+                b.span(1),
+                "dimensions must be at least 1 (or -1 to infer one)",
+            ));
+        }
+    }
+    if let Some(&i) = infer_at.first() {
+        let total =
+            ir::op::product(&x.shape).map_err(|e| dim_err(e, b.call, "the element count"))?;
+        let rest: Vec<Dim> = dims
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let known = ir::op::product(&rest).map_err(|e| dim_err(e, b.call, "the element count"))?;
+        let inferred = total
+            .div(&known)
+            .map_err(|e| dim_err(e, b.call, "the inferred dimension"))?;
+        if inferred.mul(&known).ok().as_ref() != Some(&total) {
+            return Err(Diag::error(
+                Code::ShapeMismatch,
+                format!("`reshape` cannot infer -1: {total} elements are not divisible by {known}"),
+            )
+            .at(b.span(1), "no whole dimension fits"));
+        }
+        dims[i] = inferred;
+    }
+    Ok(dims)
+}
+
+fn dtype_diag(b: &Bound, input: &Input<'_>, allowed: &[DType]) -> Diag {
+    let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
+    let t = &input.ty;
+    let mut d = Diag::error(
+        Code::DtypeMismatch,
+        format!(
+            "`{}` expects {} for `{}`, got {}",
+            b.name,
+            names.join(" or "),
+            param_name(b, input.param),
+            t
+        ),
+    )
+    .at(input.span, format!("this is {}", t.dtype));
+    d = match t.dtype {
+        DType::I32 | DType::I8 if allowed.contains(&DType::F32) => {
+            d.help("convert integer results back with `dequantize(...)` first")
+        }
+        DType::Trit => d.help("trit tensors can only be the weight operand of matmul or conv2d"),
+        _ => d,
+    };
+    if let Some(decl) = input.decl {
+        d = d.also(decl, "declared here");
+    }
+    d
+}
+
+fn param_name(b: &Bound, i: usize) -> &'static str {
+    spec(b.name).map_or("x", |s| s.params[i].name)
+}
+
+/// Maps a type-rule failure to a diagnostic at the argument at fault.
+fn op_diag(b: &Bound, inputs: &[Input<'_>], e: OpError) -> Diag {
+    let at = |i: usize| inputs.get(i).map_or(b.call, |x| x.span);
+    match e {
+        OpError::Dtype { arg, allowed, .. } => dtype_diag(b, &inputs[arg], allowed),
+        OpError::MixedInteger { weight } => Diag::error(
+            Code::DtypeMismatch,
+            format!("`{}` with i8 activations needs a trit or i8 weight, got {weight}", b.name),
+        )
+        .at(at(0), "i8 activations")
+        .also(at(1), format!("{weight} weight"))
+        .help("dequantize the activations first, or quantize the weight"),
+        OpError::Rank { arg, expected, got, layout } => {
+            let mut d = Diag::error(
+                Code::RankMismatch,
+                format!("`{}` expects a {expected}-d `{}` {layout}, got {got}", b.name, param_name(b, inputs[arg].param)),
+            )
+            .at(at(arg), format!("this has {} dimensions", got.rank()));
+            if let Some(decl) = inputs[arg].decl {
+                d = d.also(decl, "declared here");
+            }
+            d
+        }
+        OpError::MinRank { arg, got, layout, .. } => {
+            let msg = if b.name == "matmul" || b.name == "ternary_matmul" {
+                format!("`{}` needs a tensor with a feature dimension, got {got}", b.name)
+            } else {
+                format!("`{}` expects {layout}, got {got}", b.name)
+            };
+            Diag::error(Code::RankMismatch, msg).at(at(arg), "too few dimensions")
+        }
+        OpError::Features { expected, got } => {
+            let (x, w) = (&inputs[0], &inputs[1]);
+            let d = Diag::error(Code::ShapeMismatch, format!("`{}` expects {expected} input features, got {got}", b.name))
+                .at(x.span, format!("this has {got} features: {}", x.ty));
+            match w.decl {
+                Some(decl) => d.also(decl, format!("the weight is {}: [out_features, in_features]", w.ty)),
+                None => d.also(w.span, format!("the weight is {}", w.ty)),
+            }
+        }
+        OpError::Channels { expected, got, groups } => {
+            let (x, w) = (&inputs[0], &inputs[1]);
+            let what = if groups > 1 {
+                format!("the weight is {} with groups = {groups}: [out, in / groups, kh, kw]", w.ty)
+            } else {
+                format!("the weight is {}: [out_channels, in_channels, kh, kw]", w.ty)
+            };
+            Diag::error(Code::ShapeMismatch, format!("`{}` expects {expected} input channels, got {got}", b.name))
+                .at(x.span, format!("this has {got} channels: {}", x.ty))
+                .also(w.decl.unwrap_or(w.span), what)
+        }
+        OpError::NotDivisible { what, value, groups } => {
+            let label = format!("groups must divide the {what}");
+            Diag::error(Code::InvalidArgument, format!("`{}` {what} ({value}) are not divisible by groups ({groups})", b.name))
+                .at(kwarg_span(b, "groups"), label)
+        }
+        OpError::Attr { name, value, requirement } => Diag::error(
+            Code::InvalidArgument,
+            format!("`{name}` of `{}` must be {requirement}, got {value}", b.name),
+        )
+        .at(kwarg_span(b, name), "invalid value"),
+        OpError::PoolPadding { padding, kernel } => Diag::error(
+            Code::InvalidArgument,
+            format!("`{}` padding ({padding}) must be at most half the kernel ({kernel})", b.name),
+        )
+        .at(kwarg_span(b, "padding"), "padding too large"),
+        OpError::EmptyOutput { what, size, detail } => {
+            Diag::error(Code::InvalidDimension, format!("`{}` would produce an output {what} of {size}", b.name))
+                .at(b.call, "output would be empty")
+                .help(detail)
+        }
+        OpError::ChannelVector { arg, name, channels, got } => {
+            let mut d = Diag::error(
+                Code::ShapeMismatch,
+                format!("`batch_norm` expects `{name}` of shape [{channels}] (one per channel), got {got}"),
+            )
+            .at(at(arg), format!("the input has {channels} channels"));
+            if let Some(decl) = inputs[arg].decl {
+                d = d.also(decl, "declared here");
+            }
+            d
+        }
+        OpError::Broadcast { a, b: c, dim, x, y } => broadcast_diag(&a, &c, dim, &x, &y, b.call, at(0), at(1)),
+        OpError::Axis { axis, rank } => Diag::error(
+            Code::InvalidArgument,
+            format!("`{}` axis {axis} is out of range for a tensor with {rank} dimensions", b.name),
+        )
+        .at(b.call, "invalid axis"),
+        OpError::Elements { from, from_count, to_count } => Diag::error(
+            Code::ShapeMismatch,
+            format!("`reshape` cannot change the number of elements: {from} has {from_count}, the new shape has {to_count}"),
+        )
+        .at(b.span(1), format!("{to_count} elements"))
+        .also(at(0), format!("{from_count} elements")),
+        OpError::ConcatDtype { item, first, got } => Diag::error(
+            Code::DtypeMismatch,
+            format!("`concat` needs tensors of one dtype: item 0 is {first}, item {item} is {got}"),
+        )
+        .at(at(0), "mixed dtypes"),
+        OpError::ConcatRank { item, first, got } => Diag::error(
+            Code::RankMismatch,
+            format!("`concat` needs tensors of one rank: item 0 is {first}, item {item} is {got}"),
+        )
+        .at(at(0), "mixed ranks"),
+        OpError::ConcatDim { item, axis, dim, first, got } => Diag::error(
+            Code::ShapeMismatch,
+            format!("`concat` along axis {axis} needs equal sizes in dimension {dim}: item 0 is {first}, item {item} is {got}"),
+        )
+        .at(at(0), format!("dimension {dim} differs")),
+        OpError::EmptyConcat => Diag::error(Code::InvalidArgument, "`concat` needs at least one tensor").at(b.call, "empty list"),
+        OpError::Scale { value } => Diag::error(
+            Code::InvalidArgument,
+            format!("`quantize_i8` scale must be a positive number, got {value}"),
+        )
+        .at(kwarg_span(b, "scale"), "invalid scale"),
+        OpError::Overflow(what) => dim_err(DimError::Overflow, b.call, what),
+        OpError::DivisionByZero(what) => dim_err(DimError::DivisionByZero, b.call, what),
+        OpError::Arity { .. } | OpError::Leaf => {
+            Diag::error(Code::ArgumentCount, format!("`{}`: {e}", b.name)).at(b.call, "wrong inputs")
+        }
+    }
+}
+
+/// Span of the argument bound to the named parameter (or the call).
+fn kwarg_span(b: &Bound, name: &str) -> Span {
+    spec(b.name)
+        .and_then(|s| s.params.iter().position(|p| p.name == name))
+        .map_or(b.call, |i| b.span(i))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn broadcast_diag(
     a: &TensorType,
     c: &TensorType,
+    dim: usize,
+    x: &Dim,
+    y: &Dim,
     call: Span,
     a_span: Span,
     c_span: Span,
-) -> Result<TensorType, Diag> {
-    let rank = a.rank().max(c.rank());
-    let mut shape = Vec::with_capacity(rank);
-    for i in 0..rank {
-        let da = (i + a.rank()).checked_sub(rank).map(|j| &a.shape[j]);
-        let dc = (i + c.rank()).checked_sub(rank).map(|j| &c.shape[j]);
-        let one = Dim::known(1);
-        let (x, y) = (da.unwrap_or(&one), dc.unwrap_or(&one));
-        let d = if x == y || y.as_known() == Some(1) {
-            x.clone()
-        } else if x.as_known() == Some(1) {
-            y.clone()
-        } else {
-            return Err(Diag::error(Code::BroadcastMismatch, format!("cannot broadcast {a} with {c}: {x} vs {y} in dimension {i}"))
-                .at(call, "shapes do not broadcast")
-                .also(a_span, format!("{a}"))
-                .also(c_span, format!("{c}"))
-                .help("shapes are aligned from the right; each pair of dimensions must be equal or 1 (use `reshape` to add 1s)"));
-        };
-        shape.push(d);
-    }
-    Ok(TensorType::new(DType::F32, shape))
+) -> Diag {
+    Diag::error(Code::BroadcastMismatch, format!("cannot broadcast {a} with {c}: {x} vs {y} in dimension {dim}"))
+        .at(call, "shapes do not broadcast")
+        .also(a_span, format!("{a}"))
+        .also(c_span, format!("{c}"))
+        .help("shapes are aligned from the right; each pair of dimensions must be equal or 1 (use `reshape` to add 1s)")
 }

@@ -10,11 +10,11 @@
 //!   language; division by zero is an error.
 
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Atom {
-    Sym(Rc<str>),
+    Sym(Arc<str>),
     Div(Box<Dim>, Box<Dim>),
     Rem(Box<Dim>, Box<Dim>),
 }
@@ -201,9 +201,9 @@ impl Dim {
     }
 
     /// The symbols this dim mentions (for messages).
-    pub fn symbols(&self) -> Vec<Rc<str>> {
+    pub fn symbols(&self) -> Vec<Arc<str>> {
         let mut out = Vec::new();
-        fn walk(d: &Dim, out: &mut Vec<Rc<str>>) {
+        fn walk(d: &Dim, out: &mut Vec<Arc<str>>) {
             for (m, _) in &d.terms {
                 for a in m {
                     match a {

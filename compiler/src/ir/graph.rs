@@ -1,0 +1,245 @@
+//! The graph IR: a model as a DAG of typed tensor ops.
+//!
+//! Rules:
+//! - Every node produces one tensor; a node's id is the id of its value (SSA). Nodes live in an
+//!   arena in topological order: a node's arguments always come before it.
+//! - Model inputs are `Input` nodes, parameters are `Param` nodes referring to the parameter
+//!   table by index (with the dotted names weights files use), scalars are `Const` nodes.
+//! - Source spans are a side table. Passes build a new graph rather than editing in place
+//!   ([`Graph::rebuild`]), so ids stay dense and ordered.
+//! - Only the verifier decides whether a graph is well formed; a malformed graph is a compiler
+//!   bug, never a user error.
+
+use triton_runtime::DType;
+
+use super::entity::{Arena, Id, SecondaryMap};
+use super::op::Op;
+use super::types::TensorType;
+use crate::source::Span;
+use crate::syntax::ast::DeclKind;
+
+/// Ternary quantization rule of a trit weight, or the rule of an i8 weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantRule {
+    /// BitNet b1.58: gamma = mean|W| per output channel, w = round(clip(W / gamma, -1, 1)).
+    Absmean,
+    /// Ternary weight networks: delta = 0.7 mean|W|, alpha = mean of |W| above delta.
+    Twn,
+    /// Int8 weights: scale = max|W| / 127 per output channel, w = round(W / scale).
+    Absmax,
+}
+
+impl QuantRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantRule::Absmean => "absmean",
+            QuantRule::Twn => "twn",
+            QuantRule::Absmax => "absmax",
+        }
+    }
+}
+
+/// Deterministic initialisation used when no weights file is given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Kaiming-uniform over fan-in (dims after the first), as PyTorch initialises conv/linear.
+    Kaiming,
+    Zeros,
+    Ones,
+    Const(f64),
+}
+
+/// One named parameter of a model: a `weight`, `param` or `buffer` of some instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamInfo {
+    /// Dotted path, e.g. `layer1.0.conv1.w`: the name used in weights files and the IR.
+    pub name: String,
+    pub kind: DeclKind,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub quant: Option<QuantRule>,
+    pub init: Init,
+    pub span: Span,
+}
+
+impl ParamInfo {
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub args: Vec<NodeId>,
+    pub ty: TensorType,
+}
+
+pub type NodeId = Id<Node>;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    pub name: String,
+    pub nodes: Arena<Node>,
+    /// Model inputs by position: name and node (an `Input` node).
+    pub inputs: Vec<(String, NodeId)>,
+    /// The parameter table; `Param { index }` nodes refer to it.
+    pub params: Vec<ParamInfo>,
+    pub outputs: Vec<NodeId>,
+    pub spans: SecondaryMap<NodeId, Span>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    /// Appends a node; its arguments must already exist.
+    pub fn add(&mut self, op: Op, args: Vec<NodeId>, ty: TensorType) -> NodeId {
+        debug_assert!(
+            args.iter().all(|a| a.index() < self.nodes.len()),
+            "arguments must precede the node"
+        );
+        self.nodes.push(Node { op, args, ty })
+    }
+
+    pub fn add_spanned(
+        &mut self,
+        op: Op,
+        args: Vec<NodeId>,
+        ty: TensorType,
+        span: Option<Span>,
+    ) -> NodeId {
+        let id = self.add(op, args, ty);
+        if let Some(s) = span {
+            self.spans.insert(id, s);
+        }
+        id
+    }
+
+    pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> NodeId {
+        let id = self.add(
+            Op::Input {
+                index: self.inputs.len(),
+            },
+            Vec::new(),
+            ty,
+        );
+        self.inputs.push((name.into(), id));
+        id
+    }
+
+    /// Adds a parameter to the table and its `Param` node.
+    pub fn add_param(&mut self, info: ParamInfo) -> NodeId {
+        let dims = info
+            .shape
+            .iter()
+            .map(|&d| super::Dim::known(d as i64))
+            .collect();
+        let ty = TensorType::new(info.dtype, dims);
+        let index = self.params.len();
+        let span = info.span;
+        self.params.push(info);
+        self.add_spanned(Op::Param { index }, Vec::new(), ty, Some(span))
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// Nodes that compute something (not inputs, params or constants).
+    pub fn compute_nodes(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| {
+                !matches!(n.op, Op::Input { .. } | Op::Param { .. } | Op::Const { .. })
+            })
+            .count()
+    }
+
+    /// How many times each node is used (as an argument or an output).
+    pub fn use_counts(&self) -> Vec<usize> {
+        let mut uses = vec![0; self.nodes.len()];
+        for (_, n) in self.nodes.iter() {
+            for a in &n.args {
+                uses[a.index()] += 1;
+            }
+        }
+        for o in &self.outputs {
+            uses[o.index()] += 1;
+        }
+        uses
+    }
+
+    /// Builds a new graph by visiting every node in order. `f` decides what each old node
+    /// becomes in the new graph (usually by calling [`Rebuilder::copy`]); unused results are
+    /// left for dead-code elimination.
+    pub fn rebuild(&self, mut f: impl FnMut(&mut Rebuilder<'_>, NodeId, &Node) -> NodeId) -> Graph {
+        let mut out = Graph {
+            name: self.name.clone(),
+            params: self.params.clone(),
+            ..Graph::default()
+        };
+        let mut map: Vec<Option<NodeId>> = vec![None; self.nodes.len()];
+        for (id, node) in self.nodes.iter() {
+            let mut rb = Rebuilder {
+                old: self,
+                new: &mut out,
+                map: &map,
+            };
+            let new_id = f(&mut rb, id, node);
+            map[id.index()] = Some(new_id);
+        }
+        out.inputs = self
+            .inputs
+            .iter()
+            .map(|(n, id)| (n.clone(), map[id.index()].unwrap_or(*id)))
+            .collect();
+        out.outputs = self
+            .outputs
+            .iter()
+            .map(|id| map[id.index()].unwrap_or(*id))
+            .collect();
+        out
+    }
+}
+
+/// Context for [`Graph::rebuild`].
+#[derive(Debug)]
+pub struct Rebuilder<'a> {
+    pub old: &'a Graph,
+    pub new: &'a mut Graph,
+    map: &'a [Option<NodeId>],
+}
+
+impl Rebuilder<'_> {
+    /// The new id of an already visited old node.
+    pub fn get(&self, old: NodeId) -> NodeId {
+        self.map[old.index()].unwrap_or_else(|| unreachable!("arguments precede their node"))
+    }
+
+    /// Copies an old node with its arguments remapped (and its span).
+    pub fn copy(&mut self, id: NodeId, node: &Node) -> NodeId {
+        let args = node.args.iter().map(|a| self.get(*a)).collect();
+        self.emit(
+            node.op.clone(),
+            args,
+            node.ty.clone(),
+            self.old.spans.get(id).copied(),
+        )
+    }
+
+    /// Emits a new node in the new graph.
+    pub fn emit(
+        &mut self,
+        op: Op,
+        args: Vec<NodeId>,
+        ty: TensorType,
+        span: Option<Span>,
+    ) -> NodeId {
+        self.new.add_spanned(op, args, ty, span)
+    }
+}
