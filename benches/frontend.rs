@@ -50,12 +50,7 @@ fn frontend(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("check");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for model in [
-        "mnist_mlp",
-        "resnet18_cifar10",
-        "resnet50_cifar10",
-        "efficientnet_b0_imagenet",
-    ] {
+    for model in ["mnist_mlp", "resnet18_cifar10", "resnet50_cifar10", "efficientnet_b0_imagenet"] {
         let path = root.join(format!("examples/{model}.tri"));
         g.bench_function(model, |b| {
             b.iter(|| {

@@ -9,16 +9,10 @@ fn expected_codes(path: &Path) -> BTreeSet<String> {
     let bytes = std::fs::read(path).expect("fixture readable");
     let text = String::from_utf8_lossy(&bytes);
     let first = text.lines().next().unwrap_or_default();
-    let list = first.strip_prefix("# expect:").unwrap_or_else(|| {
-        panic!(
-            "{}: first line must be `# expect: CODE, ...`",
-            path.display()
-        )
-    });
-    list.split(',')
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-        .collect()
+    let list = first
+        .strip_prefix("# expect:")
+        .unwrap_or_else(|| panic!("{}: first line must be `# expect: CODE, ...`", path.display()));
+    list.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
 }
 
 #[test]
@@ -30,45 +24,27 @@ fn every_malformed_program_gets_its_diagnostics() {
         let rel = path.strip_prefix(root).expect("fixture inside the package");
         let checked = triton::check_file(rel);
         let rendered = checked.render_plain();
-        let actual: BTreeSet<String> = checked
-            .diags()
-            .iter()
-            .map(|d| d.code.as_str().to_string())
-            .collect();
+        let actual: BTreeSet<String> = checked.diags().iter().map(|d| d.code.as_str().to_string()).collect();
         let expected = expected_codes(path);
-        assert_eq!(
-            actual,
-            expected,
-            "{}: wrong diagnostic codes; rendered:\n{rendered}",
-            rel.display()
-        );
+        assert_eq!(actual, expected, "{}: wrong diagnostic codes; rendered:\n{rendered}", rel.display());
         let has_error_code = expected.iter().any(|c| c.starts_with('E'));
         assert_eq!(checked.has_errors(), has_error_code, "{}", rel.display());
         // Every diagnostic points somewhere and says something.
         for d in checked.diags().iter() {
             assert!(!d.message.is_empty());
             if d.code.as_str() != "E001" {
-                assert!(
-                    d.primary_span().is_some(),
-                    "{}: `{}` has no location",
-                    rel.display(),
-                    d.message
-                );
+                assert!(d.primary_span().is_some(), "{}: `{}` has no location", rel.display(), d.message);
             }
         }
         insta::assert_snapshot!(rendered);
     });
-    assert!(
-        count >= 40,
-        "expected at least 40 malformed programs, found {count}"
-    );
+    assert!(count >= 40, "expected at least 40 malformed programs, found {count}");
 }
 
 #[test]
 fn every_code_is_documented_and_exercised_by_a_fixture() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let docs =
-        std::fs::read_to_string(root.join("docs/diagnostics.md")).expect("docs/diagnostics.md");
+    let docs = std::fs::read_to_string(root.join("docs/diagnostics.md")).expect("docs/diagnostics.md");
     let mut exercised = BTreeSet::new();
     for entry in std::fs::read_dir(root.join("tests/diagnostics")).expect("fixtures") {
         let path = entry.expect("entry").path();
@@ -82,14 +58,7 @@ fn every_code_is_documented_and_exercised_by_a_fixture() {
     exercised.insert("E003".to_string());
     for code in triton::compiler::diagnostics::Code::ALL {
         let c = code.as_str();
-        assert!(
-            docs.contains(&format!("`{c}`")),
-            "{c} is not documented in docs/diagnostics.md"
-        );
-        assert!(
-            exercised.contains(c),
-            "{c} ({}) has no fixture in tests/diagnostics",
-            code.summary()
-        );
+        assert!(docs.contains(&format!("`{c}`")), "{c} is not documented in docs/diagnostics.md");
+        assert!(exercised.contains(c), "{c} ({}) has no fixture in tests/diagnostics", code.summary());
     }
 }

@@ -23,18 +23,8 @@ fn every_example_checks_without_diagnostics() {
     assert!(files.len() >= 8, "the zoo has {} models", files.len());
     for f in files {
         let checked = check_file(&f);
-        assert!(
-            checked.diags().is_empty(),
-            "{}:\n{}",
-            f.display(),
-            checked.render_plain()
-        );
-        assert_eq!(
-            checked.models.len(),
-            1,
-            "{}: one model per example",
-            f.display()
-        );
+        assert!(checked.diags().is_empty(), "{}:\n{}", f.display(), checked.render_plain());
+        assert_eq!(checked.models.len(), 1, "{}: one model per example", f.display());
     }
 }
 
@@ -42,56 +32,17 @@ fn every_example_checks_without_diagnostics() {
 fn every_stdlib_module_checks_without_diagnostics() {
     for (name, text) in STDLIB {
         let checked = check_source(&format!("{name}.tri"), text, None);
-        assert!(
-            checked.diags().is_empty(),
-            "std::{name}:\n{}",
-            checked.render_plain()
-        );
+        assert!(checked.diags().is_empty(), "std::{name}:\n{}", checked.render_plain());
     }
 }
 
 /// (file, model, reference parameter count, reference, input, output)
 const ZOO: &[(&str, &str, u64, &str, &str, &str)] = &[
-    (
-        "mnist_mlp.tri",
-        "MnistMlp",
-        235_146,
-        "784-256-128-10 MLP with biases",
-        "f32[B, 784]",
-        "f32[B, 10]",
-    ),
-    (
-        "mnist_cnn.tri",
-        "MnistCnn",
-        61_706,
-        "LeNet-5",
-        "f32[B, 1, 28, 28]",
-        "f32[B, 10]",
-    ),
-    (
-        "resnet18_cifar10.tri",
-        "ResNet18",
-        11_173_962,
-        "CIFAR ResNet-18",
-        "f32[B, 3, 32, 32]",
-        "f32[B, 10]",
-    ),
-    (
-        "resnet34_cifar10.tri",
-        "ResNet34",
-        21_282_122,
-        "CIFAR ResNet-34",
-        "f32[B, 3, 32, 32]",
-        "f32[B, 10]",
-    ),
-    (
-        "resnet50_cifar10.tri",
-        "ResNet50",
-        23_520_842,
-        "CIFAR ResNet-50",
-        "f32[B, 3, 32, 32]",
-        "f32[B, 10]",
-    ),
+    ("mnist_mlp.tri", "MnistMlp", 235_146, "784-256-128-10 MLP with biases", "f32[B, 784]", "f32[B, 10]"),
+    ("mnist_cnn.tri", "MnistCnn", 61_706, "LeNet-5", "f32[B, 1, 28, 28]", "f32[B, 10]"),
+    ("resnet18_cifar10.tri", "ResNet18", 11_173_962, "CIFAR ResNet-18", "f32[B, 3, 32, 32]", "f32[B, 10]"),
+    ("resnet34_cifar10.tri", "ResNet34", 21_282_122, "CIFAR ResNet-34", "f32[B, 3, 32, 32]", "f32[B, 10]"),
+    ("resnet50_cifar10.tri", "ResNet50", 23_520_842, "CIFAR ResNet-50", "f32[B, 3, 32, 32]", "f32[B, 10]"),
     (
         "mobilenetv2_cifar10.tri",
         "MobileNetV2",
@@ -100,14 +51,7 @@ const ZOO: &[(&str, &str, u64, &str, &str, &str)] = &[
         "f32[B, 3, 32, 32]",
         "f32[B, 10]",
     ),
-    (
-        "vgg16_cifar10.tri",
-        "Vgg16",
-        14_728_266,
-        "CIFAR VGG-16 with batch norm",
-        "f32[B, 3, 32, 32]",
-        "f32[B, 10]",
-    ),
+    ("vgg16_cifar10.tri", "Vgg16", 14_728_266, "CIFAR VGG-16 with batch norm", "f32[B, 3, 32, 32]", "f32[B, 10]"),
     (
         "efficientnet_b0_imagenet.tri",
         "EfficientNetB0",
@@ -127,22 +71,12 @@ fn zoo_parameter_counts_match_reference_architectures() {
         let m = &checked.models[0];
         assert_eq!(m.name, name);
         let s = ModelStats::of(m);
-        assert_eq!(
-            s.parameters, params,
-            "{file}: {reference} has {params} parameters"
-        );
+        assert_eq!(s.parameters, params, "{file}: {reference} has {params} parameters");
         assert_eq!(m.inputs[0].1.to_string(), input, "{file}");
-        assert_eq!(
-            m.output.as_ref().map(|t| t.to_string()).as_deref(),
-            Some(output),
-            "{file}"
-        );
+        assert_eq!(m.output.as_ref().map(|t| t.to_string()).as_deref(), Some(output), "{file}");
         // First and last layers stay f32; (nearly) everything else is ternary.
         assert!(s.ternary > 0 && s.ternary < s.parameters, "{file}");
-        assert!(
-            s.ternary as f64 / s.parameters as f64 > 0.7,
-            "{file}: mostly ternary"
-        );
+        assert!(s.ternary as f64 / s.parameters as f64 > 0.7, "{file}: mostly ternary");
         assert!(s.compression() > 3.0, "{file}: packed smaller than f32");
         // Names are unique and dotted like PyTorch state_dict keys.
         let mut names: Vec<&str> = m.params().iter().map(|p| p.name.as_str()).collect();
@@ -157,11 +91,8 @@ fn zoo_parameter_counts_match_reference_architectures() {
 fn mnist_mlp_parameters_are_named_and_shaped_as_declared() {
     let checked = check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri"));
     let m = &checked.models[0];
-    let got: Vec<(String, String, Vec<u64>)> = m
-        .params()
-        .iter()
-        .map(|p| (p.name.clone(), p.dtype.to_string(), p.shape.clone()))
-        .collect();
+    let got: Vec<(String, String, Vec<u64>)> =
+        m.params().iter().map(|p| (p.name.clone(), p.dtype.to_string(), p.shape.clone())).collect();
     let want = [
         ("fc1.w", "trit", vec![256, 784]),
         ("fc1.b", "f32", vec![256]),
@@ -170,10 +101,8 @@ fn mnist_mlp_parameters_are_named_and_shaped_as_declared() {
         ("head.w", "f32", vec![10, 128]),
         ("head.b", "f32", vec![10]),
     ];
-    let want: Vec<(String, String, Vec<u64>)> = want
-        .into_iter()
-        .map(|(a, b, c)| (a.to_string(), b.to_string(), c))
-        .collect();
+    let want: Vec<(String, String, Vec<u64>)> =
+        want.into_iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c)).collect();
     assert_eq!(got, want);
     let s = ModelStats::of(m);
     // Trits at 5 per byte (rounded up per row) plus an f32 scale per row; the rest f32.
@@ -184,25 +113,14 @@ fn mnist_mlp_parameters_are_named_and_shaped_as_declared() {
 
 #[test]
 fn resnet_blocks_project_only_when_the_shape_changes() {
-    let checked =
-        check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resnet18_cifar10.tri"));
+    let checked = check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resnet18_cifar10.tri"));
     let m = &checked.models[0];
     let has = |n: &str| m.params().iter().any(|p| p.name == n);
-    assert!(
-        !has("layer1.0.shortcut.w"),
-        "identity shortcut at stride 1, same width"
-    );
+    assert!(!has("layer1.0.shortcut.w"), "identity shortcut at stride 1, same width");
     assert!(has("layer2.0.shortcut.w"), "projection when downsampling");
     assert!(!has("layer2.1.shortcut.w"));
-    let bn_mean = m
-        .params()
-        .iter()
-        .find(|p| p.name == "layer2.0.bn1.mean")
-        .expect("running mean");
-    assert_eq!(
-        bn_mean.kind,
-        triton::compiler::syntax::ast::DeclKind::Buffer
-    );
+    let bn_mean = m.params().iter().find(|p| p.name == "layer2.0.bn1.mean").expect("running mean");
+    assert_eq!(bn_mean.kind, triton::compiler::syntax::ast::DeclKind::Buffer);
 }
 
 #[test]
@@ -220,11 +138,7 @@ fn symbolic_spatial_dims_flow_through_a_fully_convolutional_model() {
     let checked = check_source("fcn.tri", src, None);
     assert!(!checked.has_errors(), "{}", checked.render_plain());
     assert_eq!(
-        checked.models[0]
-            .output
-            .as_ref()
-            .map(|t| t.to_string())
-            .as_deref(),
+        checked.models[0].output.as_ref().map(|t| t.to_string()).as_deref(),
         Some("f32[B, 32, (H - 1) / 2 + 1, (W - 1) / 2 + 1]")
     );
 }
@@ -277,23 +191,12 @@ fn quantization_rules_and_int8_activation_paths_check() {
     let checked = check_source("q.tri", src, None);
     assert!(checked.diags().is_empty(), "{}", checked.render_plain());
     let m = &checked.models[0];
-    let get = |n: &str| {
-        m.params()
-            .iter()
-            .find(|p| p.name == n)
-            .unwrap_or_else(|| panic!("{n}"))
-    };
+    let get = |n: &str| m.params().iter().find(|p| p.name == n).unwrap_or_else(|| panic!("{n}"));
     assert_eq!(get("conv.w").quant, Some(QuantRule::Twn));
     assert_eq!(get("fc1.w").quant, Some(QuantRule::Absmean));
-    assert_eq!(
-        (get("fc2.w").dtype, get("fc2.w").quant),
-        (DType::I8, Some(QuantRule::Absmax))
-    );
+    assert_eq!((get("fc2.w").dtype, get("fc2.w").quant), (DType::I8, Some(QuantRule::Absmax)));
     assert_eq!(get("head.w").quant, None);
-    assert!(
-        m.params().iter().all(|p| p.name != "head.b"),
-        "bias = false declares no bias"
-    );
+    assert!(m.params().iter().all(|p| p.name != "head.b"), "bias = false declares no bias");
     let s = ModelStats::of(m);
     assert_eq!(s.int8, 32 * 16);
     assert_eq!(s.ternary, 4 * 9 + 32 * 256);

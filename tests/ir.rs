@@ -31,19 +31,13 @@ fn lowered_zoo_graphs_verify_and_round_trip() {
             panic!("{}: {l}:{c}: {}", f.display(), e.message)
         });
         ir::verify(&parsed).unwrap_or_else(|e| panic!("{}: parsed graph: {e}", f.display()));
-        assert_eq!(
-            parsed.to_string(),
-            text,
-            "{}: print -> parse -> print",
-            f.display()
-        );
+        assert_eq!(parsed.to_string(), text, "{}: print -> parse -> print", f.display());
     }
 }
 
 #[test]
 fn mnist_mlp_lowers_to_the_expected_graph() {
-    let checked =
-        triton::check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri"));
+    let checked = triton::check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri"));
     insta::assert_snapshot!(checked.models[0].graph.to_string());
 }
 
@@ -53,28 +47,16 @@ fn the_verifier_rejects_malformed_graphs() {
     let g = ir::parse(good, FileId(0)).expect("parses");
     assert_eq!(ir::verify(&g), Ok(()));
     for (bad, why) in [
-        (
-            good.replace("f32[B, 3]\noutput", "f32[B, 4]\noutput"),
-            "wrong result type",
-        ),
-        (
-            good.replace("%1 = param 0 : f32[3, 4]", "%1 = param 0 : f32[4, 3]"),
-            "param type differs from the table",
-        ),
-        (
-            good.replace("%2 = matmul %0, %1", "%2 = relu %0, %1"),
-            "wrong arity",
-        ),
+        (good.replace("f32[B, 3]\noutput", "f32[B, 4]\noutput"), "wrong result type"),
+        (good.replace("%1 = param 0 : f32[3, 4]", "%1 = param 0 : f32[4, 3]"), "param type differs from the table"),
+        (good.replace("%2 = matmul %0, %1", "%2 = relu %0, %1"), "wrong arity"),
         (good.replace("output %2\n", ""), "no output"),
     ] {
         let g = ir::parse(&bad, FileId(0)).expect("parses");
         assert!(ir::verify(&g).is_err(), "{why}:\n{bad}");
     }
     for (bad, why) in [
-        (
-            good.replace("%2 = matmul %0, %1", "%2 = matmul %0, %7"),
-            "forward reference",
-        ),
+        (good.replace("%2 = matmul %0, %1", "%2 = matmul %0, %7"), "forward reference"),
         (good.replace("%2 =", "%5 ="), "out-of-order id"),
         (good.replace("matmul", "matmull"), "unknown op"),
         (good.replace("f32[B, 4]", "f33[B, 4]"), "unknown dtype"),

@@ -12,10 +12,7 @@ fn check_all_is_well(text: &str) {
     for d in checked.diags().iter() {
         for l in &d.labels {
             let len = checked.program.sources.get(l.span.file).text.len() as u32;
-            assert!(
-                l.span.lo <= l.span.hi && l.span.hi <= len,
-                "label outside its file: {d:?}"
-            );
+            assert!(l.span.lo <= l.span.hi && l.span.hi <= len, "label outside its file: {d:?}");
         }
     }
     let rendered = checked.render_plain();
@@ -136,15 +133,7 @@ proptest! {
 #[test]
 fn numbers_in_layer_arguments_are_checked_not_trusted() {
     // Every shape-producing argument, swept over awkward values.
-    for v in [
-        "0",
-        "1",
-        "-1",
-        "3",
-        "9223372036854775807",
-        "1 - 9223372036854775807 - 2",
-        "68719476737",
-    ] {
+    for v in ["0", "1", "-1", "3", "9223372036854775807", "1 - 9223372036854775807 - 2", "68719476737"] {
         for template in [
             "use std::nn::{TernaryLinear}\nmodel M { fc = TernaryLinear(V, 4)\n fn forward(x: f32[B, 4]) -> f32[B, 4] { return fc(x) } }",
             "use std::nn::{Conv2d}\nmodel M { c = Conv2d(3, 4, V, stride = V, padding = V, groups = V)\n fn forward(x: f32[B, 3, 8, 8]) -> f32[B, 4, 8, 8] { return c(x) } }",

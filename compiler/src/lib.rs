@@ -6,8 +6,10 @@
 
 pub mod check;
 pub mod diagnostics;
+pub mod interp;
 pub mod ir;
 pub mod load;
+pub mod passes;
 pub mod source;
 pub mod syntax;
 

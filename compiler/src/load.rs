@@ -27,10 +27,7 @@ pub const STDLIB: &[(&str, &str)] = &[
     ("nn", include_str!("../../stdlib/nn.tri")),
     ("resnet", include_str!("../../stdlib/resnet.tri")),
     ("mobilenet", include_str!("../../stdlib/mobilenet.tri")),
-    (
-        "efficientnet",
-        include_str!("../../stdlib/efficientnet.tri"),
-    ),
+    ("efficientnet", include_str!("../../stdlib/efficientnet.tri")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,10 +114,7 @@ impl Loader {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
-                let mut d = Diag::error(
-                    Code::FileUnreadable,
-                    format!("cannot read `{display}`: {e}"),
-                );
+                let mut d = Diag::error(Code::FileUnreadable, format!("cannot read `{display}`: {e}"));
                 if let Some(at) = at {
                     d = d.at(at, "imported here");
                 }
@@ -150,10 +144,7 @@ impl Loader {
                 let pos = e.utf8_error().valid_up_to();
                 let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
                 // Map the byte offset into the lossy text: identical up to `pos`.
-                let file =
-                    self.program
-                        .sources
-                        .add(display.clone(), Origin::Disk(canonical), lossy);
+                let file = self.program.sources.add(display.clone(), Origin::Disk(canonical), lossy);
                 let line = e.as_bytes()[..pos].iter().filter(|&&b| b == b'\n').count() + 1;
                 self.program.diags.push(
                     Diag::error(
@@ -166,10 +157,7 @@ impl Loader {
                 return None;
             }
         };
-        let file = self
-            .program
-            .sources
-            .add(display, Origin::Disk(canonical), text);
+        let file = self.program.sources.add(display, Origin::Disk(canonical), text);
         Some(self.parse_and_follow(file, at))
     }
 
@@ -178,11 +166,7 @@ impl Loader {
             return self.program.module_of_file(file);
         }
         let (_, text) = STDLIB.iter().find(|(n, _)| *n == name)?;
-        let file = self.program.sources.add(
-            format!("<std>/{name}.tri"),
-            Origin::Std(name.to_string()),
-            *text,
-        );
+        let file = self.program.sources.add(format!("<std>/{name}.tri"), Origin::Std(name.to_string()), *text);
         Some(self.parse_and_follow(file, None))
     }
 
@@ -190,18 +174,18 @@ impl Loader {
         let text = self.program.sources.get(file).text.clone();
         let errors_before = self.program.diags.error_count();
         let ast = syntax::parse(file, &text, &mut self.program.diags);
-        let has_definitions = ast
-            .items
-            .iter()
-            .any(|i| matches!(i, ast::Item::Layer(_) | ast::Item::Error(_)));
+        let has_definitions = ast.items.iter().any(|i| matches!(i, ast::Item::Layer(_) | ast::Item::Error(_)));
         if !has_definitions
             && !ast.items.iter().any(|i| matches!(i, ast::Item::Use(_)))
             && self.program.diags.error_count() == errors_before
         {
             self.program.diags.push(
-                Diag::error(Code::EmptyFile, format!("`{}` defines no layer or model", self.program.sources.get(file).name))
-                    .at(Span::new(file, 0, text.len().min(1)), "nothing is defined in this file")
-                    .help("a model file looks like `model Name { ... fn forward(x: f32[B, 4]) -> f32[B, 2] { ... } }`"),
+                Diag::error(
+                    Code::EmptyFile,
+                    format!("`{}` defines no layer or model", self.program.sources.get(file).name),
+                )
+                .at(Span::new(file, 0, text.len().min(1)), "nothing is defined in this file")
+                .help("a model file looks like `model Name { ... fn forward(x: f32[B, 4]) -> f32[B, 2] { ... } }`"),
             );
         }
         let id = ModuleId(self.program.modules.len() as u32);
@@ -214,11 +198,7 @@ impl Loader {
                 _ => None,
             })
             .collect();
-        self.program.modules.push(LoadedModule {
-            file,
-            ast,
-            imports: Vec::new(),
-        });
+        self.program.modules.push(LoadedModule { file, ast, imports: Vec::new() });
         if self.stack.len() >= MAX_IMPORT_DEPTH {
             if let Some((_, u)) = uses.first() {
                 self.program.diags.push(
@@ -237,13 +217,7 @@ impl Loader {
                 if let Some(pos) = self.stack.iter().position(|&m| m == target) {
                     let mut chain: Vec<String> = self.stack[pos..]
                         .iter()
-                        .map(|&m| {
-                            self.program
-                                .sources
-                                .get(self.program.module(m).file)
-                                .name
-                                .clone()
-                        })
+                        .map(|&m| self.program.sources.get(self.program.module(m).file).name.clone())
                         .collect();
                     chain.push(chain[0].clone());
                     self.program.diags.push(
@@ -253,9 +227,7 @@ impl Loader {
                             .help("move the shared layers into a third file that both import"),
                     );
                 }
-                self.program.modules[id.0 as usize]
-                    .imports
-                    .push((index, target));
+                self.program.modules[id.0 as usize].imports.push((index, target));
             }
         }
         self.stack.pop();
@@ -264,25 +236,14 @@ impl Loader {
 
     fn resolve_use(&mut self, from: FileId, u: &ast::UseDecl) -> Option<ModuleId> {
         let names: Vec<&str> = u.path.iter().map(|i| i.name.as_str()).collect();
-        let path_span = u
-            .path
-            .first()
-            .map(|f| f.span.to(u.path.last().map_or(f.span, |l| l.span)))
-            .unwrap_or(u.span);
+        let path_span = u.path.first().map(|f| f.span.to(u.path.last().map_or(f.span, |l| l.span))).unwrap_or(u.span);
         if names.first() == Some(&"std") {
-            let available = STDLIB
-                .iter()
-                .map(|(n, _)| format!("std::{n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let available = STDLIB.iter().map(|(n, _)| format!("std::{n}")).collect::<Vec<_>>().join(", ");
             if names.len() != 2 {
                 self.program.diags.push(
-                    Diag::error(
-                        Code::ModuleNotFound,
-                        format!("no standard module `{}`", names.join("::")),
-                    )
-                    .at(path_span, "not a standard module")
-                    .help(format!("standard modules: {available}")),
+                    Diag::error(Code::ModuleNotFound, format!("no standard module `{}`", names.join("::")))
+                        .at(path_span, "not a standard module")
+                        .help(format!("standard modules: {available}")),
                 );
                 return None;
             }
@@ -290,12 +251,9 @@ impl Loader {
                 Some(m) => Some(m),
                 None => {
                     self.program.diags.push(
-                        Diag::error(
-                            Code::ModuleNotFound,
-                            format!("no standard module `std::{}`", names[1]),
-                        )
-                        .at(path_span, "not a standard module")
-                        .help(format!("standard modules: {available}")),
+                        Diag::error(Code::ModuleNotFound, format!("no standard module `std::{}`", names[1]))
+                            .at(path_span, "not a standard module")
+                            .help(format!("standard modules: {available}")),
                     );
                     None
                 }
@@ -305,11 +263,8 @@ impl Loader {
             Origin::Disk(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
             Origin::Std(_) => {
                 self.program.diags.push(
-                    Diag::error(
-                        Code::ModuleNotFound,
-                        "standard modules can only import `std::` modules",
-                    )
-                    .at(path_span, "relative import in a standard module"),
+                    Diag::error(Code::ModuleNotFound, "standard modules can only import `std::` modules")
+                        .at(path_span, "relative import in a standard module"),
                 );
                 return None;
             }
@@ -340,9 +295,14 @@ impl Loader {
         if !full.is_file() {
             let shown = self.display_path(&full);
             self.program.diags.push(
-                Diag::error(Code::ModuleNotFound, format!("no module `{}`: file `{display}` not found", names.join("::")))
-                    .at(path_span, format!("looked for {shown}"))
-                    .help("relative imports name a .tri file next to the importing file; standard modules start with `std::`"),
+                Diag::error(
+                    Code::ModuleNotFound,
+                    format!("no module `{}`: file `{display}` not found", names.join("::")),
+                )
+                .at(path_span, format!("looked for {shown}"))
+                .help(
+                    "relative imports name a .tri file next to the importing file; standard modules start with `std::`",
+                ),
             );
             return None;
         }
@@ -355,12 +315,7 @@ impl Loader {
         let clean = normalize(full);
         std::env::current_dir()
             .ok()
-            .and_then(|cwd| {
-                clean
-                    .strip_prefix(normalize(&cwd))
-                    .ok()
-                    .map(Path::to_path_buf)
-            })
+            .and_then(|cwd| clean.strip_prefix(normalize(&cwd)).ok().map(Path::to_path_buf))
             .unwrap_or(clean)
             .display()
             .to_string()

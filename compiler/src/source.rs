@@ -23,21 +23,13 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, lo: usize, hi: usize) -> Span {
-        Span {
-            file,
-            lo: lo as u32,
-            hi: hi as u32,
-        }
+        Span { file, lo: lo as u32, hi: hi as u32 }
     }
 
     /// The smallest span covering both `self` and `other` (same file).
     pub fn to(self, other: Span) -> Span {
         debug_assert_eq!(self.file, other.file);
-        Span {
-            file: self.file,
-            lo: self.lo.min(other.lo),
-            hi: self.hi.max(other.hi),
-        }
+        Span { file: self.file, lo: self.lo.min(other.lo), hi: self.hi.max(other.hi) }
     }
 
     pub fn len(self) -> usize {
@@ -79,18 +71,9 @@ impl SourceMap {
         SourceMap::default()
     }
 
-    pub fn add(
-        &mut self,
-        name: impl Into<String>,
-        origin: Origin,
-        text: impl Into<Arc<str>>,
-    ) -> FileId {
+    pub fn add(&mut self, name: impl Into<String>, origin: Origin, text: impl Into<Arc<str>>) -> FileId {
         let id = FileId(self.files.len() as u32);
-        self.files.push(SourceFile {
-            name: name.into(),
-            origin,
-            text: text.into(),
-        });
+        self.files.push(SourceFile { name: name.into(), origin, text: text.into() });
         id
     }
 
@@ -99,22 +82,15 @@ impl SourceMap {
     }
 
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (FileId(i as u32), f))
+        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
 
     pub fn find_disk(&self, path: &Path) -> Option<FileId> {
-        self.files()
-            .find(|(_, f)| matches!(&f.origin, Origin::Disk(p) if p == path))
-            .map(|(id, _)| id)
+        self.files().find(|(_, f)| matches!(&f.origin, Origin::Disk(p) if p == path)).map(|(id, _)| id)
     }
 
     pub fn find_std(&self, module: &str) -> Option<FileId> {
-        self.files()
-            .find(|(_, f)| matches!(&f.origin, Origin::Std(m) if m == module))
-            .map(|(id, _)| id)
+        self.files().find(|(_, f)| matches!(&f.origin, Origin::Std(m) if m == module)).map(|(id, _)| id)
     }
 
     /// The text a span covers.

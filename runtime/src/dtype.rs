@@ -67,24 +67,15 @@ impl StorageSize {
     /// Returns `None` when the byte count overflows `u64`.
     pub fn of(dtype: DType, shape: &[u64]) -> Option<StorageSize> {
         let rows = shape.first().copied().unwrap_or(1);
-        let per_row = shape
-            .iter()
-            .skip(1)
-            .try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        let per_row = shape.iter().skip(1).try_fold(1u64, |a, &d| a.checked_mul(d))?;
         let elems = rows.checked_mul(per_row)?;
         Some(match dtype {
             DType::Trit => StorageSize {
                 payload: rows.checked_mul(per_row.div_ceil(TRITS_PER_BYTE))?,
                 scales: rows.checked_mul(4)?,
             },
-            DType::I8 => StorageSize {
-                payload: elems,
-                scales: rows.checked_mul(4)?,
-            },
-            DType::I32 | DType::F32 => StorageSize {
-                payload: elems.checked_mul(4)?,
-                scales: 0,
-            },
+            DType::I8 => StorageSize { payload: elems, scales: rows.checked_mul(4)? },
+            DType::I32 | DType::F32 => StorageSize { payload: elems.checked_mul(4)?, scales: 0 },
         })
     }
 }
@@ -97,13 +88,7 @@ mod tests {
     fn trit_storage_is_five_per_byte_per_row_plus_scales() {
         // 3 rows of 11 trits: ceil(11/5) = 3 bytes per row.
         let s = StorageSize::of(DType::Trit, &[3, 11]).expect("fits");
-        assert_eq!(
-            s,
-            StorageSize {
-                payload: 9,
-                scales: 12
-            }
-        );
+        assert_eq!(s, StorageSize { payload: 9, scales: 12 });
         // A conv kernel [O, I, KH, KW]: rows are output channels.
         let s = StorageSize::of(DType::Trit, &[64, 64, 3, 3]).expect("fits");
         assert_eq!(s.payload, 64 * (576_u64).div_ceil(5));

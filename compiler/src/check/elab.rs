@@ -80,11 +80,7 @@ struct Env<'a> {
 }
 
 fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
 
 impl<'p> Elab<'p> {
@@ -111,11 +107,7 @@ impl<'p> Elab<'p> {
         if let Some(id) = at {
             let inst = &self.insts[id.0 as usize];
             if !inst.path.is_empty() && d.code != Code::RecursiveLayer {
-                d = d.note(format!(
-                    "in instance `{}` = {}",
-                    abbreviate(&inst.path),
-                    inst.display
-                ));
+                d = d.note(format!("in instance `{}` = {}", abbreviate(&inst.path), inst.display));
             }
             // An error inside another file's layer (the stdlib, say) also points at the line of
             // the model's file that instantiated it.
@@ -126,10 +118,7 @@ impl<'p> Elab<'p> {
                     while let Some(c) = cur {
                         let i = &self.insts[c.0 as usize];
                         if i.site.file == home && i.parent.is_some() {
-                            d = d.also(
-                                i.site,
-                                format!("`{}` is instantiated here", abbreviate(&i.path)),
-                            );
+                            d = d.also(i.site, format!("`{}` is instantiated here", abbreviate(&i.path)));
                             break;
                         }
                         cur = i.parent;
@@ -148,10 +137,7 @@ impl<'p> Elab<'p> {
                 self.report(
                     Diag::error(
                         Code::ModelArguments,
-                        format!(
-                            "model `{}` has a parameter without a default: `{}`",
-                            def.name.name, p.name.name
-                        ),
+                        format!("model `{}` has a parameter without a default: `{}`", def.name.name, p.name.name),
                     )
                     .at(p.name.span, "needs a default value")
                     .help(format!(
@@ -184,25 +170,14 @@ impl<'p> Elab<'p> {
                     symbols.push((n.clone(), Value::Int(Dim::sym(n))));
                 }
             }
-            let ty = self.type_expr(
-                &p.ty,
-                &Env {
-                    inst: root,
-                    locals: &symbols,
-                },
-                true,
-            );
+            let ty = self.type_expr(&p.ty, &Env { inst: root, locals: &symbols }, true);
             let ty = ty?;
             inputs.push((p.name.name.clone(), ty.clone()));
             let node = self.graph.add_input(p.name.name.clone(), ty.clone());
             self.graph.spans.insert(node, p.ty.span);
             args.push(ArgVal {
                 name: None,
-                value: Value::Tensor(Tensor {
-                    ty,
-                    decl: Some(p.ty.span),
-                    node,
-                }),
+                value: Value::Tensor(Tensor { ty, decl: Some(p.ty.span), node }),
                 span: p.ty.span,
             });
         }
@@ -248,14 +223,8 @@ impl<'p> Elab<'p> {
                     .map(|p| p.elements())
                     .sum();
                 out.push(
-                    Diag::warning(
-                        Code::UnusedLayer,
-                        format!("sub-layer `{}` is never called", inst.path),
-                    )
-                    .at(
-                        field,
-                        format!("declared here; its {own} parameters are unused"),
-                    ),
+                    Diag::warning(Code::UnusedLayer, format!("sub-layer `{}` is never called", inst.path))
+                        .at(field, format!("declared here; its {own} parameters are unused")),
                 );
             }
         }
@@ -280,35 +249,17 @@ impl<'p> Elab<'p> {
         let def = layer_def(self.program, r);
         if self.stack.len() >= MAX_INSTANCE_DEPTH {
             self.limit_hit = true;
-            let chain: Vec<String> = self
-                .stack
-                .iter()
-                .map(|i| self.insts[i.0 as usize].display.clone())
-                .collect();
-            let same = self
-                .stack
-                .iter()
-                .any(|i| self.insts[i.0 as usize].layer == r);
+            let chain: Vec<String> = self.stack.iter().map(|i| self.insts[i.0 as usize].display.clone()).collect();
+            let same = self.stack.iter().any(|i| self.insts[i.0 as usize].layer == r);
             let msg = if same {
-                format!(
-                    "layer `{}` contains itself: instantiation never ends",
-                    def.name.name
-                )
+                format!("layer `{}` contains itself: instantiation never ends", def.name.name)
             } else {
                 format!("layer instances are nested more than {MAX_INSTANCE_DEPTH} deep")
             };
             self.report(
                 Diag::error(Code::RecursiveLayer, msg)
                     .at(call, "instantiated here")
-                    .note(format!(
-                        "chain: {} -> ...",
-                        chain
-                            .iter()
-                            .take(6)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(" -> ")
-                    )),
+                    .note(format!("chain: {} -> ...", chain.iter().take(6).cloned().collect::<Vec<_>>().join(" -> "))),
             );
             return None;
         }
@@ -317,10 +268,7 @@ impl<'p> Elab<'p> {
             self.report(
                 Diag::error(
                     Code::TooManyInstances,
-                    format!(
-                        "the model has more than {} layer instances",
-                        grouped(MAX_INSTANCES)
-                    ),
+                    format!("the model has more than {} layer instances", grouped(MAX_INSTANCES)),
                 )
                 .at(call, "the limit is reached here"),
             );
@@ -357,12 +305,9 @@ impl<'p> Elab<'p> {
             let has_parse_errors = def.body.iter().any(|i| matches!(i, LayerItem::Error(_)));
             if self.insts[id.0 as usize].forward.is_none() && !self.limit_hit && !has_parse_errors {
                 self.report(
-                    Diag::error(
-                        Code::MissingForward,
-                        format!("layer `{}` has no `fn forward`", def.name.name),
-                    )
-                    .at(def.name.span, "defined without a forward function")
-                    .help("add `fn forward(x: f32[B, N]) -> f32[B, M] { ... }`"),
+                    Diag::error(Code::MissingForward, format!("layer `{}` has no `fn forward`", def.name.name))
+                        .at(def.name.span, "defined without a forward function")
+                        .help("add `fn forward(x: f32[B, N]) -> f32[B, M] { ... }`"),
                 );
             }
         }
@@ -370,13 +315,7 @@ impl<'p> Elab<'p> {
         Some(if ok { Value::Layer(id) } else { Value::Poison })
     }
 
-    fn bind_layer_args(
-        &mut self,
-        id: InstId,
-        def: &'p ast::LayerDef,
-        args: &[ArgVal],
-        call: Span,
-    ) -> bool {
+    fn bind_layer_args(&mut self, id: InstId, def: &'p ast::LayerDef, args: &[ArgVal], call: Span) -> bool {
         let mut values: Vec<Option<(Value, Span)>> = vec![None; def.params.len()];
         let mut positional = 0;
         for a in args {
@@ -394,10 +333,7 @@ impl<'p> Elab<'p> {
                                 ),
                             )
                             .at(a.span, "extra argument")
-                            .also(
-                                def.name.span,
-                                format!("`{}` is defined here", def.name.name),
-                            )
+                            .also(def.name.span, format!("`{}` is defined here", def.name.name))
                             .help(layer_signature(def)),
                         );
                         return false;
@@ -413,10 +349,7 @@ impl<'p> Elab<'p> {
                             format!("`{}` has no parameter `{name}`", def.name.name),
                         )
                         .at(*span, "unknown keyword argument")
-                        .also(
-                            def.name.span,
-                            format!("`{}` is defined here", def.name.name),
-                        );
+                        .also(def.name.span, format!("`{}` is defined here", def.name.name));
                         d = match closest(name, def.params.iter().map(|p| p.name.name.as_str())) {
                             Some(s) => d.help(format!("did you mean `{s}`?")),
                             None => d.help(layer_signature(def)),
@@ -442,16 +375,7 @@ impl<'p> Elab<'p> {
             let (value, span) = match values[i].take() {
                 Some(v) => v,
                 None => match &p.default {
-                    Some(e) => (
-                        self.eval(
-                            e,
-                            &Env {
-                                inst: id,
-                                locals: &[],
-                            },
-                        ),
-                        e.span,
-                    ),
+                    Some(e) => (self.eval(e, &Env { inst: id, locals: &[] }), e.span),
                     None => {
                         let missing: Vec<&str> = def
                             .params
@@ -482,19 +406,13 @@ impl<'p> Elab<'p> {
                 (_, Value::Poison) => Some(Value::Poison),
                 ("int", Value::Int(d)) if d.is_known() => Some(Value::Int(d)),
                 ("float", Value::Float(v)) => Some(Value::Float(v)),
-                ("float", Value::Int(d)) if d.is_known() => {
-                    d.as_known().map(|v| Value::Float(v as f64))
-                }
+                ("float", Value::Int(d)) if d.is_known() => d.as_known().map(|v| Value::Float(v as f64)),
                 ("bool", Value::Bool(b)) => Some(Value::Bool(b)),
                 ("str", Value::Str(s)) => Some(Value::Str(s)),
                 (ty, v) if super::resolve::PARAM_TYPES.contains(&ty) => {
                     let symbolic = matches!(&v, Value::Int(d) if !d.is_known());
                     let mut d = Diag::error(
-                        if symbolic {
-                            Code::NotCompileTime
-                        } else {
-                            Code::ArgumentKind
-                        },
+                        if symbolic { Code::NotCompileTime } else { Code::ArgumentKind },
                         format!(
                             "argument `{}` of `{}` must be {} {ty}, found {}",
                             p.name.name,
@@ -514,9 +432,7 @@ impl<'p> Elab<'p> {
                 _ => Some(Value::Poison), // unknown type name: reported by resolve
             };
             if let Some(v) = coerced {
-                self.insts[id.0 as usize]
-                    .scope
-                    .insert(p.name.name.clone(), v);
+                self.insts[id.0 as usize].scope.insert(p.name.name.clone(), v);
             }
         }
         true
@@ -530,23 +446,13 @@ impl<'p> Elab<'p> {
             match item {
                 LayerItem::Decl(d) => self.decl(id, d),
                 LayerItem::Const { name, value } => {
-                    let v = self.eval(
-                        value,
-                        &Env {
-                            inst: id,
-                            locals: &[],
-                        },
-                    );
+                    let v = self.eval(value, &Env { inst: id, locals: &[] });
                     let v = match v {
                         Value::Tensor(_) | Value::Layer(_) | Value::Sequence(_) => {
                             self.report(
                                 Diag::error(
                                     Code::NotCompileTime,
-                                    format!(
-                                        "`const {}` must be a compile-time value, found {}",
-                                        name.name,
-                                        v.kind()
-                                    ),
+                                    format!("`const {}` must be a compile-time value, found {}", name.name, v.kind()),
                                 )
                                 .at(value.span, "not a compile-time value"),
                             );
@@ -561,13 +467,7 @@ impl<'p> Elab<'p> {
                     self.insts[id.0 as usize].scope.insert(name.name.clone(), v);
                 }
                 LayerItem::If(i) => {
-                    let cond = self.eval(
-                        &i.cond,
-                        &Env {
-                            inst: id,
-                            locals: &[],
-                        },
-                    );
+                    let cond = self.eval(&i.cond, &Env { inst: id, locals: &[] });
                     let taken = match cond {
                         Value::Bool(b) => Some(b),
                         Value::Poison => None,
@@ -575,10 +475,7 @@ impl<'p> Elab<'p> {
                             self.report(
                                 Diag::error(
                                     Code::ArgumentKind,
-                                    format!(
-                                        "an `if` condition must be a bool, found {}",
-                                        other.describe()
-                                    ),
+                                    format!("an `if` condition must be a bool, found {}", other.describe()),
                                 )
                                 .at(i.cond.span, "not a bool"),
                             );
@@ -593,10 +490,7 @@ impl<'p> Elab<'p> {
                     let mut absent = Vec::new();
                     collect_names(skip, &mut absent);
                     for n in absent {
-                        self.insts[id.0 as usize]
-                            .absent
-                            .entry(n)
-                            .or_insert(i.cond.span);
+                        self.insts[id.0 as usize].absent.entry(n).or_insert(i.cond.span);
                     }
                     self.items(id, run);
                 }
@@ -611,17 +505,12 @@ impl<'p> Elab<'p> {
     }
 
     fn decl(&mut self, id: InstId, d: &'p ast::Decl) {
-        let env = Env {
-            inst: id,
-            locals: &[],
-        };
+        let env = Env { inst: id, locals: &[] };
         let dtype = match DType::from_name(&d.ty.dtype.name) {
             Some(t) => t,
             None => {
                 self.unknown_dtype(&d.ty.dtype);
-                self.insts[id.0 as usize]
-                    .scope
-                    .insert(d.name.name.clone(), Value::Poison);
+                self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
                 return;
             }
         };
@@ -631,47 +520,30 @@ impl<'p> Elab<'p> {
                 "a `{}` must be f32; quantized tensors ({dtype}) are declared with `weight`",
                 d.kind.keyword()
             )),
-            (DeclKind::Weight, DType::I32) => Some(
-                "i32 is the type of integer results, not of weights (use trit, i8 or f32)"
-                    .to_string(),
-            ),
+            (DeclKind::Weight, DType::I32) => {
+                Some("i32 is the type of integer results, not of weights (use trit, i8 or f32)".to_string())
+            }
             _ => None,
         };
         if let Some(msg) = problem {
-            self.report(
-                Diag::error(Code::InvalidDeclaration, msg).at(d.ty.dtype.span, "not allowed here"),
-            );
-            self.insts[id.0 as usize]
-                .scope
-                .insert(d.name.name.clone(), Value::Poison);
+            self.report(Diag::error(Code::InvalidDeclaration, msg).at(d.ty.dtype.span, "not allowed here"));
+            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         }
         let Some(ty) = self.type_expr(&d.ty, &env, false) else {
-            self.insts[id.0 as usize]
-                .scope
-                .insert(d.name.name.clone(), Value::Poison);
+            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         };
         let Some(shape) = ty.known_shape() else {
-            let sym = ty
-                .shape
-                .iter()
-                .find(|x| !x.is_known())
-                .map(|x| x.to_string())
-                .unwrap_or_default();
+            let sym = ty.shape.iter().find(|x| !x.is_known()).map(|x| x.to_string()).unwrap_or_default();
             self.report(
                 Diag::error(
                     Code::NotCompileTime,
-                    format!(
-                        "the shape of `{}` must be known at compile time, but it has `{sym}`",
-                        d.name.name
-                    ),
+                    format!("the shape of `{}` must be known at compile time, but it has `{sym}`", d.name.name),
                 )
                 .at(d.ty.span, "weights cannot have symbolic dimensions"),
             );
-            self.insts[id.0 as usize]
-                .scope
-                .insert(d.name.name.clone(), Value::Poison);
+            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         };
         let elements = shape.iter().try_fold(1u64, |a, &x| a.checked_mul(x));
@@ -687,9 +559,7 @@ impl<'p> Elab<'p> {
                 )
                 .at(d.ty.span, format!("{ty}")),
             );
-            self.insts[id.0 as usize]
-                .scope
-                .insert(d.name.name.clone(), Value::Poison);
+            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         }
         // Attributes.
@@ -705,11 +575,8 @@ impl<'p> Elab<'p> {
         for a in &d.attrs {
             let Some(name) = &a.name else {
                 self.report(
-                    Diag::error(
-                        Code::UnknownArgument,
-                        "declaration attributes are written `name = value`",
-                    )
-                    .at(a.value.span, "expected `quant = ...` or `init = ...`"),
+                    Diag::error(Code::UnknownArgument, "declaration attributes are written `name = value`")
+                        .at(a.value.span, "expected `quant = ...` or `init = ...`"),
                 );
                 continue;
             };
@@ -734,9 +601,7 @@ impl<'p> Elab<'p> {
                             self.report(
                                 Diag::error(
                                     Code::InvalidArgument,
-                                    format!(
-                                        "unknown quantization rule \"{s}\" for a {dtype} weight"
-                                    ),
+                                    format!("unknown quantization rule \"{s}\" for a {dtype} weight"),
                                 )
                                 .at(a.value.span, format!("valid: {valid}")),
                             );
@@ -748,60 +613,31 @@ impl<'p> Elab<'p> {
                     "zeros" => init = Init::Zeros,
                     "ones" => init = Init::Ones,
                     other => self.report(
-                        Diag::error(
-                            Code::InvalidArgument,
-                            format!("unknown initialiser \"{other}\""),
-                        )
-                        .at(
-                            a.value.span,
-                            "valid: \"kaiming\", \"zeros\", \"ones\" or a number",
-                        ),
+                        Diag::error(Code::InvalidArgument, format!("unknown initialiser \"{other}\""))
+                            .at(a.value.span, "valid: \"kaiming\", \"zeros\", \"ones\" or a number"),
                     ),
                 },
                 ("init", Value::Float(x)) => init = Init::Const(*x),
-                ("init", Value::Int(x)) if x.is_known() => {
-                    init = Init::Const(x.as_known().unwrap_or(0) as f64)
-                }
+                ("init", Value::Int(x)) if x.is_known() => init = Init::Const(x.as_known().unwrap_or(0) as f64),
                 ("quant" | "init", other) => self.report(
                     Diag::error(
                         Code::ArgumentKind,
-                        format!(
-                            "attribute `{}` must be a string, found {}",
-                            name.name,
-                            other.describe()
-                        ),
+                        format!("attribute `{}` must be a string, found {}", name.name, other.describe()),
                     )
                     .at(a.value.span, "expected a string"),
                 ),
                 (other, _) => self.report(
-                    Diag::error(
-                        Code::UnknownArgument,
-                        format!("unknown attribute `{other}`"),
-                    )
-                    .at(name.span, "declarations take `quant` and `init`"),
+                    Diag::error(Code::UnknownArgument, format!("unknown attribute `{other}`"))
+                        .at(name.span, "declarations take `quant` and `init`"),
                 ),
             }
         }
         let path = join_path(&self.insts[id.0 as usize].path, &d.name.name);
-        let node = self.graph.add_param(ParamInfo {
-            name: path,
-            kind: d.kind,
-            dtype,
-            shape,
-            quant,
-            init,
-            span: d.span,
-        });
+        let node =
+            self.graph.add_param(ParamInfo { name: path, kind: d.kind, dtype, shape, quant, init, span: d.span });
         let inst = &mut self.insts[id.0 as usize];
         inst.params += 1;
-        inst.scope.insert(
-            d.name.name.clone(),
-            Value::Tensor(Tensor {
-                ty,
-                decl: Some(d.span),
-                node,
-            }),
-        );
+        inst.scope.insert(d.name.name.clone(), Value::Tensor(Tensor { ty, decl: Some(d.span), node }));
     }
 
     /// Unknown dtypes are reported by resolve (for every layer, instantiated or not).
@@ -812,32 +648,20 @@ impl<'p> Elab<'p> {
         match &value.kind {
             ExprKind::Call { .. } => self.instance_call(id, value, base, field),
             ExprKind::Repeat { item, count } => {
-                let n = match self.eval(
-                    count,
-                    &Env {
-                        inst: id,
-                        locals: &[],
-                    },
-                ) {
+                let n = match self.eval(count, &Env { inst: id, locals: &[] }) {
                     Value::Int(d) => match d.as_known() {
                         Some(n) if (0..=MAX_REPEAT).contains(&n) => n,
                         Some(n) => {
                             self.report(
-                                Diag::error(
-                                    Code::InvalidArgument,
-                                    format!("repeat count {n} is out of range"),
-                                )
-                                .at(count.span, format!("expected 0 to {MAX_REPEAT}")),
+                                Diag::error(Code::InvalidArgument, format!("repeat count {n} is out of range"))
+                                    .at(count.span, format!("expected 0 to {MAX_REPEAT}")),
                             );
                             return Value::Poison;
                         }
                         None => {
                             self.report(
-                                Diag::error(
-                                    Code::NotCompileTime,
-                                    "a repeat count must be known at compile time",
-                                )
-                                .at(count.span, "symbolic"),
+                                Diag::error(Code::NotCompileTime, "a repeat count must be known at compile time")
+                                    .at(count.span, "symbolic"),
                             );
                             return Value::Poison;
                         }
@@ -847,10 +671,7 @@ impl<'p> Elab<'p> {
                         self.report(
                             Diag::error(
                                 Code::ArgumentKind,
-                                format!(
-                                    "a repeat count must be an int, found {}",
-                                    other.describe()
-                                ),
+                                format!("a repeat count must be an int, found {}", other.describe()),
                             )
                             .at(count.span, "not an int"),
                         );
@@ -888,15 +709,8 @@ impl<'p> Elab<'p> {
         let Some(r) = self.scopes.lookup(module, &callee.name) else {
             return Value::Poison;
         };
-        let args = self.eval_args(
-            args,
-            &Env {
-                inst: id,
-                locals: &[],
-            },
-        );
-        self.instantiate(r, &args, path, e.span, Some(field))
-            .unwrap_or(Value::Poison)
+        let args = self.eval_args(args, &Env { inst: id, locals: &[] });
+        self.instantiate(r, &args, path, e.span, Some(field)).unwrap_or(Value::Poison)
     }
 
     // ---------------------------------------------------------------- forward
@@ -907,8 +721,11 @@ impl<'p> Elab<'p> {
             Value::Sequence(ids) => {
                 if args.len() != 1 || args[0].name.is_some() {
                     self.report(
-                        Diag::error(Code::ArgumentCount, format!("`{name}` is a sequence of layers and takes exactly one input, got {}", args.len()))
-                            .at(call, "a sequence passes one tensor from layer to layer"),
+                        Diag::error(
+                            Code::ArgumentCount,
+                            format!("`{name}` is a sequence of layers and takes exactly one input, got {}", args.len()),
+                        )
+                        .at(call, "a sequence passes one tensor from layer to layer"),
                     );
                     return Value::Poison;
                 }
@@ -918,11 +735,7 @@ impl<'p> Elab<'p> {
                     if out == Value::Poison {
                         return Value::Poison;
                     }
-                    v = ArgVal {
-                        name: None,
-                        value: out,
-                        span: call,
-                    };
+                    v = ArgVal { name: None, value: out, span: call };
                 }
                 v.value
             }
@@ -935,9 +748,7 @@ impl<'p> Elab<'p> {
         let Some(f) = self.insts[id.0 as usize].forward else {
             return Value::Poison;
         };
-        let layer_name = &layer_def(self.program, self.insts[id.0 as usize].layer)
-            .name
-            .name;
+        let layer_name = &layer_def(self.program, self.insts[id.0 as usize].layer).name.name;
         // How the callee is named in messages: the instance path, or the layer for a model.
         let who = match self.insts[id.0 as usize].path.as_str() {
             "" => format!("`{layer_name}`"),
@@ -953,11 +764,7 @@ impl<'p> Elab<'p> {
                         self.report(
                             Diag::error(
                                 Code::ArgumentCount,
-                                format!(
-                                    "`{layer_name}` takes {}, got {}",
-                                    plural(f.params.len(), "input"),
-                                    args.len()
-                                ),
+                                format!("`{layer_name}` takes {}, got {}", plural(f.params.len(), "input"), args.len()),
                             )
                             .at(a.span, "extra input")
                             .also(f.name.span, "forward is declared here"),
@@ -971,12 +778,9 @@ impl<'p> Elab<'p> {
                     Some(i) => i,
                     None => {
                         self.report(
-                            Diag::error(
-                                Code::UnknownArgument,
-                                format!("`{layer_name}` has no input `{n}`"),
-                            )
-                            .at(*span, "unknown keyword argument")
-                            .also(f.name.span, "forward is declared here"),
+                            Diag::error(Code::UnknownArgument, format!("`{layer_name}` has no input `{n}`"))
+                                .at(*span, "unknown keyword argument")
+                                .also(f.name.span, "forward is declared here"),
                         );
                         return Value::Poison;
                     }
@@ -998,11 +802,7 @@ impl<'p> Elab<'p> {
             self.report(
                 Diag::error(
                     Code::ArgumentCount,
-                    format!(
-                        "`{layer_name}` takes {}, got {}",
-                        plural(f.params.len(), "input"),
-                        args.len()
-                    ),
+                    format!("`{layer_name}` takes {}, got {}", plural(f.params.len(), "input"), args.len()),
                 )
                 .at(call, format!("missing `{}`", f.params[i].name.name))
                 .also(f.name.span, "forward is declared here"),
@@ -1051,26 +851,12 @@ impl<'p> Elab<'p> {
             }
         }
         for (p, a, t) in &tensors {
-            if !self.unify(
-                id,
-                &locals,
-                &p.ty,
-                &t.ty,
-                a.span,
-                &format!("{who} input `{}`", p.name.name),
-            ) {
+            if !self.unify(id, &locals, &p.ty, &t.ty, a.span, &format!("{who} input `{}`", p.name.name)) {
                 return Value::Poison;
             }
         }
         for (p, _, t) in tensors {
-            locals.push((
-                p.name.name.clone(),
-                Value::Tensor(Tensor {
-                    ty: t.ty,
-                    decl: Some(p.ty.span),
-                    node: t.node,
-                }),
-            ));
+            locals.push((p.name.name.clone(), Value::Tensor(Tensor { ty: t.ty, decl: Some(p.ty.span), node: t.node })));
         }
         let saved = self.current.replace(id);
         let result = self.body(id, f, &mut locals, layer_name);
@@ -1092,18 +878,9 @@ impl<'p> Elab<'p> {
             return false;
         };
         if expected.dtype != actual.dtype {
-            let mut d = Diag::error(
-                Code::DtypeMismatch,
-                format!("{what} expects {expected}, got {actual}"),
-            )
-            .at(at, format!("this is {}", actual.dtype))
-            .also(
-                declared.span,
-                format!(
-                    "declared as {}",
-                    self.program.sources.snippet(declared.span)
-                ),
-            );
+            let mut d = Diag::error(Code::DtypeMismatch, format!("{what} expects {expected}, got {actual}"))
+                .at(at, format!("this is {}", actual.dtype))
+                .also(declared.span, format!("declared as {}", self.program.sources.snippet(declared.span)));
             if actual.dtype == DType::I32 && expected.dtype == DType::F32 {
                 d = d.help("convert integer results with `dequantize(...)`");
             }
@@ -1114,37 +891,19 @@ impl<'p> Elab<'p> {
             self.report(
                 Diag::error(
                     Code::RankMismatch,
-                    format!(
-                        "{what} expects {expected} ({} dimensions), got {actual}",
-                        expected.rank()
-                    ),
+                    format!("{what} expects {expected} ({} dimensions), got {actual}", expected.rank()),
                 )
                 .at(at, format!("this has {} dimensions", actual.rank()))
-                .also(
-                    declared.span,
-                    format!(
-                        "declared as {}",
-                        self.program.sources.snippet(declared.span)
-                    ),
-                ),
+                .also(declared.span, format!("declared as {}", self.program.sources.snippet(declared.span))),
             );
             return false;
         }
         for (i, (e, a)) in expected.shape.iter().zip(&actual.shape).enumerate() {
             if e != a {
                 self.report(
-                    Diag::error(
-                        Code::ShapeMismatch,
-                        format!("{what} expects {expected}, got {actual}"),
-                    )
-                    .at(at, format!("dimension {i} is {a}, expected {e}"))
-                    .also(
-                        declared.span,
-                        format!(
-                            "declared as {}",
-                            self.program.sources.snippet(declared.span)
-                        ),
-                    ),
+                    Diag::error(Code::ShapeMismatch, format!("{what} expects {expected}, got {actual}"))
+                        .at(at, format!("dimension {i} is {a}, expected {e}"))
+                        .also(declared.span, format!("declared as {}", self.program.sources.snippet(declared.span))),
                 );
                 return false;
             }
@@ -1152,13 +911,7 @@ impl<'p> Elab<'p> {
         true
     }
 
-    fn body(
-        &mut self,
-        id: InstId,
-        f: &'p ast::FnDef,
-        locals: &mut Vec<(String, Value)>,
-        layer_name: &str,
-    ) -> Value {
+    fn body(&mut self, id: InstId, f: &'p ast::FnDef, locals: &mut Vec<(String, Value)>, layer_name: &str) -> Value {
         let mut result: Option<(Value, Span)> = None;
         for s in &f.body {
             if let Some((_, ret_span)) = &result {
@@ -1172,9 +925,7 @@ impl<'p> Elab<'p> {
                 break;
             }
             match s {
-                Stmt::Let {
-                    name, ty, value, ..
-                } => {
+                Stmt::Let { name, ty, value, .. } => {
                     let v = self.eval(value, &Env { inst: id, locals });
                     if let (Some(ty), Value::Tensor(t)) = (ty, &v) {
                         for (d, actual) in ty.dims.iter().zip(&t.ty.shape) {
@@ -1187,14 +938,7 @@ impl<'p> Elab<'p> {
                             }
                         }
                         let ty_copy = t.ty.clone();
-                        self.unify(
-                            id,
-                            locals,
-                            ty,
-                            &ty_copy,
-                            value.span,
-                            &format!("`let {}`", name.name),
-                        );
+                        self.unify(id, locals, ty, &ty_copy, value.span, &format!("`let {}`", name.name));
                     }
                     locals.push((name.name.clone(), v));
                 }
@@ -1207,12 +951,9 @@ impl<'p> Elab<'p> {
         }
         let Some((v, _)) = result else {
             self.report(
-                Diag::error(
-                    Code::MissingReturn,
-                    format!("`forward` of `{layer_name}` has no `return`"),
-                )
-                .at(f.name.span, "this function never returns a value")
-                .help("end the function with `return <expression>`"),
+                Diag::error(Code::MissingReturn, format!("`forward` of `{layer_name}` has no `return`"))
+                    .at(f.name.span, "this function never returns a value")
+                    .help("end the function with `return <expression>`"),
             );
             return Value::Poison;
         };
@@ -1235,11 +976,7 @@ impl<'p> Elab<'p> {
             }
         };
         if f.ret.dtype.name.is_empty() {
-            return Value::Tensor(Tensor {
-                ty: t.ty,
-                decl: None,
-                node: t.node,
-            });
+            return Value::Tensor(Tensor { ty: t.ty, decl: None, node: t.node });
         }
         let ret_span = f
             .body
@@ -1259,9 +996,7 @@ impl<'p> Elab<'p> {
                 self.report(
                     Diag::error(
                         Code::CannotInferDim,
-                        format!(
-                            "symbolic dimension `{n}` in the return type is not bound by any input"
-                        ),
+                        format!("symbolic dimension `{n}` in the return type is not bound by any input"),
                     )
                     .at(d.span, "cannot be inferred")
                     .help("use it in an input's type, or write the dimension as an expression"),
@@ -1274,16 +1009,15 @@ impl<'p> Elab<'p> {
         };
         if declared != t.ty {
             self.report(
-                Diag::error(Code::ReturnMismatch, format!("`forward` of `{layer_name}` returns {}, but its declared result is {declared}", t.ty))
-                    .at(ret_span, format!("this is {}", t.ty))
-                    .also(f.ret.span, format!("declared as {}", self.program.sources.snippet(f.ret.span))),
+                Diag::error(
+                    Code::ReturnMismatch,
+                    format!("`forward` of `{layer_name}` returns {}, but its declared result is {declared}", t.ty),
+                )
+                .at(ret_span, format!("this is {}", t.ty))
+                .also(f.ret.span, format!("declared as {}", self.program.sources.snippet(f.ret.span))),
             );
         }
-        Value::Tensor(Tensor {
-            ty: declared,
-            decl: None,
-            node: t.node,
-        })
+        Value::Tensor(Tensor { ty: declared, decl: None, node: t.node })
     }
 
     // ---------------------------------------------------------------- expressions
@@ -1297,12 +1031,7 @@ impl<'p> Elab<'p> {
 
     /// Evaluates a type expression. `symbols` allows unknown uppercase names (already bound in
     /// `env.locals` by the caller; an unbound one here is a poison result).
-    fn type_expr(
-        &mut self,
-        ty: &'p ast::TypeExpr,
-        env: &Env<'_>,
-        _symbols: bool,
-    ) -> Option<TensorType> {
+    fn type_expr(&mut self, ty: &'p ast::TypeExpr, env: &Env<'_>, _symbols: bool) -> Option<TensorType> {
         let Some(dtype) = DType::from_name(&ty.dtype.name) else {
             self.unknown_dtype(&ty.dtype);
             return None;
@@ -1317,10 +1046,7 @@ impl<'p> Elab<'p> {
                         self.report(
                             Diag::error(
                                 Code::InvalidDimension,
-                                format!(
-                                    "dimension `{}` evaluates to {k}",
-                                    self.program.sources.snippet(d.span)
-                                ),
+                                format!("dimension `{}` evaluates to {k}", self.program.sources.snippet(d.span)),
                             )
                             .at(d.span, "dimensions must be at least 1"),
                         );
@@ -1378,16 +1104,15 @@ impl<'p> Elab<'p> {
             ExprKind::List(items) => Value::List(items.iter().map(|i| self.eval(i, env)).collect()),
             ExprKind::Repeat { .. } => {
                 self.report(
-                    Diag::error(Code::InvalidOperands, "`[item; count]` declares a sequence of layers and is only allowed as a field value")
-                        .at(e.span, "not allowed in an expression"),
+                    Diag::error(
+                        Code::InvalidOperands,
+                        "`[item; count]` declares a sequence of layers and is only allowed as a field value",
+                    )
+                    .at(e.span, "not allowed in an expression"),
                 );
                 Value::Poison
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => match self.eval(cond, env) {
+            ExprKind::If { cond, then, otherwise } => match self.eval(cond, env) {
                 Value::Bool(true) => self.eval(then, env),
                 Value::Bool(false) => self.eval(otherwise, env),
                 Value::Poison => Value::Poison,
@@ -1395,10 +1120,7 @@ impl<'p> Elab<'p> {
                     self.report(
                         Diag::error(
                             Code::ArgumentKind,
-                            format!(
-                                "an `if` condition must be a compile-time bool, found {}",
-                                other.describe()
-                            ),
+                            format!("an `if` condition must be a compile-time bool, found {}", other.describe()),
                         )
                         .at(cond.span, "not a bool"),
                     );
@@ -1415,22 +1137,15 @@ impl<'p> Elab<'p> {
                     },
                     (UnOp::Neg, Value::Float(v)) => Value::Float(-v),
                     (UnOp::Neg, Value::Tensor(t)) if t.ty.dtype == DType::F32 => self.emit(
-                        Lowered {
-                            op: ir::Op::Unary(ir::UnaryOp::Neg),
-                            args: vec![Operand::Node(t.node)],
-                            ty: t.ty,
-                        },
+                        Lowered { op: ir::Op::Unary(ir::UnaryOp::Neg), args: vec![Operand::Node(t.node)], ty: t.ty },
                         e.span,
                     ),
                     (UnOp::Not, Value::Bool(b)) => Value::Bool(!b),
                     (op, v) => {
                         let sym = if *op == UnOp::Neg { "-" } else { "!" };
                         self.report(
-                            Diag::error(
-                                Code::InvalidOperands,
-                                format!("cannot apply `{sym}` to {}", v.describe()),
-                            )
-                            .at(e.span, "invalid operand"),
+                            Diag::error(Code::InvalidOperands, format!("cannot apply `{sym}` to {}", v.describe()))
+                                .at(e.span, "invalid operand"),
                         );
                         Value::Poison
                     }
@@ -1476,10 +1191,7 @@ impl<'p> Elab<'p> {
                             format!("sub-layer `{name}` is not declared in this instance"),
                         )
                         .at(callee.span, "called here")
-                        .also(
-                            cond,
-                            "it is declared under this condition, which is false here",
-                        ),
+                        .also(cond, "it is declared under this condition, which is false here"),
                     );
                 }
                 Value::Poison
@@ -1490,11 +1202,8 @@ impl<'p> Elab<'p> {
     fn min_max(&mut self, name: &str, args: &[ArgVal], call: Span) -> Value {
         if args.len() < 2 || args.iter().any(|a| a.name.is_some()) {
             self.report(
-                Diag::error(
-                    Code::ArgumentCount,
-                    format!("`{name}` takes two or more positional numbers"),
-                )
-                .at(call, "wrong arguments"),
+                Diag::error(Code::ArgumentCount, format!("`{name}` takes two or more positional numbers"))
+                    .at(call, "wrong arguments"),
             );
             return Value::Poison;
         }
@@ -1509,11 +1218,8 @@ impl<'p> Elab<'p> {
                     }
                     None => {
                         self.report(
-                            Diag::error(
-                                Code::NotCompileTime,
-                                format!("`{name}` needs values known at compile time"),
-                            )
-                            .at(a.span, "symbolic"),
+                            Diag::error(Code::NotCompileTime, format!("`{name}` needs values known at compile time"))
+                                .at(a.span, "symbolic"),
                         );
                         return Value::Poison;
                     }
@@ -1522,59 +1228,37 @@ impl<'p> Elab<'p> {
                 Value::Poison => return Value::Poison,
                 other => {
                     self.report(
-                        Diag::error(
-                            Code::ArgumentKind,
-                            format!("`{name}` takes numbers, found {}", other.describe()),
-                        )
-                        .at(a.span, "not a number"),
+                        Diag::error(Code::ArgumentKind, format!("`{name}` takes numbers, found {}", other.describe()))
+                            .at(a.span, "not a number"),
                     );
                     return Value::Poison;
                 }
             }
         }
         if ints.len() == args.len() {
-            let v = if name == "min" {
-                ints.iter().min()
-            } else {
-                ints.iter().max()
-            };
+            let v = if name == "min" { ints.iter().min() } else { ints.iter().max() };
             return Value::Int(Dim::known(v.copied().unwrap_or(0)));
         }
-        let v = floats.iter().copied().fold(
-            if name == "min" {
-                f64::INFINITY
-            } else {
-                f64::NEG_INFINITY
-            },
-            |a, b| {
-                if name == "min" { a.min(b) } else { a.max(b) }
-            },
-        );
+        let v = floats.iter().copied().fold(if name == "min" { f64::INFINITY } else { f64::NEG_INFINITY }, |a, b| {
+            if name == "min" { a.min(b) } else { a.max(b) }
+        });
         Value::Float(v)
     }
 
     fn dim_error(&mut self, err: DimError, span: Span) -> Value {
         let d = match err {
             DimError::Overflow => {
-                Diag::error(Code::SizeOverflow, "integer arithmetic overflows 64 bits")
-                    .at(span, "overflows")
+                Diag::error(Code::SizeOverflow, "integer arithmetic overflows 64 bits").at(span, "overflows")
             }
-            DimError::DivisionByZero => Diag::error(Code::DivisionByZero, "division by zero")
-                .at(span, "the divisor is zero"),
+            DimError::DivisionByZero => {
+                Diag::error(Code::DivisionByZero, "division by zero").at(span, "the divisor is zero")
+            }
         };
         self.report(d);
         Value::Poison
     }
 
-    fn binary(
-        &mut self,
-        op: BinOp,
-        a: Value,
-        b: Value,
-        span: Span,
-        a_span: Span,
-        b_span: Span,
-    ) -> Value {
+    fn binary(&mut self, op: BinOp, a: Value, b: Value, span: Span, a_span: Span, b_span: Span) -> Value {
         use BinOp::*;
         match (&a, &b) {
             (Value::Poison, _) | (_, Value::Poison) => Value::Poison,
@@ -1653,9 +1337,7 @@ impl<'p> Elab<'p> {
                 Ne => Value::Bool(x != y),
                 _ => self.bad_operands(op, &a, &b, span),
             },
-            (Value::Tensor(_), _) | (_, Value::Tensor(_))
-                if matches!(op, Add | Sub | Mul | Div) =>
-            {
+            (Value::Tensor(_), _) | (_, Value::Tensor(_)) if matches!(op, Add | Sub | Mul | Div) => {
                 let ty = |v: &Value| match v {
                     Value::Tensor(t) => Some(t.ty.clone()),
                     Value::Int(d) if d.is_known() => Some(TensorType::new(DType::F32, Vec::new())),
@@ -1667,15 +1349,11 @@ impl<'p> Elab<'p> {
                 };
                 for (t, s) in [(&ta, a_span), (&tb, b_span)] {
                     if t.dtype != DType::F32 {
-                        let mut d = Diag::error(
-                            Code::DtypeMismatch,
-                            format!("`{}` needs f32 operands, got {t}", op.symbol()),
-                        )
-                        .at(s, format!("this is {}", t.dtype));
+                        let mut d =
+                            Diag::error(Code::DtypeMismatch, format!("`{}` needs f32 operands, got {t}", op.symbol()))
+                                .at(s, format!("this is {}", t.dtype));
                         d = match t.dtype {
-                            DType::Trit => d.help(
-                                "trit tensors can only be the weight operand of matmul or conv2d",
-                            ),
+                            DType::Trit => d.help("trit tensors can only be the weight operand of matmul or conv2d"),
                             _ => d.help("convert integer results with `dequantize(...)` first"),
                         };
                         self.report(d);
@@ -1693,24 +1371,10 @@ impl<'p> Elab<'p> {
                     _ => ir::BinaryOp::Div,
                 };
                 match ir::op::broadcast(&ta, &tb) {
-                    Ok(ty) => self.emit(
-                        Lowered {
-                            op: ir::Op::Binary(binary),
-                            args: vec![operand(&a), operand(&b)],
-                            ty,
-                        },
-                        span,
-                    ),
-                    Err(ir::OpError::Broadcast {
-                        a: x,
-                        b: y,
-                        dim,
-                        x: dx,
-                        y: dy,
-                    }) => {
-                        self.report(ops::broadcast_diag(
-                            &x, &y, dim, &dx, &dy, span, a_span, b_span,
-                        ));
+                    Ok(ty) => self
+                        .emit(Lowered { op: ir::Op::Binary(binary), args: vec![operand(&a), operand(&b)], ty }, span),
+                    Err(ir::OpError::Broadcast { a: x, b: y, dim, x: dx, y: dy }) => {
+                        self.report(ops::broadcast_diag(&x, &y, dim, &dx, &dy, span, a_span, b_span));
                         Value::Poison
                     }
                     Err(other) => unreachable!("broadcast only fails with Broadcast, got {other}"),
@@ -1730,31 +1394,19 @@ impl<'p> Elab<'p> {
                 Operand::Node(n) => n,
                 Operand::Scalar(value) => {
                     let ty = ir::TensorType::new(DType::F32, Vec::new());
-                    self.graph
-                        .add_spanned(ir::Op::Const { value }, Vec::new(), ty, Some(span))
+                    self.graph.add_spanned(ir::Op::Const { value }, Vec::new(), ty, Some(span))
                 }
             })
             .collect();
-        let node = self
-            .graph
-            .add_spanned(lowered.op, args, lowered.ty.clone(), Some(span));
-        Value::Tensor(Tensor {
-            ty: lowered.ty,
-            decl: None,
-            node,
-        })
+        let node = self.graph.add_spanned(lowered.op, args, lowered.ty.clone(), Some(span));
+        Value::Tensor(Tensor { ty: lowered.ty, decl: None, node })
     }
 
     fn bad_operands(&mut self, op: BinOp, a: &Value, b: &Value, span: Span) -> Value {
         self.report(
             Diag::error(
                 Code::InvalidOperands,
-                format!(
-                    "cannot apply `{}` to {} and {}",
-                    op.symbol(),
-                    a.describe(),
-                    b.describe()
-                ),
+                format!("cannot apply `{}` to {} and {}", op.symbol(), a.describe(), b.describe()),
             )
             .at(span, "invalid operands"),
         );
@@ -1803,19 +1455,11 @@ fn abbreviate(path: &str) -> String {
     if parts.len() <= 6 {
         return path.to_string();
     }
-    format!(
-        "{}.….{}",
-        parts[..2].join("."),
-        parts[parts.len() - 3..].join(".")
-    )
+    format!("{}.….{}", parts[..2].join("."), parts[parts.len() - 3..].join("."))
 }
 
 fn join_path(base: &str, name: &str) -> String {
-    if base.is_empty() {
-        name.to_string()
-    } else {
-        format!("{base}.{name}")
-    }
+    if base.is_empty() { name.to_string() } else { format!("{base}.{name}") }
 }
 
 fn layer_signature(def: &ast::LayerDef) -> String {
@@ -1837,9 +1481,7 @@ fn collect_names(items: &[LayerItem], out: &mut Vec<String>) {
     for item in items {
         match item {
             LayerItem::Decl(d) => out.push(d.name.name.clone()),
-            LayerItem::Const { name, .. } | LayerItem::Instance { name, .. } => {
-                out.push(name.name.clone())
-            }
+            LayerItem::Const { name, .. } | LayerItem::Instance { name, .. } => out.push(name.name.clone()),
             LayerItem::If(i) => {
                 collect_names(&i.then, out);
                 collect_names(&i.otherwise, out);

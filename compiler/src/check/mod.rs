@@ -30,10 +30,7 @@ pub fn check(program: &mut Program) -> Vec<CheckedModel> {
                 && l.kind == LayerKind::Model
             {
                 let elab = elab::Elab::new(program, &scopes, &mut diags);
-                if let Some(m) = elab.model(LayerRef {
-                    module: root,
-                    item: i,
-                }) {
+                if let Some(m) = elab.model(LayerRef { module: root, item: i }) {
                     models.push(m);
                 }
             }
@@ -47,17 +44,11 @@ pub fn check(program: &mut Program) -> Vec<CheckedModel> {
 fn quiet_warnings_where_errors(diags: crate::diagnostics::Diags) -> crate::diagnostics::Diags {
     let dropped = diags.dropped();
     let all = diags.into_vec();
-    let error_files: std::collections::HashSet<_> = all
-        .iter()
-        .filter(|d| d.is_error())
-        .filter_map(|d| d.primary_span().map(|s| s.file))
-        .collect();
+    let error_files: std::collections::HashSet<_> =
+        all.iter().filter(|d| d.is_error()).filter_map(|d| d.primary_span().map(|s| s.file)).collect();
     let mut out = crate::diagnostics::Diags::new();
     for d in all {
-        if d.is_error()
-            || d.primary_span()
-                .is_none_or(|s| !error_files.contains(&s.file))
-        {
+        if d.is_error() || d.primary_span().is_none_or(|s| !error_files.contains(&s.file)) {
             out.push(d);
         }
     }

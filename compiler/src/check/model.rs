@@ -70,10 +70,6 @@ impl ModelStats {
     }
 
     pub fn compression(&self) -> f64 {
-        if self.packed_bytes == 0 {
-            1.0
-        } else {
-            self.fp32_bytes as f64 / self.packed_bytes as f64
-        }
+        if self.packed_bytes == 0 { 1.0 } else { self.fp32_bytes as f64 / self.packed_bytes as f64 }
     }
 }

@@ -99,11 +99,7 @@ pub struct OpSpec {
 }
 
 const fn p(name: &'static str, kind: Kind, default: ArgDefault) -> ParamSpec {
-    ParamSpec {
-        name,
-        kind,
-        default,
-    }
+    ParamSpec { name, kind, default }
 }
 
 use ArgDefault::{Absent, Required};
@@ -111,10 +107,7 @@ use Kind::*;
 
 const X: ParamSpec = p("x", Tensor, Required);
 const UNARY: &[ParamSpec] = &[X];
-const BINARY: &[ParamSpec] = &[
-    p("a", TensorOrScalar, Required),
-    p("b", TensorOrScalar, Required),
-];
+const BINARY: &[ParamSpec] = &[p("a", TensorOrScalar, Required), p("b", TensorOrScalar, Required)];
 const MATMUL: &[ParamSpec] = &[X, p("w", Tensor, Required)];
 const CONV: &[ParamSpec] = &[
     X,
@@ -124,34 +117,14 @@ const CONV: &[ParamSpec] = &[
     p("dilation", IntPair, ArgDefault::Int(1)),
     p("groups", Int, ArgDefault::Int(1)),
 ];
-const POOL: &[ParamSpec] = &[
-    X,
-    p("kernel", IntPair, Required),
-    p("stride", IntPair, Absent),
-    p("padding", IntPair, ArgDefault::Int(0)),
-];
+const POOL: &[ParamSpec] =
+    &[X, p("kernel", IntPair, Required), p("stride", IntPair, Absent), p("padding", IntPair, ArgDefault::Int(0))];
 
 pub const OPS: &[OpSpec] = &[
-    OpSpec {
-        op: Op::Matmul,
-        name: "matmul",
-        params: MATMUL,
-    },
-    OpSpec {
-        op: Op::TernaryMatmul,
-        name: "ternary_matmul",
-        params: MATMUL,
-    },
-    OpSpec {
-        op: Op::Conv2d,
-        name: "conv2d",
-        params: CONV,
-    },
-    OpSpec {
-        op: Op::TernaryConv2d,
-        name: "ternary_conv2d",
-        params: CONV,
-    },
+    OpSpec { op: Op::Matmul, name: "matmul", params: MATMUL },
+    OpSpec { op: Op::TernaryMatmul, name: "ternary_matmul", params: MATMUL },
+    OpSpec { op: Op::Conv2d, name: "conv2d", params: CONV },
+    OpSpec { op: Op::TernaryConv2d, name: "ternary_conv2d", params: CONV },
     OpSpec {
         op: Op::BatchNorm,
         name: "batch_norm",
@@ -164,99 +137,28 @@ pub const OPS: &[OpSpec] = &[
             p("eps", Float, ArgDefault::Float(1e-5)),
         ],
     },
-    OpSpec {
-        op: Op::Relu,
-        name: "relu",
-        params: UNARY,
-    },
-    OpSpec {
-        op: Op::Relu6,
-        name: "relu6",
-        params: UNARY,
-    },
-    OpSpec {
-        op: Op::Sigmoid,
-        name: "sigmoid",
-        params: UNARY,
-    },
-    OpSpec {
-        op: Op::Silu,
-        name: "silu",
-        params: UNARY,
-    },
-    OpSpec {
-        op: Op::Tanh,
-        name: "tanh",
-        params: UNARY,
-    },
-    OpSpec {
-        op: Op::Softmax,
-        name: "softmax",
-        params: &[X, p("axis", Int, ArgDefault::Int(-1))],
-    },
-    OpSpec {
-        op: Op::Add,
-        name: "add",
-        params: BINARY,
-    },
-    OpSpec {
-        op: Op::Sub,
-        name: "sub",
-        params: BINARY,
-    },
-    OpSpec {
-        op: Op::Mul,
-        name: "mul",
-        params: BINARY,
-    },
-    OpSpec {
-        op: Op::Div,
-        name: "div",
-        params: BINARY,
-    },
-    OpSpec {
-        op: Op::MaxPool2d,
-        name: "max_pool2d",
-        params: POOL,
-    },
-    OpSpec {
-        op: Op::AvgPool2d,
-        name: "avg_pool2d",
-        params: POOL,
-    },
-    OpSpec {
-        op: Op::GlobalAvgPool,
-        name: "global_avg_pool",
-        params: UNARY,
-    },
-    OpSpec {
-        op: Op::Flatten,
-        name: "flatten",
-        params: &[X, p("start", Int, ArgDefault::Int(1))],
-    },
-    OpSpec {
-        op: Op::Reshape,
-        name: "reshape",
-        params: &[X, p("shape", Dims, Required)],
-    },
+    OpSpec { op: Op::Relu, name: "relu", params: UNARY },
+    OpSpec { op: Op::Relu6, name: "relu6", params: UNARY },
+    OpSpec { op: Op::Sigmoid, name: "sigmoid", params: UNARY },
+    OpSpec { op: Op::Silu, name: "silu", params: UNARY },
+    OpSpec { op: Op::Tanh, name: "tanh", params: UNARY },
+    OpSpec { op: Op::Softmax, name: "softmax", params: &[X, p("axis", Int, ArgDefault::Int(-1))] },
+    OpSpec { op: Op::Add, name: "add", params: BINARY },
+    OpSpec { op: Op::Sub, name: "sub", params: BINARY },
+    OpSpec { op: Op::Mul, name: "mul", params: BINARY },
+    OpSpec { op: Op::Div, name: "div", params: BINARY },
+    OpSpec { op: Op::MaxPool2d, name: "max_pool2d", params: POOL },
+    OpSpec { op: Op::AvgPool2d, name: "avg_pool2d", params: POOL },
+    OpSpec { op: Op::GlobalAvgPool, name: "global_avg_pool", params: UNARY },
+    OpSpec { op: Op::Flatten, name: "flatten", params: &[X, p("start", Int, ArgDefault::Int(1))] },
+    OpSpec { op: Op::Reshape, name: "reshape", params: &[X, p("shape", Dims, Required)] },
     OpSpec {
         op: Op::Concat,
         name: "concat",
-        params: &[
-            p("xs", Tensors, Required),
-            p("axis", Int, ArgDefault::Int(1)),
-        ],
+        params: &[p("xs", Tensors, Required), p("axis", Int, ArgDefault::Int(1))],
     },
-    OpSpec {
-        op: Op::QuantizeI8,
-        name: "quantize_i8",
-        params: &[X, p("scale", Float, Absent)],
-    },
-    OpSpec {
-        op: Op::Dequantize,
-        name: "dequantize",
-        params: UNARY,
-    },
+    OpSpec { op: Op::QuantizeI8, name: "quantize_i8", params: &[X, p("scale", Float, Absent)] },
+    OpSpec { op: Op::Dequantize, name: "dequantize", params: UNARY },
 ];
 
 /// Compile-time functions on numbers.
@@ -329,15 +231,11 @@ fn kind_ok(kind: Kind, v: &Value) -> bool {
         (TensorOrScalar, Value::Tensor(_) | Value::Int(_) | Value::Float(_)) => true,
         (Int, Value::Int(d)) => d.is_known(),
         (IntPair, Value::Int(d)) => d.is_known(),
-        (IntPair, Value::List(v)) => {
-            v.len() == 2 && v.iter().all(|x| matches!(x, Value::Int(d) if d.is_known()))
-        }
+        (IntPair, Value::List(v)) => v.len() == 2 && v.iter().all(|x| matches!(x, Value::Int(d) if d.is_known())),
         (Float, Value::Float(_)) => true,
         (Float, Value::Int(d)) => d.is_known(),
         (Dims, Value::List(v)) => v.iter().all(|x| matches!(x, Value::Int(_))),
-        (Tensors, Value::List(v)) => v
-            .iter()
-            .all(|x| matches!(x, Value::Tensor(_) | Value::Poison)),
+        (Tensors, Value::List(v)) => v.iter().all(|x| matches!(x, Value::Tensor(_) | Value::Poison)),
         _ => false,
     }
 }
@@ -354,12 +252,7 @@ pub fn bind(spec: &'static OpSpec, args: &[ArgVal], call: Span) -> Result<Option
                 if positional >= params.len() {
                     return Err(Diag::error(
                         Code::ArgumentCount,
-                        format!(
-                            "`{}` takes at most {} arguments, got {}",
-                            spec.name,
-                            params.len(),
-                            args.len()
-                        ),
+                        format!("`{}` takes at most {} arguments, got {}", spec.name, params.len(), args.len()),
                     )
                     .at(a.span, "extra argument")
                     .help(signature_help(spec)));
@@ -382,10 +275,7 @@ pub fn bind(spec: &'static OpSpec, args: &[ArgVal], call: Span) -> Result<Option
         if values[index].is_some() {
             return Err(Diag::error(
                 Code::DuplicateArgument,
-                format!(
-                    "argument `{}` of `{}` is given twice",
-                    params[index].name, spec.name
-                ),
+                format!("argument `{}` of `{}` is given twice", params[index].name, spec.name),
             )
             .at(a.span, "given again here"));
         }
@@ -401,14 +291,9 @@ pub fn bind(spec: &'static OpSpec, args: &[ArgVal], call: Span) -> Result<Option
                     a.value.describe()
                 ),
             )
-            .at(
-                a.span,
-                format!("expected {}", params[index].kind.describe()),
-            );
+            .at(a.span, format!("expected {}", params[index].kind.describe()));
             if symbolic {
-                d = d.help(
-                    "this value depends on a symbolic dimension; it must be known at compile time",
-                );
+                d = d.help("this value depends on a symbolic dimension; it must be known at compile time");
             }
             return Err(d);
         }
@@ -439,11 +324,7 @@ pub fn bind(spec: &'static OpSpec, args: &[ArgVal], call: Span) -> Result<Option
     if poisoned {
         return Ok(None);
     }
-    Ok(Some(Bound {
-        values,
-        call,
-        name: spec.name,
-    }))
+    Ok(Some(Bound { values, call, name: spec.name }))
 }
 
 pub fn signature_help(spec: &OpSpec) -> String {
@@ -516,14 +397,11 @@ impl Bound {
 
 fn dim_err(e: DimError, span: Span, what: &str) -> Diag {
     match e {
-        DimError::Overflow => Diag::error(
-            Code::SizeOverflow,
-            format!("{what} overflows a 64-bit integer"),
-        )
-        .at(span, "too large"),
+        DimError::Overflow => {
+            Diag::error(Code::SizeOverflow, format!("{what} overflows a 64-bit integer")).at(span, "too large")
+        }
         DimError::DivisionByZero => {
-            Diag::error(Code::DivisionByZero, format!("{what} divides by zero"))
-                .at(span, "division by zero")
+            Diag::error(Code::DivisionByZero, format!("{what} divides by zero")).at(span, "division by zero")
         }
     }
 }
@@ -535,10 +413,7 @@ fn normalize_axis(b: &Bound, i: usize, rank: usize) -> Result<usize, Diag> {
     if rank == 0 || a < 0 || a >= r {
         return Err(Diag::error(
             Code::InvalidArgument,
-            format!(
-                "`{}` axis {axis} is out of range for a tensor with {rank} dimensions",
-                b.name
-            ),
+            format!("`{}` axis {axis} is out of range for a tensor with {rank} dimensions", b.name),
         )
         .at(b.span(i), format!("valid axes: {} to {}", -r, r - 1)));
     }
@@ -549,9 +424,7 @@ fn normalize_axis(b: &Bound, i: usize, rank: usize) -> Result<usize, Diag> {
 pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
     let inputs: Vec<Input<'_>> = match op {
         Op::Concat => {
-            let Some((Value::List(items), list_span)) = &b.values[0] else {
-                unreachable!("bind() checked the kind")
-            };
+            let Some((Value::List(items), list_span)) = &b.values[0] else { unreachable!("bind() checked the kind") };
             items
                 .iter()
                 .map(|v| match v {
@@ -567,14 +440,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
                 })
                 .collect()
         }
-        Op::Matmul
-        | Op::TernaryMatmul
-        | Op::Conv2d
-        | Op::TernaryConv2d
-        | Op::Add
-        | Op::Sub
-        | Op::Mul
-        | Op::Div => {
+        Op::Matmul | Op::TernaryMatmul | Op::Conv2d | Op::TernaryConv2d | Op::Add | Op::Sub | Op::Mul | Op::Div => {
             vec![b.input(0), b.input(1)]
         }
         Op::BatchNorm => (0..5).map(|i| b.input(i)).collect(),
@@ -591,9 +457,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
             dilation: b.pair(4).unwrap_or([1, 1]),
             groups: b.int(5).unwrap_or(1),
         }),
-        Op::BatchNorm => ir::Op::BatchNorm {
-            eps: b.float(5).unwrap_or(1e-5) as f32,
-        },
+        Op::BatchNorm => ir::Op::BatchNorm { eps: b.float(5).unwrap_or(1e-5) as f32 },
         Op::Relu => ir::Op::Unary(UnaryOp::Relu),
         Op::Relu6 => ir::Op::Unary(UnaryOp::Relu6),
         Op::Sigmoid => ir::Op::Unary(UnaryOp::Sigmoid),
@@ -605,9 +469,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
             if inputs[0].ty.dtype != DType::F32 {
                 return Err(dtype_diag(b, &inputs[0], &[DType::F32]));
             }
-            ir::Op::Softmax {
-                axis: normalize_axis(b, 1, inputs[0].ty.rank())?,
-            }
+            ir::Op::Softmax { axis: normalize_axis(b, 1, inputs[0].ty.rank())? }
         }
         Op::Add => ir::Op::Binary(BinaryOp::Add),
         Op::Sub => ir::Op::Binary(BinaryOp::Sub),
@@ -615,64 +477,36 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         Op::Div => ir::Op::Binary(BinaryOp::Div),
         Op::MaxPool2d | Op::AvgPool2d => {
             let kernel = b.pair(1).unwrap_or([1, 1]);
-            let attrs = PoolAttrs {
-                kernel,
-                stride: b.pair(2).unwrap_or(kernel),
-                padding: b.pair(3).unwrap_or([0, 0]),
-            };
-            if op == Op::MaxPool2d {
-                ir::Op::MaxPool2d(attrs)
-            } else {
-                ir::Op::AvgPool2d(attrs)
-            }
+            let attrs = PoolAttrs { kernel, stride: b.pair(2).unwrap_or(kernel), padding: b.pair(3).unwrap_or([0, 0]) };
+            if op == Op::MaxPool2d { ir::Op::MaxPool2d(attrs) } else { ir::Op::AvgPool2d(attrs) }
         }
         Op::GlobalAvgPool => ir::Op::GlobalAvgPool,
         Op::Flatten => {
             let x = &inputs[0].ty;
             if !matches!(x.dtype, DType::F32 | DType::I8 | DType::I32) {
-                return Err(dtype_diag(
-                    b,
-                    &inputs[0],
-                    &[DType::F32, DType::I8, DType::I32],
-                ));
+                return Err(dtype_diag(b, &inputs[0], &[DType::F32, DType::I8, DType::I32]));
             }
             let start = normalize_axis(b, 1, x.rank())?;
-            let prod = ir::op::product(&x.shape[start..])
-                .map_err(|e| dim_err(e, b.call, "the flattened size"))?;
+            let prod = ir::op::product(&x.shape[start..]).map_err(|e| dim_err(e, b.call, "the flattened size"))?;
             let mut shape = x.shape[..start].to_vec();
             shape.push(prod);
             ir::Op::Reshape { shape }
         }
-        Op::Reshape => ir::Op::Reshape {
-            shape: reshape_target(b, &inputs[0].ty)?,
-        },
+        Op::Reshape => ir::Op::Reshape { shape: reshape_target(b, &inputs[0].ty)? },
         Op::Concat => {
-            let Some((_, list_span)) = &b.values[0] else {
-                unreachable!("bind() checked the kind")
-            };
+            let Some((_, list_span)) = &b.values[0] else { unreachable!("bind() checked the kind") };
             let Some(first) = inputs.first() else {
-                return Err(Diag::error(
-                    Code::InvalidArgument,
-                    "`concat` needs at least one tensor",
-                )
-                .at(*list_span, "empty list"));
+                return Err(Diag::error(Code::InvalidArgument, "`concat` needs at least one tensor")
+                    .at(*list_span, "empty list"));
             };
-            ir::Op::Concat {
-                axis: normalize_axis(b, 1, first.ty.rank())?,
-            }
+            ir::Op::Concat { axis: normalize_axis(b, 1, first.ty.rank())? }
         }
-        Op::QuantizeI8 => ir::Op::QuantizeI8 {
-            scale: b.float(1).map(|s| s as f32),
-        },
+        Op::QuantizeI8 => ir::Op::QuantizeI8 { scale: b.float(1).map(|s| s as f32) },
         Op::Dequantize => ir::Op::Dequantize,
     };
     let types: Vec<&TensorType> = inputs.iter().map(|i| &i.ty).collect();
     match ir_op.infer(&types) {
-        Ok(ty) => Ok(Lowered {
-            op: ir_op,
-            args: inputs.iter().map(|i| i.operand).collect(),
-            ty,
-        }),
+        Ok(ty) => Ok(Lowered { op: ir_op, args: inputs.iter().map(|i| i.operand).collect(), ty }),
         Err(e) => Err(op_diag(b, &inputs, e)),
     }
 }
@@ -680,15 +514,9 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
 /// The full target shape of `reshape`, with `-1` inferred.
 fn reshape_target(b: &Bound, x: &TensorType) -> Result<Vec<Dim>, Diag> {
     if !matches!(x.dtype, DType::F32 | DType::I8 | DType::I32) {
-        return Err(dtype_diag(
-            b,
-            &b.input(0),
-            &[DType::F32, DType::I8, DType::I32],
-        ));
+        return Err(dtype_diag(b, &b.input(0), &[DType::F32, DType::I8, DType::I32]));
     }
-    let Some((Value::List(items), _)) = &b.values[1] else {
-        unreachable!("bind() checked the kind")
-    };
+    let Some((Value::List(items), _)) = &b.values[1] else { unreachable!("bind() checked the kind") };
     let mut dims: Vec<Dim> = items
         .iter()
         .map(|v| match v {
@@ -696,46 +524,25 @@ fn reshape_target(b: &Bound, x: &TensorType) -> Result<Vec<Dim>, Diag> {
             _ => unreachable!("bind() checked the kind"),
         })
         .collect();
-    let infer_at: Vec<usize> = dims
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.as_known() == Some(-1))
-        .map(|(i, _)| i)
-        .collect();
+    let infer_at: Vec<usize> =
+        dims.iter().enumerate().filter(|(_, d)| d.as_known() == Some(-1)).map(|(i, _)| i).collect();
     if infer_at.len() > 1 {
-        return Err(Diag::error(
-            Code::InvalidArgument,
-            "`reshape` can infer at most one dimension (-1)",
-        )
-        .at(b.span(1), "more than one -1"));
+        return Err(Diag::error(Code::InvalidArgument, "`reshape` can infer at most one dimension (-1)")
+            .at(b.span(1), "more than one -1"));
     }
     for d in &dims {
         if let Some(v) = d.as_known()
             && (v == 0 || v < -1)
         {
-            return Err(Diag::error(
-                Code::InvalidDimension,
-                format!("`reshape` dimension {v} is not allowed"),
-            )
-            .at(
-                b.span(1),
-                "dimensions must be at least 1 (or -1 to infer one)",
-            ));
+            return Err(Diag::error(Code::InvalidDimension, format!("`reshape` dimension {v} is not allowed"))
+                .at(b.span(1), "dimensions must be at least 1 (or -1 to infer one)"));
         }
     }
     if let Some(&i) = infer_at.first() {
-        let total =
-            ir::op::product(&x.shape).map_err(|e| dim_err(e, b.call, "the element count"))?;
-        let rest: Vec<Dim> = dims
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, d)| d.clone())
-            .collect();
+        let total = ir::op::product(&x.shape).map_err(|e| dim_err(e, b.call, "the element count"))?;
+        let rest: Vec<Dim> = dims.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| d.clone()).collect();
         let known = ir::op::product(&rest).map_err(|e| dim_err(e, b.call, "the element count"))?;
-        let inferred = total
-            .div(&known)
-            .map_err(|e| dim_err(e, b.call, "the inferred dimension"))?;
+        let inferred = total.div(&known).map_err(|e| dim_err(e, b.call, "the inferred dimension"))?;
         if inferred.mul(&known).ok().as_ref() != Some(&total) {
             return Err(Diag::error(
                 Code::ShapeMismatch,
@@ -753,13 +560,7 @@ fn dtype_diag(b: &Bound, input: &Input<'_>, allowed: &[DType]) -> Diag {
     let t = &input.ty;
     let mut d = Diag::error(
         Code::DtypeMismatch,
-        format!(
-            "`{}` expects {} for `{}`, got {}",
-            b.name,
-            names.join(" or "),
-            param_name(b, input.param),
-            t
-        ),
+        format!("`{}` expects {} for `{}`, got {}", b.name, names.join(" or "), param_name(b, input.param), t),
     )
     .at(input.span, format!("this is {}", t.dtype));
     d = match t.dtype {
@@ -904,9 +705,7 @@ fn op_diag(b: &Bound, inputs: &[Input<'_>], e: OpError) -> Diag {
 
 /// Span of the argument bound to the named parameter (or the call).
 fn kwarg_span(b: &Bound, name: &str) -> Span {
-    spec(b.name)
-        .and_then(|s| s.params.iter().position(|p| p.name == name))
-        .map_or(b.call, |i| b.span(i))
+    spec(b.name).and_then(|s| s.params.iter().position(|p| p.name == name)).map_or(b.call, |i| b.span(i))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -70,12 +70,9 @@ pub fn resolve(program: &Program, diags: &mut Diags) -> Scopes {
                 if let Some(prev) = map.get(&l.name.name) {
                     let prev_def = layer_def(program, *prev);
                     diags.push(
-                        Diag::error(
-                            Code::DuplicateDefinition,
-                            format!("`{}` is defined twice", l.name.name),
-                        )
-                        .at(l.name.span, "defined again here")
-                        .also(prev_def.name.span, "first defined here"),
+                        Diag::error(Code::DuplicateDefinition, format!("`{}` is defined twice", l.name.name))
+                            .at(l.name.span, "defined again here")
+                            .also(prev_def.name.span, "first defined here"),
                     );
                     continue;
                 }
@@ -93,50 +90,42 @@ pub fn resolve(program: &Program, diags: &mut Diags) -> Scopes {
                 continue;
             };
             let target_defs = &own[target.0 as usize];
-            let mut add = |name: &ast::Ident,
-                           visible: &ast::Ident,
-                           scope: &mut HashMap<String, LayerRef>,
-                           diags: &mut Diags| {
-                let Some(&r) = target_defs.get(&name.name) else {
-                    let mut d = Diag::error(
-                        Code::ImportNotFound,
-                        format!("module `{}` has no layer `{}`", path_of(u), name.name),
-                    )
-                    .at(name.span, "not defined there");
-                    if let Some(s) = closest(&name.name, target_defs.keys().map(String::as_str)) {
-                        d = d.help(format!("did you mean `{s}`?"));
-                    } else {
-                        let mut all: Vec<&str> = target_defs.keys().map(String::as_str).collect();
-                        all.sort();
-                        d = d.help(format!("it defines: {}", all.join(", ")));
+            let mut add =
+                |name: &ast::Ident, visible: &ast::Ident, scope: &mut HashMap<String, LayerRef>, diags: &mut Diags| {
+                    let Some(&r) = target_defs.get(&name.name) else {
+                        let mut d = Diag::error(
+                            Code::ImportNotFound,
+                            format!("module `{}` has no layer `{}`", path_of(u), name.name),
+                        )
+                        .at(name.span, "not defined there");
+                        if let Some(s) = closest(&name.name, target_defs.keys().map(String::as_str)) {
+                            d = d.help(format!("did you mean `{s}`?"));
+                        } else {
+                            let mut all: Vec<&str> = target_defs.keys().map(String::as_str).collect();
+                            all.sort();
+                            d = d.help(format!("it defines: {}", all.join(", ")));
+                        }
+                        diags.push(d);
+                        return;
+                    };
+                    match scope.get(&visible.name) {
+                        Some(&existing) if existing != r => {
+                            diags.push(
+                                Diag::error(
+                                    Code::DuplicateDefinition,
+                                    format!("`{}` is already defined in this file", visible.name),
+                                )
+                                .at(visible.span, "imported here")
+                                .also(layer_def(program, existing).name.span, "already defined here")
+                                .help(format!("rename the import: `{} as Other{}`", name.name, name.name)),
+                            );
+                        }
+                        _ => {
+                            scope.insert(visible.name.clone(), r);
+                            import_spans[m.0 as usize].insert(visible.name.clone(), visible.span);
+                        }
                     }
-                    diags.push(d);
-                    return;
                 };
-                match scope.get(&visible.name) {
-                    Some(&existing) if existing != r => {
-                        diags.push(
-                            Diag::error(
-                                Code::DuplicateDefinition,
-                                format!("`{}` is already defined in this file", visible.name),
-                            )
-                            .at(visible.span, "imported here")
-                            .also(
-                                layer_def(program, existing).name.span,
-                                "already defined here",
-                            )
-                            .help(format!(
-                                "rename the import: `{} as Other{}`",
-                                name.name, name.name
-                            )),
-                        );
-                    }
-                    _ => {
-                        scope.insert(visible.name.clone(), r);
-                        import_spans[m.0 as usize].insert(visible.name.clone(), visible.span);
-                    }
-                }
-            };
             match &u.items {
                 ast::UseItems::Names(names) => {
                     for n in names {
@@ -147,10 +136,7 @@ pub fn resolve(program: &Program, diags: &mut Diags) -> Scopes {
                     let mut names: Vec<&String> = target_defs.keys().collect();
                     names.sort();
                     for n in names {
-                        let id = ast::Ident {
-                            name: n.clone(),
-                            span: u.span,
-                        };
+                        let id = ast::Ident { name: n.clone(), span: u.span };
                         if !scope.contains_key(n) {
                             scope.insert(n.clone(), target_defs[n]);
                         } else {
@@ -180,18 +166,13 @@ pub fn resolve(program: &Program, diags: &mut Diags) -> Scopes {
         }
     }
     for m in program.module_ids() {
-        let mut unused: Vec<(&String, &Span)> = import_spans[m.0 as usize]
-            .iter()
-            .filter(|(n, _)| !used_imports.contains(&(m, (*n).clone())))
-            .collect();
+        let mut unused: Vec<(&String, &Span)> =
+            import_spans[m.0 as usize].iter().filter(|(n, _)| !used_imports.contains(&(m, (*n).clone()))).collect();
         unused.sort_by_key(|(_, s)| s.lo);
         for (name, span) in unused {
             diags.push(
-                Diag::warning(
-                    Code::UnusedImport,
-                    format!("`{name}` is imported but never used"),
-                )
-                .at(*span, "unused import"),
+                Diag::warning(Code::UnusedImport, format!("`{name}` is imported but never used"))
+                    .at(*span, "unused import"),
             );
         }
     }
@@ -199,11 +180,7 @@ pub fn resolve(program: &Program, diags: &mut Diags) -> Scopes {
 }
 
 fn path_of(u: &ast::UseDecl) -> String {
-    u.path
-        .iter()
-        .map(|i| i.name.as_str())
-        .collect::<Vec<_>>()
-        .join("::")
+    u.path.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join("::")
 }
 
 /// Which standard module defines a layer named `name`, for "import it" hints.
@@ -211,9 +188,7 @@ fn std_home(program: &Program, name: &str) -> Option<&'static str> {
     let _ = program;
     STDLIB
         .iter()
-        .find(|(_, src)| {
-            src.contains(&format!("layer {name}(")) || src.contains(&format!("layer {name} {{"))
-        })
+        .find(|(_, src)| src.contains(&format!("layer {name}(")) || src.contains(&format!("layer {name} {{")))
         .map(|(m, _)| *m)
 }
 
@@ -241,11 +216,7 @@ struct LayerResolver<'a> {
 
 impl LayerResolver<'_> {
     fn lookup(&self, name: &str) -> Option<NameKind> {
-        self.names
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, k)| *k)
+        self.names.iter().rev().find(|(n, _)| n == name).map(|(_, k)| *k)
     }
 
     fn layer(&mut self, l: &ast::LayerDef) {
@@ -253,24 +224,15 @@ impl LayerResolver<'_> {
         for p in &l.params {
             if let Some(prev) = seen.insert(&p.name.name, p.name.span) {
                 self.diags.push(
-                    Diag::error(
-                        Code::DuplicateDefinition,
-                        format!("parameter `{}` is declared twice", p.name.name),
-                    )
-                    .at(p.name.span, "declared again here")
-                    .also(prev, "first declared here"),
+                    Diag::error(Code::DuplicateDefinition, format!("parameter `{}` is declared twice", p.name.name))
+                        .at(p.name.span, "declared again here")
+                        .also(prev, "first declared here"),
                 );
             }
             if !PARAM_TYPES.contains(&p.ty.name.as_str()) {
-                let mut d = Diag::error(
-                    Code::UnknownDtype,
-                    format!("unknown parameter type `{}`", p.ty.name),
-                )
-                .at(p.ty.span, "not a parameter type")
-                .help(format!(
-                    "layer parameters are compile-time values of type {}",
-                    PARAM_TYPES.join(", ")
-                ));
+                let mut d = Diag::error(Code::UnknownDtype, format!("unknown parameter type `{}`", p.ty.name))
+                    .at(p.ty.span, "not a parameter type")
+                    .help(format!("layer parameters are compile-time values of type {}", PARAM_TYPES.join(", ")));
                 if let Some(s) = closest(&p.ty.name, PARAM_TYPES.iter().copied()) {
                     d = d.help(format!("did you mean `{s}`?"));
                 }
@@ -298,12 +260,9 @@ impl LayerResolver<'_> {
         let declare = |this: &mut Self, name: &ast::Ident, seen: &mut HashMap<String, Span>| {
             if let Some(prev) = seen.insert(name.name.clone(), name.span) {
                 this.diags.push(
-                    Diag::error(
-                        Code::DuplicateDefinition,
-                        format!("`{}` is declared twice in this layer", name.name),
-                    )
-                    .at(name.span, "declared again here")
-                    .also(prev, "first declared here"),
+                    Diag::error(Code::DuplicateDefinition, format!("`{}` is declared twice in this layer", name.name))
+                        .at(name.span, "declared again here")
+                        .also(prev, "first declared here"),
                 );
             }
         };
@@ -341,19 +300,19 @@ impl LayerResolver<'_> {
                 LayerItem::Fn(f) => {
                     if f.name.name != "forward" {
                         self.diags.push(
-                            Diag::error(Code::MissingForward, format!("layers define one function, `forward`; found `fn {}`", f.name.name))
-                                .at(f.name.span, "not `forward`")
-                                .help("rename it to `forward`, or move the computation into its own layer"),
+                            Diag::error(
+                                Code::MissingForward,
+                                format!("layers define one function, `forward`; found `fn {}`", f.name.name),
+                            )
+                            .at(f.name.span, "not `forward`")
+                            .help("rename it to `forward`, or move the computation into its own layer"),
                         );
                     }
                     if let Some(prev) = seen.insert("fn forward".to_string(), f.name.span) {
                         self.diags.push(
-                            Diag::error(
-                                Code::DuplicateDefinition,
-                                "this layer defines more than one function",
-                            )
-                            .at(f.name.span, "second function")
-                            .also(prev, "first function"),
+                            Diag::error(Code::DuplicateDefinition, "this layer defines more than one function")
+                                .at(f.name.span, "second function")
+                                .also(prev, "first function"),
                         );
                     }
                 }
@@ -394,15 +353,9 @@ impl LayerResolver<'_> {
 
     fn not_instance(&mut self, e: &Expr) {
         self.diags.push(
-            Diag::error(
-                Code::InvalidInstance,
-                "a sub-layer field must be a layer instance",
-            )
-            .at(
-                e.span,
-                "expected `Layer(args)`, `[Layer(args); count]` or `[Layer(a), Layer(b), ...]`",
-            )
-            .help("compile-time values are declared with `const name = value`"),
+            Diag::error(Code::InvalidInstance, "a sub-layer field must be a layer instance")
+                .at(e.span, "expected `Layer(args)`, `[Layer(args); count]` or `[Layer(a), Layer(b), ...]`")
+                .help("compile-time values are declared with `const name = value`"),
         );
     }
 
@@ -411,16 +364,10 @@ impl LayerResolver<'_> {
             self.used.insert((self.module, callee.name.clone()));
             return;
         }
-        let mut d = Diag::error(
-            Code::UnknownLayer,
-            format!("unknown layer `{}`", callee.name),
-        )
-        .at(callee.span, "not defined or imported");
+        let mut d = Diag::error(Code::UnknownLayer, format!("unknown layer `{}`", callee.name))
+            .at(callee.span, "not defined or imported");
         if ops::is_builtin(&callee.name) {
-            d = d.help(format!(
-                "`{}` is a built-in op: call it inside `fn forward`, not as a field",
-                callee.name
-            ));
+            d = d.help(format!("`{}` is a built-in op: call it inside `fn forward`, not as a field", callee.name));
         } else if let Some(s) = closest(&callee.name, self.scopes.names(self.module)) {
             d = d.help(format!("did you mean `{s}`?"));
         } else if let Some(m) = std_home(self.program, &callee.name) {
@@ -431,18 +378,9 @@ impl LayerResolver<'_> {
 
     fn type_dims(&mut self, ty: &ast::TypeExpr, symbols_allowed: bool) {
         if triton_runtime::DType::from_name(&ty.dtype.name).is_none() {
-            let names: Vec<&str> = triton_runtime::DType::ALL
-                .iter()
-                .map(|d| d.name())
-                .collect();
-            let mut d = Diag::error(
-                Code::UnknownDtype,
-                format!("unknown dtype `{}`", ty.dtype.name),
-            )
-            .at(
-                ty.dtype.span,
-                format!("expected one of {}", names.join(", ")),
-            );
+            let names: Vec<&str> = triton_runtime::DType::ALL.iter().map(|d| d.name()).collect();
+            let mut d = Diag::error(Code::UnknownDtype, format!("unknown dtype `{}`", ty.dtype.name))
+                .at(ty.dtype.span, format!("expected one of {}", names.join(", ")));
             if let Some(s) = closest(&ty.dtype.name, names.iter().copied()) {
                 d = d.help(format!("did you mean `{s}`?"));
             }
@@ -457,9 +395,8 @@ impl LayerResolver<'_> {
                     self.names.push((n.clone(), NameKind::Symbol));
                     continue;
                 }
-                let mut diag =
-                    Diag::error(Code::UnknownName, format!("unknown name `{n}` in a shape"))
-                        .at(d.span, "not a compile-time value in scope");
+                let mut diag = Diag::error(Code::UnknownName, format!("unknown name `{n}` in a shape"))
+                    .at(d.span, "not a compile-time value in scope");
                 if let Some(s) = self.suggest(n) {
                     diag = diag.help(format!("did you mean `{s}`?"));
                 } else {
@@ -484,12 +421,9 @@ impl LayerResolver<'_> {
             self.type_dims(&p.ty, true);
             if let Some(prev) = seen.insert(&p.name.name, p.name.span) {
                 self.diags.push(
-                    Diag::error(
-                        Code::DuplicateDefinition,
-                        format!("parameter `{}` is declared twice", p.name.name),
-                    )
-                    .at(p.name.span, "declared again here")
-                    .also(prev, "first declared here"),
+                    Diag::error(Code::DuplicateDefinition, format!("parameter `{}` is declared twice", p.name.name))
+                        .at(p.name.span, "declared again here")
+                        .also(prev, "first declared here"),
                 );
             }
         }
@@ -504,9 +438,7 @@ impl LayerResolver<'_> {
         let let_base = self.names.len();
         for s in &f.body {
             match s {
-                Stmt::Let {
-                    name, ty, value, ..
-                } => {
+                Stmt::Let { name, ty, value, .. } => {
                     self.expr_marking(value, &mut lets);
                     if let Some(ty) = ty {
                         self.type_dims(ty, true);
@@ -551,7 +483,9 @@ impl LayerResolver<'_> {
                     if let Some(s) = self.suggest(n) {
                         d = d.help(format!("did you mean `{s}`?"));
                     } else if self.scopes.lookup(self.module, n).is_some() {
-                        d = d.help(format!("`{n}` is a layer: declare an instance as a field (`name = {n}(...)`) and call that"));
+                        d = d.help(format!(
+                            "`{n}` is a layer: declare an instance as a field (`name = {n}(...)`) and call that"
+                        ));
                     }
                     self.diags.push(d);
                 }
@@ -562,10 +496,7 @@ impl LayerResolver<'_> {
                     Some(_) => self.diags.push(
                         Diag::error(
                             Code::NotCallable,
-                            format!(
-                                "`{}` is not a layer or op and cannot be called",
-                                callee.name
-                            ),
+                            format!("`{}` is not a layer or op and cannot be called", callee.name),
                         )
                         .at(callee.span, "not callable"),
                     ),
@@ -573,30 +504,29 @@ impl LayerResolver<'_> {
                     None if self.scopes.lookup(self.module, &callee.name).is_some() => {
                         self.used.insert((self.module, callee.name.clone()));
                         self.diags.push(
-                            Diag::error(Code::NotCallable, format!("`{}` is a layer definition, not an instance", callee.name))
-                                .at(callee.span, "layers cannot be created inside `fn forward`")
-                                .help(format!("declare a field in the layer body, `my_{0} = {1}(...)`, and call `my_{0}(x)`", callee.name.to_lowercase(), callee.name)),
+                            Diag::error(
+                                Code::NotCallable,
+                                format!("`{}` is a layer definition, not an instance", callee.name),
+                            )
+                            .at(callee.span, "layers cannot be created inside `fn forward`")
+                            .help(format!(
+                                "declare a field in the layer body, `my_{0} = {1}(...)`, and call `my_{0}(x)`",
+                                callee.name.to_lowercase(),
+                                callee.name
+                            )),
                         );
                     }
                     None => {
-                        let mut d = Diag::error(
-                            Code::UnknownFunction,
-                            format!("unknown op or layer `{}`", callee.name),
-                        )
-                        .at(
-                            callee.span,
-                            "not a built-in op or a sub-layer of this layer",
-                        );
+                        let mut d =
+                            Diag::error(Code::UnknownFunction, format!("unknown op or layer `{}`", callee.name))
+                                .at(callee.span, "not a built-in op or a sub-layer of this layer");
                         let suggestion = {
                             let mut candidates: Vec<&str> = Vec::new();
                             for n in ops::builtin_names() {
                                 candidates.push(n);
                             }
                             candidates.extend(
-                                self.names
-                                    .iter()
-                                    .filter(|(_, k)| *k == NameKind::Instance)
-                                    .map(|(n, _)| n.as_str()),
+                                self.names.iter().filter(|(_, k)| *k == NameKind::Instance).map(|(n, _)| n.as_str()),
                             );
                             closest(&callee.name, candidates).map(str::to_string)
                         };
@@ -624,20 +554,12 @@ impl LayerResolver<'_> {
                 self.expr(item);
                 self.expr(count);
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 self.expr(cond);
                 self.expr(then);
                 self.expr(otherwise);
             }
-            ExprKind::Int(_)
-            | ExprKind::Float(_)
-            | ExprKind::Str(_)
-            | ExprKind::Bool(_)
-            | ExprKind::Error => {}
+            ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Str(_) | ExprKind::Bool(_) | ExprKind::Error => {}
         }
     }
 }
@@ -645,12 +567,7 @@ impl LayerResolver<'_> {
 fn fn_defs(item: &LayerItem) -> Vec<&ast::FnDef> {
     match item {
         LayerItem::Fn(f) => vec![f],
-        LayerItem::If(i) => i
-            .then
-            .iter()
-            .chain(i.otherwise.iter())
-            .flat_map(fn_defs)
-            .collect(),
+        LayerItem::If(i) => i.then.iter().chain(i.otherwise.iter()).flat_map(fn_defs).collect(),
         _ => Vec::new(),
     }
 }
@@ -687,11 +604,7 @@ fn collect_names(e: &Expr, out: &mut Vec<String>) {
             collect_names(item, out);
             collect_names(count, out);
         }
-        ExprKind::If {
-            cond,
-            then,
-            otherwise,
-        } => {
+        ExprKind::If { cond, then, otherwise } => {
             collect_names(cond, out);
             collect_names(then, out);
             collect_names(otherwise, out);

@@ -35,10 +35,7 @@ mod tests {
 
     #[test]
     fn finds_near_misses_only() {
-        assert_eq!(
-            closest("in_featurs", ["in_features", "out_features"]),
-            Some("in_features")
-        );
+        assert_eq!(closest("in_featurs", ["in_features", "out_features"]), Some("in_features"));
         assert_eq!(closest("relu", ["relu6", "tanh"]), Some("relu6"));
         assert_eq!(closest("xyz", ["relu6", "tanh"]), None);
     }

@@ -56,29 +56,18 @@ impl Diag {
     }
 
     pub fn warning(code: Code, message: impl Into<String>) -> Diag {
-        Diag {
-            severity: Severity::Warning,
-            ..Diag::error(code, message)
-        }
+        Diag { severity: Severity::Warning, ..Diag::error(code, message) }
     }
 
     /// Adds the primary label.
     pub fn at(mut self, span: Span, message: impl Into<String>) -> Diag {
-        self.labels.push(Label {
-            span,
-            message: message.into(),
-            primary: true,
-        });
+        self.labels.push(Label { span, message: message.into(), primary: true });
         self
     }
 
     /// Adds a secondary label (context, such as a declaration).
     pub fn also(mut self, span: Span, message: impl Into<String>) -> Diag {
-        self.labels.push(Label {
-            span,
-            message: message.into(),
-            primary: false,
-        });
+        self.labels.push(Label { span, message: message.into(), primary: false });
         self
     }
 
@@ -98,11 +87,7 @@ impl Diag {
 
     /// The span of the primary label, if any.
     pub fn primary_span(&self) -> Option<Span> {
-        self.labels
-            .iter()
-            .find(|l| l.primary)
-            .or(self.labels.first())
-            .map(|l| l.span)
+        self.labels.iter().find(|l| l.primary).or(self.labels.first()).map(|l| l.span)
     }
 }
 

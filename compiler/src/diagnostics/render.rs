@@ -6,9 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{
-    GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, ReportHandler, SourceSpan,
-};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, ReportHandler, SourceSpan};
 
 use super::{Diag, Severity};
 use crate::source::{FileId, SourceMap};
@@ -35,35 +33,25 @@ impl std::error::Error for Report {}
 
 impl miette::Diagnostic for Report {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.code
-            .as_ref()
-            .map(|c| Box::new(c) as Box<dyn fmt::Display>)
+        self.code.as_ref().map(|c| Box::new(c) as Box<dyn fmt::Display>)
     }
     fn severity(&self) -> Option<miette::Severity> {
         Some(self.severity)
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.labels.is_empty() {
-            None
-        } else {
-            Some(Box::new(self.labels.iter().cloned()))
-        }
+        if self.labels.is_empty() { None } else { Some(Box::new(self.labels.iter().cloned())) }
     }
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
         if self.related.is_empty() {
             None
         } else {
-            Some(Box::new(
-                self.related.iter().map(|r| r as &dyn miette::Diagnostic),
-            ))
+            Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
         }
     }
 }
@@ -78,16 +66,8 @@ fn labeled(l: &super::Label, text_len: usize) -> LabeledSpan {
     let lo = (l.span.lo as usize).min(text_len);
     let len = l.span.len().min(text_len - lo);
     let span = SourceSpan::new(lo.into(), len);
-    let msg = if l.message.is_empty() {
-        None
-    } else {
-        Some(l.message.clone())
-    };
-    if l.primary {
-        LabeledSpan::new_primary_with_span(msg, span)
-    } else {
-        LabeledSpan::new_with_span(msg, span)
-    }
+    let msg = if l.message.is_empty() { None } else { Some(l.message.clone()) };
+    if l.primary { LabeledSpan::new_primary_with_span(msg, span) } else { LabeledSpan::new_with_span(msg, span) }
 }
 
 /// Lines longer than this are not quoted: a label on them becomes a `file:line:col` note
@@ -98,14 +78,8 @@ const MAX_QUOTED_LINE: usize = 1024;
 fn locate(text: &str, offset: usize) -> (usize, usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
-    let line_end = text.as_bytes()[offset..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(text.len(), |p| offset + p);
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let line_end = text.as_bytes()[offset..].iter().position(|&b| b == b'\n').map_or(text.len(), |p| offset + p);
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let col = text[line_start..offset].chars().count() + 1;
     (line, col, line_end - line_start)
@@ -144,12 +118,8 @@ pub fn to_report(diag: &Diag, sources: &SourceMap) -> Report {
     }
     for file in other_files {
         let text_len = sources.get(file).text.len();
-        let file_labels: Vec<LabeledSpan> = diag
-            .labels
-            .iter()
-            .filter(|l| l.span.file == file)
-            .map(|l| labeled(l, text_len))
-            .collect();
+        let file_labels: Vec<LabeledSpan> =
+            diag.labels.iter().filter(|l| l.span.file == file).map(|l| labeled(l, text_len)).collect();
         related.push(Report {
             message: format!("in {}", sources.get(file).name),
             code: None,
@@ -198,9 +168,7 @@ pub fn render(diag: &Diag, sources: &SourceMap, style: Style) -> String {
         Style::Color => GraphicalTheme::unicode(),
         Style::Plain => GraphicalTheme::unicode_nocolor(),
     };
-    let handler = GraphicalReportHandler::new_themed(theme)
-        .with_width(100)
-        .with_links(false);
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
     let mut out = String::new();
     struct Adapter<'a>(&'a GraphicalReportHandler, &'a Report);
     impl fmt::Display for Adapter<'_> {
@@ -214,11 +182,7 @@ pub fn render(diag: &Diag, sources: &SourceMap, style: Style) -> String {
 }
 
 /// Renders every diagnostic, separated by blank lines.
-pub fn render_all<'a>(
-    diags: impl IntoIterator<Item = &'a Diag>,
-    sources: &SourceMap,
-    style: Style,
-) -> String {
+pub fn render_all<'a>(diags: impl IntoIterator<Item = &'a Diag>, sources: &SourceMap, style: Style) -> String {
     let mut out = String::new();
     for d in diags {
         out.push_str(&render(d, sources, style));

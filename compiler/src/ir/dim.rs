@@ -40,11 +40,7 @@ pub fn floor_div(a: i64, b: i64) -> Result<i64, DimError> {
     }
     let q = a.checked_div(b).ok_or(DimError::Overflow)?;
     let r = a.checked_rem(b).ok_or(DimError::Overflow)?;
-    Ok(if r != 0 && ((r < 0) != (b < 0)) {
-        q - 1
-    } else {
-        q
-    })
+    Ok(if r != 0 && ((r < 0) != (b < 0)) { q - 1 } else { q })
 }
 
 pub fn floor_rem(a: i64, b: i64) -> Result<i64, DimError> {
@@ -56,34 +52,20 @@ pub fn floor_rem(a: i64, b: i64) -> Result<i64, DimError> {
     }
     let r = a % b;
     // |r| < |b| and r, b of opposite signs here, so r + b cannot overflow.
-    Ok(if r != 0 && ((r < 0) != (b < 0)) {
-        r + b
-    } else {
-        r
-    })
+    Ok(if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r })
 }
 
 impl Dim {
     pub fn known(v: i64) -> Dim {
-        if v == 0 {
-            Dim { terms: Vec::new() }
-        } else {
-            Dim {
-                terms: vec![(Vec::new(), v)],
-            }
-        }
+        if v == 0 { Dim { terms: Vec::new() } } else { Dim { terms: vec![(Vec::new(), v)] } }
     }
 
     pub fn sym(name: &str) -> Dim {
-        Dim {
-            terms: vec![(vec![Atom::Sym(name.into())], 1)],
-        }
+        Dim { terms: vec![(vec![Atom::Sym(name.into())], 1)] }
     }
 
     fn atom(a: Atom) -> Dim {
-        Dim {
-            terms: vec![(vec![a], 1)],
-        }
+        Dim { terms: vec![(vec![a], 1)] }
     }
 
     /// The value, when the dim does not depend on any symbol.
@@ -116,24 +98,14 @@ impl Dim {
     }
 
     pub fn add(&self, other: &Dim) -> R {
-        Dim::from_terms(
-            self.terms
-                .iter()
-                .chain(other.terms.iter())
-                .cloned()
-                .collect(),
-        )
+        Dim::from_terms(self.terms.iter().chain(other.terms.iter()).cloned().collect())
     }
 
     pub fn neg(&self) -> R {
         let terms = self
             .terms
             .iter()
-            .map(|(m, c)| {
-                c.checked_neg()
-                    .map(|c| (m.clone(), c))
-                    .ok_or(DimError::Overflow)
-            })
+            .map(|(m, c)| c.checked_neg().map(|c| (m.clone(), c)).ok_or(DimError::Overflow))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Dim { terms })
     }
@@ -175,10 +147,7 @@ impl Dim {
         if self == other && !self.terms.is_empty() {
             return Ok(Dim::known(1));
         }
-        Ok(Dim::atom(Atom::Div(
-            Box::new(self.clone()),
-            Box::new(other.clone()),
-        )))
+        Ok(Dim::atom(Atom::Div(Box::new(self.clone()), Box::new(other.clone()))))
     }
 
     /// Floor remainder.
@@ -194,10 +163,7 @@ impl Dim {
                 return Ok(Dim::known(0));
             }
         }
-        Ok(Dim::atom(Atom::Rem(
-            Box::new(self.clone()),
-            Box::new(other.clone()),
-        )))
+        Ok(Dim::atom(Atom::Rem(Box::new(self.clone()), Box::new(other.clone()))))
     }
 
     /// The symbols this dim mentions (for messages).
@@ -246,11 +212,7 @@ impl Dim {
 impl fmt::Display for Atom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let operand = |f: &mut fmt::Formatter<'_>, d: &Dim| {
-            if d.terms.len() > 1
-                || d.terms
-                    .first()
-                    .is_some_and(|(m, c)| m.len() > 1 || (!m.is_empty() && *c != 1))
-            {
+            if d.terms.len() > 1 || d.terms.first().is_some_and(|(m, c)| m.len() > 1 || (!m.is_empty() && *c != 1)) {
                 write!(f, "({d})")
             } else {
                 write!(f, "{d}")
@@ -278,15 +240,10 @@ impl fmt::Display for Dim {
             return f.write_str("0");
         }
         // Symbolic terms first (in canonical order), the constant last: `B * 784`, `H - 1`.
-        let mut order: Vec<&(Vec<Atom>, i64)> =
-            self.terms.iter().filter(|(m, _)| !m.is_empty()).collect();
+        let mut order: Vec<&(Vec<Atom>, i64)> = self.terms.iter().filter(|(m, _)| !m.is_empty()).collect();
         order.extend(self.terms.iter().filter(|(m, _)| m.is_empty()));
         for (i, (m, c)) in order.into_iter().enumerate() {
-            let (neg, mag) = if *c < 0 {
-                (true, c.unsigned_abs())
-            } else {
-                (false, *c as u64)
-            };
+            let (neg, mag) = if *c < 0 { (true, c.unsigned_abs()) } else { (false, *c as u64) };
             if i == 0 {
                 if neg {
                     f.write_str("-")?;
@@ -326,22 +283,8 @@ mod tests {
     #[test]
     fn symbolic_forms_are_canonical() {
         let h = Dim::sym("H");
-        let a = h
-            .add(&k(2))
-            .unwrap()
-            .sub(&k(3))
-            .unwrap()
-            .div(&k(2))
-            .unwrap()
-            .add(&k(1))
-            .unwrap();
-        let b = h
-            .sub(&k(1))
-            .unwrap()
-            .div(&k(2))
-            .unwrap()
-            .add(&k(1))
-            .unwrap();
+        let a = h.add(&k(2)).unwrap().sub(&k(3)).unwrap().div(&k(2)).unwrap().add(&k(1)).unwrap();
+        let b = h.sub(&k(1)).unwrap().div(&k(2)).unwrap().add(&k(1)).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "(H - 1) / 2 + 1");
         assert_eq!(h.sub(&k(1)).unwrap().add(&k(1)).unwrap(), h);
@@ -349,10 +292,7 @@ mod tests {
         assert_eq!(bsym.mul(&k(784)).unwrap().to_string(), "B * 784");
         assert_eq!(k(784).mul(&bsym).unwrap(), bsym.mul(&k(784)).unwrap());
         // Exact division by a constant simplifies.
-        assert_eq!(
-            bsym.mul(&k(4)).unwrap().div(&k(2)).unwrap(),
-            bsym.mul(&k(2)).unwrap()
-        );
+        assert_eq!(bsym.mul(&k(4)).unwrap().div(&k(2)).unwrap(), bsym.mul(&k(2)).unwrap());
     }
 
     use proptest::prelude::*;
@@ -365,18 +305,12 @@ mod tests {
             2 => a * b,
             3 if b != 0 => {
                 let q = a / b;
-                if a % b != 0 && ((a % b < 0) != (b < 0)) {
-                    q - 1
-                } else {
-                    q
-                }
+                if a % b != 0 && ((a % b < 0) != (b < 0)) { q - 1 } else { q }
             }
             4 if b != 0 => a - b * reference(3, a as i64, b as i64)?,
             _ => return None,
         };
-        (i64::MIN as i128..=i64::MAX as i128)
-            .contains(&r)
-            .then_some(r)
+        (i64::MIN as i128..=i64::MAX as i128).contains(&r).then_some(r)
     }
 
     proptest! {
@@ -421,13 +355,7 @@ mod tests {
     #[test]
     fn substitution_makes_dims_known() {
         let h = Dim::sym("H");
-        let e = h
-            .sub(&k(1))
-            .unwrap()
-            .div(&k(2))
-            .unwrap()
-            .add(&k(1))
-            .unwrap();
+        let e = h.sub(&k(1)).unwrap().div(&k(2)).unwrap().add(&k(1)).unwrap();
         let v = e.substitute(&|s| (s == "H").then(|| k(32))).unwrap();
         assert_eq!(v.as_known(), Some(16));
     }

@@ -14,10 +14,7 @@ pub struct Id<T> {
 
 impl<T> Id<T> {
     pub fn new(index: usize) -> Id<T> {
-        Id {
-            index: index as u32,
-            _marker: PhantomData,
-        }
+        Id { index: index as u32, _marker: PhantomData }
     }
 
     pub fn index(self) -> usize {
@@ -128,23 +125,13 @@ pub struct SecondaryMap<K, V> {
 
 impl<K, V> Default for SecondaryMap<K, V> {
     fn default() -> Self {
-        SecondaryMap {
-            items: Vec::new(),
-            _marker: PhantomData,
-        }
+        SecondaryMap { items: Vec::new(), _marker: PhantomData }
     }
 }
 
 impl<K, V: fmt::Debug> fmt::Debug for SecondaryMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(
-                self.items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| v.as_ref().map(|v| (i, v))),
-            )
-            .finish()
+        f.debug_map().entries(self.items.iter().enumerate().filter_map(|(i, v)| v.as_ref().map(|v| (i, v)))).finish()
     }
 }
 

@@ -91,28 +91,16 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph {
-            name: name.into(),
-            ..Graph::default()
-        }
+        Graph { name: name.into(), ..Graph::default() }
     }
 
     /// Appends a node; its arguments must already exist.
     pub fn add(&mut self, op: Op, args: Vec<NodeId>, ty: TensorType) -> NodeId {
-        debug_assert!(
-            args.iter().all(|a| a.index() < self.nodes.len()),
-            "arguments must precede the node"
-        );
+        debug_assert!(args.iter().all(|a| a.index() < self.nodes.len()), "arguments must precede the node");
         self.nodes.push(Node { op, args, ty })
     }
 
-    pub fn add_spanned(
-        &mut self,
-        op: Op,
-        args: Vec<NodeId>,
-        ty: TensorType,
-        span: Option<Span>,
-    ) -> NodeId {
+    pub fn add_spanned(&mut self, op: Op, args: Vec<NodeId>, ty: TensorType, span: Option<Span>) -> NodeId {
         let id = self.add(op, args, ty);
         if let Some(s) = span {
             self.spans.insert(id, s);
@@ -121,24 +109,14 @@ impl Graph {
     }
 
     pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> NodeId {
-        let id = self.add(
-            Op::Input {
-                index: self.inputs.len(),
-            },
-            Vec::new(),
-            ty,
-        );
+        let id = self.add(Op::Input { index: self.inputs.len() }, Vec::new(), ty);
         self.inputs.push((name.into(), id));
         id
     }
 
     /// Adds a parameter to the table and its `Param` node.
     pub fn add_param(&mut self, info: ParamInfo) -> NodeId {
-        let dims = info
-            .shape
-            .iter()
-            .map(|&d| super::Dim::known(d as i64))
-            .collect();
+        let dims = info.shape.iter().map(|&d| super::Dim::known(d as i64)).collect();
         let ty = TensorType::new(info.dtype, dims);
         let index = self.params.len();
         let span = info.span;
@@ -154,9 +132,7 @@ impl Graph {
     pub fn compute_nodes(&self) -> usize {
         self.nodes
             .iter()
-            .filter(|(_, n)| {
-                !matches!(n.op, Op::Input { .. } | Op::Param { .. } | Op::Const { .. })
-            })
+            .filter(|(_, n)| !matches!(n.op, Op::Input { .. } | Op::Param { .. } | Op::Const { .. }))
             .count()
     }
 
@@ -175,34 +151,18 @@ impl Graph {
     }
 
     /// Builds a new graph by visiting every node in order. `f` decides what each old node
-    /// becomes in the new graph (usually by calling [`Rebuilder::copy`]); unused results are
-    /// left for dead-code elimination.
-    pub fn rebuild(&self, mut f: impl FnMut(&mut Rebuilder<'_>, NodeId, &Node) -> NodeId) -> Graph {
-        let mut out = Graph {
-            name: self.name.clone(),
-            params: self.params.clone(),
-            ..Graph::default()
-        };
+    /// becomes in the new graph: usually [`Rebuilder::copy`], or an existing new node (to
+    /// replace it), or `None` to drop it (nothing may refer to a dropped node).
+    pub fn rebuild(&self, mut f: impl FnMut(&mut Rebuilder<'_>, NodeId, &Node) -> Option<NodeId>) -> Graph {
+        let mut out = Graph { name: self.name.clone(), params: self.params.clone(), ..Graph::default() };
         let mut map: Vec<Option<NodeId>> = vec![None; self.nodes.len()];
         for (id, node) in self.nodes.iter() {
-            let mut rb = Rebuilder {
-                old: self,
-                new: &mut out,
-                map: &map,
-            };
-            let new_id = f(&mut rb, id, node);
-            map[id.index()] = Some(new_id);
+            let mut rb = Rebuilder { old: self, new: &mut out, map: &map };
+            map[id.index()] = f(&mut rb, id, node);
         }
-        out.inputs = self
-            .inputs
-            .iter()
-            .map(|(n, id)| (n.clone(), map[id.index()].unwrap_or(*id)))
-            .collect();
-        out.outputs = self
-            .outputs
-            .iter()
-            .map(|id| map[id.index()].unwrap_or(*id))
-            .collect();
+        let get = |id: &NodeId| map[id.index()].unwrap_or_else(|| unreachable!("a dropped node is still referenced"));
+        out.inputs = self.inputs.iter().map(|(n, id)| (n.clone(), get(id))).collect();
+        out.outputs = self.outputs.iter().map(get).collect();
         out
     }
 }
@@ -218,28 +178,17 @@ pub struct Rebuilder<'a> {
 impl Rebuilder<'_> {
     /// The new id of an already visited old node.
     pub fn get(&self, old: NodeId) -> NodeId {
-        self.map[old.index()].unwrap_or_else(|| unreachable!("arguments precede their node"))
+        self.map[old.index()].unwrap_or_else(|| unreachable!("arguments precede their node and are kept"))
     }
 
     /// Copies an old node with its arguments remapped (and its span).
-    pub fn copy(&mut self, id: NodeId, node: &Node) -> NodeId {
+    pub fn copy(&mut self, id: NodeId, node: &Node) -> Option<NodeId> {
         let args = node.args.iter().map(|a| self.get(*a)).collect();
-        self.emit(
-            node.op.clone(),
-            args,
-            node.ty.clone(),
-            self.old.spans.get(id).copied(),
-        )
+        Some(self.emit(node.op.clone(), args, node.ty.clone(), self.old.spans.get(id).copied()))
     }
 
     /// Emits a new node in the new graph.
-    pub fn emit(
-        &mut self,
-        op: Op,
-        args: Vec<NodeId>,
-        ty: TensorType,
-        span: Option<Span>,
-    ) -> NodeId {
+    pub fn emit(&mut self, op: Op, args: Vec<NodeId>, ty: TensorType, span: Option<Span>) -> NodeId {
         self.new.add_spanned(op, args, ty, span)
     }
 }

@@ -26,12 +26,7 @@ pub struct ConvAttrs {
 
 impl Default for ConvAttrs {
     fn default() -> Self {
-        ConvAttrs {
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-        }
+        ConvAttrs { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 }
     }
 }
 
@@ -53,14 +48,8 @@ pub enum UnaryOp {
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 6] = [
-        UnaryOp::Relu,
-        UnaryOp::Relu6,
-        UnaryOp::Sigmoid,
-        UnaryOp::Silu,
-        UnaryOp::Tanh,
-        UnaryOp::Neg,
-    ];
+    pub const ALL: [UnaryOp; 6] =
+        [UnaryOp::Relu, UnaryOp::Relu6, UnaryOp::Sigmoid, UnaryOp::Silu, UnaryOp::Tanh, UnaryOp::Neg];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -252,9 +241,7 @@ impl fmt::Display for OpError {
             OpError::MixedInteger { weight } => {
                 write!(f, "i8 activations need a trit or i8 weight, got {weight}")
             }
-            OpError::Rank {
-                arg, expected, got, ..
-            } => write!(f, "input {arg} must have rank {expected}, got {got}"),
+            OpError::Rank { arg, expected, got, .. } => write!(f, "input {arg} must have rank {expected}, got {got}"),
             OpError::MinRank { arg, min, got, .. } => {
                 write!(f, "input {arg} must have rank at least {min}, got {got}")
             }
@@ -264,33 +251,18 @@ impl fmt::Display for OpError {
             OpError::Channels { expected, got, .. } => {
                 write!(f, "expects {expected} input channels, got {got}")
             }
-            OpError::NotDivisible {
-                what,
-                value,
-                groups,
-            } => write!(f, "{what} ({value}) not divisible by groups ({groups})"),
-            OpError::Attr {
-                name,
-                value,
-                requirement,
-            } => write!(f, "`{name}` must be {requirement}, got {value}"),
+            OpError::NotDivisible { what, value, groups } => {
+                write!(f, "{what} ({value}) not divisible by groups ({groups})")
+            }
+            OpError::Attr { name, value, requirement } => write!(f, "`{name}` must be {requirement}, got {value}"),
             OpError::PoolPadding { padding, kernel } => {
                 write!(f, "padding {padding} exceeds half the kernel {kernel}")
             }
             OpError::EmptyOutput { what, size, .. } => write!(f, "output {what} would be {size}"),
-            OpError::ChannelVector {
-                name,
-                channels,
-                got,
-                ..
-            } => write!(f, "`{name}` must be [{channels}], got {got}"),
+            OpError::ChannelVector { name, channels, got, .. } => write!(f, "`{name}` must be [{channels}], got {got}"),
             OpError::Broadcast { a, b, .. } => write!(f, "cannot broadcast {a} with {b}"),
             OpError::Axis { axis, rank } => write!(f, "axis {axis} out of range for rank {rank}"),
-            OpError::Elements {
-                from_count,
-                to_count,
-                ..
-            } => write!(f, "element count {from_count} != {to_count}"),
+            OpError::Elements { from_count, to_count, .. } => write!(f, "element count {from_count} != {to_count}"),
             OpError::ConcatDtype { item, .. } => write!(f, "concat item {item} has another dtype"),
             OpError::ConcatRank { item, .. } => write!(f, "concat item {item} has another rank"),
             OpError::ConcatDim { item, dim, .. } => {
@@ -317,53 +289,27 @@ const WEIGHT: &[DType] = &[DType::F32, DType::Trit, DType::I8];
 const DATA: &[DType] = &[DType::F32, DType::I8, DType::I32];
 const INTEGER: &[DType] = &[DType::I8, DType::I32];
 
-fn need_dtype(
-    inputs: &[&TensorType],
-    arg: usize,
-    allowed: &'static [DType],
-) -> Result<(), OpError> {
+fn need_dtype(inputs: &[&TensorType], arg: usize, allowed: &'static [DType]) -> Result<(), OpError> {
     if allowed.contains(&inputs[arg].dtype) {
         Ok(())
     } else {
-        Err(OpError::Dtype {
-            arg,
-            allowed,
-            got: inputs[arg].clone(),
-        })
+        Err(OpError::Dtype { arg, allowed, got: inputs[arg].clone() })
     }
 }
 
-fn need_rank(
-    inputs: &[&TensorType],
-    arg: usize,
-    expected: usize,
-    layout: &'static str,
-) -> Result<(), OpError> {
+fn need_rank(inputs: &[&TensorType], arg: usize, expected: usize, layout: &'static str) -> Result<(), OpError> {
     if inputs[arg].rank() == expected {
         Ok(())
     } else {
-        Err(OpError::Rank {
-            arg,
-            expected,
-            got: inputs[arg].clone(),
-            layout,
-        })
+        Err(OpError::Rank { arg, expected, got: inputs[arg].clone(), layout })
     }
 }
 
 fn at_least(name: &'static str, values: &[i64], min: i64) -> Result<(), OpError> {
     for &v in values {
         if v < min {
-            let requirement = if min == 0 {
-                "zero or more"
-            } else {
-                "at least 1"
-            };
-            return Err(OpError::Attr {
-                name,
-                value: v,
-                requirement,
-            });
+            let requirement = if min == 0 { "zero or more" } else { "at least 1" };
+            return Err(OpError::Attr { name, value: v, requirement });
         }
     }
     Ok(())
@@ -372,10 +318,7 @@ fn at_least(name: &'static str, values: &[i64], min: i64) -> Result<(), OpError>
 /// `floor((input + 2p - d(k-1) - 1) / s) + 1`
 pub fn conv_out(input: &Dim, k: &Dim, s: i64, p: i64, d: i64) -> Result<Dim, DimError> {
     let reach = k.sub(&Dim::known(1))?.mul(&Dim::known(d))?;
-    let span = input
-        .add(&Dim::known(2 * p))?
-        .sub(&reach)?
-        .sub(&Dim::known(1))?;
+    let span = input.add(&Dim::known(2 * p))?.sub(&reach)?.sub(&Dim::known(1))?;
     span.div(&Dim::known(s))?.add(&Dim::known(1))
 }
 
@@ -385,11 +328,7 @@ pub fn product(dims: &[Dim]) -> Result<Dim, DimError> {
 
 fn nonempty(d: Dim, what: &'static str, detail: impl FnOnce() -> String) -> Result<Dim, OpError> {
     match d.as_known() {
-        Some(v) if v < 1 => Err(OpError::EmptyOutput {
-            what,
-            size: v,
-            detail: detail(),
-        }),
+        Some(v) if v < 1 => Err(OpError::EmptyOutput { what, size: v, detail: detail() }),
         _ => Ok(d),
     }
 }
@@ -400,24 +339,14 @@ pub fn broadcast(a: &TensorType, b: &TensorType) -> Result<TensorType, OpError> 
     let mut shape = Vec::with_capacity(rank);
     let one = Dim::known(1);
     for i in 0..rank {
-        let x = (i + a.rank())
-            .checked_sub(rank)
-            .map_or(&one, |j| &a.shape[j]);
-        let y = (i + b.rank())
-            .checked_sub(rank)
-            .map_or(&one, |j| &b.shape[j]);
+        let x = (i + a.rank()).checked_sub(rank).map_or(&one, |j| &a.shape[j]);
+        let y = (i + b.rank()).checked_sub(rank).map_or(&one, |j| &b.shape[j]);
         let d = if x == y || y.as_known() == Some(1) {
             x.clone()
         } else if x.as_known() == Some(1) {
             y.clone()
         } else {
-            return Err(OpError::Broadcast {
-                a: a.clone(),
-                b: b.clone(),
-                dim: i,
-                x: x.clone(),
-                y: y.clone(),
-            });
+            return Err(OpError::Broadcast { a: a.clone(), b: b.clone(), dim: i, x: x.clone(), y: y.clone() });
         };
         shape.push(d);
     }
@@ -469,10 +398,7 @@ impl Op {
     pub fn infer(&self, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
         match self.arity() {
             Some(n) if n != inputs.len() => {
-                return Err(OpError::Arity {
-                    expected: n,
-                    got: inputs.len(),
-                });
+                return Err(OpError::Arity { expected: n, got: inputs.len() });
             }
             None if inputs.is_empty() => return Err(OpError::EmptyConcat),
             _ => {}
@@ -485,20 +411,12 @@ impl Op {
                 need_dtype(inputs, 1, WEIGHT)?;
                 let (x, w) = (inputs[0], inputs[1]);
                 if x.rank() == 0 {
-                    return Err(OpError::MinRank {
-                        arg: 0,
-                        min: 1,
-                        got: x.clone(),
-                        layout: "[..., features]",
-                    });
+                    return Err(OpError::MinRank { arg: 0, min: 1, got: x.clone(), layout: "[..., features]" });
                 }
                 need_rank(inputs, 1, 2, "weight [out_features, in_features]")?;
                 let k = &x.shape[x.rank() - 1];
                 if *k != w.shape[1] {
-                    return Err(OpError::Features {
-                        expected: w.shape[1].clone(),
-                        got: k.clone(),
-                    });
+                    return Err(OpError::Features { expected: w.shape[1].clone(), got: k.clone() });
                 }
                 let mut shape = x.shape[..x.rank() - 1].to_vec();
                 shape.push(w.shape[0].clone());
@@ -508,12 +426,7 @@ impl Op {
                 need_dtype(inputs, 0, ACTIVATION)?;
                 need_dtype(inputs, 1, WEIGHT)?;
                 need_rank(inputs, 0, 4, "input [batch, channels, height, width]")?;
-                need_rank(
-                    inputs,
-                    1,
-                    4,
-                    "weight [out_channels, in_channels / groups, kernel_h, kernel_w]",
-                )?;
+                need_rank(inputs, 1, 4, "weight [out_channels, in_channels / groups, kernel_h, kernel_w]")?;
                 let (x, w) = (inputs[0], inputs[1]);
                 at_least("stride", &a.stride, 1)?;
                 at_least("padding", &a.padding, 0)?;
@@ -523,38 +436,25 @@ impl Op {
                 if let Some(cv) = c.as_known()
                     && cv % a.groups != 0
                 {
-                    return Err(OpError::NotDivisible {
-                        what: "input channels",
-                        value: cv,
-                        groups: a.groups,
-                    });
+                    return Err(OpError::NotDivisible { what: "input channels", value: cv, groups: a.groups });
                 }
                 let g = Dim::known(a.groups);
                 let per_group = c.div(&g).map_err(|e| dim_err(e, "channels / groups"))?;
                 if per_group != w.shape[1] {
                     let expected = w.shape[1].mul(&g).map_err(|e| dim_err(e, "channels"))?;
-                    return Err(OpError::Channels {
-                        expected,
-                        got: c.clone(),
-                        groups: a.groups,
-                    });
+                    return Err(OpError::Channels { expected, got: c.clone(), groups: a.groups });
                 }
                 if let Some(o) = w.shape[0].as_known()
                     && o % a.groups != 0
                 {
-                    return Err(OpError::NotDivisible {
-                        what: "output channels",
-                        value: o,
-                        groups: a.groups,
-                    });
+                    return Err(OpError::NotDivisible { what: "output channels", value: o, groups: a.groups });
                 }
                 let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
                 for axis in 0..2 {
                     let input = &x.shape[2 + axis];
                     let k = &w.shape[2 + axis];
                     let (s, p, d) = (a.stride[axis], a.padding[axis], a.dilation[axis]);
-                    let out =
-                        conv_out(input, k, s, p, d).map_err(|e| dim_err(e, "the output size"))?;
+                    let out = conv_out(input, k, s, p, d).map_err(|e| dim_err(e, "the output size"))?;
                     let what = if axis == 0 { "height" } else { "width" };
                     shape.push(nonempty(out, what, || {
                         format!("input {what} {input}, kernel {k}, stride {s}, padding {p}, dilation {d}: the kernel does not fit")
@@ -568,23 +468,13 @@ impl Op {
                 }
                 let x = inputs[0];
                 if x.rank() < 2 {
-                    return Err(OpError::MinRank {
-                        arg: 0,
-                        min: 2,
-                        got: x.clone(),
-                        layout: "[batch, channels, ...]",
-                    });
+                    return Err(OpError::MinRank { arg: 0, min: 2, got: x.clone(), layout: "[batch, channels, ...]" });
                 }
                 let c = &x.shape[1];
                 for (i, name) in [(1, "gamma"), (2, "beta"), (3, "mean"), (4, "var")] {
                     let v = inputs[i];
                     if v.rank() != 1 || v.shape[0] != *c {
-                        return Err(OpError::ChannelVector {
-                            arg: i,
-                            name,
-                            channels: c.clone(),
-                            got: v.clone(),
-                        });
+                        return Err(OpError::ChannelVector { arg: i, name, channels: c.clone(), got: v.clone() });
                     }
                 }
                 Ok(x.clone())
@@ -596,10 +486,7 @@ impl Op {
             Op::Softmax { axis } => {
                 need_dtype(inputs, 0, F32)?;
                 if *axis >= inputs[0].rank() {
-                    return Err(OpError::Axis {
-                        axis: *axis as i64,
-                        rank: inputs[0].rank(),
-                    });
+                    return Err(OpError::Axis { axis: *axis as i64, rank: inputs[0].rank() });
                 }
                 Ok(inputs[0].clone())
             }
@@ -616,10 +503,7 @@ impl Op {
                 at_least("padding", &a.padding, 0)?;
                 for axis in 0..2 {
                     if a.padding[axis] * 2 > a.kernel[axis] {
-                        return Err(OpError::PoolPadding {
-                            padding: a.padding[axis],
-                            kernel: a.kernel[axis],
-                        });
+                        return Err(OpError::PoolPadding { padding: a.padding[axis], kernel: a.kernel[axis] });
                     }
                 }
                 let x = inputs[0];
@@ -630,9 +514,7 @@ impl Op {
                     let out = conv_out(input, &Dim::known(k), a.stride[axis], a.padding[axis], 1)
                         .map_err(|e| dim_err(e, "the output size"))?;
                     let what = if axis == 0 { "height" } else { "width" };
-                    shape.push(nonempty(out, what, || {
-                        format!("input {what} {input} is smaller than the window {k}")
-                    })?);
+                    shape.push(nonempty(out, what, || format!("input {what} {input} is smaller than the window {k}"))?);
                 }
                 Ok(TensorType::new(DType::F32, shape))
             }
@@ -656,48 +538,33 @@ impl Op {
                     if let Some(v) = d.as_known()
                         && v < 1
                     {
-                        return Err(OpError::Attr {
-                            name: "shape",
-                            value: v,
-                            requirement: "at least 1",
-                        });
+                        return Err(OpError::Attr { name: "shape", value: v, requirement: "at least 1" });
                     }
                 }
                 let from = product(&x.shape).map_err(|e| dim_err(e, "the element count"))?;
                 let to = product(shape).map_err(|e| dim_err(e, "the element count"))?;
                 if from != to {
-                    return Err(OpError::Elements {
-                        from: x.clone(),
-                        from_count: from,
-                        to_count: to,
-                    });
+                    return Err(OpError::Elements { from: x.clone(), from_count: from, to_count: to });
                 }
                 Ok(TensorType::new(x.dtype, shape.clone()))
             }
             Op::Concat { axis } => {
+                // Integer parts would carry different scales: concatenate f32 only.
+                for i in 0..inputs.len() {
+                    need_dtype(inputs, i, F32)?;
+                }
                 let first = inputs[0];
                 let rank = first.rank();
                 if *axis >= rank {
-                    return Err(OpError::Axis {
-                        axis: *axis as i64,
-                        rank,
-                    });
+                    return Err(OpError::Axis { axis: *axis as i64, rank });
                 }
                 let mut sum = first.shape[*axis].clone();
                 for (item, t) in inputs.iter().enumerate().skip(1) {
                     if t.dtype != first.dtype {
-                        return Err(OpError::ConcatDtype {
-                            item,
-                            first: first.dtype,
-                            got: t.dtype,
-                        });
+                        return Err(OpError::ConcatDtype { item, first: first.dtype, got: t.dtype });
                     }
                     if t.rank() != rank {
-                        return Err(OpError::ConcatRank {
-                            item,
-                            first: first.clone(),
-                            got: (*t).clone(),
-                        });
+                        return Err(OpError::ConcatRank { item, first: first.clone(), got: (*t).clone() });
                     }
                     for dim in 0..rank {
                         if dim != *axis && t.shape[dim] != first.shape[dim] {
@@ -710,9 +577,7 @@ impl Op {
                             });
                         }
                     }
-                    sum = sum
-                        .add(&t.shape[*axis])
-                        .map_err(|e| dim_err(e, "the concatenated size"))?;
+                    sum = sum.add(&t.shape[*axis]).map_err(|e| dim_err(e, "the concatenated size"))?;
                 }
                 let mut shape = first.shape.clone();
                 shape[*axis] = sum;

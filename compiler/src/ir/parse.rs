@@ -61,10 +61,7 @@ impl<'s> P<'s> {
     }
 
     fn fail<T>(&self, message: impl Into<String>) -> R<T> {
-        Err(IrParseError {
-            offset: self.offset(),
-            message: message.into(),
-        })
+        Err(IrParseError { offset: self.offset(), message: message.into() })
     }
 
     fn next(&mut self) -> R<Tok<'s>> {
@@ -190,8 +187,7 @@ impl<'s> P<'s> {
             Tok::Int(v) => Ok(Dim::known(v)),
             Tok::Minus => {
                 let d = self.dim_atom()?;
-                d.neg()
-                    .or_else(|e| self.fail(format!("{e:?} in a dimension")))
+                d.neg().or_else(|e| self.fail(format!("{e:?} in a dimension")))
             }
             Tok::Ident(s) if s.starts_with(|c: char| c.is_ascii_uppercase()) => Ok(Dim::sym(s)),
             Tok::LParen => {
@@ -259,17 +255,9 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
     let toks = lexer::lex(file, text, &mut diags);
     if let Some(d) = diags.iter().next() {
         let offset = d.primary_span().map_or(0, |s| s.lo as usize);
-        return Err(IrParseError {
-            offset,
-            message: d.message.clone(),
-        });
+        return Err(IrParseError { offset, message: d.message.clone() });
     }
-    let mut p = P {
-        toks,
-        pos: 0,
-        end: text.len(),
-        file,
-    };
+    let mut p = P { toks, pos: 0, end: text.len(), file };
     let mut g = Graph::default();
     if p.ident()? != "graph" {
         p.pos -= 1;
@@ -283,10 +271,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
                 p.pos += 1;
                 let index = p.int()?;
                 if index as usize != g.params.len() {
-                    return p.fail(format!(
-                        "parameters are numbered in order; expected {}",
-                        g.params.len()
-                    ));
+                    return p.fail(format!("parameters are numbered in order; expected {}", g.params.len()));
                 }
                 let name = match p.next()? {
                     Tok::Str(s) => s.to_string(),
@@ -337,24 +322,13 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
                     return p.fail("parameter shapes must be known");
                 };
                 let span = Span::new(p.file, start, p.offset());
-                g.params.push(ParamInfo {
-                    name,
-                    kind,
-                    dtype: ty.dtype,
-                    shape,
-                    quant,
-                    init,
-                    span,
-                });
+                g.params.push(ParamInfo { name, kind, dtype: ty.dtype, shape, quant, init, span });
             }
             Some(Tok::Percent) => {
                 p.pos += 1;
                 let n = p.int()?;
                 if n as usize != g.nodes.len() {
-                    return p.fail(format!(
-                        "nodes are numbered in order; expected %{}",
-                        g.nodes.len()
-                    ));
+                    return p.fail(format!("nodes are numbered in order; expected %{}", g.nodes.len()));
                 }
                 p.expect(Tok::Eq)?;
                 let limit = g.nodes.len();
@@ -367,22 +341,16 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
                             _ => return p.fail("expected the input's name as a string"),
                         };
                         g.inputs.push((input, NodeId::new(limit)));
-                        Op::Input {
-                            index: g.inputs.len() - 1,
-                        }
+                        Op::Input { index: g.inputs.len() - 1 }
                     }
                     "param" => {
                         let index = p.int()?;
                         if index < 0 || index as usize >= g.params.len() {
                             return p.fail(format!("parameter {index} is not declared"));
                         }
-                        Op::Param {
-                            index: index as usize,
-                        }
+                        Op::Param { index: index as usize }
                     }
-                    "const" => Op::Const {
-                        value: p.float()? as f32,
-                    },
+                    "const" => Op::Const { value: p.float()? as f32 },
                     _ => {
                         if p.peek() == Some(&Tok::Percent) {
                             args.push(p.node_ref(limit)?);
@@ -436,11 +404,7 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
             Op::Conv2d(a)
         }
         "max_pool2d" | "avg_pool2d" => {
-            let mut a = PoolAttrs {
-                kernel: [1, 1],
-                stride: [1, 1],
-                padding: [0, 0],
-            };
+            let mut a = PoolAttrs { kernel: [1, 1], stride: [1, 1], padding: [0, 0] };
             p.attrs(|p, k| {
                 match k {
                     "kernel" => a.kernel = p.pair()?,
@@ -450,11 +414,7 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
                 }
                 Ok(())
             })?;
-            if name == "max_pool2d" {
-                Op::MaxPool2d(a)
-            } else {
-                Op::AvgPool2d(a)
-            }
+            if name == "max_pool2d" { Op::MaxPool2d(a) } else { Op::AvgPool2d(a) }
         }
         "batch_norm" => {
             let mut eps = 1e-5f32;
@@ -479,15 +439,7 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
             let Some(axis) = axis.filter(|a| *a >= 0) else {
                 return p.fail(format!("`{name}` needs {{axis=N}}"));
             };
-            if name == "softmax" {
-                Op::Softmax {
-                    axis: axis as usize,
-                }
-            } else {
-                Op::Concat {
-                    axis: axis as usize,
-                }
-            }
+            if name == "softmax" { Op::Softmax { axis: axis as usize } } else { Op::Concat { axis: axis as usize } }
         }
         "reshape" => {
             let mut shape = None;

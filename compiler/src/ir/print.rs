@@ -36,12 +36,7 @@ pub fn attrs(op: &Op) -> String {
         Op::BatchNorm { eps } => format!(" {{eps={eps:?}}}"),
         Op::Softmax { axis } => format!(" {{axis={axis}}}"),
         Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
-            format!(
-                " {{kernel={}, stride={}, padding={}}}",
-                pair(a.kernel),
-                pair(a.stride),
-                pair(a.padding)
-            )
+            format!(" {{kernel={}, stride={}, padding={}}}", pair(a.kernel), pair(a.stride), pair(a.padding))
         }
         Op::Reshape { shape } => {
             let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -66,14 +61,7 @@ impl fmt::Display for Graph {
         writeln!(f, "graph {}", self.name)?;
         for (i, p) in self.params.iter().enumerate() {
             let dims: Vec<String> = p.shape.iter().map(|d| d.to_string()).collect();
-            write!(
-                f,
-                "param {i} {:?}: {}[{}] {}",
-                p.name,
-                p.dtype,
-                dims.join(", "),
-                p.kind.keyword()
-            )?;
+            write!(f, "param {i} {:?}: {}[{}] {}", p.name, p.dtype, dims.join(", "), p.kind.keyword())?;
             if let Some(q) = p.quant {
                 write!(f, " quant={}", q.name())?;
             }
@@ -96,11 +84,7 @@ impl fmt::Display for Graph {
                 Op::Const { value } => write!(line, " {value:?}")?,
                 _ => {}
             }
-            let args: Vec<String> = node
-                .args
-                .iter()
-                .map(|a| format!("%{}", a.index()))
-                .collect();
+            let args: Vec<String> = node.args.iter().map(|a| format!("%{}", a.index())).collect();
             if !args.is_empty() {
                 write!(line, " {}", args.join(", "))?;
             }

@@ -30,10 +30,7 @@ impl TensorType {
     }
 
     pub fn known_shape(&self) -> Option<Vec<u64>> {
-        self.shape
-            .iter()
-            .map(|d| d.as_known().and_then(|v| u64::try_from(v).ok()))
-            .collect()
+        self.shape.iter().map(|d| d.as_known().and_then(|v| u64::try_from(v).ok())).collect()
     }
 }
 

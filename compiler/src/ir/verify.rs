@@ -33,45 +33,30 @@ impl fmt::Display for VerifyError {
 impl std::error::Error for VerifyError {}
 
 fn err(node: Option<NodeId>, message: impl Into<String>) -> Result<(), VerifyError> {
-    Err(VerifyError {
-        node,
-        message: message.into(),
-    })
+    Err(VerifyError { node, message: message.into() })
 }
 
 pub fn verify(g: &Graph) -> Result<(), VerifyError> {
     for (id, node) in g.nodes.iter() {
         for a in &node.args {
             if a.index() >= id.index() {
-                return err(
-                    Some(id),
-                    format!("argument %{} does not precede the node", a.index()),
-                );
+                return err(Some(id), format!("argument %{} does not precede the node", a.index()));
             }
         }
         match &node.op {
             Op::Input { index } => match g.inputs.get(*index) {
                 Some((_, n)) if *n == id => {}
                 _ => {
-                    return err(
-                        Some(id),
-                        format!("input {index} is not this node in the input table"),
-                    );
+                    return err(Some(id), format!("input {index} is not this node in the input table"));
                 }
             },
             Op::Param { index } => {
                 let Some(p) = g.params.get(*index) else {
                     return err(Some(id), format!("parameter {index} does not exist"));
                 };
-                let ty = TensorType::new(
-                    p.dtype,
-                    p.shape.iter().map(|&d| Dim::known(d as i64)).collect(),
-                );
+                let ty = TensorType::new(p.dtype, p.shape.iter().map(|&d| Dim::known(d as i64)).collect());
                 if ty != node.ty {
-                    return err(
-                        Some(id),
-                        format!("parameter `{}` is {ty}, the node says {}", p.name, node.ty),
-                    );
+                    return err(Some(id), format!("parameter `{}` is {ty}, the node says {}", p.name, node.ty));
                 }
             }
             _ => {
@@ -79,21 +64,13 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 match node.op.infer(&args) {
                     Ok(ty) if ty == node.ty => {}
                     Ok(ty) => {
-                        return err(
-                            Some(id),
-                            format!("{} gives {ty}, the node says {}", node.op.name(), node.ty),
-                        );
+                        return err(Some(id), format!("{} gives {ty}, the node says {}", node.op.name(), node.ty));
                     }
                     Err(e) => return err(Some(id), format!("{}: {e}", node.op.name())),
                 }
             }
         }
-        if !node.args.is_empty()
-            && matches!(
-                node.op,
-                Op::Input { .. } | Op::Param { .. } | Op::Const { .. }
-            )
-        {
+        if !node.args.is_empty() && matches!(node.op, Op::Input { .. } | Op::Param { .. } | Op::Const { .. }) {
             return err(Some(id), "a leaf node has arguments");
         }
     }
@@ -101,10 +78,7 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
         match g.nodes.get(*n).map(|node| &node.op) {
             Some(Op::Input { index }) if *index == i => {}
             _ => {
-                return err(
-                    Some(*n),
-                    format!("input `{name}` does not point at its input node"),
-                );
+                return err(Some(*n), format!("input `{name}` does not point at its input node"));
             }
         }
     }

@@ -164,16 +164,8 @@ pub struct FnParam {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    Let {
-        name: Ident,
-        ty: Option<TypeExpr>,
-        value: Expr,
-        span: Span,
-    },
-    Return {
-        value: Expr,
-        span: Span,
-    },
+    Let { name: Ident, ty: Option<TypeExpr>, value: Expr, span: Span },
+    Return { value: Expr, span: Span },
     Error(Span),
 }
 
@@ -281,11 +273,7 @@ pub struct Arg {
 
 impl Expr {
     pub fn leaf(kind: ExprKind, span: Span) -> Expr {
-        Expr {
-            kind,
-            span,
-            depth: 1,
-        }
+        Expr { kind, span, depth: 1 }
     }
 
     pub fn error(span: Span) -> Expr {

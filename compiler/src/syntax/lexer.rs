@@ -53,9 +53,7 @@ pub fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diags) -> Vec<Spanned<'s
                             diags.push(
                                 Diag::error(
                                     Code::NestingTooDeep,
-                                    format!(
-                                        "brackets are nested more than {MAX_NESTING} levels deep"
-                                    ),
+                                    format!("brackets are nested more than {MAX_NESTING} levels deep"),
                                 )
                                 .at(span, "this bracket is too deep")
                                 .help("split the expression with `let` bindings"),
@@ -98,51 +96,33 @@ fn invalid_chars(span: Span, slice: &str) -> Diag {
     if slice.chars().count() == 1 {
         return lex_error(LexError::InvalidCharacter, span, slice);
     }
-    Diag::error(
-        Code::InvalidCharacter,
-        format!("{} unexpected characters", slice.chars().count()),
-    )
-    .at(span, "not part of any token")
+    Diag::error(Code::InvalidCharacter, format!("{} unexpected characters", slice.chars().count()))
+        .at(span, "not part of any token")
 }
 
 fn lex_error(err: LexError, span: Span, slice: &str) -> Diag {
     match err {
         LexError::InvalidCharacter => {
             let ch = slice.chars().next().unwrap_or('?');
-            let shown = if ch.is_control() || ch.is_whitespace() {
-                format!("{:?}", ch)
-            } else {
-                format!("`{ch}`")
-            };
-            let d = Diag::error(
-                Code::InvalidCharacter,
-                format!("unexpected character {shown}"),
-            )
-            .at(span, "not part of any token");
+            let shown = if ch.is_control() || ch.is_whitespace() { format!("{:?}", ch) } else { format!("`{ch}`") };
+            let d = Diag::error(Code::InvalidCharacter, format!("unexpected character {shown}"))
+                .at(span, "not part of any token");
             match ch {
-                '.' => d.help(
-                    "numbers need digits on both sides of the point, like `0.5`; paths use `::`",
-                ),
+                '.' => d.help("numbers need digits on both sides of the point, like `0.5`; paths use `::`"),
                 '\'' => d.help("strings use double quotes: \"absmean\""),
                 '&' | '|' => d.help("logical operators are `&&` and `||`"),
                 _ => d,
             }
         }
-        LexError::UnterminatedString => {
-            Diag::error(Code::UnterminatedString, "string literal is not terminated")
-                .at(span, "this string has no closing `\"` on its line")
+        LexError::UnterminatedString => Diag::error(Code::UnterminatedString, "string literal is not terminated")
+            .at(span, "this string has no closing `\"` on its line"),
+        LexError::IntegerTooLarge => {
+            Diag::error(Code::IntegerTooLarge, format!("integer literal `{slice}` is too large"))
+                .at(span, "does not fit in a signed 64-bit integer")
+                .help(format!("the largest integer is {}", i64::MAX))
         }
-        LexError::IntegerTooLarge => Diag::error(
-            Code::IntegerTooLarge,
-            format!("integer literal `{slice}` is too large"),
-        )
-        .at(span, "does not fit in a signed 64-bit integer")
-        .help(format!("the largest integer is {}", i64::MAX)),
-        LexError::InvalidNumber => Diag::error(
-            Code::InvalidNumber,
-            format!("number `{slice}` is not a finite value"),
-        )
-        .at(span, "not representable as a 64-bit float"),
+        LexError::InvalidNumber => Diag::error(Code::InvalidNumber, format!("number `{slice}` is not a finite value"))
+            .at(span, "not representable as a 64-bit float"),
     }
 }
 
@@ -152,17 +132,13 @@ mod tests {
 
     fn toks(text: &str) -> (Vec<Tok<'_>>, Vec<Code>) {
         let mut diags = Diags::new();
-        let t = lex(FileId(0), text, &mut diags)
-            .into_iter()
-            .map(|(_, t, _)| t)
-            .collect();
+        let t = lex(FileId(0), text, &mut diags).into_iter().map(|(_, t, _)| t).collect();
         (t, diags.iter().map(|d| d.code).collect())
     }
 
     #[test]
     fn tokens_comments_and_literals() {
-        let (t, e) =
-            toks("weight w: trit[out, 784] # comment\n let x = 1_024 * 0.5 -> \"twn\" :: <= !=");
+        let (t, e) = toks("weight w: trit[out, 784] # comment\n let x = 1_024 * 0.5 -> \"twn\" :: <= !=");
         assert!(e.is_empty());
         assert_eq!(
             t,
@@ -196,43 +172,23 @@ mod tests {
         let (t, e) = toks("a 99999999999999999999 \"open\n b $$$ c 1e400");
         assert_eq!(
             t,
-            vec![
-                Tok::Ident("a"),
-                Tok::BadLiteral,
-                Tok::BadLiteral,
-                Tok::Ident("b"),
-                Tok::Ident("c"),
-                Tok::BadLiteral
-            ]
+            vec![Tok::Ident("a"), Tok::BadLiteral, Tok::BadLiteral, Tok::Ident("b"), Tok::Ident("c"), Tok::BadLiteral]
         );
         assert_eq!(
             e,
-            vec![
-                Code::IntegerTooLarge,
-                Code::UnterminatedString,
-                Code::InvalidCharacter,
-                Code::InvalidNumber
-            ]
+            vec![Code::IntegerTooLarge, Code::UnterminatedString, Code::InvalidCharacter, Code::InvalidNumber]
         );
     }
 
     #[test]
     fn too_deep_brackets_collapse_to_one_placeholder() {
-        let deep = format!(
-            "x = {}1{} y",
-            "(".repeat(MAX_NESTING + 50),
-            ")".repeat(MAX_NESTING + 50)
-        );
+        let deep = format!("x = {}1{} y", "(".repeat(MAX_NESTING + 50), ")".repeat(MAX_NESTING + 50));
         let (t, e) = toks(&deep);
         assert_eq!(e, vec![Code::NestingTooDeep]);
         assert_eq!(t.iter().filter(|t| **t == Tok::BadLiteral).count(), 1);
         let opens = t.iter().filter(|t| **t == Tok::LParen).count();
         let closes = t.iter().filter(|t| **t == Tok::RParen).count();
-        assert_eq!(
-            (opens, closes),
-            (MAX_NESTING, MAX_NESTING),
-            "still balanced"
-        );
+        assert_eq!((opens, closes), (MAX_NESTING, MAX_NESTING), "still balanced");
         assert_eq!(t.last(), Some(&Tok::Ident("y")));
     }
 }

@@ -16,13 +16,7 @@ use super::token::{LexError, Tok};
 use crate::diagnostics::{Code, Diag, Diags};
 use crate::source::{FileId, Span};
 
-#[allow(
-    clippy::all,
-    clippy::unwrap_used,
-    unused_parens,
-    dead_code,
-    missing_debug_implementations
-)]
+#[allow(clippy::all, clippy::unwrap_used, unused_parens, dead_code, missing_debug_implementations)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/syntax/grammar.rs"));
 }
@@ -60,17 +54,11 @@ impl Ctx {
                 let at = self.span(location.min(self.text_len), location.min(self.text_len));
                 Diag::error(
                     Code::UnexpectedEof,
-                    format!(
-                        "unexpected end of file; expected {}",
-                        describe_expected(&expected)
-                    ),
+                    format!("unexpected end of file; expected {}", describe_expected(&expected)),
                 )
                 .at(at, "the file ends here")
             }
-            ParseError::UnrecognizedToken {
-                token: (lo, tok, hi),
-                expected,
-            } => {
+            ParseError::UnrecognizedToken { token: (lo, tok, hi), expected } => {
                 let found = tok.describe();
                 let mut d = Diag::error(
                     Code::UnexpectedToken,
@@ -82,20 +70,14 @@ impl Ctx {
                 }
                 d
             }
-            ParseError::ExtraToken {
-                token: (lo, tok, hi),
-            } => Diag::error(
-                Code::UnexpectedToken,
-                format!("unexpected {}", tok.describe()),
-            )
-            .at(self.span(lo, hi), "not expected here"),
+            ParseError::ExtraToken { token: (lo, tok, hi) } => {
+                Diag::error(Code::UnexpectedToken, format!("unexpected {}", tok.describe()))
+                    .at(self.span(lo, hi), "not expected here")
+            }
             ParseError::InvalidToken { location } => {
-                Diag::error(Code::InvalidCharacter, "invalid token")
-                    .at(self.span(location, location + 1), "here")
+                Diag::error(Code::InvalidCharacter, "invalid token").at(self.span(location, location + 1), "here")
             }
-            ParseError::User { error } => {
-                Diag::error(Code::InvalidCharacter, format!("invalid token: {error:?}"))
-            }
+            ParseError::User { error } => Diag::error(Code::InvalidCharacter, format!("invalid token: {error:?}")),
         }
     }
 
@@ -124,15 +106,7 @@ impl Ctx {
             return Expr::error(span);
         }
         let d = lhs.depth.max(rhs.depth);
-        self.node(
-            ExprKind::Binary {
-                op,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-            },
-            d,
-            span,
-        )
+        self.node(ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, d, span)
     }
 
     pub fn unary(&mut self, op: UnOp, operand: Expr, span: Span) -> Expr {
@@ -140,14 +114,7 @@ impl Ctx {
             return Expr::error(span);
         }
         let d = operand.depth;
-        self.node(
-            ExprKind::Unary {
-                op,
-                operand: Box::new(operand),
-            },
-            d,
-            span,
-        )
+        self.node(ExprKind::Unary { op, operand: Box::new(operand) }, d, span)
     }
 
     pub fn call(&mut self, callee: Ident, args: Vec<Arg>, span: Span) -> Expr {
@@ -162,27 +129,12 @@ impl Ctx {
 
     pub fn repeat(&mut self, item: Expr, count: Expr, span: Span) -> Expr {
         let d = item.depth.max(count.depth);
-        self.node(
-            ExprKind::Repeat {
-                item: Box::new(item),
-                count: Box::new(count),
-            },
-            d,
-            span,
-        )
+        self.node(ExprKind::Repeat { item: Box::new(item), count: Box::new(count) }, d, span)
     }
 
     pub fn if_expr(&mut self, cond: Expr, then: Expr, otherwise: Expr, span: Span) -> Expr {
         let d = cond.depth.max(then.depth).max(otherwise.depth);
-        self.node(
-            ExprKind::If {
-                cond: Box::new(cond),
-                then: Box::new(then),
-                otherwise: Box::new(otherwise),
-            },
-            d,
-            span,
-        )
+        self.node(ExprKind::If { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) }, d, span)
     }
 
     pub fn fn_def(
@@ -195,20 +147,11 @@ impl Ctx {
     ) -> FnDef {
         let ret = ret.unwrap_or_else(|| TypeExpr {
             // No declared result: the checker infers it. Marked by an empty dtype name.
-            dtype: Ident {
-                name: String::new(),
-                span: name.span,
-            },
+            dtype: Ident { name: String::new(), span: name.span },
             dims: Vec::new(),
             span: name.span,
         });
-        FnDef {
-            name,
-            params,
-            ret,
-            body,
-            span,
-        }
+        FnDef { name, params, ret, body, span }
     }
 
     pub fn use_decl(&mut self, head: Ident, segs: Vec<UseSeg>, span: Span) -> UseDecl {
@@ -223,11 +166,8 @@ impl Ctx {
                 UseSeg::Name(u) => {
                     if let Some(alias) = &u.alias {
                         self.diags.push(
-                            Diag::error(
-                                Code::InvalidUse,
-                                "only the last name of a `use` path can be renamed",
-                            )
-                            .at(alias.span, "this rename is not at the end of the path"),
+                            Diag::error(Code::InvalidUse, "only the last name of a `use` path can be renamed")
+                                .at(alias.span, "this rename is not at the end of the path"),
                         );
                     }
                     path.push(u.name);
@@ -236,20 +176,14 @@ impl Ctx {
                 UseSeg::Glob(s) if last => items = UseItems::Glob(s),
                 UseSeg::Group(_) | UseSeg::Glob(_) => {
                     self.diags.push(
-                        Diag::error(
-                            Code::InvalidUse,
-                            "`{...}` and `*` may only end a `use` path",
-                        )
-                        .at(span, "this path continues after a group or `*`"),
+                        Diag::error(Code::InvalidUse, "`{...}` and `*` may only end a `use` path")
+                            .at(span, "this path continues after a group or `*`"),
                     );
                 }
             }
         }
         if matches!(&items, UseItems::Names(v) if v.is_empty()) && n > 0 {
-            self.diags.push(
-                Diag::error(Code::InvalidUse, "this `use` imports nothing")
-                    .at(span, "empty import list"),
-            );
+            self.diags.push(Diag::error(Code::InvalidUse, "this `use` imports nothing").at(span, "empty import list"));
         }
         if self.diags.len() > errors_before {
             // Reported; an empty path makes the loader skip it.
@@ -265,9 +199,7 @@ fn describe_expected(expected: &[String]) -> String {
     let has = |t: &str| names.contains(&t);
     let mut words: Vec<String> = Vec::new();
     let expression = has("integer") && has("identifier") && has("(") && has("[");
-    const OPERATORS: &[&str] = &[
-        "+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||",
-    ];
+    const OPERATORS: &[&str] = &["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||"];
     let operators = names.iter().filter(|n| OPERATORS.contains(n)).count() >= 3;
     for &t in &names {
         let w = match t {
@@ -275,9 +207,7 @@ fn describe_expected(expected: &[String]) -> String {
             // Stands for a literal the lexer already rejected; never worth suggesting.
             "invalid literal" => continue,
             "identifier" if expression => continue,
-            "integer" | "number" | "string" | "(" | "[" | "-" | "!" | "true" | "false" | "if"
-                if expression =>
-            {
+            "integer" | "number" | "string" | "(" | "[" | "-" | "!" | "true" | "false" | "if" if expression => {
                 continue;
             }
             "identifier" => "a name".to_string(),
@@ -305,25 +235,18 @@ fn describe_expected(expected: &[String]) -> String {
 fn hint(found: &Tok<'_>, expected: &[String]) -> Option<String> {
     let expects = |t: &str| expected.iter().any(|e| e.trim_matches('"') == t);
     match found {
-        Tok::Semi => {
-            Some("statements end at the end of a line; `;` is only used in `[item; count]`".into())
-        }
+        Tok::Semi => Some("statements end at the end of a line; `;` is only used in `[item; count]`".into()),
         Tok::Ident(name) if matches!(*name, "def" | "function" | "func") => {
             Some("functions are declared with `fn`".into())
         }
-        Tok::Ident(name) if matches!(*name, "class" | "struct" | "module") => Some(
-            "define layers with `layer Name(...) { ... }` and models with `model Name { ... }`"
-                .into(),
-        ),
+        Tok::Ident(name) if matches!(*name, "class" | "struct" | "module") => {
+            Some("define layers with `layer Name(...) { ... }` and models with `model Name { ... }`".into())
+        }
         Tok::Eq if expects("==") => Some("compare with `==`".into()),
-        Tok::Let | Tok::Return | Tok::Fn | Tok::Weight | Tok::Param | Tok::Buffer | Tok::Const
-            if expects(")") =>
-        {
+        Tok::Let | Tok::Return | Tok::Fn | Tok::Weight | Tok::Param | Tok::Buffer | Tok::Const if expects(")") => {
             Some("a `(` before this is not closed".into())
         }
-        Tok::Let | Tok::Return | Tok::Fn | Tok::Weight | Tok::Param | Tok::Buffer | Tok::Const
-            if expects("]") =>
-        {
+        Tok::Let | Tok::Return | Tok::Fn | Tok::Weight | Tok::Param | Tok::Buffer | Tok::Const if expects("]") => {
             Some("a `[` before this is not closed".into())
         }
         Tok::Colon if expects("=") => Some("keyword arguments are written `name = value`".into()),
@@ -335,14 +258,8 @@ fn hint(found: &Tok<'_>, expected: &[String]) -> Option<String> {
 /// go to `diags`.
 pub fn parse(file: FileId, text: &str, diags: &mut Diags) -> Module {
     let tokens = lexer::lex(file, text, diags);
-    let mut ctx = Ctx {
-        file,
-        text_len: text.len(),
-        diags: Vec::new(),
-        depth_reported: false,
-    };
-    let result =
-        generated::ModuleParser::new().parse(&mut ctx, tokens.into_iter().map(Ok::<_, LexError>));
+    let mut ctx = Ctx { file, text_len: text.len(), diags: Vec::new(), depth_reported: false };
+    let result = generated::ModuleParser::new().parse(&mut ctx, tokens.into_iter().map(Ok::<_, LexError>));
     let items = match result {
         Ok(items) => items,
         Err(e) => {
@@ -358,14 +275,8 @@ pub fn parse(file: FileId, text: &str, diags: &mut Diags) -> Module {
 /// Parses a single expression (used by tests and the IR text parser).
 pub fn parse_expr(file: FileId, text: &str, diags: &mut Diags) -> Option<Expr> {
     let tokens = lexer::lex(file, text, diags);
-    let mut ctx = Ctx {
-        file,
-        text_len: text.len(),
-        diags: Vec::new(),
-        depth_reported: false,
-    };
-    let result =
-        generated::ExprParser::new().parse(&mut ctx, tokens.into_iter().map(Ok::<_, LexError>));
+    let mut ctx = Ctx { file, text_len: text.len(), diags: Vec::new(), depth_reported: false };
+    let result = generated::ExprParser::new().parse(&mut ctx, tokens.into_iter().map(Ok::<_, LexError>));
     let out = match result {
         Ok(e) => Some(e),
         Err(e) => {
@@ -404,29 +315,13 @@ mod tests {
             ExprKind::Binary { op, lhs, rhs } => {
                 format!("({} {} {})", show(lhs), op.symbol(), show(rhs))
             }
-            ExprKind::Unary {
-                op: UnOp::Neg,
-                operand,
-            } => format!("(-{})", show(operand)),
-            ExprKind::Unary {
-                op: UnOp::Not,
-                operand,
-            } => format!("(!{})", show(operand)),
-            ExprKind::List(items) => format!(
-                "[{}]",
-                items.iter().map(show).collect::<Vec<_>>().join(", ")
-            ),
+            ExprKind::Unary { op: UnOp::Neg, operand } => format!("(-{})", show(operand)),
+            ExprKind::Unary { op: UnOp::Not, operand } => format!("(!{})", show(operand)),
+            ExprKind::List(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
             ExprKind::Repeat { item, count } => format!("[{}; {}]", show(item), show(count)),
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => format!(
-                "if {} {{ {} }} else {{ {} }}",
-                show(cond),
-                show(then),
-                show(otherwise)
-            ),
+            ExprKind::If { cond, then, otherwise } => {
+                format!("if {} {{ {} }} else {{ {} }}", show(cond), show(then), show(otherwise))
+            }
             ExprKind::Error => "<error>".to_string(),
         }
     }
@@ -442,24 +337,15 @@ mod tests {
     fn precedence_and_associativity() {
         assert_eq!(parsed("1 + 2 * 3"), "(1 + (2 * 3))");
         assert_eq!(parsed("1 - 2 - 3"), "((1 - 2) - 3)");
-        assert_eq!(
-            parsed("(h - k + 2*p) / s + 1"),
-            "((((h - k) + (2 * p)) / s) + 1)"
-        );
+        assert_eq!(parsed("(h - k + 2*p) / s + 1"), "((((h - k) + (2 * p)) / s) + 1)");
         assert_eq!(parsed("-a * b"), "((-a) * b)");
-        assert_eq!(
-            parsed("a == 1 || b != 2 && !c"),
-            "((a == 1) || ((b != 2) && (!c)))"
-        );
+        assert_eq!(parsed("a == 1 || b != 2 && !c"), "((a == 1) || ((b != 2) && (!c)))");
         assert_eq!(parsed("a % b * c"), "((a % b) * c)");
     }
 
     #[test]
     fn calls_lists_repeats_and_conditionals() {
-        assert_eq!(
-            parsed("conv2d(x, w, stride = 2, padding = [1, 0])"),
-            "conv2d(x, w, stride=2, padding=[1, 0])"
-        );
+        assert_eq!(parsed("conv2d(x, w, stride = 2, padding = [1, 0])"), "conv2d(x, w, stride=2, padding=[1, 0])");
         assert_eq!(parsed("[Block(64, 64); n - 1]"), "[Block(64, 64); (n - 1)]");
         assert_eq!(parsed("[a, b,]"), "[a, b]");
         assert_eq!(parsed("[]"), "[]");
@@ -467,10 +353,7 @@ mod tests {
             parsed("if s != 1 { a } else if t { b } else { c }"),
             "if (s != 1) { a } else { if t { b } else { c } }"
         );
-        assert_eq!(
-            parsed("1_000 + 2.5e-3 + 1e5"),
-            "((1000 + 0.0025) + 100000.0)"
-        );
+        assert_eq!(parsed("1_000 + 2.5e-3 + 1e5"), "((1000 + 0.0025) + 100000.0)");
     }
 
     #[test]
@@ -486,13 +369,7 @@ mod tests {
         let long = vec!["1"; 1000].join(" + ");
         let e = parse_expr(FileId(0), &long, &mut diags).expect("parses into an error node");
         assert_eq!(e.kind, ExprKind::Error);
-        assert_eq!(
-            diags
-                .iter()
-                .filter(|d| d.code == Code::NestingTooDeep)
-                .count(),
-            1
-        );
+        assert_eq!(diags.iter().filter(|d| d.code == Code::NestingTooDeep).count(), 1);
         let mut diags = Diags::new();
         let ok = vec!["1"; 200].join(" + ");
         let e = parse_expr(FileId(0), &ok, &mut diags).expect("parses");
@@ -507,14 +384,7 @@ mod tests {
         let m = parse(FileId(0), text, &mut diags);
         let codes: Vec<Code> = diags.iter().map(|d| d.code).collect();
         // Lexer diagnostics come first (phase order), then the parser's.
-        assert_eq!(
-            codes,
-            vec![
-                Code::InvalidCharacter,
-                Code::UnexpectedToken,
-                Code::UnexpectedToken
-            ]
-        );
+        assert_eq!(codes, vec![Code::InvalidCharacter, Code::UnexpectedToken, Code::UnexpectedToken]);
         assert_eq!(m.items.len(), 2, "both definitions survive recovery");
     }
 }

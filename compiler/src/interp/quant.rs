@@ -1,0 +1,93 @@
+//! Weight quantization rules, exactly as docs/language.md ("Numeric semantics") states them.
+//! Shared by the interpreter, the trainer and the code generator.
+//!
+//! Every rule works per output channel: row `n` of a weight viewed as `[N, K]`.
+
+use ndarray::{Array1, Array2, ArrayView2};
+
+use crate::ir::QuantRule;
+
+/// Quantized weight: integer codes (trits in {-1, 0, 1}, or int8 in [-127, 127]) and one scale per
+/// row; the weight's value is `scale[n] * codes[n, k]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantized {
+    pub codes: Array2<i8>,
+    pub scale: Array1<f32>,
+}
+
+/// Added to the absmean divisor so an all-zero row quantizes to zeros.
+pub const ABSMEAN_EPS: f32 = 1e-6;
+/// TWN threshold factor.
+pub const TWN_DELTA: f32 = 0.7;
+
+pub fn quantize(w: ArrayView2<'_, f32>, rule: QuantRule) -> Quantized {
+    let (n, k) = w.dim();
+    let mut codes = Array2::<i8>::zeros((n, k));
+    let mut scale = Array1::<f32>::zeros(n);
+    for (r, row) in w.outer_iter().enumerate() {
+        let mean_abs = row.iter().map(|v| v.abs()).sum::<f32>() / k.max(1) as f32;
+        match rule {
+            QuantRule::Absmean => {
+                let d = mean_abs + ABSMEAN_EPS;
+                for (c, v) in row.iter().enumerate() {
+                    codes[[r, c]] = (v / d).round_ties_even().clamp(-1.0, 1.0) as i8;
+                }
+                scale[r] = mean_abs;
+            }
+            QuantRule::Twn => {
+                let delta = TWN_DELTA * mean_abs;
+                let (mut sum, mut count) = (0.0f32, 0usize);
+                for (c, v) in row.iter().enumerate() {
+                    if v.abs() > delta {
+                        codes[[r, c]] = if *v > 0.0 { 1 } else { -1 };
+                        sum += v.abs();
+                        count += 1;
+                    }
+                }
+                scale[r] = if count > 0 { sum / count as f32 } else { 0.0 };
+            }
+            QuantRule::Absmax => {
+                let m = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+                for (c, v) in row.iter().enumerate() {
+                    codes[[r, c]] = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+                }
+                scale[r] = s;
+            }
+        }
+    }
+    Quantized { codes, scale }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn absmean_follows_bitnet() {
+        let w = array![[0.9f32, -0.1, 0.4, -1.2], [0.0, 0.0, 0.0, 0.0]];
+        let q = quantize(w.view(), QuantRule::Absmean);
+        // gamma = (0.9 + 0.1 + 0.4 + 1.2) / 4 = 0.65: 0.9/0.65 = 1.38 -> 1, -0.15 -> 0, 0.62 -> 1, -1.85 -> -1
+        assert_eq!(q.codes, array![[1i8, 0, 1, -1], [0, 0, 0, 0]]);
+        assert!((q.scale[0] - 0.65).abs() < 1e-6);
+        assert_eq!(q.scale[1], 0.0);
+    }
+
+    #[test]
+    fn twn_thresholds_at_seven_tenths_of_the_mean() {
+        let w = array![[0.9f32, -0.1, 0.4, -1.2]];
+        let q = quantize(w.view(), QuantRule::Twn);
+        // delta = 0.7 * 0.65 = 0.455: only 0.9 and -1.2 survive; alpha = (0.9 + 1.2) / 2
+        assert_eq!(q.codes, array![[1i8, 0, 0, -1]]);
+        assert!((q.scale[0] - 1.05).abs() < 1e-6);
+    }
+
+    #[test]
+    fn absmax_saturates_symmetrically_and_rounds_ties_to_even() {
+        let w = array![[127.0f32, -127.0, 0.5, 1.5, 2.5]];
+        let q = quantize(w.view(), QuantRule::Absmax);
+        assert_eq!(q.scale[0], 1.0);
+        assert_eq!(q.codes, array![[127i8, -127, 0, 2, 2]]);
+    }
+}

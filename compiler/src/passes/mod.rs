@@ -1,0 +1,121 @@
+//! The optimizer: passes over the graph IR, assembled into pipelines per -O level.
+//!
+//! Rules:
+//! - One pass per file; a pass is a function from a graph to a new graph and must preserve
+//!   the values the graph computes (up to float reassociation), at both precisions.
+//! - Pipelines are written out in one place, [`pipeline`]. [`optimize`] runs them, timing every
+//!   pass and, when asked (`--verify-each`, and always in debug builds), verifying the graph
+//!   after every pass: a verifier failure is an internal compiler error naming the pass.
+
+pub mod const_fold;
+pub mod cse;
+pub mod dce;
+pub mod shape_simplify;
+pub mod timing;
+
+use std::fmt;
+
+use crate::ir::{self, Graph};
+pub use timing::Timings;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OptLevel {
+    O0,
+    O1,
+    O2,
+    O3,
+}
+
+impl OptLevel {
+    pub fn from_number(n: u8) -> Option<OptLevel> {
+        [OptLevel::O0, OptLevel::O1, OptLevel::O2, OptLevel::O3].get(n as usize).copied()
+    }
+
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A pass: its name (as used in pipelines and `--timing`) and its function.
+#[derive(Clone, Copy)]
+pub struct Pass {
+    pub name: &'static str,
+    pub run: fn(&Graph) -> Graph,
+}
+
+impl fmt::Debug for Pass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+pub const CONST_FOLD: Pass = Pass { name: "const_fold", run: const_fold::run };
+pub const SHAPE_SIMPLIFY: Pass = Pass { name: "shape_simplify", run: shape_simplify::run };
+pub const CSE: Pass = Pass { name: "cse", run: cse::run };
+pub const DCE: Pass = Pass { name: "dce", run: dce::run };
+
+/// Every pass, by name (for filetests and `--passes`).
+pub const ALL: &[Pass] = &[CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE];
+
+pub fn by_name(name: &str) -> Option<Pass> {
+    ALL.iter().find(|p| p.name == name).copied()
+}
+
+/// The passes each level runs, in order.
+pub fn pipeline(level: OptLevel) -> Vec<Pass> {
+    let o1 = [CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE];
+    match level {
+        OptLevel::O0 => Vec::new(),
+        OptLevel::O1 | OptLevel::O2 | OptLevel::O3 => o1.to_vec(),
+    }
+}
+
+/// A pass produced a malformed graph: a compiler bug.
+#[derive(Debug)]
+pub struct PassError {
+    pub pass: &'static str,
+    pub error: ir::VerifyError,
+    pub graph: String,
+}
+
+impl fmt::Display for PassError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "internal compiler error: the graph is malformed after pass `{}`: {}\n{}",
+            self.pass, self.error, self.graph
+        )
+    }
+}
+
+impl std::error::Error for PassError {}
+
+#[derive(Clone, Debug)]
+pub struct Optimized {
+    pub graph: Graph,
+    pub timings: Timings,
+}
+
+/// Runs a list of passes, timing each and verifying after each when `verify_each`.
+pub fn run_passes(g: &Graph, passes: &[Pass], verify_each: bool) -> Result<Optimized, PassError> {
+    let verify_each = verify_each || cfg!(debug_assertions);
+    let mut timings = Timings::new();
+    let mut graph = g.clone();
+    if verify_each {
+        let r = timings.time("verify", || ir::verify(&graph));
+        r.map_err(|error| PassError { pass: "lower", error, graph: graph.to_string() })?;
+    }
+    for p in passes {
+        graph = timings.time(p.name, || (p.run)(&graph));
+        if verify_each {
+            let r = timings.time("verify", || ir::verify(&graph));
+            r.map_err(|error| PassError { pass: p.name, error, graph: graph.to_string() })?;
+        }
+    }
+    Ok(Optimized { graph, timings })
+}
+
+/// Optimizes a graph at a level.
+pub fn optimize(g: &Graph, level: OptLevel, verify_each: bool) -> Result<Optimized, PassError> {
+    run_passes(g, &pipeline(level), verify_each)
+}

@@ -1,0 +1,56 @@
+//! Helpers shared by the commands: loading a model with its diagnostics, optimizing, errors.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use triton_compiler::diagnostics::render::{self, Style};
+use triton_compiler::passes::{self, OptLevel};
+use triton_compiler::{CheckedModel, check_file};
+
+/// A user error outside the source (a missing input file, a bad weights file): printed, exit 1.
+pub fn user_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(1)
+}
+
+/// Checks a file and picks one model; diagnostics are printed to stderr.
+pub fn load_model(file: &Path, which: Option<&str>, style: Style) -> Result<CheckedModel, ExitCode> {
+    let checked = check_file(file);
+    eprint!("{}", render::render_all(checked.diags().iter(), &checked.program.sources, style));
+    if checked.has_errors() {
+        eprintln!("error: {} has errors", file.display());
+        return Err(ExitCode::from(1));
+    }
+    let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
+    let index = match (which, checked.models.len()) {
+        (None, 1) => 0,
+        (None, 0) => return Err(user_error(format!("{} defines no model", file.display()))),
+        (None, _) => {
+            return Err(user_error(format!(
+                "{} defines several models ({}); choose one with --model",
+                file.display(),
+                names.join(", ")
+            )));
+        }
+        (Some(w), _) => match names.iter().position(|n| *n == w) {
+            Some(i) => i,
+            None => {
+                return Err(user_error(format!(
+                    "{} has no model `{w}`; it defines: {}",
+                    file.display(),
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    Ok(checked.models.into_iter().nth(index).unwrap_or_else(|| unreachable!("index checked")))
+}
+
+/// Runs the pipeline of an -O level. A malformed graph is an internal compiler error (exit 101).
+pub fn optimize(model: &CheckedModel, opt: u8, verify_each: bool) -> Result<passes::Optimized, ExitCode> {
+    let level = OptLevel::from_number(opt).unwrap_or(OptLevel::O2);
+    passes::optimize(&model.graph, level, verify_each).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(101)
+    })
+}

@@ -1,0 +1,5 @@
+//! One file per command; `main.rs` only parses arguments and dispatches.
+
+pub mod common;
+pub mod compile;
+pub mod run;
