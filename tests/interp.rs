@@ -109,7 +109,7 @@ fn ternary_weights_follow_their_rule_at_ternary_precision_only() {
     let t = eval(ir, &[("w", w.clone())], std::slice::from_ref(&x), Precision::Ternary);
     assert!(t[0][[0, 0]].abs() < 1e-6);
     let x2 = arr(&[1, 4], &[2., 0., 0., 1.]);
-    let t = eval(ir, &[("w", w.clone())], &[x2.clone()], Precision::Ternary);
+    let t = eval(ir, &[("w", w.clone())], std::slice::from_ref(&x2), Precision::Ternary);
     assert!((t[0][[0, 0]] - 1.05).abs() < 1e-5, "{}", t[0]);
     let f = eval(ir, &[("w", w)], &[x2], Precision::Fp32);
     assert!((f[0][[0, 0]] - 0.6).abs() < 1e-5, "{}", f[0]);
