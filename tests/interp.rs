@@ -78,7 +78,10 @@ fn int8_quantization_saturates_rounds_ties_to_even_and_scales_per_sample() {
     // Sample 0: max 127 -> factor 1: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -127 stays. Sample 1: all zero.
     let ir = "graph G\n%0 = input \"x\" : f32[B, 4]\n%1 = quantize_i8 %0 : i8[B, 4]\n%2 = dequantize %1 : f32[B, 4]\noutput %2\n";
     let x = arr(&[2, 4], &[0.5, 1.5, 2.5, -127.0, 0., 0., 0., 0.]);
-    assert_eq!(eval(ir, &[], std::slice::from_ref(&x), Precision::Ternary)[0], arr(&[2, 4], &[0., 2., 2., -127., 0., 0., 0., 0.]));
+    assert_eq!(
+        eval(ir, &[], std::slice::from_ref(&x), Precision::Ternary)[0],
+        arr(&[2, 4], &[0., 2., 2., -127., 0., 0., 0., 0.])
+    );
     // FP32 precision: quantization is the identity.
     assert_eq!(eval(ir, &[], std::slice::from_ref(&x), Precision::Fp32)[0], x);
     // A calibrated scale saturates at +-127: 100 * 2 = 200 -> 127 -> 63.5; 0.25 * 2 = 0.5 -> 0

@@ -36,14 +36,27 @@ pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
     };
     match a.emit {
         Emit::Ir => print!("{}", optimized.graph),
-        Emit::Summary => println!(
-            "{}: model {}: {} compute nodes at -O0, {} at -O{}",
-            a.file.display(),
-            model.name,
-            model.graph.compute_nodes(),
-            optimized.graph.compute_nodes(),
-            a.opt
-        ),
+        Emit::Summary => {
+            let g = &optimized.graph;
+            let mut line = format!(
+                "{}: model {}: {} run-time nodes at -O0, {} at -O{}",
+                a.file.display(),
+                model.name,
+                model.graph.runtime_nodes(),
+                g.runtime_nodes(),
+                a.opt
+            );
+            let folded = g.static_compute_nodes();
+            if folded > 0 {
+                line.push_str(&format!(" (+{folded} on parameters only, evaluated once)"));
+            }
+            match &optimized.plan {
+                Some(Ok(plan)) => line.push_str(&format!("; {plan}")),
+                Some(Err(why)) => line.push_str(&format!("; arena not planned ahead: {why}")),
+                None => {}
+            }
+            println!("{line}");
+        }
     }
     if a.timing {
         eprintln!("{:<28} {:>10}", "phase", "ms");

@@ -268,7 +268,40 @@ fn eval(
             }
         }
         Op::Dequantize => Value::F32(args[0].to_f32()),
+        Op::Fused(f) => fused(f, args),
     }
+}
+
+/// A fused op: exactly the unfused ops it replaces, in order.
+fn fused(f: &crate::ir::Fused, args: &[&Value]) -> Value {
+    use crate::ir::FusedBase;
+    let base = match f.base {
+        FusedBase::Matmul => matmul(args[0], args[1]),
+        FusedBase::Conv2d(a) => conv2d(args[0], args[1], &a),
+    };
+    let mut y = base.to_f32();
+    let channel_shape = |v: &ArrayD<f32>| -> ArrayD<f32> {
+        match f.base {
+            FusedBase::Matmul => v.clone(),
+            FusedBase::Conv2d(_) => reshape(v, &[v.len(), 1, 1]),
+        }
+    };
+    let mut i = 2;
+    if f.scale {
+        y = &y * &channel_shape(args[i].f32());
+        i += 1;
+    }
+    if f.bias {
+        y = &y + &channel_shape(args[i].f32());
+        i += 1;
+    }
+    if f.residual {
+        y = &y + args[i].f32();
+    }
+    if let Some(act) = f.act {
+        y.mapv_inplace(|v| unary(act, v));
+    }
+    Value::F32(y)
 }
 
 fn reshape<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> ArrayD<T> {

@@ -128,11 +128,32 @@ impl Graph {
         &self.nodes[id]
     }
 
-    /// Nodes that compute something (not inputs, params or constants).
-    pub fn compute_nodes(&self) -> usize {
+    /// For each node, whether it is static: computed from parameters and constants alone, so
+    /// a backend evaluates it once when weights are loaded.
+    pub fn static_mask(&self) -> Vec<bool> {
+        let mut out = vec![false; self.nodes.len()];
+        for (id, n) in self.nodes.iter() {
+            out[id.index()] = match n.op {
+                Op::Input { .. } => false,
+                Op::Param { .. } | Op::Const { .. } => true,
+                _ => n.args.iter().all(|a| out[a.index()]),
+            };
+        }
+        out
+    }
+
+    /// Nodes that run on every inference: they depend on an input and are not inputs.
+    pub fn runtime_nodes(&self) -> usize {
+        let statics = self.static_mask();
+        self.nodes.iter().filter(|(id, n)| !statics[id.index()] && !matches!(n.op, Op::Input { .. })).count()
+    }
+
+    /// Computing nodes that depend on parameters only (evaluated once, at load time).
+    pub fn static_compute_nodes(&self) -> usize {
+        let statics = self.static_mask();
         self.nodes
             .iter()
-            .filter(|(_, n)| !matches!(n.op, Op::Input { .. } | Op::Param { .. } | Op::Const { .. }))
+            .filter(|(id, n)| statics[id.index()] && !matches!(n.op, Op::Param { .. } | Op::Const { .. }))
             .count()
     }
 

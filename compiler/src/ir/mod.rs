@@ -16,7 +16,7 @@ pub mod verify;
 
 pub use dim::Dim;
 pub use graph::{Graph, Init, Node, NodeId, ParamInfo, QuantRule};
-pub use op::{BinaryOp, ConvAttrs, Op, OpError, PoolAttrs, UnaryOp};
+pub use op::{BinaryOp, ConvAttrs, Fused, FusedBase, Op, OpError, PoolAttrs, UnaryOp};
 pub use parse::{IrParseError, parse};
 pub use types::TensorType;
 pub use verify::{VerifyError, verify};

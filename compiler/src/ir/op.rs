@@ -45,11 +45,18 @@ pub enum UnaryOp {
     Silu,
     Tanh,
     Neg,
+    /// Square root (introduced by batch-norm folding; not a source-level op).
+    Sqrt,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 6] =
-        [UnaryOp::Relu, UnaryOp::Relu6, UnaryOp::Sigmoid, UnaryOp::Silu, UnaryOp::Tanh, UnaryOp::Neg];
+    pub const ALL: [UnaryOp; 7] =
+        [UnaryOp::Relu, UnaryOp::Relu6, UnaryOp::Sigmoid, UnaryOp::Silu, UnaryOp::Tanh, UnaryOp::Neg, UnaryOp::Sqrt];
+
+    /// Activations a fused epilogue may end with.
+    pub fn is_activation(self) -> bool {
+        matches!(self, UnaryOp::Relu | UnaryOp::Relu6 | UnaryOp::Sigmoid | UnaryOp::Silu | UnaryOp::Tanh)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +66,7 @@ impl UnaryOp {
             UnaryOp::Silu => "silu",
             UnaryOp::Tanh => "tanh",
             UnaryOp::Neg => "neg",
+            UnaryOp::Sqrt => "sqrt",
         }
     }
 }
@@ -81,6 +89,32 @@ impl BinaryOp {
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
         }
+    }
+}
+
+/// The linear part of a fused op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FusedBase {
+    Matmul,
+    Conv2d(ConvAttrs),
+}
+
+/// A matmul or convolution with its epilogue, applied in this order: dequantize (when the
+/// product is integer), multiply by a per-output-channel `scale`, add a per-output-channel
+/// `bias`, add a `residual` tensor of the output's type, apply `act`. Inputs:
+/// `[x, w, scale?, bias?, residual?]`. Produced by the fusion pass (-O2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fused {
+    pub base: FusedBase,
+    pub scale: bool,
+    pub bias: bool,
+    pub residual: bool,
+    pub act: Option<UnaryOp>,
+}
+
+impl Fused {
+    pub fn inputs(&self) -> usize {
+        2 + self.scale as usize + self.bias as usize + self.residual as usize
     }
 }
 
@@ -123,6 +157,7 @@ pub enum Op {
         scale: Option<f32>,
     },
     Dequantize,
+    Fused(Fused),
 }
 
 /// Why an op does not accept its inputs. `arg` indexes the op's inputs.
@@ -373,6 +408,8 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::QuantizeI8 { .. } => "quantize_i8",
             Op::Dequantize => "dequantize",
+            Op::Fused(Fused { base: FusedBase::Matmul, .. }) => "fused_matmul",
+            Op::Fused(Fused { base: FusedBase::Conv2d(_), .. }) => "fused_conv2d",
         }
     }
 
@@ -383,6 +420,7 @@ impl Op {
             Op::Matmul | Op::Conv2d(_) | Op::Binary(_) => 2,
             Op::BatchNorm { .. } => 5,
             Op::Concat { .. } => return None,
+            Op::Fused(f) => f.inputs(),
             Op::Unary(_)
             | Op::Softmax { .. }
             | Op::MaxPool2d(_)
@@ -595,6 +633,51 @@ impl Op {
             Op::Dequantize => {
                 need_dtype(inputs, 0, INTEGER)?;
                 Ok(TensorType::new(DType::F32, inputs[0].shape.clone()))
+            }
+            Op::Fused(f) => {
+                let base = match f.base {
+                    FusedBase::Matmul => Op::Matmul,
+                    FusedBase::Conv2d(a) => Op::Conv2d(a),
+                };
+                let y = base.infer(&inputs[..2])?;
+                let y = TensorType::new(DType::F32, y.shape);
+                let channel = match f.base {
+                    FusedBase::Matmul => y.rank() - 1,
+                    FusedBase::Conv2d(_) => 1,
+                };
+                let mut i = 2;
+                for (present, name) in [(f.scale, "scale"), (f.bias, "bias")] {
+                    if present {
+                        need_dtype(inputs, i, F32)?;
+                        if inputs[i].rank() != 1 || inputs[i].shape[0] != y.shape[channel] {
+                            return Err(OpError::ChannelVector {
+                                arg: i,
+                                name,
+                                channels: y.shape[channel].clone(),
+                                got: inputs[i].clone(),
+                            });
+                        }
+                        i += 1;
+                    }
+                }
+                if f.residual {
+                    need_dtype(inputs, i, F32)?;
+                    if *inputs[i] != y {
+                        return Err(OpError::Broadcast {
+                            a: y.clone(),
+                            b: inputs[i].clone(),
+                            dim: 0,
+                            x: Dim::known(0),
+                            y: Dim::known(0),
+                        });
+                    }
+                }
+                if let Some(act) = f.act
+                    && !act.is_activation()
+                {
+                    return Err(OpError::Attr { name: "act", value: 0, requirement: "an activation" });
+                }
+                Ok(y)
             }
         }
     }

@@ -10,7 +10,7 @@ use triton_runtime::DType;
 
 use super::dim::Dim;
 use super::graph::{Graph, Init, NodeId, ParamInfo, QuantRule};
-use super::op::{BinaryOp, ConvAttrs, Op, PoolAttrs, UnaryOp};
+use super::op::{BinaryOp, ConvAttrs, Fused, FusedBase, Op, PoolAttrs, UnaryOp};
 use super::types::TensorType;
 use crate::diagnostics::Diags;
 use crate::source::{FileId, Span};
@@ -465,6 +465,43 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
                 Ok(())
             })?;
             Op::QuantizeI8 { scale }
+        }
+        "fused_matmul" | "fused_conv2d" => {
+            let mut a = ConvAttrs::default();
+            let mut f = Fused { base: FusedBase::Matmul, scale: false, bias: false, residual: false, act: None };
+            let conv = name == "fused_conv2d";
+            p.attrs(|p, k| {
+                match k {
+                    "stride" if conv => a.stride = p.pair()?,
+                    "padding" if conv => a.padding = p.pair()?,
+                    "dilation" if conv => a.dilation = p.pair()?,
+                    "groups" if conv => a.groups = p.int()?,
+                    "epilogue" => {
+                        p.expect(Tok::LBracket)?;
+                        while !p.eat(Tok::RBracket) {
+                            match p.ident()? {
+                                "scale" => f.scale = true,
+                                "bias" => f.bias = true,
+                                "residual" => f.residual = true,
+                                act => match UnaryOp::ALL.iter().find(|u| u.name() == act && u.is_activation()) {
+                                    Some(u) => f.act = Some(*u),
+                                    None => return p.fail(format!("unknown epilogue step `{act}`")),
+                                },
+                            }
+                            if !p.eat(Tok::Comma) {
+                                p.expect(Tok::RBracket)?;
+                                break;
+                            }
+                        }
+                    }
+                    _ => unknown(p, k)?,
+                }
+                Ok(())
+            })?;
+            if conv {
+                f.base = FusedBase::Conv2d(a);
+            }
+            Op::Fused(f)
         }
         other => return p.fail(format!("unknown op `{other}`")),
     })

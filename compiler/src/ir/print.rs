@@ -17,7 +17,7 @@
 use std::fmt::{self, Write};
 
 use super::graph::{Graph, Init};
-use super::op::Op;
+use super::op::{FusedBase, Op};
 
 fn pair(v: [i64; 2]) -> String {
     format!("[{}, {}]", v[0], v[1])
@@ -44,6 +44,29 @@ pub fn attrs(op: &Op) -> String {
         }
         Op::Concat { axis } => format!(" {{axis={axis}}}"),
         Op::QuantizeI8 { scale: Some(s) } => format!(" {{scale={s:?}}}"),
+        Op::Fused(f) => {
+            let mut parts = Vec::new();
+            if let FusedBase::Conv2d(a) = f.base {
+                parts.push(format!(
+                    "stride={}, padding={}, dilation={}, groups={}",
+                    pair(a.stride),
+                    pair(a.padding),
+                    pair(a.dilation),
+                    a.groups
+                ));
+            }
+            let mut epilogue = Vec::new();
+            for (on, name) in [(f.scale, "scale"), (f.bias, "bias"), (f.residual, "residual")] {
+                if on {
+                    epilogue.push(name.to_string());
+                }
+            }
+            if let Some(act) = f.act {
+                epilogue.push(act.name().to_string());
+            }
+            parts.push(format!("epilogue=[{}]", epilogue.join(", ")));
+            format!(" {{{}}}", parts.join(", "))
+        }
         Op::Input { .. }
         | Op::Param { .. }
         | Op::Const { .. }

@@ -25,6 +25,7 @@ pub fn unary(u: UnaryOp, x: f32) -> f32 {
         UnaryOp::Silu => x / (1.0 + (-x).exp()),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Neg => -x,
+        UnaryOp::Sqrt => x.sqrt(),
     }
 }
 

@@ -7,9 +7,12 @@
 //!   pass and, when asked (`--verify-each`, and always in debug builds), verifying the graph
 //!   after every pass: a verifier failure is an internal compiler error naming the pass.
 
+pub mod bn_fold;
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod fuse;
+pub mod memory_plan;
 pub mod shape_simplify;
 pub mod timing;
 
@@ -53,9 +56,11 @@ pub const CONST_FOLD: Pass = Pass { name: "const_fold", run: const_fold::run };
 pub const SHAPE_SIMPLIFY: Pass = Pass { name: "shape_simplify", run: shape_simplify::run };
 pub const CSE: Pass = Pass { name: "cse", run: cse::run };
 pub const DCE: Pass = Pass { name: "dce", run: dce::run };
+pub const BN_FOLD: Pass = Pass { name: "bn_fold", run: bn_fold::run };
+pub const FUSE: Pass = Pass { name: "fuse", run: fuse::run };
 
 /// Every pass, by name (for filetests and `--passes`).
-pub const ALL: &[Pass] = &[CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE];
+pub const ALL: &[Pass] = &[CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE, BN_FOLD, FUSE];
 
 pub fn by_name(name: &str) -> Option<Pass> {
     ALL.iter().find(|p| p.name == name).copied()
@@ -64,10 +69,15 @@ pub fn by_name(name: &str) -> Option<Pass> {
 /// The passes each level runs, in order.
 pub fn pipeline(level: OptLevel) -> Vec<Pass> {
     let o1 = [CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE];
-    match level {
-        OptLevel::O0 => Vec::new(),
-        OptLevel::O1 | OptLevel::O2 | OptLevel::O3 => o1.to_vec(),
+    let mut passes = Vec::new();
+    if level >= OptLevel::O1 {
+        passes.extend(o1);
     }
+    if level >= OptLevel::O2 {
+        // Fold batch norms to affines, clean up the parameter subgraphs, then fuse.
+        passes.extend([BN_FOLD, SHAPE_SIMPLIFY, CSE, DCE, FUSE, DCE]);
+    }
+    passes
 }
 
 /// A pass produced a malformed graph: a compiler bug.
@@ -94,6 +104,8 @@ impl std::error::Error for PassError {}
 pub struct Optimized {
     pub graph: Graph,
     pub timings: Timings,
+    /// The activation arena (from -O2): `Err` says why the shapes could not be planned ahead.
+    pub plan: Option<Result<memory_plan::MemoryPlan, String>>,
 }
 
 /// Runs a list of passes, timing each and verifying after each when `verify_each`.
@@ -112,10 +124,15 @@ pub fn run_passes(g: &Graph, passes: &[Pass], verify_each: bool) -> Result<Optim
             r.map_err(|error| PassError { pass: p.name, error, graph: graph.to_string() })?;
         }
     }
-    Ok(Optimized { graph, timings })
+    Ok(Optimized { graph, timings, plan: None })
 }
 
-/// Optimizes a graph at a level.
+/// Optimizes a graph at a level; from -O2 on, also plans the activation arena.
 pub fn optimize(g: &Graph, level: OptLevel, verify_each: bool) -> Result<Optimized, PassError> {
-    run_passes(g, &pipeline(level), verify_each)
+    let mut out = run_passes(g, &pipeline(level), verify_each)?;
+    if level >= OptLevel::O2 {
+        let plan = out.timings.time("memory_plan", || memory_plan::plan(&out.graph));
+        out.plan = Some(plan);
+    }
+    Ok(out)
 }

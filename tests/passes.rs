@@ -1,0 +1,236 @@
+//! Optimizer tests.
+//!
+//! Filetests (tests/passes/*.ir, Cranelift style): the first line names the passes to run
+//! (`# run: cse, dce`), the IR follows, and the expected IR after `# expect:` in comment lines.
+//! Each filetest also runs the input and the output graph through the interpreter on random
+//! weights and inputs at both precisions: a pass must preserve values, not only shapes.
+//!
+//! Property tests: random convolutional graphs at -O0 and at -O1 / -O2 compute the same values.
+
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use proptest::prelude::*;
+use triton::compiler::interp::{self, Precision, Weights};
+use triton::compiler::ir::{
+    self, BinaryOp, ConvAttrs, Dim, Graph, Init, NodeId, Op, ParamInfo, PoolAttrs, QuantRule, TensorType, UnaryOp,
+};
+use triton::compiler::passes::{self, OptLevel};
+use triton::compiler::source::{FileId, Span};
+use triton::compiler::syntax::ast::DeclKind;
+use triton::runtime::DType;
+
+/// Random inputs for a graph, with every symbolic dimension set to 3.
+fn inputs_for(g: &Graph, seed: u64) -> Vec<ArrayD<f32>> {
+    g.inputs
+        .iter()
+        .enumerate()
+        .map(|(k, (_, id))| {
+            let shape: Vec<usize> = g.nodes[*id]
+                .ty
+                .shape
+                .iter()
+                .map(|d| d.substitute(&|_| Some(Dim::known(3))).ok().and_then(|d| d.as_known()).unwrap_or(1) as usize)
+                .collect();
+            let n: usize = shape.iter().product();
+            let mut state = seed.wrapping_add(k as u64 * 7919) | 1;
+            let data = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect();
+            ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape")
+        })
+        .collect()
+}
+
+fn assert_same_values(before: &Graph, after: &Graph, what: &str) {
+    let weights = Weights::init(&before.params, 11);
+    let inputs = inputs_for(before, 5);
+    for precision in [Precision::Fp32, Precision::Ternary] {
+        let run = |g: &Graph| {
+            let p = interp::prepare(g, &weights, precision).expect("weights");
+            interp::run(g, &p, &inputs, precision).expect("runs")
+        };
+        let (a, b) = (run(before), run(after));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.shape(), y.shape(), "{what}");
+            for (u, v) in x.iter().zip(y.iter()) {
+                assert!((u - v).abs() <= 1e-4 * (1.0 + u.abs()), "{what} ({}): {u} vs {v}", precision.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn pass_filetests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/passes");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/passes") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "ir") {
+            continue;
+        }
+        count += 1;
+        let name = path.file_name().expect("name").to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let run_line = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# run:"))
+            .unwrap_or_else(|| panic!("{name}: first line `# run: ...`"));
+        let (_, expect_part) = text.split_once("# expect:\n").unwrap_or_else(|| panic!("{name}: no `# expect:`"));
+        let expected: String = expect_part
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))))
+            .collect();
+        let input = ir::parse(&text, FileId(0)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        ir::verify(&input).unwrap_or_else(|e| panic!("{name}: input does not verify: {e}"));
+        let list: Vec<passes::Pass> = run_line
+            .split(',')
+            .map(|p| passes::by_name(p.trim()).unwrap_or_else(|| panic!("{name}: unknown pass `{}`", p.trim())))
+            .collect();
+        let out = passes::run_passes(&input, &list, true).unwrap_or_else(|e| panic!("{name}: {e}")).graph;
+        assert_eq!(out.to_string(), expected, "{name}: output differs from `# expect:`");
+        assert_same_values(&input, &out, &name);
+    }
+    assert!(count >= 8, "{count} filetests");
+}
+
+// ---------------------------------------------------------------- random graphs
+
+struct Builder {
+    g: Graph,
+    seen: Vec<NodeId>,
+}
+
+impl Builder {
+    fn param(&mut self, name: String, dtype: DType, shape: Vec<u64>, init: Init) -> NodeId {
+        let quant = match dtype {
+            DType::Trit => Some(QuantRule::Absmean),
+            DType::I8 => Some(QuantRule::Absmax),
+            _ => None,
+        };
+        let kind = if shape.len() > 1 { DeclKind::Weight } else { DeclKind::Param };
+        self.g.add_param(ParamInfo { name, kind, dtype, shape, quant, init, span: Span::new(FileId(0), 0, 0) })
+    }
+
+    fn op(&mut self, op: Op, args: Vec<NodeId>) -> Option<NodeId> {
+        let tys: Vec<&TensorType> = args.iter().map(|a| &self.g.nodes[*a].ty).collect();
+        let ty = op.infer(&tys).ok()?;
+        let id = self.g.add(op, args, ty);
+        self.seen.push(id);
+        Some(id)
+    }
+}
+
+/// A random convolutional network over `[B, 4, 6, 6]`, from a list of step codes.
+fn random_graph(steps: &[(u8, u8)]) -> Graph {
+    let mut b = Builder { g: Graph::new("Random"), seen: Vec::new() };
+    let b4 =
+        |c: i64, h: i64| TensorType::new(DType::F32, vec![Dim::sym("B"), Dim::known(c), Dim::known(h), Dim::known(h)]);
+    let mut cur = b.g.add_input("x", b4(4, 6));
+    b.seen.push(cur);
+    for (i, &(kind, choice)) in steps.iter().enumerate() {
+        let ty = b.g.nodes[cur].ty.clone();
+        let c = ty.shape[1].as_known().unwrap_or(4);
+        let h = ty.shape[2].as_known().unwrap_or(1);
+        let next = match kind % 8 {
+            0 => {
+                let out = [4i64, 8][choice as usize % 2];
+                let k = if h >= 3 { [1i64, 3][(choice as usize / 2) % 2] } else { 1 };
+                let stride = if h >= 4 && choice % 5 == 0 { 2 } else { 1 };
+                let groups = if choice % 3 == 0 && c % 4 == 0 && out % 4 == 0 { 4 } else { 1 };
+                let dtype = if choice % 2 == 0 { DType::Trit } else { DType::F32 };
+                let w = b.param(
+                    format!("c{i}.w"),
+                    dtype,
+                    vec![out as u64, (c / groups) as u64, k as u64, k as u64],
+                    Init::Kaiming,
+                );
+                let a = ConvAttrs {
+                    stride: [stride, stride],
+                    padding: [(k - 1) / 2, (k - 1) / 2],
+                    dilation: [1, 1],
+                    groups,
+                };
+                b.op(Op::Conv2d(a), vec![cur, w])
+            }
+            1 => {
+                let g = b.param(format!("bn{i}.g"), DType::F32, vec![c as u64], Init::Kaiming);
+                let be = b.param(format!("bn{i}.b"), DType::F32, vec![c as u64], Init::Kaiming);
+                let m = b.param(format!("bn{i}.m"), DType::F32, vec![c as u64], Init::Kaiming);
+                let v = b.param(format!("bn{i}.v"), DType::F32, vec![c as u64], Init::Ones);
+                b.op(Op::BatchNorm { eps: 1e-5 }, vec![cur, g, be, m, v])
+            }
+            2 => {
+                let u = [UnaryOp::Relu, UnaryOp::Relu6, UnaryOp::Silu, UnaryOp::Sigmoid, UnaryOp::Tanh]
+                    [choice as usize % 5];
+                b.op(Op::Unary(u), vec![cur])
+            }
+            3 | 4 => {
+                let p = b.param(format!("v{i}"), DType::F32, vec![c as u64], Init::Kaiming);
+                let r = b.op(Op::Reshape { shape: vec![Dim::known(c), Dim::known(1), Dim::known(1)] }, vec![p]);
+                let op = if kind % 8 == 3 { BinaryOp::Add } else { BinaryOp::Mul };
+                r.and_then(|r| {
+                    if choice % 2 == 0 {
+                        b.op(Op::Binary(op), vec![cur, r])
+                    } else {
+                        b.op(Op::Binary(op), vec![r, cur])
+                    }
+                })
+            }
+            5 => {
+                let same: Vec<NodeId> =
+                    b.seen.iter().copied().filter(|s| *s != cur && b.g.nodes[*s].ty == ty).collect();
+                match same.get(choice as usize % same.len().max(1)) {
+                    Some(&o) => b.op(Op::Binary(BinaryOp::Add), vec![cur, o]),
+                    None => None,
+                }
+            }
+            6 if h >= 2 => {
+                b.op(Op::MaxPool2d(PoolAttrs { kernel: [2, 2], stride: [2, 2], padding: [0, 0] }), vec![cur])
+            }
+            7 => {
+                let q = b.op(Op::QuantizeI8 { scale: None }, vec![cur]);
+                q.and_then(|q| b.op(Op::Dequantize, vec![q]))
+            }
+            _ => None,
+        };
+        if let Some(n) = next {
+            cur = n;
+        }
+    }
+    let c = b.g.nodes[cur].ty.shape[1].as_known().unwrap_or(4) as u64;
+    let pooled = b.op(Op::GlobalAvgPool, vec![cur]).expect("rank 4");
+    let w = b.param("head.w".into(), DType::F32, vec![3, c], Init::Kaiming);
+    let bias = b.param("head.b".into(), DType::F32, vec![3], Init::Kaiming);
+    let y = b.op(Op::Matmul, vec![pooled, w]).expect("features match");
+    let out = b.op(Op::Binary(BinaryOp::Add), vec![y, bias]).expect("bias");
+    b.g.outputs.push(out);
+    b.g
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_graphs_keep_their_values_through_the_pipelines(steps in proptest::collection::vec((0..8u8, 0..30u8), 1..14)) {
+        let g = random_graph(&steps);
+        ir::verify(&g).expect("generated graphs are valid");
+        for level in [OptLevel::O1, OptLevel::O2, OptLevel::O3] {
+            let opt = passes::optimize(&g, level, true).expect("passes keep graphs valid");
+            assert_same_values(&g, &opt.graph, &format!("{level:?}\n{g}"));
+            if let Some(Ok(plan)) = &opt.plan {
+                plan.check(&opt.graph).map_err(|e| TestCaseError::fail(format!("{e}\n{}", opt.graph)))?;
+            }
+            // Text round trip of whatever the optimizer produced.
+            let text = opt.graph.to_string();
+            let back = ir::parse(&text, FileId(0)).expect("optimized IR parses");
+            prop_assert_eq!(back.to_string(), text);
+        }
+    }
+}
