@@ -125,3 +125,96 @@ fn hostile_inputs_get_diagnostics_not_crashes() {
         assert!(text(&out.stderr).contains(&format!("triton::{code}")), "{name}: {}", text(&out.stderr));
     }
 }
+
+/// Writes a float32 .npy file by hand (the format is a small header plus raw data).
+fn npy(name: &str, shape: &[usize], data: &[f32]) -> PathBuf {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in data {
+        bytes.extend(v.to_le_bytes());
+    }
+    temp(name, &bytes)
+}
+
+#[test]
+fn compile_emits_fused_ir_and_timings() {
+    let out = triton(&["compile", "examples/resnet18_cifar10.tri", "-O3", "--emit", "ir", "--timing"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ir = text(&out.stdout);
+    assert!(ir.starts_with("graph ResNet18\n"), "{ir}");
+    assert!(ir.contains("fused_conv2d") && ir.contains("epilogue=[scale, bias, residual, relu]"), "{ir}");
+    assert!(!ir.contains("batch_norm"), "batch norms are folded");
+    let timing = text(&out.stderr);
+    for pass in ["pass bn_fold", "pass fuse", "pass memory_plan", "total"] {
+        assert!(timing.contains(pass), "{timing}");
+    }
+    let summary = triton(&["compile", "examples/resnet18_cifar10.tri", "-O2"]);
+    let s = text(&summary.stdout);
+    assert!(s.contains("68 run-time nodes at -O0, 28 at -O2") && s.contains("arena"), "{s}");
+    assert_eq!(triton(&["compile", "examples/mnist_mlp.tri", "-O7"]).status.code(), Some(2));
+}
+
+#[test]
+fn run_prints_or_writes_the_output_and_levels_agree() {
+    let x = npy("x.npy", &[2, 784], &(0..1568).map(|i| (i % 17) as f32 / 17.0).collect::<Vec<_>>());
+    let x = x.to_str().expect("utf-8 path");
+    let mut outputs = Vec::new();
+    for level in ["-O0", "-O1", "-O2", "-O3"] {
+        let out = triton(&["run", "examples/mnist_mlp.tri", "--input", x, level]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        outputs.push(text(&out.stdout));
+    }
+    assert_eq!(outputs[0].lines().count(), 2, "{}", outputs[0]);
+    assert!(outputs.iter().all(|o| *o == outputs[0]), "{outputs:?}");
+    let fp32 = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--precision", "fp32"]);
+    assert_ne!(text(&fp32.stdout), outputs[0], "fp32 uses the latent weights");
+    let seeded = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--seed", "3"]);
+    assert_ne!(text(&seeded.stdout), outputs[0], "another seed, other weights");
+    let y = std::env::temp_dir().join(format!("triton-cli-{}/y.npy", std::process::id()));
+    let out = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--out", y.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0));
+    let written = std::fs::read(&y).expect("output written");
+    assert!(written.starts_with(b"\x93NUMPY") && written.len() > 2 * 10 * 4);
+}
+
+#[test]
+fn run_rejects_bad_inputs_and_weights_with_clear_errors() {
+    let wrong = npy("wrong.npy", &[2, 28, 28], &[0.0; 1568]);
+    let out = triton(&["run", "examples/mnist_mlp.tri", "--input", wrong.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("input `x` must have shape f32[B, 784], got f32[2, 28, 28]"),
+        "{}",
+        text(&out.stderr)
+    );
+    let garbage = temp("garbage.npy", b"not an npy file");
+    let out = triton(&["run", "examples/mnist_mlp.tri", "--input", garbage.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not a readable .npy array"), "{}", text(&out.stderr));
+    let x = npy("x1.npy", &[1, 784], &[0.5; 784]);
+    let bad_weights = temp("w.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ");
+    let out = triton(&[
+        "run",
+        "examples/mnist_mlp.tri",
+        "--input",
+        x.to_str().expect("utf-8"),
+        "--weights",
+        bad_weights.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("missing: fc1.w trit[256, 784]") && err.contains("missing: head.b f32[10]"), "{err}");
+    let out = triton(&["run", "examples/mnist_mlp.tri", "--input", "no/such.npy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out =
+        triton(&["run", "tests/diagnostics/shape_layer_input_features.tri", "--input", x.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "a model with errors does not run");
+}

@@ -188,3 +188,32 @@ fn optimized_zoo_models_match_unoptimized() {
         }
     }
 }
+
+#[test]
+fn weights_round_trip_through_safetensors_and_mismatches_are_listed() {
+    let checked = triton::check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_cnn.tri"));
+    let params = checked.models[0].params();
+    let w = Weights::init(params, 42);
+    assert_eq!(w, Weights::init(params, 42), "seeded initialisation is deterministic");
+    assert_ne!(w, Weights::init(params, 43));
+    // Kaiming bound sqrt(6 / fan_in) for conv1 (fan_in 25); biases start at zero.
+    let bound = (6.0f32 / 25.0).sqrt();
+    assert!(
+        w.tensors["conv1.w"].iter().all(|v| v.abs() <= bound)
+            && w.tensors["conv1.w"].iter().any(|v| v.abs() > bound / 2.0)
+    );
+    assert!(w.tensors["conv1.b"].iter().all(|v| *v == 0.0));
+    let bytes = w.to_safetensors(None).expect("serialises");
+    assert_eq!(Weights::from_safetensors(&bytes, params).expect("reads back"), w);
+    // Drop one tensor, reshape another, add a stray one.
+    let mut broken = w.clone();
+    broken.tensors.remove("fc2.b");
+    broken.tensors.insert("fc1.w".into(), ArrayD::zeros(IxDyn(&[120, 10])));
+    broken.tensors.insert("extra.w".into(), ArrayD::zeros(IxDyn(&[2])));
+    let err =
+        Weights::from_safetensors(&broken.to_safetensors(None).expect("serialises"), params).expect_err("mismatch");
+    let msg = err.to_string();
+    assert!(msg.contains("missing: fc2.b f32[84]"), "{msg}");
+    assert!(msg.contains("wrong shape: fc1.w: expected [120, 400], found [120, 10]"), "{msg}");
+    assert!(msg.contains("not a parameter of the model: extra.w"), "{msg}");
+}
