@@ -1,21 +1,13 @@
 //! Golden tests: every example and stdlib module parses and checks cleanly, and the zoo's
 //! parameter counts equal those of the reference architectures.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::examples;
+
+use std::path::Path;
 
 use triton::compiler::load::STDLIB;
 use triton::{ModelStats, check_file, check_source};
-
-fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("examples/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tri"))
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn every_example_checks_without_diagnostics() {

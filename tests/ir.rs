@@ -1,21 +1,13 @@
 //! The IR of every zoo model: lowering produces a graph the verifier accepts, and the text form
 //! round-trips (print -> parse -> print is the identity).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::examples;
+
+use std::path::Path;
 
 use triton::compiler::ir;
 use triton::compiler::source::FileId;
-
-fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("examples/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tri"))
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn lowered_zoo_graphs_verify_and_round_trip() {

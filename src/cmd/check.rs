@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use triton_compiler::diagnostics::group_digits;
 use triton_compiler::diagnostics::render::{self, Style};
 use triton_compiler::{ModelStats, check_file};
 
@@ -62,26 +63,14 @@ fn summary(m: &triton_compiler::CheckedModel) -> String {
         "model {}: {} layers, {} parameters ({} ternary, {ternary_pct:.1}%), {} -> {}, FP32 {} -> packed {} ({:.1}x)",
         m.name,
         m.layers,
-        thousands(s.parameters),
-        thousands(s.ternary),
+        group_digits(s.parameters),
+        group_digits(s.ternary),
         inputs.join(", "),
         output,
         bytes(s.fp32_bytes),
         bytes(s.packed_bytes),
         s.compression()
     )
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn bytes(n: u64) -> String {

@@ -268,7 +268,10 @@ impl<'p> Elab<'p> {
             self.report(
                 Diag::error(
                     Code::TooManyInstances,
-                    format!("the model has more than {} layer instances", grouped(MAX_INSTANCES)),
+                    format!(
+                        "the model has more than {} layer instances",
+                        crate::diagnostics::group_digits(MAX_INSTANCES as u64)
+                    ),
                 )
                 .at(call, "the limit is reached here"),
             );
@@ -1434,19 +1437,6 @@ fn short(v: &Value) -> String {
         Value::Str(s) => format!("\"{s}\""),
         other => other.kind().to_string(),
     }
-}
-
-/// `100000` -> `100,000`.
-fn grouped(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Shortens deep instance paths for messages: `a.b.….x.y.z`.
