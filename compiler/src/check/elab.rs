@@ -170,7 +170,7 @@ impl<'p> Elab<'p> {
                     symbols.push((n.clone(), Value::Int(Dim::sym(n))));
                 }
             }
-            let ty = self.type_expr(&p.ty, &Env { inst: root, locals: &symbols }, true);
+            let ty = self.type_expr(&p.ty, &Env { inst: root, locals: &symbols });
             let ty = ty?;
             inputs.push((p.name.name.clone(), ty.clone()));
             let node = self.graph.add_input(p.name.name.clone(), ty.clone());
@@ -512,7 +512,7 @@ impl<'p> Elab<'p> {
         let dtype = match DType::from_name(&d.ty.dtype.name) {
             Some(t) => t,
             None => {
-                self.unknown_dtype(&d.ty.dtype);
+                // Unknown dtypes are reported by resolve, for every layer.
                 self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
                 return;
             }
@@ -533,7 +533,7 @@ impl<'p> Elab<'p> {
             self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         }
-        let Some(ty) = self.type_expr(&d.ty, &env, false) else {
+        let Some(ty) = self.type_expr(&d.ty, &env) else {
             self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         };
@@ -642,9 +642,6 @@ impl<'p> Elab<'p> {
         inst.params += 1;
         inst.scope.insert(d.name.name.clone(), Value::Tensor(Tensor { ty, decl: Some(d.span), node }));
     }
-
-    /// Unknown dtypes are reported by resolve (for every layer, instantiated or not).
-    fn unknown_dtype(&mut self, _name: &ast::Ident) {}
 
     fn instance_field(&mut self, id: InstId, name: &str, field: Span, value: &'p Expr) -> Value {
         let base = join_path(&self.insts[id.0 as usize].path, name);
@@ -877,7 +874,7 @@ impl<'p> Elab<'p> {
         at: Span,
         what: &str,
     ) -> bool {
-        let Some(expected) = self.type_expr(declared, &Env { inst: id, locals }, true) else {
+        let Some(expected) = self.type_expr(declared, &Env { inst: id, locals }) else {
             return false;
         };
         if expected.dtype != actual.dtype {
@@ -1007,7 +1004,7 @@ impl<'p> Elab<'p> {
                 return Value::Poison;
             }
         }
-        let Some(declared) = self.type_expr(&f.ret, &Env { inst: id, locals }, true) else {
+        let Some(declared) = self.type_expr(&f.ret, &Env { inst: id, locals }) else {
             return Value::Poison;
         };
         if declared != t.ty {
@@ -1032,13 +1029,10 @@ impl<'p> Elab<'p> {
         self.insts[id.0 as usize].scope.get(name).cloned()
     }
 
-    /// Evaluates a type expression. `symbols` allows unknown uppercase names (already bound in
-    /// `env.locals` by the caller; an unbound one here is a poison result).
-    fn type_expr(&mut self, ty: &'p ast::TypeExpr, env: &Env<'_>, _symbols: bool) -> Option<TensorType> {
-        let Some(dtype) = DType::from_name(&ty.dtype.name) else {
-            self.unknown_dtype(&ty.dtype);
-            return None;
-        };
+    /// Evaluates a type expression; symbolic dimensions must already be bound in `env.locals`.
+    /// `None` when it does not evaluate (unknown dtypes were reported by resolve).
+    fn type_expr(&mut self, ty: &'p ast::TypeExpr, env: &Env<'_>) -> Option<TensorType> {
+        let dtype = DType::from_name(&ty.dtype.name)?;
         let mut shape = Vec::with_capacity(ty.dims.len());
         for d in &ty.dims {
             match self.eval(d, env) {

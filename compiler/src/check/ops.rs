@@ -357,27 +357,21 @@ pub struct Lowered {
 }
 
 /// One input of the IR op, with where it came from (for messages).
-struct Input<'b> {
+struct Input {
     ty: TensorType,
     span: Span,
     decl: Option<Span>,
     operand: Operand,
     /// Index of the source-level parameter it was bound to.
     param: usize,
-    _b: std::marker::PhantomData<&'b ()>,
 }
 
 impl Bound {
-    fn input(&self, i: usize) -> Input<'_> {
+    fn input(&self, i: usize) -> Input {
         match &self.values[i] {
-            Some((Value::Tensor(t), span)) => Input {
-                ty: t.ty.clone(),
-                span: *span,
-                decl: t.decl,
-                operand: Operand::Node(t.node),
-                param: i,
-                _b: std::marker::PhantomData,
-            },
+            Some((Value::Tensor(t), span)) => {
+                Input { ty: t.ty.clone(), span: *span, decl: t.decl, operand: Operand::Node(t.node), param: i }
+            }
             Some((v, span)) => Input {
                 ty: TensorType::new(DType::F32, Vec::new()),
                 span: *span,
@@ -388,7 +382,6 @@ impl Bound {
                     _ => 0.0,
                 }),
                 param: i,
-                _b: std::marker::PhantomData,
             },
             None => unreachable!("required parameters are bound"),
         }
@@ -422,7 +415,7 @@ fn normalize_axis(b: &Bound, i: usize, rank: usize) -> Result<usize, Diag> {
 
 /// Lowers a bound call to an IR op and types it.
 pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
-    let inputs: Vec<Input<'_>> = match op {
+    let inputs: Vec<Input> = match op {
         Op::Concat => {
             let Some((Value::List(items), list_span)) = &b.values[0] else { unreachable!("bind() checked the kind") };
             items
@@ -434,7 +427,6 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
                         decl: t.decl,
                         operand: Operand::Node(t.node),
                         param: 0,
-                        _b: std::marker::PhantomData,
                     },
                     _ => unreachable!("bind() checked the kind"),
                 })
@@ -555,7 +547,7 @@ fn reshape_target(b: &Bound, x: &TensorType) -> Result<Vec<Dim>, Diag> {
     Ok(dims)
 }
 
-fn dtype_diag(b: &Bound, input: &Input<'_>, allowed: &[DType]) -> Diag {
+fn dtype_diag(b: &Bound, input: &Input, allowed: &[DType]) -> Diag {
     let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
     let t = &input.ty;
     let mut d = Diag::error(
@@ -581,7 +573,7 @@ fn param_name(b: &Bound, i: usize) -> &'static str {
 }
 
 /// Maps a type-rule failure to a diagnostic at the argument at fault.
-fn op_diag(b: &Bound, inputs: &[Input<'_>], e: OpError) -> Diag {
+fn op_diag(b: &Bound, inputs: &[Input], e: OpError) -> Diag {
     let at = |i: usize| inputs.get(i).map_or(b.call, |x| x.span);
     match e {
         OpError::Dtype { arg, allowed, .. } => dtype_diag(b, &inputs[arg], allowed),

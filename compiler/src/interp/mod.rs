@@ -19,7 +19,7 @@ use std::fmt;
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn, Zip, s};
 use triton_runtime::DType;
 
-use crate::ir::{BinaryOp, ConvAttrs, Dim, Graph, Op, PoolAttrs, TensorType, UnaryOp};
+use crate::ir::{BinaryOp, ConvAttrs, Dim, Graph, Op, PoolAttrs, TensorType};
 pub use weights::{Weights, WeightsError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -230,7 +230,7 @@ fn eval(
         Op::BatchNorm { eps } => {
             batch_norm(args[0].f32(), args[1].f32(), args[2].f32(), args[3].f32(), args[4].f32(), *eps)
         }
-        Op::Unary(u) => Value::F32(args[0].f32().mapv(|x| crate::passes::const_fold::unary(*u, x))),
+        Op::Unary(u) => Value::F32(args[0].f32().mapv(|x| u.apply(x))),
         Op::Binary(b) => Value::F32(binary(*b, args[0].f32(), args[1].f32())),
         Op::Softmax { axis } => Value::F32(softmax(args[0].f32(), *axis)),
         Op::MaxPool2d(a) => Value::F32(pool(args[0].f32(), a, true)),
@@ -299,7 +299,7 @@ fn fused(f: &crate::ir::Fused, args: &[&Value]) -> Value {
         y = &y + args[i].f32();
     }
     if let Some(act) = f.act {
-        y.mapv_inplace(|v| unary(act, v));
+        y.mapv_inplace(|v| act.apply(v));
     }
     Value::F32(y)
 }
@@ -589,9 +589,4 @@ fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> ArrayD<f32> {
         *o = if max { acc } else { acc / (kh * kw) as f32 };
     });
     out.into_dyn()
-}
-
-/// Evaluates a unary op on f32 (shared with constant folding).
-pub fn unary(u: UnaryOp, x: f32) -> f32 {
-    crate::passes::const_fold::unary(u, x)
 }

@@ -53,6 +53,19 @@ impl UnaryOp {
     pub const ALL: [UnaryOp; 7] =
         [UnaryOp::Relu, UnaryOp::Relu6, UnaryOp::Sigmoid, UnaryOp::Silu, UnaryOp::Tanh, UnaryOp::Neg, UnaryOp::Sqrt];
 
+    /// The op on one f32 value (docs/language.md, "Activations").
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Relu6 => x.clamp(0.0, 6.0),
+            UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnaryOp::Silu => x / (1.0 + (-x).exp()),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Neg => -x,
+            UnaryOp::Sqrt => x.sqrt(),
+        }
+    }
+
     /// Activations a fused epilogue may end with.
     pub fn is_activation(self) -> bool {
         matches!(self, UnaryOp::Relu | UnaryOp::Relu6 | UnaryOp::Sigmoid | UnaryOp::Silu | UnaryOp::Tanh)
@@ -80,6 +93,16 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// The op on two f32 values.
+    pub fn apply(self, x: f32, y: f32) -> f32 {
+        match self {
+            BinaryOp::Add => x + y,
+            BinaryOp::Sub => x - y,
+            BinaryOp::Mul => x * y,
+            BinaryOp::Div => x / y,
+        }
+    }
+
     pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
 
     pub fn name(self) -> &'static str {

@@ -17,27 +17,6 @@ fn const_value(g: &Graph, id: NodeId) -> Option<f32> {
     }
 }
 
-pub fn unary(u: UnaryOp, x: f32) -> f32 {
-    match u {
-        UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Relu6 => x.clamp(0.0, 6.0),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Silu => x / (1.0 + (-x).exp()),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Neg => -x,
-        UnaryOp::Sqrt => x.sqrt(),
-    }
-}
-
-pub fn binary(b: BinaryOp, x: f32, y: f32) -> f32 {
-    match b {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-    }
-}
-
 pub fn run(g: &Graph) -> Graph {
     g.rebuild(|rb, id, node: &Node| {
         let args: Vec<NodeId> = node.args.iter().map(|a| rb.get(*a)).collect();
@@ -46,7 +25,7 @@ pub fn run(g: &Graph) -> Graph {
             Op::Unary(u) => {
                 if let Some(x) = const_value(new, args[0]) {
                     return Some(rb.emit(
-                        Op::Const { value: unary(*u, x) },
+                        Op::Const { value: u.apply(x) },
                         Vec::new(),
                         node.ty.clone(),
                         rb.old.spans.get(id).copied(),
@@ -72,7 +51,7 @@ pub fn run(g: &Graph) -> Graph {
                 let (x, y) = (const_value(new, args[0]), const_value(new, args[1]));
                 if let (Some(x), Some(y)) = (x, y) {
                     return Some(rb.emit(
-                        Op::Const { value: binary(*b, x, y) },
+                        Op::Const { value: b.apply(x, y) },
                         Vec::new(),
                         node.ty.clone(),
                         rb.old.spans.get(id).copied(),
