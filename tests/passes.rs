@@ -234,3 +234,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn memory_plan_reuses_dead_blocks_and_works_in_place() {
+    // Per sample: x (input, not in the arena) -> a = relu(x) [256 B, in place impossible: x is
+    // the caller's] -> b = sigmoid(a) [in place over a] -> c = matmul(b, w) [64 B, new block]
+    // -> d = tanh(c) [in place] -> e = matmul(d, w2) [256 B: reuses a's freed block].
+    let text = "graph G\nparam 0 \"w\": f32[16, 64] weight init=kaiming\nparam 1 \"w2\": f32[64, 16] weight init=kaiming\n%0 = input \"x\" : f32[B, 64]\n%1 = param 0 : f32[16, 64]\n%2 = param 1 : f32[64, 16]\n%3 = relu %0 : f32[B, 64]\n%4 = sigmoid %3 : f32[B, 64]\n%5 = matmul %4, %1 : f32[B, 16]\n%6 = tanh %5 : f32[B, 16]\n%7 = matmul %6, %2 : f32[B, 64]\noutput %7\n";
+    let g = ir::parse(text, FileId(0)).expect("parses");
+    let plan = passes::memory_plan::plan(&g).expect("plannable");
+    plan.check(&g).expect("valid");
+    let slot = |i: usize| plan.slots[i].expect("in the arena");
+    assert_eq!(plan.in_place, 2, "sigmoid over relu, tanh over matmul");
+    assert_eq!(slot(4), slot(3));
+    assert_eq!(slot(6), slot(5));
+    assert_eq!((slot(5).offset, slot(5).bytes), (256, 64));
+    assert_eq!(slot(7), slot(3), "the second matmul reuses the freed first block");
+    assert_eq!(plan.arena_bytes, 320);
+    assert_eq!(plan.naive_bytes, 256 + 256 + 64 + 64 + 256);
+    assert!(plan.slots[0].is_none() && plan.slots[1].is_none(), "inputs and parameters are not in the arena");
+    // A symbolic spatial size cannot be planned ahead, and says why.
+    let sym =
+        ir::parse("graph G\n%0 = input \"x\" : f32[B, 4, H]\n%1 = relu %0 : f32[B, 4, H]\noutput %1\n", FileId(0))
+            .expect("parses");
+    let err = passes::memory_plan::plan(&sym).expect_err("H is unknown");
+    assert!(err.contains("symbolic dimension `H`"), "{err}");
+}
