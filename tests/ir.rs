@@ -56,3 +56,19 @@ fn the_verifier_rejects_malformed_graphs() {
         assert!(ir::parse(&bad, FileId(0)).is_err(), "{why}:\n{bad}");
     }
 }
+
+#[test]
+fn names_with_escapes_round_trip_through_the_text_form() {
+    // Found by the `ir` fuzz target: names are printed with escapes and must read back as-is.
+    let mut g = ir::Graph::new("G");
+    let ty = ir::TensorType::new(triton::runtime::DType::F32, vec![ir::Dim::sym("B"), ir::Dim::known(2)]);
+    let x = g.add_input("we\"ird\\name\0\u{301}\u{1b}", ty.clone());
+    let y = g.add(ir::Op::Unary(ir::UnaryOp::Relu), vec![x], ty);
+    g.outputs.push(y);
+    let text = g.to_string();
+    let back = ir::parse(&text, FileId(0)).expect("parses");
+    assert_eq!(back.inputs[0].0, g.inputs[0].0);
+    assert_eq!(back.to_string(), text);
+    let bad = text.replace("we\\\"ird", "we\\qird");
+    assert!(ir::parse(&bad, FileId(0)).is_err(), "unknown escapes are errors");
+}

@@ -35,6 +35,7 @@ codes! {
     IntegerTooLarge = "E006", "an integer literal that does not fit in 64 bits";
     InvalidNumber = "E007", "a malformed number literal";
     NestingTooDeep = "E008", "brackets or expressions nested deeper than the limit";
+    InvalidEscape = "E009", "an unknown or malformed escape sequence in a string";
     // Parsing
     UnexpectedToken = "E010", "a token where the grammar expects something else";
     UnexpectedEof = "E011", "the file ends in the middle of a construct";

@@ -17,6 +17,7 @@ use crate::source::{FileId, Span};
 use crate::syntax::ast::DeclKind;
 use crate::syntax::lexer;
 use crate::syntax::token::Tok;
+use crate::syntax::unescape::unescape;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct IrParseError {
@@ -132,6 +133,18 @@ impl<'s> P<'s> {
             }
         };
         Ok(if neg { -v } else { v })
+    }
+
+    /// A string token, escapes decoded.
+    fn string(&mut self, what: &str) -> R<String> {
+        let at = self.offset();
+        match self.next()? {
+            Tok::Str(s) => unescape(s).map_err(|(i, why)| IrParseError { offset: at + 1 + i, message: why }),
+            _ => {
+                self.pos -= 1;
+                self.fail(format!("expected {what} as a string"))
+            }
+        }
     }
 
     fn node_ref(&mut self, limit: usize) -> R<NodeId> {
@@ -273,10 +286,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
                 if index as usize != g.params.len() {
                     return p.fail(format!("parameters are numbered in order; expected {}", g.params.len()));
                 }
-                let name = match p.next()? {
-                    Tok::Str(s) => s.to_string(),
-                    _ => return p.fail("expected the parameter's name as a string"),
-                };
+                let name = p.string("the parameter's name")?;
                 p.expect(Tok::Colon)?;
                 let ty = p.ty()?;
                 let kind = match p.next()? {
@@ -336,10 +346,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
                 let mut args = Vec::new();
                 let op = match name {
                     "input" => {
-                        let input = match p.next()? {
-                            Tok::Str(s) => s.to_string(),
-                            _ => return p.fail("expected the input's name as a string"),
-                        };
+                        let input = p.string("the input's name")?;
                         g.inputs.push((input, NodeId::new(limit)));
                         Op::Input { index: g.inputs.len() - 1 }
                     }

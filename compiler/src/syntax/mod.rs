@@ -5,5 +5,6 @@ pub mod ast;
 pub mod lexer;
 pub mod parser;
 pub mod token;
+pub mod unescape;
 
 pub use parser::{parse, parse_expr};

@@ -117,6 +117,23 @@ impl Ctx {
         self.node(ExprKind::Unary { op, operand: Box::new(operand) }, d, span)
     }
 
+    /// A string literal (`text` is between the quotes at `lo..hi`), with its escapes decoded.
+    pub fn string(&mut self, text: &str, lo: usize, hi: usize) -> Expr {
+        match super::unescape::unescape(text) {
+            Ok(s) => Expr::leaf(ExprKind::Str(s), self.span(lo, hi)),
+            Err((at, why)) => {
+                let start = lo + 1 + at;
+                let end = (start + 2).min(hi);
+                self.diags.push(
+                    Diag::error(Code::InvalidEscape, format!("invalid string: {why}"))
+                        .at(self.span(start, end), "here")
+                        .help(r#"escapes are \\, \", \n, \t, \r, \0 and \u{HEX}"#),
+                );
+                Expr::error(self.span(lo, hi))
+            }
+        }
+    }
+
     pub fn call(&mut self, callee: Ident, args: Vec<Arg>, span: Span) -> Expr {
         let d = args.iter().map(|a| a.value.depth).max().unwrap_or(0);
         self.node(ExprKind::Call { callee, args }, d, span)
