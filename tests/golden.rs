@@ -64,8 +64,8 @@ fn zoo_parameter_counts_match_reference_architectures() {
         assert_eq!(m.name, name);
         let s = ModelStats::of(m);
         assert_eq!(s.parameters, params, "{file}: {reference} has {params} parameters");
-        assert_eq!(m.inputs[0].1.to_string(), input, "{file}");
-        assert_eq!(m.output.as_ref().map(|t| t.to_string()).as_deref(), Some(output), "{file}");
+        assert_eq!(m.inputs()[0].1.to_string(), input, "{file}");
+        assert_eq!(m.output().to_string(), output, "{file}");
         // First and last layers stay f32; (nearly) everything else is ternary.
         assert!(s.ternary > 0 && s.ternary < s.parameters, "{file}");
         assert!(s.ternary as f64 / s.parameters as f64 > 0.7, "{file}: mostly ternary");
@@ -130,7 +130,7 @@ fn symbolic_spatial_dims_flow_through_a_fully_convolutional_model() {
     let checked = check_source("fcn.tri", src, None);
     assert!(!checked.has_errors(), "{}", checked.render_plain());
     assert_eq!(
-        checked.models[0].output.as_ref().map(|t| t.to_string()).as_deref(),
+        Some(checked.models[0].output().to_string()).as_deref(),
         Some("f32[B, 32, (H - 1) / 2 + 1, (W - 1) / 2 + 1]")
     );
 }

@@ -162,7 +162,7 @@ fn optimized_zoo_models_match_unoptimized() {
         let checked = triton::check_file(&dir.join(format!("{file}.tri")));
         let model = &checked.models[0];
         let weights = Weights::init(model.params(), 7);
-        let input_ty = &model.inputs[0].1;
+        let input_ty = model.inputs()[0].1;
         let mut shape: Vec<usize> = input_ty.shape.iter().map(|d| d.as_known().unwrap_or(2) as usize).collect();
         shape[0] = 2;
         let n: usize = shape.iter().product();

@@ -56,8 +56,8 @@ fn count(n: usize, what: &str) -> String {
 
 fn summary(m: &triton_compiler::CheckedModel) -> String {
     let s = ModelStats::of(m);
-    let inputs: Vec<String> = m.inputs.iter().map(|(_, t)| t.to_string()).collect();
-    let output = m.output.as_ref().map_or("?".to_string(), |t| t.to_string());
+    let inputs: Vec<String> = m.inputs().iter().map(|(_, t)| t.to_string()).collect();
+    let output = m.output().to_string();
     let ternary_pct = if s.parameters > 0 { 100.0 * s.ternary as f64 / s.parameters as f64 } else { 0.0 };
     format!(
         "model {}: {} layers, {} parameters ({} ternary, {ternary_pct:.1}%), {} -> {}, FP32 {} -> packed {} ({:.1}x)",

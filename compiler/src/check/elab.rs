@@ -158,7 +158,6 @@ impl<'p> Elab<'p> {
         let f = inst.forward?;
         // Fresh symbols for the model's inputs.
         let mut symbols: Vec<(String, Value)> = Vec::new();
-        let mut inputs = Vec::new();
         let mut args = Vec::new();
         for p in &f.params {
             for d in &p.ty.dims {
@@ -170,9 +169,7 @@ impl<'p> Elab<'p> {
                     symbols.push((n.clone(), Value::Int(Dim::sym(n))));
                 }
             }
-            let ty = self.type_expr(&p.ty, &Env { inst: root, locals: &symbols });
-            let ty = ty?;
-            inputs.push((p.name.name.clone(), ty.clone()));
+            let ty = self.type_expr(&p.ty, &Env { inst: root, locals: &symbols })?;
             let node = self.graph.add_input(p.name.name.clone(), ty.clone());
             self.graph.spans.insert(node, p.ty.span);
             args.push(ArgVal {
@@ -186,20 +183,14 @@ impl<'p> Elab<'p> {
             return None;
         }
         self.unused_warnings(root);
-        let output = match out {
-            Value::Tensor(t) => {
-                self.graph.outputs.push(t.node);
-                Some(t.ty)
-            }
-            _ => None,
-        };
+        // Without errors the body returned a tensor: it is the graph's output.
+        let Value::Tensor(t) = out else { return None };
+        self.graph.outputs.push(t.node);
         let layers = self.insts.iter().filter(|i| i.params > 0).count();
         Some(CheckedModel {
             name: def.name.name.clone(),
             file: self.program.module(r.module).file,
             span: def.name.span,
-            inputs,
-            output,
             layers,
             instances: self.insts.len(),
             graph: std::mem::take(&mut self.graph),

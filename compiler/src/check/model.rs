@@ -14,8 +14,6 @@ pub struct CheckedModel {
     pub name: String,
     pub file: FileId,
     pub span: Span,
-    pub inputs: Vec<(String, TensorType)>,
-    pub output: Option<TensorType>,
     /// Layer instances that declare at least one weight or param.
     pub layers: usize,
     /// All layer instances, the model included.
@@ -28,6 +26,16 @@ impl CheckedModel {
     /// Every weight, param and buffer, in declaration order (the graph's parameter table).
     pub fn params(&self) -> &[ParamInfo] {
         &self.graph.params
+    }
+
+    /// The model's inputs: names and types, in order.
+    pub fn inputs(&self) -> Vec<(&str, &TensorType)> {
+        self.graph.inputs.iter().map(|(n, id)| (n.as_str(), &self.graph.nodes[*id].ty)).collect()
+    }
+
+    /// The type of the model's result.
+    pub fn output(&self) -> &TensorType {
+        &self.graph.nodes[self.graph.outputs[0]].ty
     }
 }
 

@@ -355,45 +355,33 @@ pub fn quantize_i8(x: &ArrayD<f32>, fixed: Option<f32>) -> Value {
     Value::Int { data, scale, dtype: DType::I8 }
 }
 
-/// f32 weight matrix [N, K] and per-row scale, from any weight value.
-fn weight_matrix(w: &Value) -> (Array2<f64>, Option<ndarray::Array1<f32>>, bool) {
-    let n = match w {
-        Value::F32(a) => a.shape()[0],
-        Value::Int { data, .. } => data.shape()[0],
-        Value::Trit { codes, .. } => codes.shape()[0],
-    };
+/// Any tensor viewed as `[len / k, k]` rows of f64 (exact for every i32, i8 and f32 value).
+fn rows_f64<T: Copy + Into<f64>>(a: &ArrayD<T>, k: usize) -> Array2<f64> {
+    let rows = a.len() / k.max(1);
+    a.as_standard_layout()
+        .mapv(|v| v.into())
+        .into_shape_with_order((rows, k))
+        .unwrap_or_else(|_| unreachable!("row-major"))
+}
+
+/// The weight as an f64 matrix [N, K] (codes for quantized weights) and its per-row scale.
+fn weight_matrix(w: &Value) -> (Array2<f64>, Option<ndarray::Array1<f32>>) {
+    let rows = |len: usize, shape: &[usize]| len / shape[0].max(1);
     match w {
-        Value::F32(a) => {
-            let k = a.len() / n.max(1);
-            let m = a.mapv(|v| v as f64).into_shape_with_order((n, k)).unwrap_or_else(|_| unreachable!());
-            (m, None, false)
-        }
-        Value::Trit { codes, alpha } => {
-            let k = codes.len() / n.max(1);
-            let m = codes.mapv(|v| v as f64).into_shape_with_order((n, k)).unwrap_or_else(|_| unreachable!());
-            (m, Some(alpha.clone()), true)
-        }
+        Value::F32(a) => (rows_f64(a, rows(a.len(), a.shape())), None),
+        Value::Trit { codes, alpha } => (rows_f64(codes, rows(codes.len(), codes.shape())), Some(alpha.clone())),
         Value::Int { data, scale, .. } => {
-            let k = data.len() / n.max(1);
-            let m = data.mapv(|v| v as f64).into_shape_with_order((n, k)).unwrap_or_else(|_| unreachable!());
-            let s = scale.iter().copied().collect::<ndarray::Array1<f32>>();
-            (m, Some(s), true)
+            (rows_f64(data, rows(data.len(), data.shape())), Some(scale.iter().copied().collect()))
         }
     }
 }
 
 fn matmul(x: &Value, w: &Value) -> Value {
-    let (wm, wscale, _) = weight_matrix(w);
+    let (wm, wscale) = weight_matrix(w);
     let (n, k) = wm.dim();
     match x {
         Value::F32(xa) => {
-            let rows = xa.len() / k.max(1);
-            let x2 = xa
-                .as_standard_layout()
-                .mapv(|v| v as f64)
-                .into_shape_with_order((rows, k))
-                .unwrap_or_else(|_| unreachable!());
-            let mut y = x2.dot(&wm.t()).mapv(|v| v as f32);
+            let mut y = rows_f64(xa, k).dot(&wm.t()).mapv(|v| v as f32);
             if let Some(s) = &wscale {
                 for mut row in y.outer_iter_mut() {
                     row.zip_mut_with(s, |v, a| *v *= a);
@@ -405,12 +393,7 @@ fn matmul(x: &Value, w: &Value) -> Value {
         }
         Value::Int { data, scale, .. } => {
             let rows = data.len() / k.max(1);
-            let x2 = data
-                .as_standard_layout()
-                .mapv(|v| v as f64)
-                .into_shape_with_order((rows, k))
-                .unwrap_or_else(|_| unreachable!());
-            let acc = x2.dot(&wm.t()).mapv(|v| v as i32);
+            let acc = rows_f64(data, k).dot(&wm.t()).mapv(|v| v as i32);
             // Row scales: the activation's scale per row (broadcast over features).
             let xs = scale.broadcast(data.raw_dim()).map_or_else(|| unreachable!(), |b| b.to_owned());
             let xs2 =
@@ -473,7 +456,7 @@ fn im2col(
 }
 
 fn conv2d(x: &Value, w: &Value, a: &ConvAttrs) -> Value {
-    let (wm, wscale, _) = weight_matrix(w);
+    let (wm, wscale) = weight_matrix(w);
     let wshape = match w {
         Value::F32(t) => t.shape().to_vec(),
         Value::Int { data, .. } => data.shape().to_vec(),

@@ -13,11 +13,6 @@ use triton_runtime::DType;
 
 use crate::ir::{BinaryOp, Dim, Graph, NodeId, Op, TensorType, UnaryOp};
 
-/// Nodes that do not depend on any model input.
-pub fn static_nodes(g: &Graph) -> Vec<bool> {
-    g.static_mask()
-}
-
 /// The `[C]` vector behind a per-channel operand of a tensor with `channels` channels: the
 /// operand itself when it is `[C]`, or the input of a `reshape` to `[C, 1, ..., 1]`.
 pub fn channel_vector(g: &Graph, id: NodeId, channels: &Dim) -> Option<NodeId> {
@@ -43,7 +38,7 @@ pub fn channel_vector(g: &Graph, id: NodeId, channels: &Dim) -> Option<NodeId> {
 }
 
 pub fn run(g: &Graph) -> Graph {
-    let statics = static_nodes(g);
+    let statics = g.static_mask();
     let uses = g.use_counts();
     g.rebuild(|rb, id, node| {
         let Op::BatchNorm { eps } = node.op else { return rb.copy(id, node) };

@@ -11,7 +11,7 @@
 
 use triton_runtime::DType;
 
-use super::bn_fold::{channel_vector, static_nodes};
+use super::bn_fold::channel_vector;
 use crate::ir::{BinaryOp, Fused, FusedBase, Graph, NodeId, Op};
 
 struct Chain {
@@ -106,7 +106,7 @@ fn chain(g: &Graph, base: NodeId, consumers: &[Vec<NodeId>], is_output: &[bool],
 }
 
 pub fn run(g: &Graph) -> Graph {
-    let statics = static_nodes(g);
+    let statics = g.static_mask();
     let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); g.nodes.len()];
     for (id, n) in g.nodes.iter() {
         for a in &n.args {

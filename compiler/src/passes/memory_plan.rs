@@ -16,7 +16,6 @@ use std::fmt;
 
 use triton_runtime::DType;
 
-use super::bn_fold::static_nodes;
 use crate::ir::{Dim, Graph, Op};
 
 pub const ALIGN: u64 = 64;
@@ -100,7 +99,7 @@ fn live_ranges(g: &Graph) -> Vec<usize> {
 }
 
 pub fn plan(g: &Graph) -> Result<MemoryPlan, String> {
-    let statics = static_nodes(g);
+    let statics = g.static_mask();
     let n = g.nodes.len();
     let last_use = live_ranges(g);
     let mut slots: Vec<Option<Slot>> = vec![None; n];
