@@ -51,9 +51,15 @@ enum Command {
         /// Optimization level.
         #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 2)]
         opt: u8,
-        /// What to print: a summary, or the optimized IR.
+        /// What to print: a summary, the optimized IR, or the kernel plan.
         #[arg(long, value_enum, default_value_t = Emit::Summary)]
         emit: Emit,
+        /// Weights (.safetensors) known at compile time: -O3 bases zero-skip decisions on them.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// At -O3, keep the activations of ternary layers in f32 instead of int8.
+        #[arg(long)]
+        f32_activations: bool,
         /// Print the time of every phase and pass (to stderr).
         #[arg(long)]
         timing: bool,
@@ -80,6 +86,9 @@ enum Command {
         /// Optimization level.
         #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 2)]
         opt: u8,
+        /// At -O3, keep the activations of ternary layers in f32 instead of int8.
+        #[arg(long)]
+        f32_activations: bool,
         /// Write the output here (.npy) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -126,16 +135,28 @@ fn run(cli: Cli) -> ExitCode {
     let style = style(cli.color);
     match cli.command {
         Command::Check { files, quiet, deny_warnings } => cmd::check::run(&files, quiet, deny_warnings, style),
-        Command::Compile { file, opt, emit, timing, verify_each, model } => {
-            let args = cmd::compile::Args { file: &file, opt, emit, timing, verify_each, model: model.as_deref() };
+        Command::Compile { file, opt, emit, weights, f32_activations, timing, verify_each, model } => {
+            let args = cmd::compile::Args {
+                file: &file,
+                opt,
+                emit,
+                timing,
+                verify_each,
+                f32_activations,
+                weights: weights.as_deref(),
+                model: model.as_deref(),
+            };
             cmd::compile::run(&args, style)
         }
-        Command::Run { file, input, weights, precision, opt, out, seed, model } => {
+        Command::Run { file, input, weights, precision, opt, f32_activations, out, seed, model } => {
             let precision = match precision {
                 PrecisionArg::Fp32 => Precision::Fp32,
                 PrecisionArg::Ternary => Precision::Ternary,
             };
-            cmd::run::run(&cmd::run::Args { file, input, weights, precision, opt, out, seed, model }, style)
+            cmd::run::run(
+                &cmd::run::Args { file, input, weights, precision, opt, f32_activations, out, seed, model },
+                style,
+            )
         }
     }
 }

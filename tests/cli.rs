@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use triton::compiler::interp::Weights;
 
 fn triton(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_triton"))
@@ -163,17 +164,60 @@ fn compile_emits_fused_ir_and_timings() {
 }
 
 #[test]
+fn compile_emits_the_kernel_plan() {
+    let out = triton(&["compile", "examples/mnist_mlp.tri", "-O3", "--emit", "plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    let lines: Vec<&str> = plan.lines().collect();
+    assert_eq!(lines.len(), 3, "{plan}");
+    assert!(lines[0].contains("fc1.w [256 x 784] gemm tq2(k_pad=832) act=i8 tile=4ch 1/iter"), "{plan}");
+    assert!(lines[2].contains("head.w [10 x 128] gemm f32 act=f32"), "{plan}");
+    let f32 =
+        text(&triton(&["compile", "examples/mnist_mlp.tri", "-O3", "--emit", "plan", "--f32-activations"]).stdout);
+    assert!(f32.contains("fc1.w [256 x 784] gemm tq2(k_pad=832) act=f32"), "{f32}");
+    // Known weights add what they show; -O1 has no plan.
+    let w = temp("w.safetensors", &{
+        let checked = triton::check_file(Path::new("examples/mnist_mlp.tri"));
+        Weights::init(checked.models[0].params(), 1).to_safetensors(None).expect("serialises")
+    });
+    let known = triton(&[
+        "compile",
+        "examples/mnist_mlp.tri",
+        "-O3",
+        "--emit",
+        "plan",
+        "--weights",
+        w.to_str().expect("utf-8"),
+    ]);
+    assert!(text(&known.stdout).contains("zero_blocks=0/"), "{}", text(&known.stdout));
+    let o1 = triton(&["compile", "examples/mnist_mlp.tri", "-O1", "--emit", "plan"]);
+    assert!(o1.stdout.is_empty() && text(&o1.stderr).contains("from -O2 on"));
+}
+
+#[test]
 fn run_prints_or_writes_the_output_and_levels_agree() {
     let x = npy("x.npy", &[2, 784], &(0..1568).map(|i| (i % 17) as f32 / 17.0).collect::<Vec<_>>());
     let x = x.to_str().expect("utf-8 path");
     let mut outputs = Vec::new();
-    for level in ["-O0", "-O1", "-O2", "-O3"] {
-        let out = triton(&["run", "examples/mnist_mlp.tri", "--input", x, level]);
+    for level in [&["-O0"][..], &["-O1"], &["-O2"], &["-O3", "--f32-activations"]] {
+        let out = triton(&[&["run", "examples/mnist_mlp.tri", "--input", x], level].concat());
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         outputs.push(text(&out.stdout));
     }
     assert_eq!(outputs[0].lines().count(), 2, "{}", outputs[0]);
     assert!(outputs.iter().all(|o| *o == outputs[0]), "{outputs:?}");
+    // -O3 quantizes the ternary layers' activations to int8: close to -O0, not equal.
+    let o3 = text(&triton(&["run", "examples/mnist_mlp.tri", "--input", x, "-O3"]).stdout);
+    let numbers = |s: &str| -> Vec<f32> {
+        s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+            .filter_map(|t| t.parse().ok())
+            .collect()
+    };
+    let (a, b) = (numbers(&o3), numbers(&outputs[0]));
+    assert_eq!(a.len(), 20, "{o3}");
+    assert_ne!(a, b, "int8 activations change the values");
+    let peak = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(a.iter().zip(&b).all(|(u, v)| (u - v).abs() <= 0.05 * peak), "{o3} vs {}", outputs[0]);
     let fp32 = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--precision", "fp32"]);
     assert_ne!(text(&fp32.stdout), outputs[0], "fp32 uses the latent weights");
     let seeded = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--seed", "3"]);

@@ -7,7 +7,8 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn, array};
 use triton::compiler::interp::{self, Precision, Weights};
 use triton::compiler::ir;
-use triton::compiler::passes::{self, OptLevel};
+use triton::compiler::ir::Graph;
+use triton::compiler::passes::{self, OptLevel, Options};
 use triton::compiler::source::FileId;
 
 fn arr(shape: &[usize], data: &[f32]) -> ArrayD<f32> {
@@ -145,7 +146,16 @@ fn inputs_are_validated_before_running() {
     assert!(interp::run(&g, &p, &[], Precision::Fp32).is_err());
 }
 
-/// Every zoo model at every -O level computes what -O0 computes, at both precisions.
+/// Relative L2 distance `|a - b| / |b|`.
+fn rel_l2(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f32 = b.iter().map(|y| y * y).sum();
+    (num / den.max(f32::MIN_POSITIVE)).sqrt()
+}
+
+/// Every zoo model at every -O level computes what -O0 computes, at both precisions. -O3's int8
+/// activations (docs/ir.md, "-O3") are the one intended difference: -O3 matches -O0 with the
+/// `int8_act` pass applied within the -O2 tolerance, and plain -O0 within 5% relative L2.
 #[test]
 fn optimized_zoo_models_match_unoptimized() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -169,21 +179,31 @@ fn optimized_zoo_models_match_unoptimized() {
         let x =
             ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
                 .expect("shape");
+        let int8_reference = passes::run_passes(&model.graph, &[passes::INT8_ACT], true).expect("valid").graph;
+        assert!(
+            int8_reference.nodes.len() > model.graph.nodes.len(),
+            "{file}: every zoo model has ternary layers with f32 activations"
+        );
         for precision in [Precision::Fp32, Precision::Ternary] {
-            let base = {
-                let p = interp::prepare(&model.graph, &weights, precision).expect("weights");
-                interp::run(&model.graph, &p, std::slice::from_ref(&x), precision).expect("runs")
+            let run = |g: &Graph| {
+                let p = interp::prepare(g, &weights, precision).expect("weights");
+                interp::run(g, &p, std::slice::from_ref(&x), precision).expect("runs").remove(0)
             };
-            assert!(base[0].iter().all(|v| v.is_finite()), "{file}: non-finite output");
+            let base = run(&model.graph);
+            assert!(base.iter().all(|v| v.is_finite()), "{file}: non-finite output");
+            let with_int8 = run(&int8_reference);
             for level in [OptLevel::O1, OptLevel::O2, OptLevel::O3] {
-                let opt = passes::optimize(&model.graph, level, true).expect("passes keep the graph valid");
-                let p = interp::prepare(&opt.graph, &weights, precision).expect("weights");
-                let y = interp::run(&opt.graph, &p, std::slice::from_ref(&x), precision).expect("runs");
-                assert!(
-                    close(&y[0], &base[0], 1e-4),
-                    "{file} {level:?} {}: optimized output differs",
-                    precision.name()
-                );
+                let opt = passes::optimize(&model.graph, &Options { verify_each: true, ..Options::new(level) })
+                    .expect("passes keep the graph valid");
+                let y = run(&opt.graph);
+                let what = format!("{file} {level:?} {}", precision.name());
+                if level == OptLevel::O3 && precision == Precision::Ternary {
+                    assert!(close(&y, &with_int8, 1e-4), "{what}: differs from -O0 with int8 activations");
+                    let err = rel_l2(&y, &base);
+                    assert!(err > 0.0 && err <= 0.05, "{what}: int8 activations moved the output by {err}");
+                } else {
+                    assert!(close(&y, &base, 1e-4), "{what}: optimized output differs");
+                }
             }
         }
     }

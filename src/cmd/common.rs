@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use triton_compiler::diagnostics::render::{self, Style};
-use triton_compiler::passes::{self, OptLevel};
+use triton_compiler::interp::Weights;
+use triton_compiler::ir::ParamInfo;
+use triton_compiler::passes::{self, OptLevel, Options};
 use triton_compiler::{CheckedModel, check_file};
 
 /// A user error outside the source (a missing input file, a bad weights file): printed, exit 1.
@@ -46,10 +48,22 @@ pub fn load_model(file: &Path, which: Option<&str>, style: Style) -> Result<Chec
     Ok(checked.models.into_iter().nth(index).unwrap_or_else(|| unreachable!("index checked")))
 }
 
-/// Runs the pipeline of an -O level. A malformed graph is an internal compiler error (exit 101).
-pub fn optimize(model: &CheckedModel, opt: u8, verify_each: bool) -> Result<passes::Optimized, ExitCode> {
+/// Reads a weights file for a model, or initialises the weights from `seed` without one.
+pub fn load_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Result<Weights, ExitCode> {
+    let Some(p) = path else { return Ok(Weights::init(params, seed)) };
+    let bytes = std::fs::read(p).map_err(|e| user_error(format!("cannot read `{}`: {e}", p.display())))?;
+    Weights::from_safetensors(&bytes, params).map_err(|e| user_error(format!("{}: {e}", p.display())))
+}
+
+/// The optimizer options of the command line.
+pub fn options<'a>(opt: u8, verify_each: bool, f32_activations: bool, weights: Option<&'a Weights>) -> Options<'a> {
     let level = OptLevel::from_number(opt).unwrap_or(OptLevel::O2);
-    passes::optimize(&model.graph, level, verify_each).map_err(|e| {
+    Options { level, verify_each, int8_activations: !f32_activations, weights }
+}
+
+/// Runs the pipeline of an -O level. A malformed graph is an internal compiler error (exit 101).
+pub fn optimize(model: &CheckedModel, opts: &Options<'_>) -> Result<passes::Optimized, ExitCode> {
+    passes::optimize(&model.graph, opts).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(101)
     })

@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use triton_compiler::diagnostics::render::Style;
 
-use super::common::{load_model, optimize};
+use super::common::{load_model, load_weights, optimize, options};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emit {
     Summary,
     Ir,
+    /// The kernel plan: layout and specialization choices per matmul and convolution.
+    Plan,
 }
 
 pub struct Args<'a> {
@@ -20,6 +22,8 @@ pub struct Args<'a> {
     pub emit: Emit,
     pub timing: bool,
     pub verify_each: bool,
+    pub f32_activations: bool,
+    pub weights: Option<&'a Path>,
     pub model: Option<&'a str>,
 }
 
@@ -30,12 +34,25 @@ pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
         Err(code) => return code,
     };
     let check_time = start.elapsed();
-    let optimized = match optimize(&model, a.opt, a.verify_each) {
+    // Without a weights file the weights are not known at compile time: no zero-skip analysis.
+    let weights = match a.weights {
+        Some(p) => match load_weights(Some(p), model.params(), 0) {
+            Ok(w) => Some(w),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let opts = options(a.opt, a.verify_each, a.f32_activations, weights.as_ref());
+    let optimized = match optimize(&model, &opts) {
         Ok(o) => o,
         Err(code) => return code,
     };
     match a.emit {
         Emit::Ir => print!("{}", optimized.graph),
+        Emit::Plan => match &optimized.kernels {
+            Some(plan) => print!("{plan}"),
+            None => eprintln!("note: kernels are planned from -O2 on; -O{} runs every op as written", a.opt),
+        },
         Emit::Summary => {
             let g = &optimized.graph;
             let mut line = format!(

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use ndarray::ArrayD;
 use triton_compiler::diagnostics::render::Style;
-use triton_compiler::interp::{self, Precision, Weights};
+use triton_compiler::interp::{self, Precision};
 
-use super::common::{load_model, optimize, user_error};
+use super::common::{load_model, load_weights, optimize, options, user_error};
 
 pub struct Args {
     pub file: PathBuf,
@@ -15,6 +15,7 @@ pub struct Args {
     pub weights: Option<PathBuf>,
     pub precision: Precision,
     pub opt: u8,
+    pub f32_activations: bool,
     pub out: Option<PathBuf>,
     pub seed: u64,
     pub model: Option<String>,
@@ -42,22 +43,13 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let optimized = match optimize(&model, a.opt, false) {
-        Ok(o) => o,
+    let weights = match load_weights(a.weights.as_deref(), model.params(), a.seed) {
+        Ok(w) => w,
         Err(code) => return code,
     };
-    let weights = match &a.weights {
-        None => Weights::init(model.params(), a.seed),
-        Some(p) => {
-            let bytes = match std::fs::read(p) {
-                Ok(b) => b,
-                Err(e) => return user_error(format!("cannot read `{}`: {e}", p.display())),
-            };
-            match Weights::from_safetensors(&bytes, model.params()) {
-                Ok(w) => w,
-                Err(e) => return user_error(format!("{}: {e}", p.display())),
-            }
-        }
+    let optimized = match optimize(&model, &options(a.opt, false, a.f32_activations, Some(&weights))) {
+        Ok(o) => o,
+        Err(code) => return code,
     };
     let input = match read_input(&a.input) {
         Ok(x) => x,

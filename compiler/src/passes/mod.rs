@@ -12,6 +12,8 @@ pub mod const_fold;
 pub mod cse;
 pub mod dce;
 pub mod fuse;
+pub mod int8_act;
+pub mod kernel_plan;
 pub mod memory_plan;
 pub mod shape_simplify;
 pub mod timing;
@@ -58,20 +60,45 @@ pub const CSE: Pass = Pass { name: "cse", run: cse::run };
 pub const DCE: Pass = Pass { name: "dce", run: dce::run };
 pub const BN_FOLD: Pass = Pass { name: "bn_fold", run: bn_fold::run };
 pub const FUSE: Pass = Pass { name: "fuse", run: fuse::run };
+pub const INT8_ACT: Pass = Pass { name: "int8_act", run: int8_act::run };
 
 /// Every pass, by name (for filetests and `--passes`).
-pub const ALL: &[Pass] = &[CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE, BN_FOLD, FUSE];
+pub const ALL: &[Pass] = &[CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE, BN_FOLD, FUSE, INT8_ACT];
 
 pub fn by_name(name: &str) -> Option<Pass> {
     ALL.iter().find(|p| p.name == name).copied()
 }
 
+/// What to optimize for: the level and the choices a user can make at it.
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a> {
+    pub level: OptLevel,
+    /// Verify the graph after every pass (always on in debug builds).
+    pub verify_each: bool,
+    /// At -O3, quantize the activations of ternary products to int8 ([`int8_act`]); `false`
+    /// keeps them f32 (`--f32-activations`).
+    pub int8_activations: bool,
+    /// The weights, when known at compile time: the kernel plan's zero-skip decisions use them.
+    pub weights: Option<&'a crate::interp::Weights>,
+}
+
+impl Options<'_> {
+    pub fn new(level: OptLevel) -> Options<'static> {
+        Options { level, verify_each: false, int8_activations: true, weights: None }
+    }
+}
+
 /// The passes each level runs, in order.
-pub fn pipeline(level: OptLevel) -> Vec<Pass> {
-    let o1 = [CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE];
+pub fn pipeline(opts: &Options<'_>) -> Vec<Pass> {
+    let level = opts.level;
     let mut passes = Vec::new();
     if level >= OptLevel::O1 {
-        passes.extend(o1);
+        passes.extend([CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE]);
+    }
+    if level >= OptLevel::O3 && opts.int8_activations {
+        // Before fusion, so the dequantize joins the fused epilogue; CSE then shares one
+        // quantization between the products of one activation.
+        passes.push(INT8_ACT);
     }
     if level >= OptLevel::O2 {
         // Fold batch norms to affines, clean up the parameter subgraphs, then fuse.
@@ -106,6 +133,8 @@ pub struct Optimized {
     pub timings: Timings,
     /// The activation arena (from -O2): `Err` says why the shapes could not be planned ahead.
     pub plan: Option<Result<memory_plan::MemoryPlan, String>>,
+    /// Layout (from -O2) and specialization (-O3) choices per product.
+    pub kernels: Option<kernel_plan::KernelPlan>,
 }
 
 /// Runs a list of passes, timing each and verifying after each when `verify_each`.
@@ -124,15 +153,17 @@ pub fn run_passes(g: &Graph, passes: &[Pass], verify_each: bool) -> Result<Optim
             r.map_err(|error| PassError { pass: p.name, error, graph: graph.to_string() })?;
         }
     }
-    Ok(Optimized { graph, timings, plan: None })
+    Ok(Optimized { graph, timings, plan: None, kernels: None })
 }
 
-/// Optimizes a graph at a level; from -O2 on, also plans the activation arena.
-pub fn optimize(g: &Graph, level: OptLevel, verify_each: bool) -> Result<Optimized, PassError> {
-    let mut out = run_passes(g, &pipeline(level), verify_each)?;
-    if level >= OptLevel::O2 {
+/// Optimizes a graph; from -O2 on, also plans the activation arena and the kernels.
+pub fn optimize(g: &Graph, opts: &Options<'_>) -> Result<Optimized, PassError> {
+    let mut out = run_passes(g, &pipeline(opts), opts.verify_each)?;
+    if opts.level >= OptLevel::O2 {
         let plan = out.timings.time("memory_plan", || memory_plan::plan(&out.graph));
         out.plan = Some(plan);
+        let kernels = out.timings.time("kernel_plan", || kernel_plan::plan(&out.graph, opts.level, opts.weights));
+        out.kernels = Some(kernels);
     }
     Ok(out)
 }
