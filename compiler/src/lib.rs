@@ -5,6 +5,7 @@
 //! Errors are collected as [`diagnostics::Diag`] values and rendered to miette in one place.
 
 pub mod check;
+pub mod codegen;
 pub mod diagnostics;
 pub mod interp;
 pub mod ir;

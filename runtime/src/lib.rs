@@ -2,8 +2,14 @@
 //!
 //! Rules: this crate depends on neither the compiler front end nor Cranelift, so a program that
 //! only runs models links nothing of the compiler. Facts both sides must agree on (element types,
-//! how many bytes a stored tensor takes) live here and the compiler imports them.
+//! how many bytes a stored tensor takes, the packed weight layout, the kernel ABI, element-wise
+//! semantics) live here and the compiler imports them.
 
 pub mod dtype;
+pub mod kernel;
+pub mod model;
+pub mod ops;
+pub mod pack;
 
 pub use dtype::{DType, StorageSize};
+pub use model::{Model, RunError};

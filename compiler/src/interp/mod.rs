@@ -180,6 +180,33 @@ fn eval_dim(d: &Dim, syms: &HashMap<String, i64>) -> Option<i64> {
     d.substitute(&|s| syms.get(s).map(|&v| Dim::known(v))).ok()?.as_known()
 }
 
+impl Prepared {
+    /// The value parameter `index` takes.
+    pub fn value(&self, index: usize) -> &Value {
+        &self.values[index]
+    }
+}
+
+/// Evaluates every static node (parameters, constants and what is computed from them alone);
+/// other nodes are `None`. A backend calls this once, at compile or load time.
+pub fn eval_statics(graph: &Graph, prepared: &Prepared, precision: Precision) -> Vec<Option<Value>> {
+    let statics = graph.static_mask();
+    let mut values: Vec<Option<Value>> = vec![None; graph.nodes.len()];
+    let syms = HashMap::new();
+    for (id, node) in graph.nodes.iter() {
+        if !statics[id.index()] {
+            continue;
+        }
+        let args: Vec<&Value> = node
+            .args
+            .iter()
+            .map(|a| values[a.index()].as_ref().unwrap_or_else(|| unreachable!("static arguments are static")))
+            .collect();
+        values[id.index()] = Some(eval(&node.op, &args, &node.ty, &syms, &[], prepared, precision));
+    }
+    values
+}
+
 /// Runs the graph on f32 inputs and returns its outputs as f32.
 pub fn run(
     graph: &Graph,
@@ -232,7 +259,7 @@ fn eval(
         }
         Op::Unary(u) => Value::F32(args[0].f32().mapv(|x| u.apply(x))),
         Op::Binary(b) => Value::F32(binary(*b, args[0].f32(), args[1].f32())),
-        Op::Softmax { axis } => Value::F32(softmax(args[0].f32(), *axis)),
+        Op::Softmax { axis } => Value::F32(triton_runtime::ops::softmax(args[0].f32(), *axis)),
         Op::MaxPool2d(a) => Value::F32(pool(args[0].f32(), a, true)),
         Op::AvgPool2d(a) => Value::F32(pool(args[0].f32(), a, false)),
         Op::GlobalAvgPool => {
@@ -320,9 +347,11 @@ fn binary(b: BinaryOp, x: &ArrayD<f32>, y: &ArrayD<f32>) -> ArrayD<f32> {
     }
 }
 
-/// Per-sample (dimension 0) or per-tensor int8 quantization, as documented.
+/// Per-sample (dimension 0) or per-tensor int8 quantization, as documented
+/// (`triton_runtime::ops::{absmax_scale, quantize}`).
 pub fn quantize_i8(x: &ArrayD<f32>, fixed: Option<f32>) -> Value {
-    let q = |v: f32, factor: f32| (v * factor).round_ties_even().clamp(-127.0, 127.0) as i32;
+    use triton_runtime::ops::{absmax_scale, quantize};
+    let q = |v: f32, factor: f32| quantize(v, factor) as i32;
     if let Some(s) = fixed {
         let factor = 1.0 / s;
         return Value::Int {
@@ -331,9 +360,10 @@ pub fn quantize_i8(x: &ArrayD<f32>, fixed: Option<f32>) -> Value {
             dtype: DType::I8,
         };
     }
+    let x = x.as_standard_layout();
+    let all = x.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
     if x.ndim() <= 1 {
-        let m = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let (s, factor) = if m > 0.0 { (m / 127.0, 127.0 / m) } else { (1.0, 0.0) };
+        let (s, factor) = absmax_scale(all);
         return Value::Int {
             data: x.mapv(|v| q(v, factor)),
             scale: ArrayD::from_elem(IxDyn(&[]), s),
@@ -341,16 +371,20 @@ pub fn quantize_i8(x: &ArrayD<f32>, fixed: Option<f32>) -> Value {
         };
     }
     let b = x.shape()[0];
+    let per = all.len() / b.max(1);
     let mut data = ArrayD::<i32>::zeros(x.raw_dim());
     let mut sshape = vec![1usize; x.ndim()];
     sshape[0] = b;
     let mut scale = ArrayD::<f32>::zeros(IxDyn(&sshape));
+    let out = data.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
+    let scales = scale.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
     for i in 0..b {
-        let row = x.index_axis(Axis(0), i);
-        let m = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let (s, factor) = if m > 0.0 { (m / 127.0, 127.0 / m) } else { (1.0, 0.0) };
-        data.index_axis_mut(Axis(0), i).zip_mut_with(&row, |d, v| *d = q(*v, factor));
-        scale.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"))[i] = s;
+        let row = &all[i * per..(i + 1) * per];
+        let (s, factor) = absmax_scale(row);
+        for (d, v) in out[i * per..(i + 1) * per].iter_mut().zip(row) {
+            *d = q(*v, factor);
+        }
+        scales[i] = s;
     }
     Value::Int { data, scale, dtype: DType::I8 }
 }
@@ -381,7 +415,7 @@ fn matmul(x: &Value, w: &Value) -> Value {
     let (n, k) = wm.dim();
     match x {
         Value::F32(xa) => {
-            let mut y = rows_f64(xa, k).dot(&wm.t()).mapv(|v| v as f32);
+            let mut y = rows_f64(xa, k).dot(&wm.t()).mapv(|v| v as f32).as_standard_layout().into_owned();
             if let Some(s) = &wscale {
                 for mut row in y.outer_iter_mut() {
                     row.zip_mut_with(s, |v, a| *v *= a);
@@ -393,7 +427,7 @@ fn matmul(x: &Value, w: &Value) -> Value {
         }
         Value::Int { data, scale, .. } => {
             let rows = data.len() / k.max(1);
-            let acc = rows_f64(data, k).dot(&wm.t()).mapv(|v| v as i32);
+            let acc = rows_f64(data, k).dot(&wm.t()).mapv(|v| v as i32).as_standard_layout().into_owned();
             // Row scales: the activation's scale per row (broadcast over features).
             let xs = scale.broadcast(data.raw_dim()).map_or_else(|| unreachable!(), |b| b.to_owned());
             let xs2 =
@@ -526,17 +560,6 @@ fn batch_norm(
         }
     }
     Value::F32(y)
-}
-
-fn softmax(x: &ArrayD<f32>, axis: usize) -> ArrayD<f32> {
-    let mut y = x.clone();
-    for mut lane in y.lanes_mut(Axis(axis)) {
-        let m = lane.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-        lane.mapv_inplace(|v| (v - m).exp());
-        let sum: f32 = lane.sum();
-        lane.mapv_inplace(|v| v / sum);
-    }
-    y
 }
 
 fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> ArrayD<f32> {

@@ -115,7 +115,8 @@ fn lowering(base: FusedBase, w_shape: &[u64], x_channels: Option<i64>) -> Loweri
     }
 }
 
-fn format(dtype: DType, k: u64) -> WeightFormat {
+/// The compute format of a weight of `dtype` with reduction length `k`.
+pub fn format(dtype: DType, k: u64) -> WeightFormat {
     match dtype {
         DType::Trit if k >= TQ2_MIN_K => WeightFormat::Tq2 { k_padded: k.div_ceil(TQ2_BLOCK) * TQ2_BLOCK },
         DType::Trit | DType::I8 => WeightFormat::I8,
@@ -123,7 +124,8 @@ fn format(dtype: DType, k: u64) -> WeightFormat {
     }
 }
 
-fn tile(n: u64, format: WeightFormat, k: u64) -> Tile {
+/// The tile of a product with `n` channels of `k` weights in `format`.
+pub fn tile(n: u64, format: WeightFormat, k: u64) -> Tile {
     let blocks = match format {
         WeightFormat::Tq2 { k_padded } => k_padded / TQ2_BLOCK,
         // Unpacked rows: count 16-lane vectors instead.

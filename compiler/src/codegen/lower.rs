@@ -1,0 +1,316 @@
+//! Lowers an optimized graph to the runtime's steps (see the module rules in `codegen`).
+
+use std::collections::HashMap;
+
+use ndarray::Array2;
+use triton_runtime::DType;
+use triton_runtime::model::{Epilogue, GemmWeight, ModelParts, RtDim, Shape, Src, Step, WeightData};
+use triton_runtime::ops::UnaryOp;
+use triton_runtime::pack;
+
+use super::CodegenError;
+use super::ternary_gemm::{self, Act, GemmSpec};
+use crate::interp::{self, Precision, Value, Weights};
+use crate::ir::{Dim, FusedBase, Graph, NodeId, Op};
+use crate::passes::kernel_plan::{self, KernelPlan, WeightFormat};
+
+/// A dimension as `batch * B + fixed`, with every symbol standing for the batch size.
+fn rt_dim(d: &Dim) -> Result<RtDim, CodegenError> {
+    let at = |b: i64| d.substitute(&|_| Some(Dim::known(b))).ok().and_then(|v| v.as_known());
+    match (at(1), at(2), at(3)) {
+        (Some(v1), Some(v2), Some(v3)) if v2 >= v1 && v1 - (v2 - v1) >= 0 && v3 == v2 + (v2 - v1) => {
+            Ok(RtDim { batch: (v2 - v1) as usize, fixed: (v1 - (v2 - v1)) as usize })
+        }
+        _ => Err(CodegenError::Unsupported(format!("dimension `{d}` (only sizes linear in the batch run yet)"))),
+    }
+}
+
+fn rt_shape(dims: &[Dim]) -> Result<Shape, CodegenError> {
+    Ok(Shape(dims.iter().map(rt_dim).collect::<Result<_, _>>()?))
+}
+
+struct Lowering<'a> {
+    g: &'a Graph,
+    precision: Precision,
+    statics: Vec<Option<Value>>,
+    plan: Option<&'a KernelPlan>,
+    parts: ModelParts,
+    /// Where each node's value is.
+    src: Vec<Option<Src>>,
+    consts: HashMap<NodeId, usize>,
+    kernels: HashMap<GemmSpec, usize>,
+}
+
+impl Lowering<'_> {
+    fn arg(&mut self, id: NodeId) -> Result<Src, CodegenError> {
+        if let Some(s) = self.src[id.index()] {
+            return Ok(s);
+        }
+        // A static value: a constant, made once.
+        if let Some(&c) = self.consts.get(&id) {
+            return Ok(Src::Const(c));
+        }
+        let v = self.statics[id.index()]
+            .as_ref()
+            .ok_or_else(|| CodegenError::Cranelift(format!("%{} used before it is computed", id.index())))?;
+        let a = v.to_f32().as_standard_layout().into_owned();
+        self.parts.consts.push(a);
+        let c = self.parts.consts.len() - 1;
+        self.consts.insert(id, c);
+        Ok(Src::Const(c))
+    }
+
+    fn value_slot(&mut self, id: NodeId) -> Result<usize, CodegenError> {
+        match self.arg(id)? {
+            Src::Value(v) => Ok(v),
+            Src::Const(_) => {
+                Err(CodegenError::Unsupported(format!("%{}: a product or activation of constants only", id.index())))
+            }
+        }
+    }
+
+    fn new_slot(&mut self) -> usize {
+        self.parts.slots += 1;
+        self.parts.slots - 1
+    }
+
+    fn const_index(&mut self, id: NodeId) -> Result<usize, CodegenError> {
+        match self.arg(id)? {
+            Src::Const(c) => Ok(c),
+            Src::Value(_) => {
+                Err(CodegenError::Unsupported(format!("%{}: a per-channel vector computed at run time", id.index())))
+            }
+        }
+    }
+
+    /// The weight of a product, packed for the path it takes.
+    fn weight(&mut self, node: NodeId, w: NodeId, x_integer: bool, epi: &Epilogue) -> Result<usize, CodegenError> {
+        let Op::Param { index } = self.g.node(w).op else {
+            return Err(CodegenError::Unsupported(format!("%{}: a weight that is not a parameter", node.index())));
+        };
+        let info = &self.g.params[index];
+        let n = info.shape[0] as usize;
+        let k = info.shape[1..].iter().product::<u64>() as usize;
+        let value = self.statics[w.index()]
+            .as_ref()
+            .ok_or_else(|| CodegenError::Weights(format!("no value for `{}`", info.name)))?;
+        let choice = self.plan.and_then(|p| p.kernels.iter().find(|c| c.node == node));
+        let format = choice.map_or_else(|| kernel_plan::format(info.dtype, k as u64), |c| c.format);
+        let dense = |codes: Vec<f32>| -> Result<WeightData, CodegenError> {
+            let m = Array2::from_shape_vec((n, k), codes).map_err(|e| CodegenError::Weights(e.to_string()))?;
+            Ok(WeightData::Dense { w_t: m.t().as_standard_layout().into_owned() })
+        };
+        let (data, alpha) = match value {
+            Value::F32(a) => (dense(a.iter().copied().collect())?, None),
+            Value::Trit { codes, alpha } => {
+                let codes_flat: Vec<i8> = codes.iter().copied().collect();
+                let alpha = Some(alpha.to_vec());
+                if x_integer && matches!(format, WeightFormat::Tq2 { .. }) {
+                    let t =
+                        choice.and_then(|c| c.tile).unwrap_or_else(|| kernel_plan::tile(n as u64, format, k as u64));
+                    let spec = GemmSpec {
+                        n,
+                        k,
+                        tile: t.channels.clamp(1, 4) as usize,
+                        unroll: t.unroll.clamp(1, 8) as usize,
+                        scale: epi.scale.is_some(),
+                        bias: epi.bias.is_some(),
+                        residual: epi.residual.is_some(),
+                        act: match epi.act {
+                            Some(UnaryOp::Relu) => Some(Act::Relu),
+                            Some(UnaryOp::Relu6) => Some(Act::Relu6),
+                            _ => None,
+                        },
+                    };
+                    let kernel = match self.kernels.get(&spec) {
+                        Some(&i) => i,
+                        None => {
+                            self.parts.kernels.push(ternary_gemm::compile(&spec)?);
+                            let i = self.parts.kernels.len() - 1;
+                            self.kernels.insert(spec, i);
+                            i
+                        }
+                    };
+                    (WeightData::Tq2 { packed: pack::pack_tq2(&codes_flat, n, k), kernel, tile: spec.tile }, alpha)
+                } else {
+                    (dense(codes_flat.iter().map(|c| *c as f32).collect())?, alpha)
+                }
+            }
+            Value::Int { data, scale, .. } => {
+                (dense(data.iter().map(|c| *c as f32).collect())?, Some(scale.iter().copied().collect()))
+            }
+        };
+        self.parts.weights.push(GemmWeight { name: info.name.clone(), n, k, data, alpha });
+        Ok(self.parts.weights.len() - 1)
+    }
+
+    fn node(&mut self, id: NodeId) -> Result<(), CodegenError> {
+        let node = self.g.node(id);
+        let unsupported = |what: &str| Err(CodegenError::Unsupported(format!("{what} (%{})", id.index())));
+        let step = match &node.op {
+            Op::Input { index } => {
+                self.src[id.index()] = Some(Src::Value(*index));
+                return Ok(());
+            }
+            Op::Param { .. } | Op::Const { .. } => return Ok(()),
+            Op::QuantizeI8 { scale } => {
+                let x = self.value_slot(node.args[0])?;
+                if self.precision == Precision::Fp32 {
+                    self.src[id.index()] = Some(Src::Value(x));
+                    return Ok(());
+                }
+                Step::Quantize { x, out: self.new_slot(), fixed: *scale }
+            }
+            Op::Dequantize => {
+                let x = self.value_slot(node.args[0])?;
+                let arg_ty = self.g.node(node.args[0]).ty.dtype;
+                if self.precision == Precision::Fp32 || arg_ty == DType::I32 {
+                    // Integer products are produced dequantized already.
+                    self.src[id.index()] = Some(Src::Value(x));
+                    return Ok(());
+                }
+                Step::Dequantize { x, out: self.new_slot() }
+            }
+            Op::Matmul | Op::Fused(_) => {
+                let mut epilogue = Epilogue::default();
+                if let Op::Fused(f) = &node.op {
+                    if f.base != FusedBase::Matmul {
+                        return unsupported("fused convolution");
+                    }
+                    let mut i = 2;
+                    if f.scale {
+                        epilogue.scale = Some(self.const_index(node.args[i])?);
+                        i += 1;
+                    }
+                    if f.bias {
+                        epilogue.bias = Some(self.const_index(node.args[i])?);
+                        i += 1;
+                    }
+                    if f.residual {
+                        epilogue.residual = Some(self.value_slot(node.args[i])?);
+                    }
+                    epilogue.act = f.act;
+                }
+                let x = self.value_slot(node.args[0])?;
+                let x_integer = self.precision == Precision::Ternary && self.g.node(node.args[0]).ty.dtype == DType::I8;
+                let weight = self.weight(id, node.args[1], x_integer, &epilogue)?;
+                if let WeightData::Tq2 { .. } = self.parts.weights[weight].data {
+                    epilogue.act_in_kernel = matches!(epilogue.act, Some(UnaryOp::Relu | UnaryOp::Relu6));
+                }
+                Step::Gemm { x, out: self.new_slot(), weight, epilogue }
+            }
+            Op::Unary(op) => Step::Unary { x: self.value_slot(node.args[0])?, out: self.new_slot(), op: *op },
+            Op::Binary(op) => {
+                let (a, b) = (self.arg(node.args[0])?, self.arg(node.args[1])?);
+                Step::Binary { a, b, out: self.new_slot(), op: *op }
+            }
+            Op::Softmax { axis } => {
+                Step::Softmax { x: self.value_slot(node.args[0])?, out: self.new_slot(), axis: *axis }
+            }
+            Op::Reshape { .. } => {
+                let x = self.arg(node.args[0])?;
+                Step::Reshape { x, out: self.new_slot(), shape: rt_shape(&node.ty.shape)? }
+            }
+            Op::Concat { axis } => {
+                let xs = node.args.iter().map(|a| self.arg(*a)).collect::<Result<_, _>>()?;
+                Step::Concat { xs, out: self.new_slot(), axis: *axis }
+            }
+            Op::Conv2d(_) => return unsupported("conv2d"),
+            Op::BatchNorm { .. } => return unsupported("batch_norm with run-time statistics"),
+            Op::MaxPool2d(_) => return unsupported("max_pool2d"),
+            Op::AvgPool2d(_) => return unsupported("avg_pool2d"),
+            Op::GlobalAvgPool => return unsupported("global_avg_pool"),
+        };
+        let out = match &step {
+            Step::Quantize { out, .. }
+            | Step::Dequantize { out, .. }
+            | Step::Gemm { out, .. }
+            | Step::Unary { out, .. }
+            | Step::Binary { out, .. }
+            | Step::Softmax { out, .. }
+            | Step::Reshape { out, .. }
+            | Step::Concat { out, .. } => *out,
+        };
+        self.src[id.index()] = Some(Src::Value(out));
+        self.parts.steps.push(step);
+        Ok(())
+    }
+}
+
+/// Slots each step reads.
+fn reads(step: &Step) -> Vec<usize> {
+    let v = |s: &Src| match s {
+        Src::Value(v) => Some(*v),
+        Src::Const(_) => None,
+    };
+    match step {
+        Step::Quantize { x, .. } | Step::Dequantize { x, .. } | Step::Unary { x, .. } | Step::Softmax { x, .. } => {
+            vec![*x]
+        }
+        Step::Gemm { x, epilogue, .. } => std::iter::once(*x).chain(epilogue.residual).collect(),
+        Step::Binary { a, b, .. } => [v(a), v(b)].into_iter().flatten().collect(),
+        Step::Reshape { x, .. } => v(x).into_iter().collect(),
+        Step::Concat { xs, .. } => xs.iter().filter_map(v).collect(),
+    }
+}
+
+/// Compiles an optimized graph with its weights at a precision into the runtime's model parts.
+pub fn compile_graph(
+    g: &Graph,
+    plan: Option<&KernelPlan>,
+    weights: &Weights,
+    precision: Precision,
+) -> Result<ModelParts, CodegenError> {
+    let prepared = interp::prepare(g, weights, precision).map_err(|e| CodegenError::Weights(e.to_string()))?;
+    let statics = interp::eval_statics(g, &prepared, precision);
+    let inputs = g
+        .inputs
+        .iter()
+        .map(|(name, id)| Ok((name.clone(), rt_shape(&g.node(*id).ty.shape)?)))
+        .collect::<Result<Vec<_>, CodegenError>>()?;
+    let mut l = Lowering {
+        g,
+        precision,
+        statics,
+        plan,
+        parts: ModelParts {
+            name: g.name.clone(),
+            slots: inputs.len(),
+            inputs,
+            outputs: Vec::new(),
+            consts: Vec::new(),
+            weights: Vec::new(),
+            steps: Vec::new(),
+            frees: Vec::new(),
+            kernels: Vec::new(),
+        },
+        src: vec![None; g.nodes.len()],
+        consts: HashMap::new(),
+        kernels: HashMap::new(),
+    };
+    let statics_mask = g.static_mask();
+    for (id, _) in g.nodes.iter() {
+        if !statics_mask[id.index()] {
+            l.node(id)?;
+        }
+    }
+    let outputs = g.outputs.iter().map(|o| l.arg(*o)).collect::<Result<Vec<_>, _>>()?;
+    let mut parts = l.parts;
+    parts.outputs = outputs;
+    // Free every slot after its last reader (outputs and inputs are kept).
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    for (i, s) in parts.steps.iter().enumerate() {
+        for r in reads(s) {
+            last.insert(r, i);
+        }
+    }
+    let kept: Vec<usize> =
+        parts.outputs.iter().filter_map(|s| if let Src::Value(v) = s { Some(*v) } else { None }).collect();
+    parts.frees = vec![Vec::new(); parts.steps.len()];
+    for (slot, step) in last {
+        if !kept.contains(&slot) && slot >= parts.inputs.len() {
+            parts.frees[step].push(slot);
+        }
+    }
+    Ok(parts)
+}

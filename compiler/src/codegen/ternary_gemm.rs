@@ -1,0 +1,320 @@
+//! The int8 x ternary GEMM kernel: one activation row against every output channel of a packed
+//! (tq2) weight, with the fused epilogue, specialised per layer shape.
+//!
+//! Rules:
+//! - Shapes are constants: `N`, `K` (so the padded row length and the block count), the tile of
+//!   output channels, the unroll factor and the epilogue are baked in; the kernel reads only
+//!   [`GemmArgs`] (ABI in `triton_runtime::kernel`).
+//! - The product is exact: `pmaddubsw(x, codes)` multiplies int8 activations by the unsigned
+//!   codes `w + 1` (at most 2 * 127 * 2 = 508 per pair), sums stay in 16 bits for at most 8
+//!   blocks (8 * 4 * 508 = 16256), then widen to 32 bits; finally `sum(code * x) - sum(x)`.
+//! - The epilogue runs in the order the interpreter does, each step rounded in f32:
+//!   `acc * (sx * alpha)`, `* scale`, `+ bias`, `+ residual`, activation. So on the integer
+//!   path the kernel equals the interpreter bit for bit.
+//! - Every load is `notrap readonly can_move` (weights, activations, epilogue vectors): without
+//!   it Cranelift keeps loaded vectors live and spills (../shared/notes/kernels.md).
+//! - The result is relocation-free (checked): all addresses come from the argument block.
+
+use cranelift_codegen::Context;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16X8, I32, I32X4, I64};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, Endianness, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use triton_runtime::kernel::GemmArgs;
+use triton_runtime::pack;
+
+use super::CodegenError;
+
+/// Activations a kernel applies itself (others run after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    Relu,
+    Relu6,
+}
+
+/// One kernel's specialization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmSpec {
+    pub n: usize,
+    pub k: usize,
+    /// Output channels per tile: 1..=4.
+    pub tile: usize,
+    /// Blocks per loop iteration (a divisor of the block count, at most 8); the block count
+    /// itself means no loop.
+    pub unroll: usize,
+    pub scale: bool,
+    pub bias: bool,
+    pub residual: bool,
+    pub act: Option<Act>,
+}
+
+impl GemmSpec {
+    pub fn blocks(&self) -> usize {
+        pack::padded_k(self.k) / pack::BLOCK
+    }
+
+    /// Tiles, counting a partial last one.
+    pub fn tiles(&self) -> usize {
+        self.n.div_ceil(self.tile)
+    }
+}
+
+fn ro() -> MemFlagsData {
+    MemFlagsData::new().with_notrap().with_readonly().with_can_move()
+}
+
+fn le() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+struct Fields {
+    x: Value,
+    w: Value,
+    alpha: Value,
+    scale: Value,
+    bias: Value,
+    residual: Value,
+    out: Value,
+    xsum: Value,
+    sx: Value,
+}
+
+/// Sums of `code * x` over the whole row for `channels` rows starting at channel `row0`, as an
+/// i32x4 with one lane per channel (lanes past `channels` are zero).
+fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value, channels: usize) -> Value {
+    let row_bytes = pack::row_bytes(s.k) as i64;
+    let rows: Vec<Value> = (0..channels)
+        .map(|c| {
+            let r = b.ins().iadd_imm_s(row0, c as i64);
+            let off = b.ins().imul_imm_s(r, row_bytes);
+            b.ins().iadd(f.w, off)
+        })
+        .collect();
+    let zero32 = {
+        let z = b.ins().iconst(I32, 0);
+        b.ins().splat(I32X4, z)
+    };
+    let mask = {
+        let m = b.ins().iconst(I8, 3);
+        b.ins().splat(I8X16, m)
+    };
+    let blocks = s.blocks();
+    let unroll = s.unroll.clamp(1, 8);
+    let iters = blocks / unroll;
+    // One group of `unroll` blocks starting at byte offset `xoff` of x (and `xoff / 4` of each row).
+    let group = |b: &mut FunctionBuilder<'_>, xbase: Value, wbases: &[Value], accs: &mut Vec<Value>| {
+        let mut sums16: Vec<Option<Value>> = vec![None; channels];
+        for u in 0..unroll {
+            let xv: Vec<Value> =
+                (0..4).map(|q| b.ins().load(I8X16, ro(), xbase, (u * pack::BLOCK + 16 * q) as i32)).collect();
+            for c in 0..channels {
+                let wv = b.ins().load(I8X16, ro(), wbases[c], (u * pack::BLOCK_BYTES) as i32);
+                let w16 = b.ins().bitcast(I16X8, le(), wv);
+                for (q, x) in xv.iter().enumerate() {
+                    let shifted = if q == 0 { w16 } else { b.ins().ushr_imm_u(w16, (2 * q) as i64) };
+                    let bytes = b.ins().bitcast(I8X16, le(), shifted);
+                    let codes = b.ins().band(bytes, mask);
+                    let p = b.ins().x86_pmaddubsw(*x, codes);
+                    sums16[c] = Some(match sums16[c] {
+                        None => p,
+                        Some(acc) => b.ins().iadd(acc, p),
+                    });
+                }
+            }
+        }
+        for c in 0..channels {
+            if let Some(v) = sums16[c] {
+                let lo = b.ins().swiden_low(v);
+                let hi = b.ins().swiden_high(v);
+                let pairs = b.ins().iadd_pairwise(lo, hi);
+                accs[c] = b.ins().iadd(accs[c], pairs);
+            }
+        }
+    };
+    let mut accs = vec![zero32; channels];
+    if iters <= 1 {
+        group(b, f.x, &rows, &mut accs);
+    } else {
+        // for j in 0..iters: the accumulators and the byte offset are block parameters.
+        let head = b.create_block();
+        let body = b.create_block();
+        let done = b.create_block();
+        let j = b.append_block_param(head, I64);
+        let acc_params: Vec<Value> = (0..channels).map(|_| b.append_block_param(head, I32X4)).collect();
+        let done_params: Vec<Value> = (0..channels).map(|_| b.append_block_param(done, I32X4)).collect();
+        let zero = b.ins().iconst(I64, 0);
+        let mut args = vec![BlockArg::from(zero)];
+        args.extend(accs.iter().map(|a| BlockArg::from(*a)));
+        b.ins().jump(head, &args);
+        b.switch_to_block(head);
+        let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, j, iters as i64);
+        let pass: Vec<_> = acc_params.iter().map(|a| BlockArg::from(*a)).collect();
+        b.ins().brif(more, body, &[], done, &pass);
+        b.switch_to_block(body);
+        let xoff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK) as i64);
+        let xbase = b.ins().iadd(f.x, xoff);
+        let woff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK_BYTES) as i64);
+        let wbases: Vec<Value> = rows.iter().map(|r| b.ins().iadd(*r, woff)).collect();
+        let mut next = acc_params.clone();
+        group(b, xbase, &wbases, &mut next);
+        let j1 = b.ins().iadd_imm_s(j, 1);
+        let mut args = vec![BlockArg::from(j1)];
+        args.extend(next.iter().map(|a| BlockArg::from(*a)));
+        b.ins().jump(head, &args);
+        b.switch_to_block(done);
+        accs = done_params;
+    }
+    // Horizontal sums: lane c of the result is the sum of accs[c]'s four lanes.
+    while accs.len() < 4 {
+        accs.push(zero32);
+    }
+    let ab = b.ins().iadd_pairwise(accs[0], accs[1]);
+    let cd = b.ins().iadd_pairwise(accs[2], accs[3]);
+    b.ins().iadd_pairwise(ab, cd)
+}
+
+/// Applies the epilogue to the sums of `channels` channels starting at `row0` and stores them.
+fn emit_epilogue(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value, sums: Value, channels: usize) {
+    let xsum = b.ins().splat(I32X4, f.xsum);
+    let acc = b.ins().isub(sums, xsum);
+    let accf = b.ins().fcvt_from_sint(F32X4, acc);
+    let byte_off = b.ins().imul_imm_s(row0, 4);
+    // A full tile loads and stores vectors; a partial one goes lane by lane.
+    let load_vec = |b: &mut FunctionBuilder<'_>, base: Value| -> Value {
+        let p = b.ins().iadd(base, byte_off);
+        if channels == 4 {
+            b.ins().load(F32X4, ro(), p, 0)
+        } else {
+            let z = b.ins().f32const(0.0);
+            let mut v = b.ins().splat(F32X4, z);
+            for c in 0..channels {
+                let e = b.ins().load(F32, ro(), p, (4 * c) as i32);
+                v = b.ins().insertlane(v, e, c as u8);
+            }
+            v
+        }
+    };
+    let sx = b.ins().splat(F32X4, f.sx);
+    let alpha = load_vec(b, f.alpha);
+    let s1 = b.ins().fmul(sx, alpha);
+    let mut y = b.ins().fmul(accf, s1);
+    if s.scale {
+        let v = load_vec(b, f.scale);
+        y = b.ins().fmul(y, v);
+    }
+    if s.bias {
+        let v = load_vec(b, f.bias);
+        y = b.ins().fadd(y, v);
+    }
+    if s.residual {
+        let v = load_vec(b, f.residual);
+        y = b.ins().fadd(y, v);
+    }
+    if let Some(act) = s.act {
+        let z = b.ins().f32const(0.0);
+        let zero = b.ins().splat(F32X4, z);
+        // max(y, 0) as Rust computes it (a NaN becomes 0): y > 0 ? y : 0.
+        let pos = b.ins().fcmp(FloatCC::GreaterThan, y, zero);
+        let pos = b.ins().bitcast(F32X4, le(), pos);
+        y = b.ins().bitselect(pos, y, zero);
+        if act == Act::Relu6 {
+            let six = b.ins().f32const(6.0);
+            let six = b.ins().splat(F32X4, six);
+            let big = b.ins().fcmp(FloatCC::GreaterThan, y, six);
+            let big = b.ins().bitcast(F32X4, le(), big);
+            y = b.ins().bitselect(big, six, y);
+        }
+    }
+    let p = b.ins().iadd(f.out, byte_off);
+    let st = MemFlagsData::new().with_notrap();
+    if channels == 4 {
+        b.ins().store(st, y, p, 0);
+    } else {
+        for c in 0..channels {
+            let e = b.ins().extractlane(y, c as u8);
+            b.ins().store(st, e, p, (4 * c) as i32);
+        }
+    }
+}
+
+/// Compiles a kernel; returns its machine code (code then constant pool, relocation-free).
+pub fn compile(s: &GemmSpec) -> Result<Vec<u8>, CodegenError> {
+    if s.n == 0 || s.k == 0 || !(1..=4).contains(&s.tile) {
+        return Err(CodegenError::Unsupported(format!("kernel shape {s:?}")));
+    }
+    let isa = super::isa::host()?;
+    let ptr = isa.pointer_type();
+    let mut sig = Signature::new(isa.default_call_conv());
+    sig.params.push(AbiParam::new(ptr));
+    let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let args = b.block_params(entry)[0];
+    let o = GemmArgs::OFFSETS;
+    let mut field = |ty, i: usize| b.ins().load(ty, ro(), args, o[i]);
+    let f = Fields {
+        x: field(I64, 0),
+        w: field(I64, 1),
+        alpha: field(I64, 2),
+        scale: field(I64, 3),
+        bias: field(I64, 4),
+        residual: field(I64, 5),
+        out: field(I64, 6),
+        xsum: field(I32, 7),
+        sx: field(F32, 8),
+    };
+    let tile_begin = b.ins().load(I64, ro(), args, o[9]);
+    let tile_end = b.ins().load(I64, ro(), args, o[10]);
+    let full = (s.n / s.tile) as i64;
+    let rem = s.n % s.tile;
+    let full_v = b.ins().iconst(I64, full);
+    let end_full = b.ins().umin(tile_end, full_v);
+
+    let head = b.create_block();
+    let body = b.create_block();
+    let tail = b.create_block();
+    let exit = b.create_block();
+    let t = b.append_block_param(head, I64);
+    b.ins().jump(head, &[tile_begin.into()]);
+    b.switch_to_block(head);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, t, end_full);
+    b.ins().brif(more, body, &[], tail, &[]);
+    b.switch_to_block(body);
+    let row0 = b.ins().imul_imm_s(t, s.tile as i64);
+    let sums = emit_tile(&mut b, s, &f, row0, s.tile);
+    emit_epilogue(&mut b, s, &f, row0, sums, s.tile);
+    let t1 = b.ins().iadd_imm_s(t, 1);
+    b.ins().jump(head, &[t1.into()]);
+    b.switch_to_block(tail);
+    if rem > 0 {
+        let partial = b.create_block();
+        let wants = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, tile_end, full);
+        b.ins().brif(wants, partial, &[], exit, &[]);
+        b.switch_to_block(partial);
+        let row0 = b.ins().iconst(I64, full * s.tile as i64);
+        let sums = emit_tile(&mut b, s, &f, row0, rem);
+        emit_epilogue(&mut b, s, &f, row0, sums, rem);
+        b.ins().jump(exit, &[]);
+    } else {
+        b.ins().jump(exit, &[]);
+    }
+    b.switch_to_block(exit);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(isa.frontend_config());
+
+    let mut ctx = Context::for_function(func);
+    let code = ctx
+        .compile(&*isa, &mut ControlPlane::default())
+        .map_err(|e| CodegenError::Cranelift(format!("{:?}", e.inner)))?;
+    if !code.buffer.relocs().is_empty() {
+        return Err(CodegenError::Cranelift(format!("kernel has {} relocations", code.buffer.relocs().len())));
+    }
+    Ok(code.code_buffer().to_vec())
+}

@@ -1,0 +1,114 @@
+//! JIT kernels as the runtime sees them: relocation-free machine code mapped executable, and the
+//! argument block every ternary GEMM kernel reads.
+//!
+//! Rules:
+//! - A kernel is a leaf function `extern "C" fn(*const GemmArgs)` with no relocations: every
+//!   pointer arrives in [`GemmArgs`], constants sit in the function's own RIP-relative pool. So
+//!   its bytes can be copied (or, later, mapped from an artifact) anywhere and run.
+//! - [`CodeMemory`] owns the executable mapping; it is immutable once made (W^X: written while
+//!   anonymous read-write, then switched to read-execute).
+//! - Calling a kernel is `unsafe`: the caller guarantees the pointers in [`GemmArgs`] cover
+//!   what the kernel's specialization reads and writes (the plan builder checks the sizes).
+
+use std::fmt;
+
+/// Arguments of a ternary GEMM kernel for one activation row. Layout is part of the kernel ABI:
+/// the code generator reads fields at these offsets (see [`GemmArgs::OFFSETS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GemmArgs {
+    /// Int8 activations of the row, `k_pad` bytes, zero past `K`.
+    pub x: *const i8,
+    /// Packed weights (tq2), `N` rows of `k_pad / 4` bytes.
+    pub w: *const u8,
+    /// Per output channel: the weight's scale (alpha).
+    pub alpha: *const f32,
+    /// Per output channel epilogue scale (read only when the kernel has one).
+    pub scale: *const f32,
+    /// Per output channel bias (read only when the kernel has one).
+    pub bias: *const f32,
+    /// Residual row, `N` values (read only when the kernel has one).
+    pub residual: *const f32,
+    /// Output row, `N` values.
+    pub out: *mut f32,
+    /// Sum of the row's int8 activations (removes the +1 offset of the codes).
+    pub xsum: i32,
+    /// The row's activation scale.
+    pub sx: f32,
+    /// Tiles of output channels to compute: `[tile_begin, tile_end)`; the last tile may be partial.
+    pub tile_begin: u64,
+    pub tile_end: u64,
+}
+
+impl GemmArgs {
+    /// Byte offsets of the fields, in declaration order.
+    pub const OFFSETS: [i32; 11] = [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 72];
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<GemmArgs>() == 80);
+    assert!(std::mem::offset_of!(GemmArgs, xsum) == 56);
+    assert!(std::mem::offset_of!(GemmArgs, sx) == 60);
+    assert!(std::mem::offset_of!(GemmArgs, tile_end) == 72);
+};
+
+/// A kernel's entry point.
+pub type KernelFn = unsafe extern "C" fn(*const GemmArgs);
+
+/// Machine code of several kernels in one read-execute mapping.
+pub struct CodeMemory {
+    map: memmap2::Mmap,
+    /// Entry offsets, one per kernel.
+    offsets: Vec<usize>,
+}
+
+impl fmt::Debug for CodeMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CodeMemory").field("bytes", &self.map.len()).field("kernels", &self.offsets.len()).finish()
+    }
+}
+
+/// Code memory could not be mapped.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot map kernel code executable: {0}")]
+pub struct MapError(#[from] std::io::Error);
+
+/// Kernels start on 16-byte boundaries.
+pub const CODE_ALIGN: usize = 16;
+
+impl CodeMemory {
+    /// Copies kernels' code into a fresh mapping and makes it executable.
+    pub fn new(kernels: &[Vec<u8>]) -> Result<CodeMemory, MapError> {
+        let mut offsets = Vec::with_capacity(kernels.len());
+        let mut len = 0;
+        for k in kernels {
+            offsets.push(len);
+            len = (len + k.len()).div_ceil(CODE_ALIGN) * CODE_ALIGN;
+        }
+        let mut map = memmap2::MmapMut::map_anon(len.max(CODE_ALIGN))?;
+        for (k, &off) in kernels.iter().zip(&offsets) {
+            map[off..off + k.len()].copy_from_slice(k);
+        }
+        Ok(CodeMemory { map: map.make_exec()?, offsets })
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    pub fn code_bytes(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The entry point of kernel `i`.
+    pub fn entry(&self, i: usize) -> KernelFn {
+        let ptr = self.map[self.offsets[i]..].as_ptr();
+        // SAFETY: the mapping is executable and kernel `i` starts at this offset with the
+        // `KernelFn` ABI (the code generator's contract); it lives as long as `self`.
+        unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
+    }
+}

@@ -1,0 +1,604 @@
+//! A compiled model and how it runs: a list of steps over value slots, with constants (the
+//! parameter-only values, computed at compile time), packed weights and JIT kernels.
+//!
+//! Rules:
+//! - [`Model::run`] validates every input against the signature before any step runs; a wrong
+//!   rank, size or batch is a [`RunError`] naming the expected shape, never undefined behaviour.
+//! - Steps compute exactly what the interpreter's ops compute, in the same order of f32
+//!   operations where the result is meant to be bit-exact (integer products and their
+//!   epilogues); float GEMMs use matrixmultiply (through ndarray) and differ from the
+//!   interpreter's f64 accumulation by rounding only.
+//! - Before a kernel is called, every buffer it reads or writes is checked against the sizes its
+//!   specialization implies; a mismatch is an internal error, not a call.
+//! - A `Model` is `Send + Sync`: `run` takes `&self` and keeps its values in per-call storage,
+//!   so many threads may run one model at once.
+
+use std::fmt;
+
+use ndarray::{Array2, ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
+
+use crate::kernel::{CodeMemory, GemmArgs, MapError};
+use crate::ops::{BinaryOp, UnaryOp, absmax_scale, quantize};
+use crate::pack;
+
+/// A dimension as a function of the batch size `B`: `batch * B + fixed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtDim {
+    pub batch: usize,
+    pub fixed: usize,
+}
+
+impl RtDim {
+    pub fn eval(self, b: usize) -> usize {
+        self.batch * b + self.fixed
+    }
+}
+
+impl fmt::Display for RtDim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.batch, self.fixed) {
+            (0, n) => write!(f, "{n}"),
+            (1, 0) => write!(f, "B"),
+            (k, 0) => write!(f, "{k}*B"),
+            (1, n) => write!(f, "B + {n}"),
+            (k, n) => write!(f, "{k}*B + {n}"),
+        }
+    }
+}
+
+/// A shape in terms of the batch size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape(pub Vec<RtDim>);
+
+impl Shape {
+    pub fn eval(&self, b: usize) -> Vec<usize> {
+        self.0.iter().map(|d| d.eval(b)).collect()
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dims: Vec<String> = self.0.iter().map(|d| d.to_string()).collect();
+        write!(f, "[{}]", dims.join(", "))
+    }
+}
+
+/// An operand: a value computed by a step (or an input), or a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Src {
+    Value(usize),
+    Const(usize),
+}
+
+/// How a GEMM's weight is stored and multiplied.
+#[derive(Clone, Debug)]
+pub enum WeightData {
+    /// tq2-packed trits, multiplied by JIT kernel `kernel` (int8 activations only).
+    Tq2 { packed: Vec<u8>, kernel: usize, tile: usize },
+    /// Dense `[K, N]` f32 values (trit or int8 codes for quantized weights) for an f32 GEMM.
+    Dense { w_t: Array2<f32> },
+}
+
+#[derive(Clone, Debug)]
+pub struct GemmWeight {
+    pub name: String,
+    pub n: usize,
+    pub k: usize,
+    pub data: WeightData,
+    /// Per output channel scale of a quantized weight; `None` for f32 weights.
+    pub alpha: Option<Vec<f32>>,
+}
+
+/// What follows a product, in this order: scale, bias, residual, activation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Epilogue {
+    pub scale: Option<usize>,
+    pub bias: Option<usize>,
+    pub residual: Option<usize>,
+    pub act: Option<UnaryOp>,
+    /// The kernel applies `act` itself.
+    pub act_in_kernel: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Per-sample absmax int8 quantization (or a fixed scale) of the last axis' rows.
+    Quantize {
+        x: usize,
+        out: usize,
+        fixed: Option<f32>,
+    },
+    Dequantize {
+        x: usize,
+        out: usize,
+    },
+    /// `x [..., K] . w [N, K]^T` with the epilogue; integer when `x` is quantized.
+    Gemm {
+        x: usize,
+        out: usize,
+        weight: usize,
+        epilogue: Epilogue,
+    },
+    Unary {
+        x: usize,
+        out: usize,
+        op: UnaryOp,
+    },
+    Binary {
+        a: Src,
+        b: Src,
+        out: usize,
+        op: BinaryOp,
+    },
+    Softmax {
+        x: usize,
+        out: usize,
+        axis: usize,
+    },
+    Reshape {
+        x: Src,
+        out: usize,
+        shape: Shape,
+    },
+    Concat {
+        xs: Vec<Src>,
+        out: usize,
+        axis: usize,
+    },
+}
+
+/// Everything a model is made of; the code generator builds it, [`Model::from_parts`] maps it.
+#[derive(Clone, Debug)]
+pub struct ModelParts {
+    pub name: String,
+    /// Inputs: name, shape; input `i` is value slot `i`.
+    pub inputs: Vec<(String, Shape)>,
+    pub outputs: Vec<Src>,
+    pub consts: Vec<ArrayD<f32>>,
+    pub weights: Vec<GemmWeight>,
+    pub steps: Vec<Step>,
+    /// Per step, the value slots that die after it.
+    pub frees: Vec<Vec<usize>>,
+    pub slots: usize,
+    /// Machine code of each kernel.
+    pub kernels: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error("the model takes {expected} inputs, got {got}")]
+    InputCount { expected: usize, got: usize },
+    #[error("input `{name}` must have shape {expected}, got {got:?}: {why}")]
+    InputShape { name: String, expected: String, got: Vec<usize>, why: String },
+    #[error("internal error in step {step}: {why}")]
+    Internal { step: usize, why: String },
+}
+
+/// A runnable model.
+pub struct Model {
+    parts: ModelParts,
+    code: CodeMemory,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.parts.name)
+            .field("steps", &self.parts.steps.len())
+            .field("code", &self.code)
+            .finish()
+    }
+}
+
+/// Quantized rows: `rows` of `k` values padded to `k_pad`, with a scale and a sum per row.
+#[derive(Clone, Debug)]
+struct QTensor {
+    shape: Vec<usize>,
+    k: usize,
+    k_pad: usize,
+    data: Vec<i8>,
+    row_scale: Vec<f32>,
+    row_sum: Vec<i32>,
+}
+
+#[derive(Clone, Debug)]
+enum Val {
+    F32(ArrayD<f32>),
+    Q(QTensor),
+}
+
+/// A product's per-channel epilogue scale and bias.
+type ScaleBias<'a> = (Option<&'a [f32]>, Option<&'a [f32]>);
+
+fn internal(step: usize, why: impl Into<String>) -> RunError {
+    RunError::Internal { step, why: why.into() }
+}
+
+impl Model {
+    /// Maps the kernels and prepares a thread pool of `threads` threads (0: all cores; 1: run
+    /// on the calling thread).
+    pub fn from_parts(parts: ModelParts, threads: usize) -> Result<Model, MapError> {
+        let code = CodeMemory::new(&parts.kernels)?;
+        let pool = match threads {
+            1 => None,
+            n => rayon::ThreadPoolBuilder::new().num_threads(n).build().ok(),
+        };
+        Ok(Model { parts, code, pool })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.parts.name
+    }
+
+    pub fn parts(&self) -> &ModelParts {
+        &self.parts
+    }
+
+    /// Inputs' names and shapes (`B` is the free batch size).
+    pub fn inputs(&self) -> &[(String, Shape)] {
+        &self.parts.inputs
+    }
+
+    /// Bytes of machine code mapped.
+    pub fn code_bytes(&self) -> usize {
+        self.code.code_bytes()
+    }
+
+    fn batch_of(&self, inputs: &[ArrayD<f32>]) -> Result<usize, RunError> {
+        if inputs.len() != self.parts.inputs.len() {
+            return Err(RunError::InputCount { expected: self.parts.inputs.len(), got: inputs.len() });
+        }
+        let mut batch = None;
+        for ((name, shape), x) in self.parts.inputs.iter().zip(inputs) {
+            let fail = |why: String| RunError::InputShape {
+                name: name.clone(),
+                expected: shape.to_string(),
+                got: x.shape().to_vec(),
+                why,
+            };
+            if shape.0.len() != x.ndim() {
+                return Err(fail(format!("expected {} dimensions, got {}", shape.0.len(), x.ndim())));
+            }
+            for (i, (d, &n)) in shape.0.iter().zip(x.shape()).enumerate() {
+                if d.batch == 0 {
+                    if n != d.fixed {
+                        return Err(fail(format!("dimension {i} is {n}, expected {}", d.fixed)));
+                    }
+                    continue;
+                }
+                let b = n.checked_sub(d.fixed).filter(|r| r % d.batch == 0).map(|r| r / d.batch);
+                match (b, batch) {
+                    (Some(b), None) if b >= 1 => batch = Some(b),
+                    (Some(b), Some(prev)) if b == prev => {}
+                    (Some(0), _) => return Err(fail("the batch `B` must be at least 1".into())),
+                    (_, Some(prev)) => {
+                        return Err(fail(format!("dimension {i} is {n}, expected {} with B = {prev}", d.eval(prev))));
+                    }
+                    (None, None) => return Err(fail(format!("dimension {i} is {n}, not of the form {d}"))),
+                    (Some(b), None) => return Err(fail(format!("dimension {i} gives B = {b}"))),
+                }
+            }
+        }
+        Ok(batch.unwrap_or(1))
+    }
+
+    /// Runs the model on f32 inputs (batch dimension free); returns its outputs.
+    pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
+        let batch = self.batch_of(inputs)?;
+        match &self.pool {
+            Some(pool) => pool.install(|| self.run_steps(inputs, batch)),
+            None => self.run_steps(inputs, batch),
+        }
+    }
+
+    fn run_steps(&self, inputs: &[ArrayD<f32>], batch: usize) -> Result<Vec<ArrayD<f32>>, RunError> {
+        let p = &self.parts;
+        let mut vals: Vec<Option<Val>> = vec![None; p.slots];
+        for (i, x) in inputs.iter().enumerate() {
+            vals[i] = Some(Val::F32(x.as_standard_layout().into_owned()));
+        }
+        for (si, step) in p.steps.iter().enumerate() {
+            let (out, v) = self.step(si, step, &vals, batch)?;
+            vals[out] = Some(v);
+            for &f in &p.frees[si] {
+                vals[f] = None;
+            }
+        }
+        p.outputs
+            .iter()
+            .map(|o| match *o {
+                Src::Const(c) => Ok(p.consts[c].clone()),
+                Src::Value(v) => match vals[v].take() {
+                    Some(Val::F32(a)) => Ok(a),
+                    Some(Val::Q(q)) => Ok(dequantize(&q)),
+                    None => Err(internal(p.steps.len(), format!("output slot {v} was not computed"))),
+                },
+            })
+            .collect()
+    }
+
+    fn f32_of<'a>(&'a self, si: usize, vals: &'a [Option<Val>], s: Src) -> Result<&'a ArrayD<f32>, RunError> {
+        match s {
+            Src::Const(c) => self.parts.consts.get(c).ok_or_else(|| internal(si, format!("no constant {c}"))),
+            Src::Value(v) => match vals.get(v) {
+                Some(Some(Val::F32(a))) => Ok(a),
+                _ => Err(internal(si, format!("slot {v} holds no f32 value"))),
+            },
+        }
+    }
+
+    fn step(&self, si: usize, step: &Step, vals: &[Option<Val>], batch: usize) -> Result<(usize, Val), RunError> {
+        let f32v = |s: Src| self.f32_of(si, vals, s);
+        Ok(match step {
+            Step::Quantize { x, out, fixed } => (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?, *fixed))),
+            Step::Dequantize { x, out } => match &vals[*x] {
+                Some(Val::Q(q)) => (*out, Val::F32(dequantize(q))),
+                _ => return Err(internal(si, "dequantize of a value that is not quantized")),
+            },
+            Step::Gemm { x, out, weight, epilogue } => {
+                let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
+                let y = match &vals[*x] {
+                    Some(Val::Q(q)) => self.gemm_q(si, q, w, epilogue, vals)?,
+                    Some(Val::F32(a)) => self.gemm_f32(si, a, w, epilogue, vals)?,
+                    None => return Err(internal(si, "gemm input missing")),
+                };
+                (*out, Val::F32(y))
+            }
+            Step::Unary { x, out, op } => (*out, Val::F32(f32v(Src::Value(*x))?.mapv(|v| op.apply(v)))),
+            Step::Binary { a, b, out, op } => {
+                let (a, b) = (f32v(*a)?, f32v(*b)?);
+                let y = match op {
+                    BinaryOp::Add => a + b,
+                    BinaryOp::Sub => a - b,
+                    BinaryOp::Mul => a * b,
+                    BinaryOp::Div => a / b,
+                };
+                (*out, Val::F32(y))
+            }
+            Step::Softmax { x, out, axis } => (*out, Val::F32(crate::ops::softmax(f32v(Src::Value(*x))?, *axis))),
+            Step::Reshape { x, out, shape } => {
+                let a = f32v(*x)?;
+                let dims = shape.eval(batch);
+                let y = a
+                    .as_standard_layout()
+                    .into_owned()
+                    .into_shape_with_order(IxDyn(&dims))
+                    .map_err(|e| internal(si, format!("reshape to {dims:?}: {e}")))?;
+                (*out, Val::F32(y))
+            }
+            Step::Concat { xs, out, axis } => {
+                let views: Vec<_> = xs.iter().map(|s| f32v(*s).map(|a| a.view())).collect::<Result<_, _>>()?;
+                let y = ndarray::concatenate(Axis(*axis), &views).map_err(|e| internal(si, e.to_string()))?;
+                (*out, Val::F32(y))
+            }
+        })
+    }
+
+    fn epilogue_vectors<'a>(
+        &'a self,
+        si: usize,
+        w: &GemmWeight,
+        e: &Epilogue,
+    ) -> Result<ScaleBias<'a>, RunError> {
+        let vector = |c: Option<usize>| -> Result<Option<&'a [f32]>, RunError> {
+            match c {
+                None => Ok(None),
+                Some(c) => {
+                    let a = self.parts.consts.get(c).ok_or_else(|| internal(si, "no such constant"))?;
+                    match a.as_slice() {
+                        Some(s) if s.len() == w.n => Ok(Some(s)),
+                        _ => Err(internal(si, format!("epilogue vector of {} values, expected {}", a.len(), w.n))),
+                    }
+                }
+            }
+        };
+        Ok((vector(e.scale)?, vector(e.bias)?))
+    }
+
+    fn residual<'a>(
+        &self,
+        si: usize,
+        e: &Epilogue,
+        vals: &'a [Option<Val>],
+        len: usize,
+    ) -> Result<Option<&'a [f32]>, RunError> {
+        match e.residual {
+            None => Ok(None),
+            Some(r) => match &vals[r] {
+                Some(Val::F32(a)) if a.len() == len => {
+                    Ok(Some(a.as_slice().ok_or_else(|| internal(si, "residual not contiguous"))?))
+                }
+                _ => Err(internal(si, "residual missing or of another size")),
+            },
+        }
+    }
+
+    /// Integer product of quantized rows.
+    fn gemm_q(
+        &self,
+        si: usize,
+        q: &QTensor,
+        w: &GemmWeight,
+        e: &Epilogue,
+        vals: &[Option<Val>],
+    ) -> Result<ArrayD<f32>, RunError> {
+        let rows = q.row_scale.len();
+        let n = w.n;
+        if q.k != w.k {
+            return Err(internal(si, format!("activations have {} features, the weight {}", q.k, w.k)));
+        }
+        let alpha = w.alpha.as_deref().ok_or_else(|| internal(si, "integer product with an f32 weight"))?;
+        let (scale, bias) = self.epilogue_vectors(si, w, e)?;
+        let residual = self.residual(si, e, vals, rows * n)?;
+        let mut shape = q.shape.clone();
+        if let Some(l) = shape.last_mut() {
+            *l = n;
+        }
+        let mut out = vec![0f32; rows * n];
+        match &w.data {
+            WeightData::Tq2 { packed, kernel, tile } => {
+                let (k_pad, tiles) = (pack::padded_k(w.k), n.div_ceil(*tile));
+                let sizes_ok = q.k_pad == k_pad
+                    && q.data.len() == rows * k_pad
+                    && packed.len() == n * pack::row_bytes(w.k)
+                    && alpha.len() == n
+                    && *kernel < self.code.len();
+                if !sizes_ok {
+                    return Err(internal(si, "kernel buffers do not match its specialization"));
+                }
+                let f = self.code.entry(*kernel);
+                // Rows (or channel ranges of one row) go to different threads; each kernel call
+                // writes only its own row's channels of its own tiles.
+                let out_base = out.as_mut_ptr() as usize;
+                let run = |r: usize, t0: usize, t1: usize| {
+                    let args = GemmArgs {
+                        x: q.data[r * k_pad..].as_ptr(),
+                        w: packed.as_ptr(),
+                        alpha: alpha.as_ptr(),
+                        scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
+                        bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
+                        residual: residual.map_or(std::ptr::null(), |s| s[r * n..].as_ptr()),
+                        out: (out_base as *mut f32).wrapping_add(r * n),
+                        xsum: q.row_sum[r],
+                        sx: q.row_scale[r],
+                        tile_begin: t0 as u64,
+                        tile_end: t1 as u64,
+                    };
+                    // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
+                    // sizes of x (k_pad), w (n rows), alpha/scale/bias (n), residual and out
+                    // (n per row) were checked above, and no two calls write the same channels.
+                    unsafe { f(&args) };
+                };
+                let threads = rayon::current_num_threads();
+                if rows == 1 && threads > 1 && tiles >= 2 * threads {
+                    let per = tiles.div_ceil(threads);
+                    (0..threads).into_par_iter().for_each(|i| run(0, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
+                } else if threads > 1 && rows > 1 {
+                    (0..rows).into_par_iter().for_each(|r| run(r, 0, tiles));
+                } else {
+                    (0..rows).for_each(|r| run(r, 0, tiles));
+                }
+            }
+            WeightData::Dense { w_t } => {
+                let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
+                let acc = x.dot(w_t);
+                for (r, (o, a)) in out.chunks_mut(n).zip(acc.outer_iter()).enumerate() {
+                    let sx = q.row_scale[r];
+                    for c in 0..n {
+                        o[c] = a[c] * (sx * alpha[c]);
+                    }
+                }
+                finish(&mut out, n, scale, bias, residual, e.act);
+            }
+        }
+        if let (Some(act), false, WeightData::Tq2 { .. }) = (e.act, e.act_in_kernel, &w.data) {
+            out.iter_mut().for_each(|v| *v = act.apply(*v));
+        }
+        ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| internal(si, e.to_string()))
+    }
+
+    /// Float product: f32 activations with f32 weights, or trit/int8 codes scaled by alpha.
+    fn gemm_f32(
+        &self,
+        si: usize,
+        x: &ArrayD<f32>,
+        w: &GemmWeight,
+        e: &Epilogue,
+        vals: &[Option<Val>],
+    ) -> Result<ArrayD<f32>, RunError> {
+        let WeightData::Dense { w_t } = &w.data else {
+            return Err(internal(si, "f32 activations need a dense weight"));
+        };
+        let rows = x.len() / w.k.max(1);
+        let x2 = x
+            .view()
+            .into_shape_with_order((rows, w.k))
+            .map_err(|_| internal(si, format!("activations of shape {:?} are not rows of {}", x.shape(), w.k)))?;
+        let mut acc = x2.dot(w_t);
+        if let Some(alpha) = &w.alpha {
+            for mut row in acc.outer_iter_mut() {
+                row.zip_mut_with(&ndarray::ArrayView1::from(alpha.as_slice()), |v, a| *v *= a);
+            }
+        }
+        let (scale, bias) = self.epilogue_vectors(si, w, e)?;
+        let residual = self.residual(si, e, vals, rows * w.n)?;
+        let mut out = acc.into_raw_vec_and_offset().0;
+        finish(&mut out, w.n, scale, bias, residual, e.act);
+        let mut shape = x.shape().to_vec();
+        if let Some(l) = shape.last_mut() {
+            *l = w.n;
+        }
+        ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| internal(si, e.to_string()))
+    }
+}
+
+/// The epilogue after the product's own scaling, in the interpreter's order.
+fn finish(
+    out: &mut [f32],
+    n: usize,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    for (r, row) in out.chunks_mut(n).enumerate() {
+        if let Some(s) = scale {
+            row.iter_mut().zip(s).for_each(|(v, s)| *v *= s);
+        }
+        if let Some(b) = bias {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+        if let Some(res) = residual {
+            row.iter_mut().zip(&res[r * n..(r + 1) * n]).for_each(|(v, x)| *v += x);
+        }
+        if let Some(a) = act {
+            row.iter_mut().for_each(|v| *v = a.apply(*v));
+        }
+    }
+}
+
+/// Quantizes per sample (dimension 0; per tensor below rank 2) into rows of the last axis.
+fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>) -> QTensor {
+    let shape = x.shape().to_vec();
+    let k = shape.last().copied().unwrap_or(1).max(1);
+    let k_pad = pack::padded_k(k);
+    let x = x.as_standard_layout();
+    let all = x.as_slice().unwrap_or(&[]);
+    let rows = all.len() / k;
+    let samples = if shape.len() >= 2 { shape[0].max(1) } else { 1 };
+    let per_sample = all.len() / samples;
+    let mut data = vec![0i8; rows * k_pad];
+    let mut row_scale = vec![0f32; rows];
+    let mut row_sum = vec![0i32; rows];
+    for s in 0..samples {
+        let sample = &all[s * per_sample..(s + 1) * per_sample];
+        let (scale, factor) = match fixed {
+            Some(f) => (f, 1.0 / f),
+            None => absmax_scale(sample),
+        };
+        for (i, row) in sample.chunks(k).enumerate() {
+            let r = s * per_sample / k + i;
+            let dst = &mut data[r * k_pad..r * k_pad + k];
+            let mut sum = 0i32;
+            for (d, v) in dst.iter_mut().zip(row) {
+                *d = quantize(*v, factor);
+                sum += *d as i32;
+            }
+            row_scale[r] = scale;
+            row_sum[r] = sum;
+        }
+    }
+    QTensor { shape, k, k_pad, data, row_scale, row_sum }
+}
+
+fn dequantize(q: &QTensor) -> ArrayD<f32> {
+    let rows = q.row_scale.len();
+    let mut out = Vec::with_capacity(rows * q.k);
+    for r in 0..rows {
+        let s = q.row_scale[r];
+        out.extend(q.data[r * q.k_pad..r * q.k_pad + q.k].iter().map(|v| *v as f32 * s));
+    }
+    ArrayD::from_shape_vec(IxDyn(&q.shape), out).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&q.shape)))
+}
