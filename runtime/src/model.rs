@@ -376,12 +376,7 @@ impl Model {
         })
     }
 
-    fn epilogue_vectors<'a>(
-        &'a self,
-        si: usize,
-        w: &GemmWeight,
-        e: &Epilogue,
-    ) -> Result<ScaleBias<'a>, RunError> {
+    fn epilogue_vectors<'a>(&'a self, si: usize, w: &GemmWeight, e: &Epilogue) -> Result<ScaleBias<'a>, RunError> {
         let vector = |c: Option<usize>| -> Result<Option<&'a [f32]>, RunError> {
             match c {
                 None => Ok(None),

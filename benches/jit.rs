@@ -1,0 +1,66 @@
+//! JIT kernels and end-to-end inference.
+//!
+//! - `gemv`: the ternary GEMV of issue 4's target shape, m=4096 k=14336 n=1, one thread, int8
+//!   activations (the time includes quantizing the 14336 activations); GFLOPS = 2 m k / time.
+//! - `mlp`: examples/mnist_mlp.tri at batch 1 and 1024, one thread: ternary (-O3, int8
+//!   activations, JIT kernels) against the FP32 baseline of the same model (matrixmultiply GEMM).
+//!
+//! `cargo bench --bench jit`
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::{ArrayD, IxDyn};
+use triton::compiler::interp::{Precision, Weights};
+use triton::compiler::ir;
+use triton::compiler::passes::{self, OptLevel};
+use triton::compiler::source::FileId;
+use triton::{Options, compile_model};
+
+fn input(shape: &[usize]) -> ArrayD<f32> {
+    let n: usize = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
+        .expect("shape")
+}
+
+fn gemv(c: &mut Criterion) {
+    let (m, k) = (4096usize, 14336usize);
+    let text = format!(
+        "graph Gemv\nparam 0 \"w\": trit[{m}, {k}] weight quant=absmean init=kaiming\n%0 = input \"x\" : f32[B, {k}]\n%1 = param 0 : trit[{m}, {k}]\n%2 = quantize_i8 %0 : i8[B, {k}]\n%3 = matmul %2, %1 : i32[B, {m}]\n%4 = dequantize %3 : f32[B, {m}]\noutput %4\n"
+    );
+    let g = ir::parse(&text, FileId(0)).expect("parses");
+    let w = Weights::init(&g.params, 1);
+    let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(OptLevel::O3) })
+        .expect("valid");
+    let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
+        .expect("compiles");
+    let model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
+    let x = [input(&[1, k])];
+    let mut group = c.benchmark_group("gemv");
+    group.throughput(Throughput::Elements((2 * m * k) as u64));
+    group.sample_size(30);
+    group.bench_function("ternary_i8_4096x14336", |b| b.iter(|| black_box(model.run(black_box(&x)).expect("runs"))));
+    group.finish();
+}
+
+fn mlp(c: &mut Criterion) {
+    let checked = triton::check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri"));
+    let model = &checked.models[0];
+    let w = Weights::init(model.params(), 1);
+    let mut group = c.benchmark_group("mnist_mlp");
+    for batch in [1usize, 64, 1024] {
+        let x = input(&[batch, 784]);
+        group.throughput(Throughput::Elements(batch as u64));
+        for precision in [Precision::Ternary, Precision::Fp32] {
+            let opts = Options { opt: OptLevel::O3, precision, threads: 1, ..Options::default() };
+            let jit = compile_model(model, &w, &opts).expect("compiles");
+            let name = format!("{}_b{batch}", precision.name());
+            group.bench_function(name, |b| b.iter(|| black_box(jit.run(&x.view()).expect("runs"))));
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemv, mlp);
+criterion_main!(benches);
