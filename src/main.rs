@@ -70,7 +70,7 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
-    /// Run a model on a NumPy input with the reference interpreter.
+    /// Run a model on a NumPy input (JIT-compiled, or on the reference interpreter).
     Run {
         /// The .tri file defining the model.
         file: PathBuf,
@@ -89,6 +89,9 @@ enum Command {
         /// At -O3, keep the activations of ternary layers in f32 instead of int8.
         #[arg(long)]
         f32_activations: bool,
+        /// What runs the model: JIT kernels, or the reference interpreter.
+        #[arg(long, value_enum, default_value_t = cmd::run::Engine::Jit)]
+        engine: cmd::run::Engine,
         /// Write the output here (.npy) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -148,13 +151,13 @@ fn run(cli: Cli) -> ExitCode {
             };
             cmd::compile::run(&args, style)
         }
-        Command::Run { file, input, weights, precision, opt, f32_activations, out, seed, model } => {
+        Command::Run { file, input, weights, precision, opt, f32_activations, engine, out, seed, model } => {
             let precision = match precision {
                 PrecisionArg::Fp32 => Precision::Fp32,
                 PrecisionArg::Ternary => Precision::Ternary,
             };
             cmd::run::run(
-                &cmd::run::Args { file, input, weights, precision, opt, f32_activations, out, seed, model },
+                &cmd::run::Args { engine, file, input, weights, precision, opt, f32_activations, out, seed, model },
                 style,
             )
         }

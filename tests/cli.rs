@@ -227,6 +227,17 @@ fn run_prints_or_writes_the_output_and_levels_agree() {
     assert_eq!(out.status.code(), Some(0));
     let written = std::fs::read(&y).expect("output written");
     assert!(written.starts_with(b"\x93NUMPY") && written.len() > 2 * 10 * 4);
+    // The JIT and the interpreter agree (within float rounding: the f32 layers accumulate in f32
+    // on the JIT, in f64 in the interpreter).
+    let interp = text(&triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--engine", "interp"]).stdout);
+    let (u, v) = (numbers(&interp), numbers(&outputs[2]));
+    assert_eq!(u.len(), 20, "{interp}");
+    assert!(u.iter().zip(&v).all(|(p, q)| (p - q).abs() <= 1e-5), "{interp} vs {}", outputs[2]);
+    // Ops the JIT does not run yet fall back to the interpreter, saying so.
+    let img = npy("img.npy", &[1, 1, 28, 28], &[0.5; 784]);
+    let cnn = triton(&["run", "examples/mnist_cnn.tri", "--input", img.to_str().expect("utf-8")]);
+    assert_eq!(cnn.status.code(), Some(0), "{}", text(&cnn.stderr));
+    assert!(text(&cnn.stderr).contains("not supported by the JIT backend yet: fused_conv2d"), "{}", text(&cnn.stderr));
 }
 
 #[test]

@@ -99,7 +99,10 @@ fn wrong_inputs_are_errors_naming_the_expected_shape() {
     let model = &checked.models[0];
     let jit = compile_model(model, &Weights::init(model.params(), 1), &Options::default()).expect("compiles");
     let err = jit.run(&input(&[2, 28, 28], 0).view()).expect_err("wrong rank");
-    assert_eq!(err.to_string(), "input `x` must have shape [B, 784], got [2, 28, 28]: expected 2 dimensions, got 3");
+    assert_eq!(
+        err.to_string(),
+        "input `x` must have shape f32[B, 784], got f32[2, 28, 28]: expected 2 dimensions, got 3"
+    );
     let err = jit.run(&input(&[2, 783], 0).view()).expect_err("wrong width");
     assert!(err.to_string().contains("dimension 1 is 783, expected 784"), "{err}");
     let err = jit.run(&ArrayD::zeros(IxDyn(&[0, 784])).view()).expect_err("empty batch");

@@ -169,7 +169,7 @@ pub struct ModelParts {
 pub enum RunError {
     #[error("the model takes {expected} inputs, got {got}")]
     InputCount { expected: usize, got: usize },
-    #[error("input `{name}` must have shape {expected}, got {got:?}: {why}")]
+    #[error("input `{name}` must have shape f32{expected}, got f32{got:?}: {why}")]
     InputShape { name: String, expected: String, got: Vec<usize>, why: String },
     #[error("internal error in step {step}: {why}")]
     Internal { step: usize, why: String },

@@ -1,15 +1,27 @@
-//! `triton run`: a model on a NumPy input with the reference interpreter.
+//! `triton run`: a model on a NumPy input, JIT-compiled (or on the reference interpreter).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ndarray::ArrayD;
+use triton_compiler::codegen::{self, CodegenError};
 use triton_compiler::diagnostics::render::Style;
 use triton_compiler::interp::{self, Precision};
+use triton_runtime::Model;
 
 use super::common::{load_model, load_weights, optimize, options, user_error};
 
+/// What runs the model.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// JIT-compiled kernels (falls back to the interpreter for ops it does not run yet).
+    Jit,
+    /// The reference interpreter.
+    Interp,
+}
+
 pub struct Args {
+    pub engine: Engine,
     pub file: PathBuf,
     pub input: PathBuf,
     pub weights: Option<PathBuf>,
@@ -56,8 +68,26 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         Err(e) => return user_error(e),
     };
     let graph = &optimized.graph;
-    let result =
-        interp::prepare(graph, &weights, a.precision).and_then(|p| interp::run(graph, &p, &[input], a.precision));
+    let jit = match a.engine {
+        Engine::Interp => None,
+        Engine::Jit => match codegen::compile_graph(graph, optimized.kernels.as_ref(), &weights, a.precision) {
+            Ok(parts) => match Model::from_parts(parts, 0) {
+                Ok(m) => Some(m),
+                Err(e) => return user_error(e),
+            },
+            Err(e @ CodegenError::Unsupported(_)) => {
+                eprintln!("note: {e}; running on the reference interpreter");
+                None
+            }
+            Err(e) => return user_error(e),
+        },
+    };
+    let result = match &jit {
+        Some(m) => m.run(std::slice::from_ref(&input)).map_err(|e| e.to_string()),
+        None => interp::prepare(graph, &weights, a.precision)
+            .and_then(|p| interp::run(graph, &p, &[input], a.precision))
+            .map_err(|e| e.to_string()),
+    };
     let outputs = match result {
         Ok(o) => o,
         Err(e) => return user_error(e),

@@ -175,7 +175,7 @@ impl Lowering<'_> {
                 let mut epilogue = Epilogue::default();
                 if let Op::Fused(f) = &node.op {
                     if f.base != FusedBase::Matmul {
-                        return unsupported("fused convolution");
+                        return unsupported(node.op.name());
                     }
                     let mut i = 2;
                     if f.scale {
