@@ -7,6 +7,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use triton_compiler::codegen::{self, CodegenError};
 use triton_compiler::diagnostics::render::{self, Style};
 use triton_compiler::interp::{Precision, Weights};
+use triton_compiler::ir::ParamInfo;
 use triton_compiler::passes::{self, OptLevel, Timings};
 use triton_compiler::{CheckedModel, check_file};
 use triton_runtime::{Model, RunError};
@@ -95,23 +96,32 @@ impl CompiledModel {
     }
 }
 
-fn pick(path: &Path, models: Vec<CheckedModel>, which: Option<&str>) -> Result<CheckedModel, CompileError> {
+/// Picks the model `which` (or the only one) of a file's models.
+pub fn pick_model(path: &Path, models: Vec<CheckedModel>, which: Option<&str>) -> Result<CheckedModel, String> {
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let index = match which {
-        Some(w) => names.iter().position(|n| n == w).ok_or_else(|| {
-            CompileError::Model(format!("{} has no model `{w}`; it defines: {}", path.display(), names.join(", ")))
-        })?,
+        Some(w) => names
+            .iter()
+            .position(|n| n == w)
+            .ok_or_else(|| format!("{} has no model `{w}`; it defines: {}", path.display(), names.join(", ")))?,
         None if names.len() == 1 => 0,
-        None if names.is_empty() => return Err(CompileError::Model(format!("{} defines no model", path.display()))),
+        None if names.is_empty() => return Err(format!("{} defines no model", path.display())),
         None => {
-            return Err(CompileError::Model(format!(
-                "{} defines several models ({}); choose one",
+            return Err(format!(
+                "{} defines several models ({}); choose one with --model",
                 path.display(),
                 names.join(", ")
-            )));
+            ));
         }
     };
-    models.into_iter().nth(index).ok_or_else(|| CompileError::Model("no such model".into()))
+    Ok(models.into_iter().nth(index).unwrap_or_else(|| unreachable!("index checked")))
+}
+
+/// Reads a weights file for a model, or initialises the weights from `seed` without one.
+pub fn read_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Result<Weights, String> {
+    let Some(p) = path else { return Ok(Weights::init(params, seed)) };
+    let bytes = std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+    Weights::from_safetensors(&bytes, params).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// Checks, optimizes and JIT-compiles the model in a `.tri` file.
@@ -123,17 +133,9 @@ pub fn compile_file(path: impl AsRef<Path>, opts: &Options) -> Result<CompiledMo
         let text = render::render_all(checked.diags().iter(), &checked.program.sources, Style::Plain);
         return Err(CompileError::Source(text));
     }
-    let model = pick(path, checked.models, opts.model.as_deref())?;
+    let model = pick_model(path, checked.models, opts.model.as_deref()).map_err(CompileError::Model)?;
     let check_time = start.elapsed();
-    let weights = match &opts.weights {
-        None => Weights::init(model.params(), opts.seed),
-        Some(p) => {
-            let bytes =
-                std::fs::read(p).map_err(|e| CompileError::Weights(format!("cannot read `{}`: {e}", p.display())))?;
-            Weights::from_safetensors(&bytes, model.params())
-                .map_err(|e| CompileError::Weights(format!("{}: {e}", p.display())))?
-        }
-    };
+    let weights = read_weights(opts.weights.as_deref(), model.params(), opts.seed).map_err(CompileError::Weights)?;
     let mut compiled = compile_model(&model, &weights, opts)?;
     compiled.timings.entries.insert(0, ("parse+check+lower".into(), check_time));
     Ok(compiled)

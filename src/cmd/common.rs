@@ -23,36 +23,12 @@ pub fn load_model(file: &Path, which: Option<&str>, style: Style) -> Result<Chec
         eprintln!("error: {} has errors", file.display());
         return Err(ExitCode::from(1));
     }
-    let names: Vec<&str> = checked.models.iter().map(|m| m.name.as_str()).collect();
-    let index = match (which, checked.models.len()) {
-        (None, 1) => 0,
-        (None, 0) => return Err(user_error(format!("{} defines no model", file.display()))),
-        (None, _) => {
-            return Err(user_error(format!(
-                "{} defines several models ({}); choose one with --model",
-                file.display(),
-                names.join(", ")
-            )));
-        }
-        (Some(w), _) => match names.iter().position(|n| *n == w) {
-            Some(i) => i,
-            None => {
-                return Err(user_error(format!(
-                    "{} has no model `{w}`; it defines: {}",
-                    file.display(),
-                    names.join(", ")
-                )));
-            }
-        },
-    };
-    Ok(checked.models.into_iter().nth(index).unwrap_or_else(|| unreachable!("index checked")))
+    triton::pick_model(file, checked.models, which).map_err(user_error)
 }
 
 /// Reads a weights file for a model, or initialises the weights from `seed` without one.
 pub fn load_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Result<Weights, ExitCode> {
-    let Some(p) = path else { return Ok(Weights::init(params, seed)) };
-    let bytes = std::fs::read(p).map_err(|e| user_error(format!("cannot read `{}`: {e}", p.display())))?;
-    Weights::from_safetensors(&bytes, params).map_err(|e| user_error(format!("{}: {e}", p.display())))
+    triton::read_weights(path, params, seed).map_err(user_error)
 }
 
 /// The optimizer options of the command line.
