@@ -36,7 +36,8 @@ fn gemv(c: &mut Criterion) {
     let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
         .expect("compiles");
     let model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
-    let x = [input(&[1, k])];
+    let x = input(&[1, k]);
+    let x = [x.view()];
     let mut group = c.benchmark_group("gemv");
     group.throughput(Throughput::Elements((2 * m * k) as u64));
     group.sample_size(30);

@@ -86,12 +86,12 @@ impl CompiledModel {
     /// Runs a one-input, one-output model. The batch dimension is free; a wrong shape is an error
     /// naming the expected one.
     pub fn run(&self, input: &ArrayViewD<'_, f32>) -> Result<ArrayD<f32>, RunError> {
-        let mut out = self.model.run(&[input.to_owned()])?;
+        let mut out = self.model.run(std::slice::from_ref(input))?;
         Ok(out.swap_remove(0))
     }
 
     /// Runs a model on all its inputs; returns all its outputs.
-    pub fn run_all(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
+    pub fn run_all(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
         self.model.run(inputs)
     }
 }

@@ -170,7 +170,7 @@ fn compile_emits_the_kernel_plan() {
     let plan = text(&out.stdout);
     let lines: Vec<&str> = plan.lines().collect();
     assert_eq!(lines.len(), 3, "{plan}");
-    assert!(lines[0].contains("fc1.w [256 x 784] gemm tq2(k_pad=832) act=i8 tile=4ch 1/iter"), "{plan}");
+    assert!(lines[0].contains("fc1.w [256 x 784] gemm tq2(k_pad=832) act=i8 tile=4ch x 2rows 4/iter"), "{plan}");
     assert!(lines[2].contains("head.w [10 x 128] gemm f32 act=f32"), "{plan}");
     let f32 =
         text(&triton(&["compile", "examples/mnist_mlp.tri", "-O3", "--emit", "plan", "--f32-activations"]).stdout);

@@ -85,7 +85,7 @@ proptest! {
             let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
             prop_assert_eq!(parts.kernels.is_empty(), k < 32, "K >= 32 runs on a JIT kernel, below on the dense path");
             let model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
-            let y = model.run(&xs).expect("runs").remove(0);
+            let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
             prop_assert_eq!(&y, &r, "n {} k {} batch {} {:?}", n, k, batch, level);
@@ -107,4 +107,34 @@ fn wrong_inputs_are_errors_naming_the_expected_shape() {
     assert!(err.to_string().contains("dimension 1 is 783, expected 784"), "{err}");
     let err = jit.run(&ArrayD::zeros(IxDyn(&[0, 784])).view()).expect_err("empty batch");
     assert!(err.to_string().contains("at least 1"), "{err}");
+}
+
+/// Buffers are reused between calls (the arena): a run after runs of other batch sizes, and runs
+/// from several threads at once, give exactly what a fresh model gives.
+#[test]
+fn repeated_and_concurrent_runs_reuse_storage_without_changing_results() {
+    let checked = triton::check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri"));
+    let model = &checked.models[0];
+    let w = Weights::init(model.params(), 9);
+    let opts = Options { opt: OptLevel::O3, threads: 2, ..Options::default() };
+    let fresh = |x: &ArrayD<f32>| compile_model(model, &w, &opts).expect("compiles").run(&x.view()).expect("runs");
+    let xs: Vec<ArrayD<f32>> = [64, 1, 7, 64, 2].iter().enumerate().map(|(i, b)| input(&[*b, 784], i)).collect();
+    let expected: Vec<ArrayD<f32>> = xs.iter().map(fresh).collect();
+    let jit = compile_model(model, &w, &opts).expect("compiles");
+    for _ in 0..2 {
+        for (x, e) in xs.iter().zip(&expected) {
+            assert_eq!(&jit.run(&x.view()).expect("runs"), e);
+        }
+    }
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (jit, xs, expected) = (&jit, &xs, &expected);
+            s.spawn(move || {
+                for i in 0..20 {
+                    let j = (i + t) % xs.len();
+                    assert_eq!(&jit.run(&xs[j].view()).expect("runs"), &expected[j], "thread {t} call {i}");
+                }
+            });
+        }
+    });
 }

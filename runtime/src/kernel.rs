@@ -12,12 +12,14 @@
 
 use std::fmt;
 
-/// Arguments of a ternary GEMM kernel for one activation row. Layout is part of the kernel ABI:
-/// the code generator reads fields at these offsets (see [`GemmArgs::OFFSETS`]).
+/// Arguments of a ternary GEMM kernel for `rows` consecutive activation rows. Layout is part of
+/// the kernel ABI: the code generator reads fields at these offsets (see [`GemmArgs::OFFSETS`]).
+/// Row strides are constants of the kernel: `k_pad` bytes for `x`, `N` floats for `out` and
+/// `residual`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GemmArgs {
-    /// Int8 activations of the row, `k_pad` bytes, zero past `K`.
+    /// Int8 activations, `rows` rows of `k_pad` bytes, zero past `K`.
     pub x: *const i8,
     /// Packed weights (tq2), `N` rows of `k_pad / 4` bytes.
     pub w: *const u8,
@@ -27,14 +29,16 @@ pub struct GemmArgs {
     pub scale: *const f32,
     /// Per output channel bias (read only when the kernel has one).
     pub bias: *const f32,
-    /// Residual row, `N` values (read only when the kernel has one).
+    /// Residual rows, `N` values each (read only when the kernel has one).
     pub residual: *const f32,
-    /// Output row, `N` values.
+    /// Output rows, `N` values each.
     pub out: *mut f32,
-    /// Sum of the row's int8 activations (removes the +1 offset of the codes).
-    pub xsum: i32,
-    /// The row's activation scale.
-    pub sx: f32,
+    /// Per row: the sum of its int8 activations (removes the +1 offset of the codes).
+    pub xsum: *const i32,
+    /// Per row: its activation scale.
+    pub sx: *const f32,
+    /// Rows to compute.
+    pub rows: u64,
     /// Tiles of output channels to compute: `[tile_begin, tile_end)`; the last tile may be partial.
     pub tile_begin: u64,
     pub tile_end: u64,
@@ -42,14 +46,14 @@ pub struct GemmArgs {
 
 impl GemmArgs {
     /// Byte offsets of the fields, in declaration order.
-    pub const OFFSETS: [i32; 11] = [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 72];
+    pub const OFFSETS: [i32; 12] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88];
 }
 
 const _: () = {
-    assert!(std::mem::size_of::<GemmArgs>() == 80);
+    assert!(std::mem::size_of::<GemmArgs>() == 96);
     assert!(std::mem::offset_of!(GemmArgs, xsum) == 56);
-    assert!(std::mem::offset_of!(GemmArgs, sx) == 60);
-    assert!(std::mem::offset_of!(GemmArgs, tile_end) == 72);
+    assert!(std::mem::offset_of!(GemmArgs, rows) == 72);
+    assert!(std::mem::offset_of!(GemmArgs, tile_end) == 88);
 };
 
 /// A kernel's entry point.

@@ -10,12 +10,16 @@
 //!   interpreter's f64 accumulation by rounding only.
 //! - Before a kernel is called, every buffer it reads or writes is checked against the sizes its
 //!   specialization implies; a mismatch is an internal error, not a call.
-//! - A `Model` is `Send + Sync`: `run` takes `&self` and keeps its values in per-call storage,
-//!   so many threads may run one model at once.
+//! - A `Model` is `Send + Sync`: `run` takes `&self` and keeps its values in a per-call
+//!   [`Arena`], so many threads may run one model at once. Arenas are kept in the model between
+//!   calls (one per concurrent caller) and their buffers are reused, so a steady stream of calls
+//!   allocates nothing but its outputs.
 
 use std::fmt;
 
-use ndarray::{Array2, ArrayD, Axis, IxDyn};
+use std::sync::Mutex;
+
+use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use crate::kernel::{CodeMemory, GemmArgs, MapError};
@@ -180,6 +184,47 @@ pub struct Model {
     parts: ModelParts,
     code: CodeMemory,
     pool: Option<rayon::ThreadPool>,
+    /// Scratch storage of finished calls, reused by the next ones.
+    arenas: Mutex<Vec<Arena>>,
+}
+
+/// Reusable buffers of one call: values that die go back here and the next step that needs a
+/// buffer of at most that size takes one, so repeated runs do not page-fault fresh memory.
+#[derive(Debug, Default)]
+struct Arena {
+    f32s: Vec<Vec<f32>>,
+    i8s: Vec<Vec<i8>>,
+    i32s: Vec<Vec<i32>>,
+}
+
+/// Takes the smallest pooled buffer that holds `len` values (or a new one), as `len` copies of
+/// `fill`.
+fn take<T: Copy>(pool: &mut Vec<Vec<T>>, len: usize, fill: T) -> Vec<T> {
+    let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity());
+    let mut v = match best {
+        Some((i, _)) => pool.swap_remove(i),
+        None => pool.pop().unwrap_or_default(),
+    };
+    v.clear();
+    v.resize(len, fill);
+    v
+}
+
+impl Arena {
+    fn f32(&mut self, len: usize) -> Vec<f32> {
+        take(&mut self.f32s, len, 0.0)
+    }
+
+    fn recycle(&mut self, v: Val) {
+        match v {
+            Val::F32(a) => self.f32s.push(a.into_raw_vec_and_offset().0),
+            Val::Q(q) => {
+                self.i8s.push(q.data);
+                self.f32s.push(q.row_scale);
+                self.i32s.push(q.row_sum);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Model {
@@ -225,7 +270,7 @@ impl Model {
             1 => None,
             n => rayon::ThreadPoolBuilder::new().num_threads(n).build().ok(),
         };
-        Ok(Model { parts, code, pool })
+        Ok(Model { parts, code, pool, arenas: Mutex::new(Vec::new()) })
     }
 
     pub fn name(&self) -> &str {
@@ -246,7 +291,7 @@ impl Model {
         self.code.code_bytes()
     }
 
-    fn batch_of(&self, inputs: &[ArrayD<f32>]) -> Result<usize, RunError> {
+    fn batch_of(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<usize, RunError> {
         if inputs.len() != self.parts.inputs.len() {
             return Err(RunError::InputCount { expected: self.parts.inputs.len(), got: inputs.len() });
         }
@@ -285,28 +330,43 @@ impl Model {
     }
 
     /// Runs the model on f32 inputs (batch dimension free); returns its outputs.
-    pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
+    pub fn run(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
         let batch = self.batch_of(inputs)?;
-        match &self.pool {
-            Some(pool) => pool.install(|| self.run_steps(inputs, batch)),
-            None => self.run_steps(inputs, batch),
-        }
+        let lock = || self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut arena = lock().pop().unwrap_or_default();
+        let result = match &self.pool {
+            Some(pool) => pool.install(|| self.run_steps(inputs, batch, &mut arena)),
+            None => self.run_steps(inputs, batch, &mut arena),
+        };
+        lock().push(arena);
+        result
     }
 
-    fn run_steps(&self, inputs: &[ArrayD<f32>], batch: usize) -> Result<Vec<ArrayD<f32>>, RunError> {
+    fn run_steps(
+        &self,
+        inputs: &[ArrayViewD<'_, f32>],
+        batch: usize,
+        arena: &mut Arena,
+    ) -> Result<Vec<ArrayD<f32>>, RunError> {
         let p = &self.parts;
         let mut vals: Vec<Option<Val>> = vec![None; p.slots];
         for (i, x) in inputs.iter().enumerate() {
-            vals[i] = Some(Val::F32(x.as_standard_layout().into_owned()));
+            let mut buf = arena.f32(x.len());
+            copy_into(&mut buf, x);
+            let a = ArrayD::from_shape_vec(x.raw_dim(), buf).map_err(|e| internal(0, e.to_string()))?;
+            vals[i] = Some(Val::F32(a));
         }
         for (si, step) in p.steps.iter().enumerate() {
-            let (out, v) = self.step(si, step, &vals, batch)?;
+            let (out, v) = self.step(si, step, &vals, batch, arena)?;
             vals[out] = Some(v);
             for &f in &p.frees[si] {
-                vals[f] = None;
+                if let Some(v) = vals[f].take() {
+                    arena.recycle(v);
+                }
             }
         }
-        p.outputs
+        let result = p
+            .outputs
             .iter()
             .map(|o| match *o {
                 Src::Const(c) => Ok(p.consts[c].clone()),
@@ -316,7 +376,11 @@ impl Model {
                     None => Err(internal(p.steps.len(), format!("output slot {v} was not computed"))),
                 },
             })
-            .collect()
+            .collect();
+        for v in vals.into_iter().flatten() {
+            arena.recycle(v);
+        }
+        result
     }
 
     fn f32_of<'a>(&'a self, si: usize, vals: &'a [Option<Val>], s: Src) -> Result<&'a ArrayD<f32>, RunError> {
@@ -329,26 +393,53 @@ impl Model {
         }
     }
 
-    fn step(&self, si: usize, step: &Step, vals: &[Option<Val>], batch: usize) -> Result<(usize, Val), RunError> {
+    fn step(
+        &self,
+        si: usize,
+        step: &Step,
+        vals: &[Option<Val>],
+        batch: usize,
+        arena: &mut Arena,
+    ) -> Result<(usize, Val), RunError> {
         let f32v = |s: Src| self.f32_of(si, vals, s);
+        // An f32 result of `shape` computed into a pooled buffer by `fill`.
+        let mut pooled = |shape: &[usize], fill: &mut dyn FnMut(&mut [f32])| -> Result<Val, RunError> {
+            let mut buf = arena.f32(shape.iter().product());
+            fill(&mut buf);
+            Ok(Val::F32(ArrayD::from_shape_vec(IxDyn(shape), buf).map_err(|e| internal(si, e.to_string()))?))
+        };
         Ok(match step {
-            Step::Quantize { x, out, fixed } => (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?, *fixed))),
+            Step::Quantize { x, out, fixed } => (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?, *fixed, arena))),
             Step::Dequantize { x, out } => match &vals[*x] {
-                Some(Val::Q(q)) => (*out, Val::F32(dequantize(q))),
+                Some(Val::Q(q)) => (*out, pooled(&q.shape, &mut |o| dequantize_into(q, o))?),
                 _ => return Err(internal(si, "dequantize of a value that is not quantized")),
             },
             Step::Gemm { x, out, weight, epilogue } => {
                 let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
                 let y = match &vals[*x] {
-                    Some(Val::Q(q)) => self.gemm_q(si, q, w, epilogue, vals)?,
-                    Some(Val::F32(a)) => self.gemm_f32(si, a, w, epilogue, vals)?,
+                    Some(Val::Q(q)) => self.gemm_q(si, q, w, epilogue, vals, arena)?,
+                    Some(Val::F32(a)) => self.gemm_f32(si, a, w, epilogue, vals, arena)?,
                     None => return Err(internal(si, "gemm input missing")),
                 };
                 (*out, Val::F32(y))
             }
-            Step::Unary { x, out, op } => (*out, Val::F32(f32v(Src::Value(*x))?.mapv(|v| op.apply(v)))),
+            Step::Unary { x, out, op } => {
+                let x = f32v(Src::Value(*x))?;
+                let fill = &mut |o: &mut [f32]| {
+                    copy_into(o, &x.view());
+                    o.iter_mut().for_each(|v| *v = op.apply(*v));
+                };
+                (*out, pooled(x.shape(), fill)?)
+            }
             Step::Binary { a, b, out, op } => {
                 let (a, b) = (f32v(*a)?, f32v(*b)?);
+                if let (true, Some(bs)) = (a.shape() == b.shape(), b.as_slice()) {
+                    let fill = &mut |o: &mut [f32]| {
+                        copy_into(o, &a.view());
+                        o.iter_mut().zip(bs).for_each(|(d, y)| *d = op.apply(*d, *y));
+                    };
+                    return Ok((*out, pooled(a.shape(), fill)?));
+                }
                 let y = match op {
                     BinaryOp::Add => a + b,
                     BinaryOp::Sub => a - b,
@@ -361,12 +452,10 @@ impl Model {
             Step::Reshape { x, out, shape } => {
                 let a = f32v(*x)?;
                 let dims = shape.eval(batch);
-                let y = a
-                    .as_standard_layout()
-                    .into_owned()
-                    .into_shape_with_order(IxDyn(&dims))
-                    .map_err(|e| internal(si, format!("reshape to {dims:?}: {e}")))?;
-                (*out, Val::F32(y))
+                if dims.iter().product::<usize>() != a.len() {
+                    return Err(internal(si, format!("reshape of {:?} to {dims:?}", a.shape())));
+                }
+                (*out, pooled(&dims, &mut |o| copy_into(o, &a.view()))?)
             }
             Step::Concat { xs, out, axis } => {
                 let views: Vec<_> = xs.iter().map(|s| f32v(*s).map(|a| a.view())).collect::<Result<_, _>>()?;
@@ -418,6 +507,7 @@ impl Model {
         w: &GemmWeight,
         e: &Epilogue,
         vals: &[Option<Val>],
+        arena: &mut Arena,
     ) -> Result<ArrayD<f32>, RunError> {
         let rows = q.row_scale.len();
         let n = w.n;
@@ -431,7 +521,7 @@ impl Model {
         if let Some(l) = shape.last_mut() {
             *l = n;
         }
-        let mut out = vec![0f32; rows * n];
+        let mut out = arena.f32(rows * n);
         match &w.data {
             WeightData::Tq2 { packed, kernel, tile } => {
                 let (k_pad, tiles) = (pack::padded_k(w.k), n.div_ceil(*tile));
@@ -439,6 +529,7 @@ impl Model {
                     && q.data.len() == rows * k_pad
                     && packed.len() == n * pack::row_bytes(w.k)
                     && alpha.len() == n
+                    && q.row_sum.len() == rows
                     && *kernel < self.code.len();
                 if !sizes_ok {
                     return Err(internal(si, "kernel buffers do not match its specialization"));
@@ -447,33 +538,41 @@ impl Model {
                 // Rows (or channel ranges of one row) go to different threads; each kernel call
                 // writes only its own row's channels of its own tiles.
                 let out_base = out.as_mut_ptr() as usize;
-                let run = |r: usize, t0: usize, t1: usize| {
+                let run = |r0: usize, r1: usize, t0: usize, t1: usize| {
                     let args = GemmArgs {
-                        x: q.data[r * k_pad..].as_ptr(),
+                        x: q.data[r0 * k_pad..].as_ptr(),
                         w: packed.as_ptr(),
                         alpha: alpha.as_ptr(),
                         scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
                         bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
-                        residual: residual.map_or(std::ptr::null(), |s| s[r * n..].as_ptr()),
-                        out: (out_base as *mut f32).wrapping_add(r * n),
-                        xsum: q.row_sum[r],
-                        sx: q.row_scale[r],
+                        residual: residual.map_or(std::ptr::null(), |s| s[r0 * n..].as_ptr()),
+                        out: (out_base as *mut f32).wrapping_add(r0 * n),
+                        xsum: q.row_sum[r0..].as_ptr(),
+                        sx: q.row_scale[r0..].as_ptr(),
+                        rows: (r1 - r0) as u64,
                         tile_begin: t0 as u64,
                         tile_end: t1 as u64,
                     };
                     // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
-                    // sizes of x (k_pad), w (n rows), alpha/scale/bias (n), residual and out
-                    // (n per row) were checked above, and no two calls write the same channels.
+                    // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and
+                    // out (n per row), xsum and sx (one per row) were checked above for all
+                    // `rows`, r0 < r1 <= rows, and no two calls write the same rows' channels.
                     unsafe { f(&args) };
                 };
-                let threads = rayon::current_num_threads();
+                let threads = if self.pool.is_some() { rayon::current_num_threads() } else { 1 };
                 if rows == 1 && threads > 1 && tiles >= 2 * threads {
                     let per = tiles.div_ceil(threads);
-                    (0..threads).into_par_iter().for_each(|i| run(0, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
+                    (0..threads)
+                        .into_par_iter()
+                        .for_each(|i| run(0, 1, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
                 } else if threads > 1 && rows > 1 {
-                    (0..rows).into_par_iter().for_each(|r| run(r, 0, tiles));
+                    // Chunks of whole row groups (the kernel takes up to 4 rows per pass).
+                    let chunk = rows.div_ceil(4 * threads).next_multiple_of(4);
+                    (0..rows.div_ceil(chunk))
+                        .into_par_iter()
+                        .for_each(|c| run(c * chunk, ((c + 1) * chunk).min(rows), 0, tiles));
                 } else {
-                    (0..rows).for_each(|r| run(r, 0, tiles));
+                    run(0, rows, 0, tiles);
                 }
             }
             WeightData::Dense { w_t } => {
@@ -502,6 +601,7 @@ impl Model {
         w: &GemmWeight,
         e: &Epilogue,
         vals: &[Option<Val>],
+        arena: &mut Arena,
     ) -> Result<ArrayD<f32>, RunError> {
         let WeightData::Dense { w_t } = &w.data else {
             return Err(internal(si, "f32 activations need a dense weight"));
@@ -511,21 +611,33 @@ impl Model {
             .view()
             .into_shape_with_order((rows, w.k))
             .map_err(|_| internal(si, format!("activations of shape {:?} are not rows of {}", x.shape(), w.k)))?;
-        let mut acc = x2.dot(w_t);
-        if let Some(alpha) = &w.alpha {
-            for mut row in acc.outer_iter_mut() {
-                row.zip_mut_with(&ndarray::ArrayView1::from(alpha.as_slice()), |v, a| *v *= a);
+        let mut out = arena.f32(rows * w.n);
+        {
+            let mut acc = ndarray::ArrayViewMut2::from_shape((rows, w.n), &mut out[..])
+                .map_err(|e| internal(si, e.to_string()))?;
+            ndarray::linalg::general_mat_mul(1.0, &x2, w_t, 0.0, &mut acc);
+            if let Some(alpha) = &w.alpha {
+                for mut row in acc.outer_iter_mut() {
+                    row.zip_mut_with(&ndarray::ArrayView1::from(alpha.as_slice()), |v, a| *v *= a);
+                }
             }
         }
         let (scale, bias) = self.epilogue_vectors(si, w, e)?;
         let residual = self.residual(si, e, vals, rows * w.n)?;
-        let mut out = acc.into_raw_vec_and_offset().0;
         finish(&mut out, w.n, scale, bias, residual, e.act);
         let mut shape = x.shape().to_vec();
         if let Some(l) = shape.last_mut() {
             *l = w.n;
         }
         ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| internal(si, e.to_string()))
+    }
+}
+
+/// Copies `a` in logical (row-major) order into `dst` of the same length.
+fn copy_into(dst: &mut [f32], a: &ArrayViewD<'_, f32>) {
+    match a.as_slice() {
+        Some(s) => dst.copy_from_slice(s),
+        None => dst.iter_mut().zip(a.iter()).for_each(|(d, v)| *d = *v),
     }
 }
 
@@ -555,7 +667,7 @@ fn finish(
 }
 
 /// Quantizes per sample (dimension 0; per tensor below rank 2) into rows of the last axis.
-fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>) -> QTensor {
+fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>, arena: &mut Arena) -> QTensor {
     let shape = x.shape().to_vec();
     let k = shape.last().copied().unwrap_or(1).max(1);
     let k_pad = pack::padded_k(k);
@@ -564,9 +676,9 @@ fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>) -> QTensor {
     let rows = all.len() / k;
     let samples = if shape.len() >= 2 { shape[0].max(1) } else { 1 };
     let per_sample = all.len() / samples;
-    let mut data = vec![0i8; rows * k_pad];
-    let mut row_scale = vec![0f32; rows];
-    let mut row_sum = vec![0i32; rows];
+    let mut data = take(&mut arena.i8s, rows * k_pad, 0);
+    let mut row_scale = arena.f32(rows);
+    let mut row_sum = take(&mut arena.i32s, rows, 0);
     for s in 0..samples {
         let sample = &all[s * per_sample..(s + 1) * per_sample];
         let (scale, factor) = match fixed {
@@ -588,12 +700,15 @@ fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>) -> QTensor {
     QTensor { shape, k, k_pad, data, row_scale, row_sum }
 }
 
-fn dequantize(q: &QTensor) -> ArrayD<f32> {
-    let rows = q.row_scale.len();
-    let mut out = Vec::with_capacity(rows * q.k);
-    for r in 0..rows {
+fn dequantize_into(q: &QTensor, out: &mut [f32]) {
+    for (r, o) in out.chunks_mut(q.k).enumerate() {
         let s = q.row_scale[r];
-        out.extend(q.data[r * q.k_pad..r * q.k_pad + q.k].iter().map(|v| *v as f32 * s));
+        o.iter_mut().zip(&q.data[r * q.k_pad..r * q.k_pad + q.k]).for_each(|(d, v)| *d = *v as f32 * s);
     }
+}
+
+fn dequantize(q: &QTensor) -> ArrayD<f32> {
+    let mut out = vec![0.0; q.row_scale.len() * q.k];
+    dequantize_into(q, &mut out);
     ArrayD::from_shape_vec(IxDyn(&q.shape), out).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&q.shape)))
 }

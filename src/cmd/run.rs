@@ -83,7 +83,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         },
     };
     let result = match &jit {
-        Some(m) => m.run(std::slice::from_ref(&input)).map_err(|e| e.to_string()),
+        Some(m) => m.run(&[input.view()]).map_err(|e| e.to_string()),
         None => interp::prepare(graph, &weights, a.precision)
             .and_then(|p| interp::run(graph, &p, &[input], a.precision))
             .map_err(|e| e.to_string()),

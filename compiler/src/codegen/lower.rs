@@ -113,6 +113,7 @@ impl Lowering<'_> {
                         k,
                         tile: t.channels.clamp(1, 4) as usize,
                         unroll: t.unroll.clamp(1, 8) as usize,
+                        rows: t.rows.clamp(1, 4) as usize,
                         scale: epi.scale.is_some(),
                         bias: epi.bias.is_some(),
                         residual: epi.residual.is_some(),

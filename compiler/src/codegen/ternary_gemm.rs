@@ -1,10 +1,14 @@
-//! The int8 x ternary GEMM kernel: one activation row against every output channel of a packed
+//! The int8 x ternary GEMM kernel: activation rows against every output channel of a packed
 //! (tq2) weight, with the fused epilogue, specialised per layer shape.
 //!
 //! Rules:
 //! - Shapes are constants: `N`, `K` (so the padded row length and the block count), the tile of
-//!   output channels, the unroll factor and the epilogue are baked in; the kernel reads only
-//!   [`GemmArgs`] (ABI in `triton_runtime::kernel`).
+//!   output channels, the unroll factor, the row block and the epilogue are baked in; the
+//!   kernel reads only [`GemmArgs`] (ABI in `triton_runtime::kernel`).
+//! - Rows are taken `rows` at a time (then one at a time for the rest): each tile's weights are
+//!   decoded once per block and multiplied into every row of the group, so the decode cost is
+//!   shared (the batch kernel); a single row keeps 16-bit sums over up to 8 blocks (the GEMV
+//!   kernel).
 //! - The product is exact: `pmaddubsw(x, codes)` multiplies int8 activations by the unsigned
 //!   codes `w + 1` (at most 2 * 127 * 2 = 508 per pair), sums stay in 16 bits for at most 8
 //!   blocks (8 * 4 * 508 = 16256), then widen to 32 bits; finally `sum(code * x) - sum(x)`.
@@ -42,9 +46,11 @@ pub struct GemmSpec {
     pub k: usize,
     /// Output channels per tile: 1..=4.
     pub tile: usize,
-    /// Blocks per loop iteration (a divisor of the block count, at most 8); the block count
-    /// itself means no loop.
+    /// Blocks per loop iteration (at most 8); the blocks left over after the loop run once
+    /// more, straight-line; the block count itself means no loop.
     pub unroll: usize,
+    /// Activation rows multiplied per pass over a tile's weights: 1..=4.
+    pub rows: usize,
     pub scale: bool,
     pub bias: bool,
     pub residual: bool,
@@ -70,21 +76,26 @@ fn le() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
+/// Per-call pointers shared by every row.
 struct Fields {
-    x: Value,
     w: Value,
     alpha: Value,
     scale: Value,
     bias: Value,
-    residual: Value,
+}
+
+/// One activation row's operands.
+struct Row {
+    x: Value,
     out: Value,
+    residual: Value,
     xsum: Value,
     sx: Value,
 }
 
 /// Sums of `code * x` over the whole row for `channels` rows starting at channel `row0`, as an
 /// i32x4 with one lane per channel (lanes past `channels` are zero).
-fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value, channels: usize) -> Value {
+fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, x: Value, row0: Value, channels: usize) -> Value {
     let row_bytes = pack::row_bytes(s.k) as i64;
     let rows: Vec<Value> = (0..channels)
         .map(|c| {
@@ -105,9 +116,14 @@ fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value,
     let unroll = s.unroll.clamp(1, 8);
     let iters = blocks / unroll;
     // One group of `unroll` blocks starting at byte offset `xoff` of x (and `xoff / 4` of each row).
-    let group = |b: &mut FunctionBuilder<'_>, xbase: Value, wbases: &[Value], accs: &mut Vec<Value>| {
+    let group = |b: &mut FunctionBuilder<'_>,
+                 xbase: Value,
+                 wbases: &[Value],
+                 accs: &mut Vec<Value>,
+                 first: usize,
+                 nb: usize| {
         let mut sums16: Vec<Option<Value>> = vec![None; channels];
-        for u in 0..unroll {
+        for u in first..first + nb {
             let xv: Vec<Value> =
                 (0..4).map(|q| b.ins().load(I8X16, ro(), xbase, (u * pack::BLOCK + 16 * q) as i32)).collect();
             for c in 0..channels {
@@ -135,9 +151,10 @@ fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value,
         }
     };
     let mut accs = vec![zero32; channels];
-    if iters <= 1 {
-        group(b, f.x, &rows, &mut accs);
-    } else {
+    let rem = blocks - iters * unroll;
+    if iters == 1 {
+        group(b, x, &rows, &mut accs, 0, unroll);
+    } else if iters > 1 {
         // for j in 0..iters: the accumulators and the byte offset are block parameters.
         let head = b.create_block();
         let body = b.create_block();
@@ -155,17 +172,20 @@ fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value,
         b.ins().brif(more, body, &[], done, &pass);
         b.switch_to_block(body);
         let xoff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK) as i64);
-        let xbase = b.ins().iadd(f.x, xoff);
+        let xbase = b.ins().iadd(x, xoff);
         let woff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK_BYTES) as i64);
         let wbases: Vec<Value> = rows.iter().map(|r| b.ins().iadd(*r, woff)).collect();
         let mut next = acc_params.clone();
-        group(b, xbase, &wbases, &mut next);
+        group(b, xbase, &wbases, &mut next, 0, unroll);
         let j1 = b.ins().iadd_imm_s(j, 1);
         let mut args = vec![BlockArg::from(j1)];
         args.extend(next.iter().map(|a| BlockArg::from(*a)));
         b.ins().jump(head, &args);
         b.switch_to_block(done);
         accs = done_params;
+    }
+    if rem > 0 {
+        group(b, x, &rows, &mut accs, iters * unroll, rem);
     }
     // Horizontal sums: lane c of the result is the sum of accs[c]'s four lanes.
     while accs.len() < 4 {
@@ -177,8 +197,16 @@ fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value,
 }
 
 /// Applies the epilogue to the sums of `channels` channels starting at `row0` and stores them.
-fn emit_epilogue(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value, sums: Value, channels: usize) {
-    let xsum = b.ins().splat(I32X4, f.xsum);
+fn emit_epilogue(
+    b: &mut FunctionBuilder<'_>,
+    s: &GemmSpec,
+    f: &Fields,
+    row: &Row,
+    row0: Value,
+    sums: Value,
+    channels: usize,
+) {
+    let xsum = b.ins().splat(I32X4, row.xsum);
     let acc = b.ins().isub(sums, xsum);
     let accf = b.ins().fcvt_from_sint(F32X4, acc);
     let byte_off = b.ins().imul_imm_s(row0, 4);
@@ -197,7 +225,7 @@ fn emit_epilogue(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Va
             v
         }
     };
-    let sx = b.ins().splat(F32X4, f.sx);
+    let sx = b.ins().splat(F32X4, row.sx);
     let alpha = load_vec(b, f.alpha);
     let s1 = b.ins().fmul(sx, alpha);
     let mut y = b.ins().fmul(accf, s1);
@@ -210,7 +238,7 @@ fn emit_epilogue(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Va
         y = b.ins().fadd(y, v);
     }
     if s.residual {
-        let v = load_vec(b, f.residual);
+        let v = load_vec(b, row.residual);
         y = b.ins().fadd(y, v);
     }
     if let Some(act) = s.act {
@@ -228,7 +256,7 @@ fn emit_epilogue(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Va
             y = b.ins().bitselect(big, six, y);
         }
     }
-    let p = b.ins().iadd(f.out, byte_off);
+    let p = b.ins().iadd(row.out, byte_off);
     let st = MemFlagsData::new().with_notrap();
     if channels == 4 {
         b.ins().store(st, y, p, 0);
@@ -240,9 +268,203 @@ fn emit_epilogue(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Va
     }
 }
 
+/// Sums of `code * x` for `channels` channels starting at `row0` and several activation rows
+/// `xs`: per row an i32x4 with one lane per channel. Each block's codes are decoded once and
+/// used for every row; per block and row the four 16-bit products are summed (at most
+/// 4 * 508) and widened into 32-bit accumulators.
+fn emit_tile_rows(
+    b: &mut FunctionBuilder<'_>,
+    s: &GemmSpec,
+    f: &Fields,
+    xs: &[Value],
+    row0: Value,
+    channels: usize,
+) -> Vec<Value> {
+    let row_bytes = pack::row_bytes(s.k) as i64;
+    let wrows: Vec<Value> = (0..channels)
+        .map(|c| {
+            let r = b.ins().iadd_imm_s(row0, c as i64);
+            let off = b.ins().imul_imm_s(r, row_bytes);
+            b.ins().iadd(f.w, off)
+        })
+        .collect();
+    let zero32 = {
+        let z = b.ins().iconst(I32, 0);
+        b.ins().splat(I32X4, z)
+    };
+    let mask = {
+        let m = b.ins().iconst(I8, 3);
+        b.ins().splat(I8X16, m)
+    };
+    let nrows = xs.len();
+    let blocks = s.blocks();
+    let unroll = s.unroll.clamp(1, 8);
+    let iters = blocks / unroll;
+    // accs[c * nrows + r]. Within a group of `unroll` (at most 8) blocks the products stay in
+    // 16-bit sums (8 * 4 * 508 = 16256), one per (channel, row); 16 activations of every row are
+    // loaded once per step and each channel's codes for them are decoded once.
+    let group = |b: &mut FunctionBuilder<'_>,
+                 xbases: &[Value],
+                 wbases: &[Value],
+                 accs: &mut Vec<Value>,
+                 first: usize,
+                 nb: usize| {
+        let mut sums16: Vec<Option<Value>> = vec![None; channels * nrows];
+        for u in first..first + nb {
+            for q in 0..4 {
+                let xv: Vec<Value> =
+                    xbases.iter().map(|xb| b.ins().load(I8X16, ro(), *xb, (u * pack::BLOCK + 16 * q) as i32)).collect();
+                for c in 0..channels {
+                    let wv = b.ins().load(I8X16, ro(), wbases[c], (u * pack::BLOCK_BYTES) as i32);
+                    let w16 = b.ins().bitcast(I16X8, le(), wv);
+                    let shifted = if q == 0 { w16 } else { b.ins().ushr_imm_u(w16, (2 * q) as i64) };
+                    let bytes = b.ins().bitcast(I8X16, le(), shifted);
+                    let code = b.ins().band(bytes, mask);
+                    for (r, x) in xv.iter().enumerate() {
+                        let p = b.ins().x86_pmaddubsw(*x, code);
+                        let slot = &mut sums16[c * nrows + r];
+                        *slot = Some(match *slot {
+                            None => p,
+                            Some(acc) => b.ins().iadd(acc, p),
+                        });
+                    }
+                }
+            }
+        }
+        for (a, v) in accs.iter_mut().zip(sums16) {
+            if let Some(v) = v {
+                let lo = b.ins().swiden_low(v);
+                let hi = b.ins().swiden_high(v);
+                let pairs = b.ins().iadd_pairwise(lo, hi);
+                *a = b.ins().iadd(*a, pairs);
+            }
+        }
+    };
+    let mut accs = vec![zero32; channels * nrows];
+    let rem = blocks - iters * unroll;
+    if iters == 1 {
+        group(b, xs, &wrows, &mut accs, 0, unroll);
+    } else if iters > 1 {
+        let head = b.create_block();
+        let body = b.create_block();
+        let done = b.create_block();
+        let j = b.append_block_param(head, I64);
+        let acc_params: Vec<Value> = accs.iter().map(|_| b.append_block_param(head, I32X4)).collect();
+        let done_params: Vec<Value> = accs.iter().map(|_| b.append_block_param(done, I32X4)).collect();
+        let zero = b.ins().iconst(I64, 0);
+        let mut args = vec![BlockArg::from(zero)];
+        args.extend(accs.iter().map(|a| BlockArg::from(*a)));
+        b.ins().jump(head, &args);
+        b.switch_to_block(head);
+        let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, j, iters as i64);
+        let pass: Vec<_> = acc_params.iter().map(|a| BlockArg::from(*a)).collect();
+        b.ins().brif(more, body, &[], done, &pass);
+        b.switch_to_block(body);
+        let xoff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK) as i64);
+        let xbases: Vec<Value> = xs.iter().map(|x| b.ins().iadd(*x, xoff)).collect();
+        let woff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK_BYTES) as i64);
+        let wbases: Vec<Value> = wrows.iter().map(|r| b.ins().iadd(*r, woff)).collect();
+        let mut next = acc_params.clone();
+        group(b, &xbases, &wbases, &mut next, 0, unroll);
+        let j1 = b.ins().iadd_imm_s(j, 1);
+        let mut args = vec![BlockArg::from(j1)];
+        args.extend(next.iter().map(|a| BlockArg::from(*a)));
+        b.ins().jump(head, &args);
+        b.switch_to_block(done);
+        accs = done_params;
+    }
+    if rem > 0 {
+        group(b, xs, &wrows, &mut accs, iters * unroll, rem);
+    }
+    (0..nrows)
+        .map(|r| {
+            let mut per: Vec<Value> = (0..channels).map(|c| accs[c * nrows + r]).collect();
+            while per.len() < 4 {
+                per.push(zero32);
+            }
+            let ab = b.ins().iadd_pairwise(per[0], per[1]);
+            let cd = b.ins().iadd_pairwise(per[2], per[3]);
+            b.ins().iadd_pairwise(ab, cd)
+        })
+        .collect()
+}
+
+/// The rows `r .. r + nrows` of the call: every tile in `[tile_begin, tile_end)`, full tiles in a
+/// loop, then the partial last tile. Leaves the builder in a fresh block after the pass.
+struct Call {
+    x: Value,
+    out: Value,
+    residual: Value,
+    xsum: Value,
+    sx: Value,
+    tile_begin: Value,
+    tile_end: Value,
+}
+
+fn emit_pass(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, call: &Call, r: Value, nrows: usize) {
+    let k_pad = pack::padded_k(s.k) as i64;
+    let rows: Vec<Row> = (0..nrows)
+        .map(|i| {
+            let ri = b.ins().iadd_imm_s(r, i as i64);
+            let xo = b.ins().imul_imm_s(ri, k_pad);
+            let oo = b.ins().imul_imm_s(ri, 4 * s.n as i64);
+            let so = b.ins().imul_imm_s(ri, 4);
+            let xsum_p = b.ins().iadd(call.xsum, so);
+            let sx_p = b.ins().iadd(call.sx, so);
+            Row {
+                x: b.ins().iadd(call.x, xo),
+                out: b.ins().iadd(call.out, oo),
+                residual: b.ins().iadd(call.residual, oo),
+                xsum: b.ins().load(I32, ro(), xsum_p, 0),
+                sx: b.ins().load(F32, ro(), sx_p, 0),
+            }
+        })
+        .collect();
+    let xs: Vec<Value> = rows.iter().map(|row| row.x).collect();
+    let full = (s.n / s.tile) as i64;
+    let rem = s.n % s.tile;
+    let full_v = b.ins().iconst(I64, full);
+    let end_full = b.ins().umin(call.tile_end, full_v);
+    let head = b.create_block();
+    let body = b.create_block();
+    let tail = b.create_block();
+    let after = b.create_block();
+    let t = b.append_block_param(head, I64);
+    b.ins().jump(head, &[call.tile_begin.into()]);
+    b.switch_to_block(head);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, t, end_full);
+    b.ins().brif(more, body, &[], tail, &[]);
+    b.switch_to_block(body);
+    let row0 = b.ins().imul_imm_s(t, s.tile as i64);
+    let tile = |b: &mut FunctionBuilder<'_>, row0: Value, channels: usize| {
+        let sums = if nrows == 1 {
+            vec![emit_tile(b, s, f, xs[0], row0, channels)]
+        } else {
+            emit_tile_rows(b, s, f, &xs, row0, channels)
+        };
+        for (row, sum) in rows.iter().zip(sums) {
+            emit_epilogue(b, s, f, row, row0, sum, channels);
+        }
+    };
+    tile(b, row0, s.tile);
+    let t1 = b.ins().iadd_imm_s(t, 1);
+    b.ins().jump(head, &[t1.into()]);
+    b.switch_to_block(tail);
+    if rem > 0 {
+        let partial = b.create_block();
+        let wants = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, call.tile_end, full);
+        b.ins().brif(wants, partial, &[], after, &[]);
+        b.switch_to_block(partial);
+        let row0 = b.ins().iconst(I64, full * s.tile as i64);
+        tile(b, row0, rem);
+    }
+    b.ins().jump(after, &[]);
+    b.switch_to_block(after);
+}
+
 /// Compiles a kernel; returns its machine code (code then constant pool, relocation-free).
 pub fn compile(s: &GemmSpec) -> Result<Vec<u8>, CodegenError> {
-    if s.n == 0 || s.k == 0 || !(1..=4).contains(&s.tile) {
+    if s.n == 0 || s.k == 0 || !(1..=4).contains(&s.tile) || !(1..=4).contains(&s.rows) {
         return Err(CodegenError::Unsupported(format!("kernel shape {s:?}")));
     }
     let isa = super::isa::host()?;
@@ -257,53 +479,46 @@ pub fn compile(s: &GemmSpec) -> Result<Vec<u8>, CodegenError> {
     b.switch_to_block(entry);
     let args = b.block_params(entry)[0];
     let o = GemmArgs::OFFSETS;
-    let mut field = |ty, i: usize| b.ins().load(ty, ro(), args, o[i]);
-    let f = Fields {
-        x: field(I64, 0),
-        w: field(I64, 1),
-        alpha: field(I64, 2),
-        scale: field(I64, 3),
-        bias: field(I64, 4),
-        residual: field(I64, 5),
-        out: field(I64, 6),
-        xsum: field(I32, 7),
-        sx: field(F32, 8),
+    let mut field = |i: usize| b.ins().load(I64, ro(), args, o[i]);
+    let call = Call {
+        x: field(0),
+        out: field(6),
+        residual: field(5),
+        xsum: field(7),
+        sx: field(8),
+        tile_begin: field(10),
+        tile_end: field(11),
     };
-    let tile_begin = b.ins().load(I64, ro(), args, o[9]);
-    let tile_end = b.ins().load(I64, ro(), args, o[10]);
-    let full = (s.n / s.tile) as i64;
-    let rem = s.n % s.tile;
-    let full_v = b.ins().iconst(I64, full);
-    let end_full = b.ins().umin(tile_end, full_v);
-
-    let head = b.create_block();
-    let body = b.create_block();
-    let tail = b.create_block();
-    let exit = b.create_block();
-    let t = b.append_block_param(head, I64);
-    b.ins().jump(head, &[tile_begin.into()]);
-    b.switch_to_block(head);
-    let more = b.ins().icmp(IntCC::UnsignedLessThan, t, end_full);
-    b.ins().brif(more, body, &[], tail, &[]);
-    b.switch_to_block(body);
-    let row0 = b.ins().imul_imm_s(t, s.tile as i64);
-    let sums = emit_tile(&mut b, s, &f, row0, s.tile);
-    emit_epilogue(&mut b, s, &f, row0, sums, s.tile);
-    let t1 = b.ins().iadd_imm_s(t, 1);
-    b.ins().jump(head, &[t1.into()]);
-    b.switch_to_block(tail);
-    if rem > 0 {
-        let partial = b.create_block();
-        let wants = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, tile_end, full);
-        b.ins().brif(wants, partial, &[], exit, &[]);
-        b.switch_to_block(partial);
-        let row0 = b.ins().iconst(I64, full * s.tile as i64);
-        let sums = emit_tile(&mut b, s, &f, row0, rem);
-        emit_epilogue(&mut b, s, &f, row0, sums, rem);
-        b.ins().jump(exit, &[]);
+    let f = Fields { w: field(1), alpha: field(2), scale: field(3), bias: field(4) };
+    let rows = field(9);
+    let zero = b.ins().iconst(I64, 0);
+    // Groups of `s.rows` rows, then single rows.
+    let one_head = b.create_block();
+    let r1 = b.append_block_param(one_head, I64);
+    if s.rows > 1 {
+        let grp_head = b.create_block();
+        let grp_body = b.create_block();
+        let r = b.append_block_param(grp_head, I64);
+        b.ins().jump(grp_head, &[zero.into()]);
+        b.switch_to_block(grp_head);
+        let end = b.ins().iadd_imm_s(r, s.rows as i64);
+        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, rows);
+        b.ins().brif(fits, grp_body, &[], one_head, &[r.into()]);
+        b.switch_to_block(grp_body);
+        emit_pass(&mut b, s, &f, &call, r, s.rows);
+        b.ins().jump(grp_head, &[end.into()]);
     } else {
-        b.ins().jump(exit, &[]);
+        b.ins().jump(one_head, &[zero.into()]);
     }
+    let one_body = b.create_block();
+    let exit = b.create_block();
+    b.switch_to_block(one_head);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, r1, rows);
+    b.ins().brif(more, one_body, &[], exit, &[]);
+    b.switch_to_block(one_body);
+    emit_pass(&mut b, s, &f, &call, r1, 1);
+    let next = b.ins().iadd_imm_s(r1, 1);
+    b.ins().jump(one_head, &[next.into()]);
     b.switch_to_block(exit);
     b.ins().return_(&[]);
     b.seal_all_blocks();
