@@ -4,6 +4,8 @@
 //!   activations (the time includes quantizing the 14336 activations); GFLOPS = 2 m k / time.
 //! - `mlp`: examples/mnist_mlp.tri at batch 1 and 1024, one thread: ternary (-O3, int8
 //!   activations, JIT kernels) against the FP32 baseline of the same model (matrixmultiply GEMM).
+//! - `cnn`: examples/mnist_cnn.tri (batch 1 and 64) and resnet18_cifar10.tri (batch 1), one
+//!   thread, ternary -O3 against FP32.
 //!
 //! `cargo bench --bench jit`
 
@@ -63,5 +65,30 @@ fn mlp(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemv, mlp);
+/// Convolutional zoo models end to end, one thread, ternary -O3 against the FP32 path.
+fn cnn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cnn");
+    group.sample_size(10);
+    for (file, batches) in [("mnist_cnn", &[1usize, 64][..]), ("resnet18_cifar10", &[1usize][..])] {
+        let checked = triton::check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{file}.tri")));
+        let model = &checked.models[0];
+        let w = Weights::init(model.params(), 1);
+        for &batch in batches {
+            let mut shape: Vec<usize> =
+                model.inputs()[0].1.shape.iter().map(|d| d.as_known().unwrap_or(1) as usize).collect();
+            shape[0] = batch;
+            let x = input(&shape);
+            group.throughput(Throughput::Elements(batch as u64));
+            for precision in [Precision::Ternary, Precision::Fp32] {
+                let opts = Options { opt: OptLevel::O3, precision, threads: 1, ..Options::default() };
+                let jit = compile_model(model, &w, &opts).expect("compiles");
+                let name = format!("{file}_{}_b{batch}", precision.name());
+                group.bench_function(name, |b| b.iter(|| black_box(jit.run(&x.view()).expect("runs"))));
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemv, mlp, cnn);
 criterion_main!(benches);

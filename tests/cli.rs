@@ -233,11 +233,16 @@ fn run_prints_or_writes_the_output_and_levels_agree() {
     let (u, v) = (numbers(&interp), numbers(&outputs[2]));
     assert_eq!(u.len(), 20, "{interp}");
     assert!(u.iter().zip(&v).all(|(p, q)| (p - q).abs() <= 1e-5), "{interp} vs {}", outputs[2]);
-    // Ops the JIT does not run yet fall back to the interpreter, saying so.
-    let img = npy("img.npy", &[1, 1, 28, 28], &[0.5; 784]);
-    let cnn = triton(&["run", "examples/mnist_cnn.tri", "--input", img.to_str().expect("utf-8")]);
+    // Convolutions and pooling run on the JIT too (no interpreter fallback note) and agree.
+    let img = npy("img.npy", &[1, 1, 28, 28], &(0..784).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect::<Vec<_>>());
+    let img = img.to_str().expect("utf-8");
+    let cnn = triton(&["run", "examples/mnist_cnn.tri", "--input", img, "-O0"]);
     assert_eq!(cnn.status.code(), Some(0), "{}", text(&cnn.stderr));
-    assert!(text(&cnn.stderr).contains("not supported by the JIT backend yet: fused_conv2d"), "{}", text(&cnn.stderr));
+    assert!(!text(&cnn.stderr).contains("not supported"), "{}", text(&cnn.stderr));
+    let cnn_interp = triton(&["run", "examples/mnist_cnn.tri", "--input", img, "-O0", "--engine", "interp"]);
+    let (u, v) = (numbers(&text(&cnn.stdout)), numbers(&text(&cnn_interp.stdout)));
+    assert_eq!(u.len(), v.len(), "{}", text(&cnn.stdout));
+    assert!(u.iter().zip(&v).all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + q.abs())), "{u:?} vs {v:?}");
 }
 
 #[test]

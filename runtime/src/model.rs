@@ -105,6 +105,87 @@ pub struct Epilogue {
     pub act_in_kernel: bool,
 }
 
+/// Geometry of a 2-D convolution over NCHW activations; the spatial sizes are fixed, the batch
+/// is free. The weight is `[o, c / groups, kh, kw]`, flattened to rows of `k()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dil: [usize; 2],
+    pub groups: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    /// Input channels per group.
+    pub fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+
+    /// Output channels per group.
+    pub fn og(&self) -> usize {
+        self.o / self.groups
+    }
+
+    /// Reduction length of one output value.
+    pub fn k(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// im2col of sample-group `(c0..c0 + cg)`: row `i * ow + j` of `dst` (stride `row_len`)
+    /// gets the `k()` inputs of output pixel `(i, j)` in weight order `(c, u, v)`, zero where the
+    /// window leaves the image; `at(c, y, x)` reads the input.
+    fn im2col<T: Copy + Default>(
+        &self,
+        c0: usize,
+        at: impl Fn(usize, usize, usize) -> T,
+        dst: &mut [T],
+        row_len: usize,
+    ) {
+        for i in 0..self.oh {
+            for j in 0..self.ow {
+                let row = &mut dst[(i * self.ow + j) * row_len..][..self.k()];
+                let mut idx = 0;
+                for c in 0..self.cg() {
+                    for u in 0..self.kh {
+                        let y = (i * self.stride[0] + u * self.dil[0]).checked_sub(self.pad[0]).filter(|y| *y < self.h);
+                        for v in 0..self.kw {
+                            let x =
+                                (j * self.stride[1] + v * self.dil[1]).checked_sub(self.pad[1]).filter(|x| *x < self.w);
+                            row[idx] = match (y, x) {
+                                (Some(y), Some(x)) => at(c0 + c, y, x),
+                                _ => T::default(),
+                            };
+                            idx += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Window of a max or average pooling (average divides by `kernel_h * kernel_w`, padding
+/// included, as the interpreter does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub max: bool,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+}
+
 #[derive(Clone, Debug)]
 pub enum Step {
     /// Per-sample absmax int8 quantization (or a fixed scale) of the last axis' rows.
@@ -123,6 +204,34 @@ pub enum Step {
         out: usize,
         weight: usize,
         epilogue: Epilogue,
+    },
+    /// 2-D convolution (im2col rows, then the GEMM path of the weight) with the epilogue.
+    Conv {
+        x: usize,
+        out: usize,
+        weight: usize,
+        geom: ConvGeom,
+        epilogue: Epilogue,
+    },
+    Pool {
+        x: usize,
+        out: usize,
+        geom: PoolGeom,
+    },
+    /// Mean over the spatial axes: `[B, C, H, W] -> [B, C]`.
+    GlobalAvgPool {
+        x: usize,
+        out: usize,
+    },
+    /// Inference batch norm with constant per-channel vectors.
+    BatchNorm {
+        x: usize,
+        out: usize,
+        gamma: usize,
+        beta: usize,
+        mean: usize,
+        var: usize,
+        eps: f32,
     },
     Unary {
         x: usize,
@@ -423,6 +532,54 @@ impl Model {
                 };
                 (*out, Val::F32(y))
             }
+            Step::Conv { x, out, weight, geom, epilogue } => {
+                let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
+                let x = vals[*x].as_ref().ok_or_else(|| internal(si, "conv input missing"))?;
+                (*out, Val::F32(self.conv(si, x, w, geom, epilogue, vals, arena)?))
+            }
+            Step::Pool { x, out, geom } => {
+                let x = f32v(Src::Value(*x))?;
+                let (b, c, h, w) = dims4(si, x)?;
+                let oh = (h + 2 * geom.pad[0] - geom.kernel[0]) / geom.stride[0] + 1;
+                let ow = (w + 2 * geom.pad[1] - geom.kernel[1]) / geom.stride[1] + 1;
+                let xs = x.as_slice().ok_or_else(|| internal(si, "pool input not contiguous"))?;
+                (*out, pooled(&[b, c, oh, ow], &mut |o| pool(xs, [b * c, h, w], geom, [oh, ow], o))?)
+            }
+            Step::GlobalAvgPool { x, out } => {
+                let x = f32v(Src::Value(*x))?;
+                let (b, c) = (x.shape()[0], x.shape().get(1).copied().unwrap_or(1));
+                let flat = x
+                    .view()
+                    .into_shape_with_order((b, c, x.len() / (b * c).max(1)))
+                    .map_err(|e| internal(si, e.to_string()))?;
+                // The interpreter's own reduction (ndarray's mean), so the result is identical.
+                let mean = flat.mean_axis(Axis(2)).ok_or_else(|| internal(si, "empty spatial axes"))?;
+                let ms = mean.as_slice().ok_or_else(|| internal(si, "mean not contiguous"))?;
+                (*out, pooled(&[b, c], &mut |o| o.copy_from_slice(ms))?)
+            }
+            Step::BatchNorm { x, out, gamma, beta, mean, var, eps } => {
+                let x = f32v(Src::Value(*x))?;
+                let (b, c) = (x.shape()[0], x.shape().get(1).copied().unwrap_or(1));
+                let per = x.len() / (b * c).max(1);
+                let vec = |i: usize| -> Result<&[f32], RunError> {
+                    self.parts
+                        .consts
+                        .get(i)
+                        .and_then(|a| a.as_slice())
+                        .filter(|v| v.len() == c)
+                        .ok_or_else(|| internal(si, format!("batch-norm vector of another size than {c} channels")))
+                };
+                let (g, be, m, v) = (vec(*gamma)?, vec(*beta)?, vec(*mean)?, vec(*var)?);
+                let fill = &mut |o: &mut [f32]| {
+                    copy_into(o, &x.view());
+                    for (i, ch) in o.chunks_mut(per.max(1)).enumerate() {
+                        let k = i % c;
+                        let inv = 1.0 / (v[k] + eps).sqrt();
+                        ch.iter_mut().for_each(|t| *t = (*t - m[k]) * inv * g[k] + be[k]);
+                    }
+                };
+                (*out, pooled(x.shape(), fill)?)
+            }
             Step::Unary { x, out, op } => {
                 let x = f32v(Src::Value(*x))?;
                 let fill = &mut |o: &mut [f32]| {
@@ -499,6 +656,206 @@ impl Model {
         }
     }
 
+    /// Calls kernel `kernel` on `args` (all its rows and tiles), split between the pool's
+    /// threads: chunks of rows, or, for one row, ranges of channel tiles.
+    ///
+    /// # Safety
+    /// `args` must be valid for the kernel's specialization: `x` holds `rows` rows of `k_pad`
+    /// bytes, `out` (and `residual` when the kernel reads it) `rows` rows of `n` floats, `xsum`
+    /// and `sx` `rows` values, `w`, `alpha` (and `scale`, `bias` when read) `n` channels.
+    unsafe fn call_tq2(&self, kernel: usize, args: GemmArgs, k_pad: usize, n: usize) {
+        /// The argument block crosses threads; each call writes disjoint rows or channels.
+        #[derive(Clone, Copy)]
+        struct Shared(GemmArgs);
+        // SAFETY: the pointers are only read, except `out`, where every call writes its own
+        // rows (or its own channel tiles of the one row).
+        unsafe impl Send for Shared {}
+        unsafe impl Sync for Shared {}
+        impl Shared {
+            // A method, so closures capture the whole `Shared` (not its non-`Sync` field).
+            fn get(&self) -> GemmArgs {
+                self.0
+            }
+        }
+        let f = self.code.entry(kernel);
+        let (rows, tiles) = (args.rows as usize, args.tile_end as usize);
+        let shared = Shared(args);
+        let run = move |r0: usize, r1: usize, t0: usize, t1: usize| {
+            let a = shared.get();
+            let sub = GemmArgs {
+                x: a.x.wrapping_add(r0 * k_pad),
+                residual: a.residual.wrapping_add(r0 * n),
+                out: a.out.wrapping_add(r0 * n),
+                xsum: a.xsum.wrapping_add(r0),
+                sx: a.sx.wrapping_add(r0),
+                rows: (r1 - r0) as u64,
+                tile_begin: t0 as u64,
+                tile_end: t1 as u64,
+                ..a
+            };
+            // SAFETY: a sub-range of the rows and tiles the caller vouched for.
+            unsafe { f(&sub) };
+        };
+        let threads = if self.pool.is_some() { rayon::current_num_threads() } else { 1 };
+        if rows == 1 && threads > 1 && tiles >= 2 * threads {
+            let per = tiles.div_ceil(threads);
+            (0..threads).into_par_iter().for_each(|i| run(0, 1, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
+        } else if threads > 1 && rows > 1 {
+            // Chunks of whole row groups (the kernel takes up to 4 rows per pass).
+            let chunk = rows.div_ceil(4 * threads).next_multiple_of(4);
+            (0..rows.div_ceil(chunk))
+                .into_par_iter()
+                .for_each(|c| run(c * chunk, ((c + 1) * chunk).min(rows), 0, tiles));
+        } else {
+            run(0, rows, 0, tiles);
+        }
+    }
+
+    /// A convolution: per sample and group, im2col rows of the input, the product on the
+    /// weight's path (JIT kernel for int8 x tq2, else an f32 GEMM), then NCHW output.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &self,
+        si: usize,
+        x: &Val,
+        w: &GemmWeight,
+        g: &ConvGeom,
+        e: &Epilogue,
+        vals: &[Option<Val>],
+        arena: &mut Arena,
+    ) -> Result<ArrayD<f32>, RunError> {
+        let (og, k, p) = (g.og(), g.k(), g.pixels());
+        let in_shape = match x {
+            Val::F32(a) => a.shape().to_vec(),
+            Val::Q(q) => q.shape.clone(),
+        };
+        let b = in_shape.first().copied().unwrap_or(0);
+        if in_shape != [b, g.c, g.h, g.w] || w.n != g.o || w.k != k || g.groups == 0 || !g.o.is_multiple_of(g.groups) {
+            return Err(internal(
+                si,
+                format!("conv input {in_shape:?} or weight [{}, {}] does not fit {g:?}", w.n, w.k),
+            ));
+        }
+        let (scale, bias) = self.epilogue_vectors(si, w, e)?;
+        let residual = self.residual(si, e, vals, b * g.o * p)?;
+        let mut out = arena.f32(b * g.o * p);
+        let mut tmp = arena.f32(p * og);
+        match (x, &w.data) {
+            (Val::Q(q), WeightData::Tq2 { packed, kernel, tile }) => {
+                let alpha = w.alpha.as_deref().ok_or_else(|| internal(si, "integer conv with an f32 weight"))?;
+                let (k_pad, row_bytes) = (pack::padded_k(k), pack::row_bytes(k));
+                let sizes_ok = packed.len() == g.o * row_bytes
+                    && alpha.len() == g.o
+                    && q.data.len() == b * g.c * g.h * q.k_pad
+                    && *kernel < self.code.len();
+                if !sizes_ok {
+                    return Err(internal(si, "conv kernel buffers do not match its specialization"));
+                }
+                let mut cols = take(&mut arena.i8s, p * k_pad, 0);
+                let mut xsum = take(&mut arena.i32s, p, 0);
+                let mut sx = arena.f32(p);
+                let mut res = arena.f32(if residual.is_some() { p * og } else { 0 });
+                for n in 0..b {
+                    let base = n * g.c * g.h;
+                    let at = |c: usize, y: usize, xx: usize| q.data[(base + c * g.h + y) * q.k_pad + xx];
+                    sx.iter_mut().for_each(|v| *v = q.row_scale[base]);
+                    for gi in 0..g.groups {
+                        g.im2col(gi * g.cg(), at, &mut cols, k_pad);
+                        for (r, s) in xsum.iter_mut().enumerate() {
+                            *s = cols[r * k_pad..r * k_pad + k].iter().map(|v| *v as i32).sum();
+                        }
+                        let c0 = gi * og;
+                        if let Some(rs) = residual {
+                            for c in 0..og {
+                                let src = &rs[(n * g.o + c0 + c) * p..][..p];
+                                src.iter().enumerate().for_each(|(pix, v)| res[pix * og + c] = *v);
+                            }
+                        }
+                        let args = GemmArgs {
+                            x: cols.as_ptr(),
+                            w: packed[c0 * row_bytes..].as_ptr(),
+                            alpha: alpha[c0..].as_ptr(),
+                            scale: scale.map_or(std::ptr::null(), |s| s[c0..].as_ptr()),
+                            bias: bias.map_or(std::ptr::null(), |s| s[c0..].as_ptr()),
+                            residual: if residual.is_some() { res.as_ptr() } else { std::ptr::null() },
+                            out: tmp.as_mut_ptr(),
+                            xsum: xsum.as_ptr(),
+                            sx: sx.as_ptr(),
+                            rows: p as u64,
+                            tile_begin: 0,
+                            tile_end: og.div_ceil(*tile) as u64,
+                        };
+                        // SAFETY: the kernel was specialised for (og, k, tile) and this epilogue;
+                        // cols holds p rows of k_pad bytes, tmp and res p rows of og floats,
+                        // xsum and sx p values, and the weight, alpha, scale and bias slices
+                        // start at channel c0 of o = groups * og (sizes checked above).
+                        unsafe { self.call_tq2(*kernel, args, k_pad, og) };
+                        scatter(&tmp, &mut out[(n * g.o + c0) * p..][..og * p], p, og);
+                    }
+                }
+                arena.i8s.push(cols);
+                arena.i32s.push(xsum);
+                arena.f32s.push(sx);
+                arena.f32s.push(res);
+                if let (Some(act), false) = (e.act, e.act_in_kernel) {
+                    out.iter_mut().for_each(|v| *v = act.apply(*v));
+                }
+            }
+            (_, WeightData::Dense { w_t }) => {
+                let mut cols = arena.f32(p * k);
+                for n in 0..b {
+                    for gi in 0..g.groups {
+                        let c0 = gi * og;
+                        let sx = match x {
+                            Val::F32(a) => {
+                                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                                let base = n * g.c * g.h * g.w;
+                                g.im2col(gi * g.cg(), |c, y, xx| xs[base + (c * g.h + y) * g.w + xx], &mut cols, k);
+                                1.0
+                            }
+                            Val::Q(q) => {
+                                let base = n * g.c * g.h;
+                                let at =
+                                    |c: usize, y: usize, xx: usize| q.data[(base + c * g.h + y) * q.k_pad + xx] as f32;
+                                g.im2col(gi * g.cg(), at, &mut cols, k);
+                                q.row_scale[base]
+                            }
+                        };
+                        let wg = w_t.slice(ndarray::s![.., c0..c0 + og]);
+                        let xm = ndarray::ArrayView2::from_shape((p, k), &cols[..])
+                            .map_err(|e| internal(si, e.to_string()))?;
+                        let mut acc = ndarray::ArrayViewMut2::from_shape((p, og), &mut tmp[..])
+                            .map_err(|e| internal(si, e.to_string()))?;
+                        if og * k <= 64 {
+                            // Depthwise-sized products: a plain loop beats a GEMM call per group.
+                            for (xr, mut yr) in xm.outer_iter().zip(acc.outer_iter_mut()) {
+                                for (c, y) in yr.iter_mut().enumerate() {
+                                    *y = xr.iter().zip(wg.column(c)).fold(0.0, |s, (a, b)| s + a * b);
+                                }
+                            }
+                        } else {
+                            ndarray::linalg::general_mat_mul(1.0, &xm, &wg, 0.0, &mut acc);
+                        }
+                        if let Some(alpha) = &w.alpha {
+                            let is_q = matches!(x, Val::Q(_));
+                            for row in tmp.chunks_mut(og) {
+                                for (v, a) in row.iter_mut().zip(&alpha[c0..c0 + og]) {
+                                    *v *= if is_q { sx * a } else { *a };
+                                }
+                            }
+                        }
+                        scatter(&tmp, &mut out[(n * g.o + c0) * p..][..og * p], p, og);
+                    }
+                }
+                arena.f32s.push(cols);
+                finish_nchw(&mut out, g.o, p, scale, bias, residual, e.act);
+            }
+            (Val::F32(_), WeightData::Tq2 { .. }) => return Err(internal(si, "f32 activations with a packed weight")),
+        }
+        arena.f32s.push(tmp);
+        ArrayD::from_shape_vec(IxDyn(&[b, g.o, g.oh, g.ow]), out).map_err(|e| internal(si, e.to_string()))
+    }
+
     /// Integer product of quantized rows.
     fn gemm_q(
         &self,
@@ -534,46 +891,24 @@ impl Model {
                 if !sizes_ok {
                     return Err(internal(si, "kernel buffers do not match its specialization"));
                 }
-                let f = self.code.entry(*kernel);
-                // Rows (or channel ranges of one row) go to different threads; each kernel call
-                // writes only its own row's channels of its own tiles.
-                let out_base = out.as_mut_ptr() as usize;
-                let run = |r0: usize, r1: usize, t0: usize, t1: usize| {
-                    let args = GemmArgs {
-                        x: q.data[r0 * k_pad..].as_ptr(),
-                        w: packed.as_ptr(),
-                        alpha: alpha.as_ptr(),
-                        scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
-                        bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
-                        residual: residual.map_or(std::ptr::null(), |s| s[r0 * n..].as_ptr()),
-                        out: (out_base as *mut f32).wrapping_add(r0 * n),
-                        xsum: q.row_sum[r0..].as_ptr(),
-                        sx: q.row_scale[r0..].as_ptr(),
-                        rows: (r1 - r0) as u64,
-                        tile_begin: t0 as u64,
-                        tile_end: t1 as u64,
-                    };
-                    // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
-                    // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and
-                    // out (n per row), xsum and sx (one per row) were checked above for all
-                    // `rows`, r0 < r1 <= rows, and no two calls write the same rows' channels.
-                    unsafe { f(&args) };
+                let args = GemmArgs {
+                    x: q.data.as_ptr(),
+                    w: packed.as_ptr(),
+                    alpha: alpha.as_ptr(),
+                    scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
+                    bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
+                    residual: residual.map_or(std::ptr::null(), |s| s.as_ptr()),
+                    out: out.as_mut_ptr(),
+                    xsum: q.row_sum.as_ptr(),
+                    sx: q.row_scale.as_ptr(),
+                    rows: rows as u64,
+                    tile_begin: 0,
+                    tile_end: tiles as u64,
                 };
-                let threads = if self.pool.is_some() { rayon::current_num_threads() } else { 1 };
-                if rows == 1 && threads > 1 && tiles >= 2 * threads {
-                    let per = tiles.div_ceil(threads);
-                    (0..threads)
-                        .into_par_iter()
-                        .for_each(|i| run(0, 1, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
-                } else if threads > 1 && rows > 1 {
-                    // Chunks of whole row groups (the kernel takes up to 4 rows per pass).
-                    let chunk = rows.div_ceil(4 * threads).next_multiple_of(4);
-                    (0..rows.div_ceil(chunk))
-                        .into_par_iter()
-                        .for_each(|c| run(c * chunk, ((c + 1) * chunk).min(rows), 0, tiles));
-                } else {
-                    run(0, rows, 0, tiles);
-                }
+                // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
+                // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and out
+                // (n per row), xsum and sx (one per row) were checked above for all rows.
+                unsafe { self.call_tq2(*kernel, args, k_pad, n) };
             }
             WeightData::Dense { w_t } => {
                 let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
@@ -630,6 +965,79 @@ impl Model {
             *l = w.n;
         }
         ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| internal(si, e.to_string()))
+    }
+}
+
+/// `[pixels, channels]` rows into `[channels, pixels]` planes.
+fn scatter(tmp: &[f32], dst: &mut [f32], p: usize, og: usize) {
+    for (pix, row) in tmp.chunks(og).enumerate().take(p) {
+        for (c, v) in row.iter().enumerate() {
+            dst[c * p + pix] = *v;
+        }
+    }
+}
+
+/// The epilogue of an NCHW product, per channel, in the interpreter's order.
+fn finish_nchw(
+    out: &mut [f32],
+    o: usize,
+    p: usize,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) {
+    for (i, plane) in out.chunks_mut(p.max(1)).enumerate() {
+        let c = i % o;
+        if let Some(s) = scale {
+            plane.iter_mut().for_each(|v| *v *= s[c]);
+        }
+        if let Some(b) = bias {
+            plane.iter_mut().for_each(|v| *v += b[c]);
+        }
+        if let Some(r) = residual {
+            plane.iter_mut().zip(&r[i * p..(i + 1) * p]).for_each(|(v, x)| *v += x);
+        }
+        if let Some(a) = act {
+            plane.iter_mut().for_each(|v| *v = a.apply(*v));
+        }
+    }
+}
+
+/// Max or average pooling of `planes` images of `h x w` (the interpreter's loop order).
+fn pool(x: &[f32], [planes, h, w]: [usize; 3], g: &PoolGeom, [oh, ow]: [usize; 2], out: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    for pl in 0..planes {
+        let img = &x[pl * h * w..(pl + 1) * h * w];
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut acc = if g.max { f32::NEG_INFINITY } else { 0.0 };
+                for u in 0..kh {
+                    for v in 0..kw {
+                        let y = (i * g.stride[0] + u).checked_sub(g.pad[0]).filter(|y| *y < h);
+                        let z = (j * g.stride[1] + v).checked_sub(g.pad[1]).filter(|z| *z < w);
+                        let val = match (y, z) {
+                            (Some(y), Some(z)) => img[y * w + z],
+                            _ if g.max => f32::NEG_INFINITY,
+                            _ => 0.0,
+                        };
+                        if g.max {
+                            acc = acc.max(val);
+                        } else {
+                            acc += val;
+                        }
+                    }
+                }
+                out[(pl * oh + i) * ow + j] = if g.max { acc } else { acc / (kh * kw) as f32 };
+            }
+        }
+    }
+}
+
+fn dims4(si: usize, x: &ArrayD<f32>) -> Result<(usize, usize, usize, usize), RunError> {
+    match *x.shape() {
+        [b, c, h, w] => Ok((b, c, h, w)),
+        ref s => Err(internal(si, format!("expected an NCHW tensor, got shape {s:?}"))),
     }
 }
 

@@ -4,14 +4,16 @@ use std::collections::HashMap;
 
 use ndarray::Array2;
 use triton_runtime::DType;
-use triton_runtime::model::{Epilogue, GemmWeight, ModelParts, RtDim, Shape, Src, Step, WeightData};
+use triton_runtime::model::{
+    ConvGeom, Epilogue, GemmWeight, ModelParts, PoolGeom, RtDim, Shape, Src, Step, WeightData,
+};
 use triton_runtime::ops::UnaryOp;
 use triton_runtime::pack;
 
 use super::CodegenError;
 use super::ternary_gemm::{self, Act, GemmSpec};
 use crate::interp::{self, Precision, Value, Weights};
-use crate::ir::{Dim, FusedBase, Graph, NodeId, Op};
+use crate::ir::{ConvAttrs, Dim, FusedBase, Graph, NodeId, Op, PoolAttrs};
 use crate::passes::kernel_plan::{self, KernelPlan, WeightFormat};
 
 /// A dimension as `batch * B + fixed`, with every symbol standing for the batch size.
@@ -83,8 +85,47 @@ impl Lowering<'_> {
         }
     }
 
-    /// The weight of a product, packed for the path it takes.
-    fn weight(&mut self, node: NodeId, w: NodeId, x_integer: bool, epi: &Epilogue) -> Result<usize, CodegenError> {
+    /// A convolution's geometry from its input, weight and output types (fixed spatial sizes).
+    fn conv_geom(&self, id: NodeId, a: &ConvAttrs) -> Result<ConvGeom, CodegenError> {
+        let node = self.g.node(id);
+        let known = |d: &Dim| -> Result<usize, CodegenError> {
+            d.as_known().map(|v| v as usize).ok_or_else(|| {
+                CodegenError::Unsupported(format!("%{}: convolution over a spatial size `{d}` not known", id.index()))
+            })
+        };
+        let x = &self.g.node(node.args[0]).ty.shape;
+        let w = &self.g.node(node.args[1]).ty.shape;
+        let y = &node.ty.shape;
+        if x.len() != 4 || w.len() != 4 || y.len() != 4 {
+            return Err(CodegenError::Unsupported(format!("%{}: convolution of rank other than 4", id.index())));
+        }
+        let u = |v: i64| v.max(0) as usize;
+        Ok(ConvGeom {
+            c: known(&x[1])?,
+            h: known(&x[2])?,
+            w: known(&x[3])?,
+            o: known(&w[0])?,
+            kh: known(&w[2])?,
+            kw: known(&w[3])?,
+            stride: a.stride.map(u),
+            pad: a.padding.map(u),
+            dil: a.dilation.map(u),
+            groups: u(a.groups).max(1),
+            oh: known(&y[2])?,
+            ow: known(&y[3])?,
+        })
+    }
+
+    /// The weight of a product, packed for the path it takes; a kernel computes `n / groups`
+    /// output channels per call (one group of a grouped convolution).
+    fn weight(
+        &mut self,
+        node: NodeId,
+        w: NodeId,
+        x_integer: bool,
+        epi: &Epilogue,
+        groups: usize,
+    ) -> Result<usize, CodegenError> {
         let Op::Param { index } = self.g.node(w).op else {
             return Err(CodegenError::Unsupported(format!("%{}: a weight that is not a parameter", node.index())));
         };
@@ -109,7 +150,7 @@ impl Lowering<'_> {
                     let t =
                         choice.and_then(|c| c.tile).unwrap_or_else(|| kernel_plan::tile(n as u64, format, k as u64));
                     let spec = GemmSpec {
-                        n,
+                        n: n / groups.max(1),
                         k,
                         tile: t.channels.clamp(1, 4) as usize,
                         unroll: t.unroll.clamp(1, 8) as usize,
@@ -147,7 +188,6 @@ impl Lowering<'_> {
 
     fn node(&mut self, id: NodeId) -> Result<(), CodegenError> {
         let node = self.g.node(id);
-        let unsupported = |what: &str| Err(CodegenError::Unsupported(format!("{what} (%{})", id.index())));
         let step = match &node.op {
             Op::Input { index } => {
                 self.src[id.index()] = Some(Src::Value(*index));
@@ -172,12 +212,17 @@ impl Lowering<'_> {
                 }
                 Step::Dequantize { x, out: self.new_slot() }
             }
-            Op::Matmul | Op::Fused(_) => {
+            Op::Matmul | Op::Fused(_) | Op::Conv2d(_) => {
                 let mut epilogue = Epilogue::default();
+                let conv = match &node.op {
+                    Op::Conv2d(a) => Some(*a),
+                    Op::Fused(f) => match f.base {
+                        FusedBase::Conv2d(a) => Some(a),
+                        FusedBase::Matmul => None,
+                    },
+                    _ => None,
+                };
                 if let Op::Fused(f) = &node.op {
-                    if f.base != FusedBase::Matmul {
-                        return unsupported(node.op.name());
-                    }
                     let mut i = 2;
                     if f.scale {
                         epilogue.scale = Some(self.const_index(node.args[i])?);
@@ -194,11 +239,19 @@ impl Lowering<'_> {
                 }
                 let x = self.value_slot(node.args[0])?;
                 let x_integer = self.precision == Precision::Ternary && self.g.node(node.args[0]).ty.dtype == DType::I8;
-                let weight = self.weight(id, node.args[1], x_integer, &epilogue)?;
+                let geom = match conv {
+                    Some(a) => Some(self.conv_geom(id, &a)?),
+                    None => None,
+                };
+                let groups = geom.map_or(1, |g| g.groups);
+                let weight = self.weight(id, node.args[1], x_integer, &epilogue, groups)?;
                 if let WeightData::Tq2 { .. } = self.parts.weights[weight].data {
                     epilogue.act_in_kernel = matches!(epilogue.act, Some(UnaryOp::Relu | UnaryOp::Relu6));
                 }
-                Step::Gemm { x, out: self.new_slot(), weight, epilogue }
+                match geom {
+                    Some(geom) => Step::Conv { x, out: self.new_slot(), weight, geom, epilogue },
+                    None => Step::Gemm { x, out: self.new_slot(), weight, epilogue },
+                }
             }
             Op::Unary(op) => Step::Unary { x: self.value_slot(node.args[0])?, out: self.new_slot(), op: *op },
             Op::Binary(op) => {
@@ -216,16 +269,33 @@ impl Lowering<'_> {
                 let xs = node.args.iter().map(|a| self.arg(*a)).collect::<Result<_, _>>()?;
                 Step::Concat { xs, out: self.new_slot(), axis: *axis }
             }
-            Op::Conv2d(_) => return unsupported("conv2d"),
-            Op::BatchNorm { .. } => return unsupported("batch_norm with run-time statistics"),
-            Op::MaxPool2d(_) => return unsupported("max_pool2d"),
-            Op::AvgPool2d(_) => return unsupported("avg_pool2d"),
-            Op::GlobalAvgPool => return unsupported("global_avg_pool"),
+            Op::BatchNorm { eps } => {
+                let x = self.value_slot(node.args[0])?;
+                let [gamma, beta, mean, var] = [1, 2, 3, 4].map(|i| self.const_index(node.args[i]));
+                Step::BatchNorm {
+                    x,
+                    out: self.new_slot(),
+                    gamma: gamma?,
+                    beta: beta?,
+                    mean: mean?,
+                    var: var?,
+                    eps: *eps,
+                }
+            }
+            Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
+                let max = matches!(node.op, Op::MaxPool2d(_));
+                Step::Pool { x: self.value_slot(node.args[0])?, out: self.new_slot(), geom: pool_geom(a, max)? }
+            }
+            Op::GlobalAvgPool => Step::GlobalAvgPool { x: self.value_slot(node.args[0])?, out: self.new_slot() },
         };
         let out = match &step {
             Step::Quantize { out, .. }
             | Step::Dequantize { out, .. }
             | Step::Gemm { out, .. }
+            | Step::Conv { out, .. }
+            | Step::Pool { out, .. }
+            | Step::GlobalAvgPool { out, .. }
+            | Step::BatchNorm { out, .. }
             | Step::Unary { out, .. }
             | Step::Binary { out, .. }
             | Step::Softmax { out, .. }
@@ -238,6 +308,16 @@ impl Lowering<'_> {
     }
 }
 
+fn pool_geom(a: &PoolAttrs, max: bool) -> Result<PoolGeom, CodegenError> {
+    let u = |v: i64| usize::try_from(v).map_err(|_| CodegenError::Unsupported(format!("pool window {a:?}")));
+    Ok(PoolGeom {
+        max,
+        kernel: [u(a.kernel[0])?, u(a.kernel[1])?],
+        stride: [u(a.stride[0])?, u(a.stride[1])?],
+        pad: [u(a.padding[0])?, u(a.padding[1])?],
+    })
+}
+
 /// Slots each step reads.
 fn reads(step: &Step) -> Vec<usize> {
     let v = |s: &Src| match s {
@@ -248,7 +328,10 @@ fn reads(step: &Step) -> Vec<usize> {
         Step::Quantize { x, .. } | Step::Dequantize { x, .. } | Step::Unary { x, .. } | Step::Softmax { x, .. } => {
             vec![*x]
         }
-        Step::Gemm { x, epilogue, .. } => std::iter::once(*x).chain(epilogue.residual).collect(),
+        Step::Gemm { x, epilogue, .. } | Step::Conv { x, epilogue, .. } => {
+            std::iter::once(*x).chain(epilogue.residual).collect()
+        }
+        Step::Pool { x, .. } | Step::GlobalAvgPool { x, .. } | Step::BatchNorm { x, .. } => vec![*x],
         Step::Binary { a, b, .. } => [v(a), v(b)].into_iter().flatten().collect(),
         Step::Reshape { x, .. } => v(x).into_iter().collect(),
         Step::Concat { xs, .. } => xs.iter().filter_map(v).collect(),
