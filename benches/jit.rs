@@ -55,11 +55,17 @@ fn mlp(c: &mut Criterion) {
     for batch in [1usize, 64, 1024] {
         let x = input(&[batch, 784]);
         group.throughput(Throughput::Elements(batch as u64));
-        for precision in [Precision::Ternary, Precision::Fp32] {
-            let opts = Options { opt: OptLevel::O3, precision, threads: 1, ..Options::default() };
+        // int8 activations (the product), f32 activations on the add/subtract kernel, FP32.
+        for (name, precision, int8_activations) in [
+            ("ternary", Precision::Ternary, true),
+            ("ternary_f32act", Precision::Ternary, false),
+            ("fp32", Precision::Fp32, true),
+        ] {
+            let opts = Options { opt: OptLevel::O3, precision, threads: 1, int8_activations, ..Options::default() };
             let jit = compile_model(model, &w, &opts).expect("compiles");
-            let name = format!("{}_b{batch}", precision.name());
-            group.bench_function(name, |b| b.iter(|| black_box(jit.run(&x.view()).expect("runs"))));
+            group.bench_function(format!("{name}_b{batch}"), |b| {
+                b.iter(|| black_box(jit.run(&x.view()).expect("runs")))
+            });
         }
     }
     group.finish();

@@ -93,6 +93,91 @@ proptest! {
     }
 }
 
+/// A one-layer graph on f32 activations: `x [B, K]` -> ternary matmul -> scale, bias,
+/// (residual `r`), act (no quantization: the add/subtract kernel).
+fn f32_layer(n: usize, k: usize, residual: bool, act: &str) -> Graph {
+    let (res, last) = if residual { (format!("%8 = add %7, %1 : f32[B, {n}]\n"), 8) } else { (String::new(), 7) };
+    let text = format!(
+        "graph L\nparam 0 \"w\": trit[{n}, {k}] weight quant=absmean init=kaiming\nparam 1 \"s\": f32[{n}] param init=kaiming\nparam 2 \"b\": f32[{n}] param init=kaiming\n\
+%0 = input \"x\" : f32[B, {k}]\n%1 = input \"r\" : f32[B, {n}]\n%2 = param 0 : trit[{n}, {k}]\n%3 = param 1 : f32[{n}]\n%4 = param 2 : f32[{n}]\n\
+%5 = matmul %0, %2 : f32[B, {n}]\n%6 = mul %5, %3 : f32[B, {n}]\n%7 = add %6, %4 : f32[B, {n}]\n\
+{res}%{} = {act} %{last} : f32[B, {n}]\noutput %{}\n",
+        last + 1,
+        last + 1
+    );
+    ir::parse(&text, FileId(0)).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// The add/subtract kernel's documented order (compiler::codegen::ternary_gemm): lane `j` sums
+/// `x`, `-x` or `0` over `k = 4 i + j` in increasing `k`, then `(l0 + l1) + (l2 + l3)`.
+fn add_sub_dot(x: &[f32], codes: &[i8]) -> f32 {
+    let mut lanes = [0f32; 4];
+    for (i, (x, c)) in x.iter().zip(codes).enumerate() {
+        let v = match c {
+            1 => *x,
+            -1 => -*x,
+            _ => 0.0,
+        };
+        lanes[i % 4] += v;
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The f32-activation ternary kernel (additions and subtractions only, up to
+    /// `ADD_SUB_MAX_ROWS` rows): equal bit for bit to its stated summation order followed by
+    /// the epilogue in the interpreter's order; and at every batch (more rows run on the f32
+    /// GEMM over decoded codes) within the f32 summation bound of the interpreter (f64 sums).
+    #[test]
+    fn f32_activation_ternary_layers_follow_the_stated_order(
+        n in 1usize..10, k in prop::sample::select(vec![32usize, 33, 63, 64, 65, 128, 200, 300, 520, 1100]),
+        batch in 1usize..12, residual in any::<bool>(), relu6 in any::<bool>(), seed in 0u64..1000, threads in 1usize..3) {
+        let act = if relu6 { "relu6" } else { "relu" };
+        let g = f32_layer(n, k, residual, act);
+        ir::verify(&g).expect("valid");
+        let w = Weights::init(&g.params, seed);
+        let xs = [input(&[batch, k], seed as usize), input(&[batch, n], seed as usize + 1)];
+        let q = interp::quant::quantize(
+            w.tensors["w"].view().into_shape_with_order((n, k)).expect("2-d"),
+            ir::QuantRule::Absmean,
+        );
+        let (s, b) = (&w.tensors["s"], &w.tensors["b"]);
+        for level in [OptLevel::O0, OptLevel::O2, OptLevel::O3] {
+            let popts = passes::Options { weights: Some(&w), int8_activations: false, ..passes::Options::new(level) };
+            let opt = passes::optimize(&g, &popts).expect("valid");
+            let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
+            prop_assert_eq!(parts.kernels.len(), 1, "one add/subtract kernel");
+            let model = triton::runtime::Model::from_parts(parts, threads).expect("maps");
+            let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
+            let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
+            let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
+            for row in 0..batch {
+                let xr: Vec<f32> = (0..k).map(|i| xs[0][[row, i]]).collect();
+                for c in 0..n {
+                    let codes: Vec<i8> = q.codes.row(c).to_vec();
+                    let mut e = add_sub_dot(&xr, &codes) * q.scale[c] * s[[c]] + b[[c]];
+                    if residual {
+                        e += xs[1][[row, c]];
+                    }
+                    e = if relu6 { e.clamp(0.0, 6.0) } else { e.max(0.0) };
+                    let got = y[[row, c]];
+                    if batch <= triton::runtime::ADD_SUB_MAX_ROWS {
+                        prop_assert_eq!(got, e, "row {} channel {} n {} k {} {:?}", row, c, n, k, level);
+                    }
+                    // |sum in f32 - exact| <= (k + 2) eps sum |x| for any summation order, then the
+                    // epilogue's few roundings.
+                    let mag: f32 = xr.iter().zip(&codes).map(|(x, c)| (x * *c as f32).abs()).sum::<f32>()
+                        * (q.scale[c] * s[[c]]).abs();
+                    let bound = ((k + 2) as f32 * f32::EPSILON) * mag + 4.0 * f32::EPSILON * (1.0 + r[[row, c]].abs());
+                    prop_assert!((got - r[[row, c]]).abs() <= bound, "{} vs interpreter {} (bound {})", got, r[[row, c]], bound);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn wrong_inputs_are_errors_naming_the_expected_shape() {
     let checked = triton::check_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri"));

@@ -12,4 +12,4 @@ pub mod ops;
 pub mod pack;
 
 pub use dtype::{DType, StorageSize};
-pub use model::{Model, RunError};
+pub use model::{ADD_SUB_MAX_ROWS, Model, RunError};

@@ -78,11 +78,20 @@ pub enum Src {
 /// How a GEMM's weight is stored and multiplied.
 #[derive(Clone, Debug)]
 pub enum WeightData {
-    /// tq2-packed trits, multiplied by JIT kernel `kernel` (int8 activations only).
-    Tq2 { packed: Vec<u8>, kernel: usize, tile: usize },
+    /// tq2-packed trits, multiplied by JIT kernel `kernel`: the int8 kernel, or the
+    /// add/subtract kernel for f32 activations when `f32_x`. An f32-activation product of more
+    /// than [`ADD_SUB_MAX_ROWS`] rows runs on the f32 GEMM instead, over `dense`: the codes
+    /// decoded on first use.
+    Tq2 { packed: Vec<u8>, kernel: usize, tile: usize, f32_x: bool, dense: std::sync::OnceLock<Array2<f32>> },
     /// Dense `[K, N]` f32 values (trit or int8 codes for quantized weights) for an f32 GEMM.
     Dense { w_t: Array2<f32> },
 }
+
+/// Rows up to which an f32-activation ternary product runs on the add/subtract kernel; above,
+/// the f32 GEMM (FMA, 256-bit) over decoded codes is faster. Measured on the MNIST MLP, one
+/// thread: the kernel takes ~49 us per row, the GEMM ~100 us at one row (weight-bound) and
+/// ~8 us per row at 64.
+pub const ADD_SUB_MAX_ROWS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct GemmWeight {
@@ -92,6 +101,24 @@ pub struct GemmWeight {
     pub data: WeightData,
     /// Per output channel scale of a quantized weight; `None` for f32 weights.
     pub alpha: Option<Vec<f32>>,
+}
+
+impl GemmWeight {
+    /// The dense `[K, N]` f32 matrix a product of `rows` rows runs on, if it runs on the f32
+    /// GEMM: the weight's own, or for an f32-activation ternary product of more than
+    /// [`ADD_SUB_MAX_ROWS`] rows, its codes (decoded once, on first use).
+    fn dense(&self, rows: usize) -> Option<&Array2<f32>> {
+        match &self.data {
+            WeightData::Dense { w_t } => Some(w_t),
+            WeightData::Tq2 { packed, f32_x: true, dense, .. } if rows > ADD_SUB_MAX_ROWS => {
+                Some(dense.get_or_init(|| {
+                    let codes = pack::unpack_tq2(packed, self.n, self.k);
+                    Array2::from_shape_fn((self.k, self.n), |(kk, c)| f32::from(codes[c * self.k + kk]))
+                }))
+            }
+            WeightData::Tq2 { .. } => None,
+        }
+    }
 }
 
 /// What follows a product, in this order: scale, bias, residual, activation.
@@ -660,10 +687,10 @@ impl Model {
     /// threads: chunks of rows, or, for one row, ranges of channel tiles.
     ///
     /// # Safety
-    /// `args` must be valid for the kernel's specialization: `x` holds `rows` rows of `k_pad`
-    /// bytes, `out` (and `residual` when the kernel reads it) `rows` rows of `n` floats, `xsum`
+    /// `args` must be valid for the kernel's specialization: `x` holds `rows` rows of
+    /// `x_row_bytes` bytes (`k_pad` int8 or f32 values), `out` (and `residual` when the kernel reads it) `rows` rows of `n` floats, `xsum`
     /// and `sx` `rows` values, `w`, `alpha` (and `scale`, `bias` when read) `n` channels.
-    unsafe fn call_tq2(&self, kernel: usize, args: GemmArgs, k_pad: usize, n: usize) {
+    unsafe fn call_tq2(&self, kernel: usize, args: GemmArgs, x_row_bytes: usize, n: usize) {
         /// The argument block crosses threads; each call writes disjoint rows or channels.
         #[derive(Clone, Copy)]
         struct Shared(GemmArgs);
@@ -683,7 +710,7 @@ impl Model {
         let run = move |r0: usize, r1: usize, t0: usize, t1: usize| {
             let a = shared.get();
             let sub = GemmArgs {
-                x: a.x.wrapping_add(r0 * k_pad),
+                x: a.x.wrapping_add(r0 * x_row_bytes),
                 residual: a.residual.wrapping_add(r0 * n),
                 out: a.out.wrapping_add(r0 * n),
                 xsum: a.xsum.wrapping_add(r0),
@@ -740,39 +767,55 @@ impl Model {
         let residual = self.residual(si, e, vals, b * g.o * p)?;
         let mut out = arena.f32(b * g.o * p);
         let mut tmp = arena.f32(p * og);
-        match (x, &w.data) {
-            (Val::Q(q), WeightData::Tq2 { packed, kernel, tile }) => {
-                let alpha = w.alpha.as_deref().ok_or_else(|| internal(si, "integer conv with an f32 weight"))?;
+        match (x, w.dense(p), &w.data) {
+            (x, None, WeightData::Tq2 { packed, kernel, tile, f32_x, .. }) => {
+                let alpha = w.alpha.as_deref().ok_or_else(|| internal(si, "ternary conv without alpha"))?;
                 let (k_pad, row_bytes) = (pack::padded_k(k), pack::row_bytes(k));
-                let sizes_ok = packed.len() == g.o * row_bytes
-                    && alpha.len() == g.o
-                    && q.data.len() == b * g.c * g.h * q.k_pad
-                    && *kernel < self.code.len();
+                let x_fits = match x {
+                    Val::Q(q) => !f32_x && q.data.len() == b * g.c * g.h * q.k_pad,
+                    Val::F32(a) => *f32_x && a.is_standard_layout(),
+                };
+                let sizes_ok =
+                    x_fits && packed.len() == g.o * row_bytes && alpha.len() == g.o && *kernel < self.code.len();
                 if !sizes_ok {
                     return Err(internal(si, "conv kernel buffers do not match its specialization"));
                 }
-                let mut cols = take(&mut arena.i8s, p * k_pad, 0);
+                // int8 columns with their sums and scales, or f32 columns; both k_pad per row.
+                let mut cols_q = take(&mut arena.i8s, if *f32_x { 0 } else { p * k_pad }, 0);
+                let mut cols_f = arena.f32(if *f32_x { p * k_pad } else { 0 });
                 let mut xsum = take(&mut arena.i32s, p, 0);
                 let mut sx = arena.f32(p);
                 let mut res = arena.f32(if residual.is_some() { p * og } else { 0 });
                 for n in 0..b {
-                    let base = n * g.c * g.h;
-                    let at = |c: usize, y: usize, xx: usize| q.data[(base + c * g.h + y) * q.k_pad + xx];
-                    sx.iter_mut().for_each(|v| *v = q.row_scale[base]);
                     for gi in 0..g.groups {
-                        g.im2col(gi * g.cg(), at, &mut cols, k_pad);
-                        for (r, s) in xsum.iter_mut().enumerate() {
-                            *s = cols[r * k_pad..r * k_pad + k].iter().map(|v| *v as i32).sum();
-                        }
                         let c0 = gi * og;
+                        match x {
+                            Val::Q(q) => {
+                                let base = n * g.c * g.h;
+                                let at = |c: usize, y: usize, xx: usize| q.data[(base + c * g.h + y) * q.k_pad + xx];
+                                sx.iter_mut().for_each(|v| *v = q.row_scale[base]);
+                                g.im2col(gi * g.cg(), at, &mut cols_q, k_pad);
+                                for (r, s) in xsum.iter_mut().enumerate() {
+                                    *s = cols_q[r * k_pad..r * k_pad + k].iter().map(|v| *v as i32).sum();
+                                }
+                            }
+                            Val::F32(a) => {
+                                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                                let base = n * g.c * g.h * g.w;
+                                let at = |c: usize, y: usize, xx: usize| xs[base + (c * g.h + y) * g.w + xx];
+                                g.im2col(gi * g.cg(), at, &mut cols_f, k_pad);
+                            }
+                        }
                         if let Some(rs) = residual {
                             for c in 0..og {
                                 let src = &rs[(n * g.o + c0 + c) * p..][..p];
                                 src.iter().enumerate().for_each(|(pix, v)| res[pix * og + c] = *v);
                             }
                         }
+                        let (xp, x_row_bytes) =
+                            if *f32_x { (cols_f.as_ptr().cast::<i8>(), 4 * k_pad) } else { (cols_q.as_ptr(), k_pad) };
                         let args = GemmArgs {
-                            x: cols.as_ptr(),
+                            x: xp,
                             w: packed[c0 * row_bytes..].as_ptr(),
                             alpha: alpha[c0..].as_ptr(),
                             scale: scale.map_or(std::ptr::null(), |s| s[c0..].as_ptr()),
@@ -785,15 +828,17 @@ impl Model {
                             tile_begin: 0,
                             tile_end: og.div_ceil(*tile) as u64,
                         };
-                        // SAFETY: the kernel was specialised for (og, k, tile) and this epilogue;
-                        // cols holds p rows of k_pad bytes, tmp and res p rows of og floats,
-                        // xsum and sx p values, and the weight, alpha, scale and bias slices
-                        // start at channel c0 of o = groups * og (sizes checked above).
-                        unsafe { self.call_tq2(*kernel, args, k_pad, og) };
+                        // SAFETY: the kernel was specialised for (og, k, tile), this epilogue and
+                        // this activation type (checked); the columns hold p rows of k_pad
+                        // values, tmp and res p rows of og floats, xsum and sx p values, and the
+                        // weight, alpha, scale and bias slices start at channel c0 of
+                        // o = groups * og (sizes checked above).
+                        unsafe { self.call_tq2(*kernel, args, x_row_bytes, og) };
                         scatter(&tmp, &mut out[(n * g.o + c0) * p..][..og * p], p, og);
                     }
                 }
-                arena.i8s.push(cols);
+                arena.i8s.push(cols_q);
+                arena.f32s.push(cols_f);
                 arena.i32s.push(xsum);
                 arena.f32s.push(sx);
                 arena.f32s.push(res);
@@ -801,7 +846,8 @@ impl Model {
                     out.iter_mut().for_each(|v| *v = act.apply(*v));
                 }
             }
-            (_, WeightData::Dense { w_t }) => {
+            (_, None, WeightData::Dense { .. }) => return Err(internal(si, "a dense weight without its matrix")),
+            (_, Some(w_t), _) => {
                 let mut cols = arena.f32(p * k);
                 for n in 0..b {
                     for gi in 0..g.groups {
@@ -850,7 +896,6 @@ impl Model {
                 arena.f32s.push(cols);
                 finish_nchw(&mut out, g.o, p, scale, bias, residual, e.act);
             }
-            (Val::F32(_), WeightData::Tq2 { .. }) => return Err(internal(si, "f32 activations with a packed weight")),
         }
         arena.f32s.push(tmp);
         ArrayD::from_shape_vec(IxDyn(&[b, g.o, g.oh, g.ow]), out).map_err(|e| internal(si, e.to_string()))
@@ -880,9 +925,10 @@ impl Model {
         }
         let mut out = arena.f32(rows * n);
         match &w.data {
-            WeightData::Tq2 { packed, kernel, tile } => {
+            WeightData::Tq2 { packed, kernel, tile, f32_x, .. } => {
                 let (k_pad, tiles) = (pack::padded_k(w.k), n.div_ceil(*tile));
-                let sizes_ok = q.k_pad == k_pad
+                let sizes_ok = !f32_x
+                    && q.k_pad == k_pad
                     && q.data.len() == rows * k_pad
                     && packed.len() == n * pack::row_bytes(w.k)
                     && alpha.len() == n
@@ -928,7 +974,8 @@ impl Model {
         ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| internal(si, e.to_string()))
     }
 
-    /// Float product: f32 activations with f32 weights, or trit/int8 codes scaled by alpha.
+    /// Float product: f32 activations with f32 weights, trit/int8 codes scaled by alpha, or
+    /// packed trits on the add/subtract kernel.
     fn gemm_f32(
         &self,
         si: usize,
@@ -938,28 +985,66 @@ impl Model {
         vals: &[Option<Val>],
         arena: &mut Arena,
     ) -> Result<ArrayD<f32>, RunError> {
-        let WeightData::Dense { w_t } = &w.data else {
-            return Err(internal(si, "f32 activations need a dense weight"));
-        };
         let rows = x.len() / w.k.max(1);
         let x2 = x
             .view()
             .into_shape_with_order((rows, w.k))
             .map_err(|_| internal(si, format!("activations of shape {:?} are not rows of {}", x.shape(), w.k)))?;
+        let (scale, bias) = self.epilogue_vectors(si, w, e)?;
+        let residual = self.residual(si, e, vals, rows * w.n)?;
         let mut out = arena.f32(rows * w.n);
-        {
-            let mut acc = ndarray::ArrayViewMut2::from_shape((rows, w.n), &mut out[..])
-                .map_err(|e| internal(si, e.to_string()))?;
-            ndarray::linalg::general_mat_mul(1.0, &x2, w_t, 0.0, &mut acc);
-            if let Some(alpha) = &w.alpha {
-                for mut row in acc.outer_iter_mut() {
-                    row.zip_mut_with(&ndarray::ArrayView1::from(alpha.as_slice()), |v, a| *v *= a);
+        match (w.dense(rows), &w.data) {
+            (Some(w_t), _) => {
+                let mut acc = ndarray::ArrayViewMut2::from_shape((rows, w.n), &mut out[..])
+                    .map_err(|e| internal(si, e.to_string()))?;
+                ndarray::linalg::general_mat_mul(1.0, &x2, w_t, 0.0, &mut acc);
+                if let Some(alpha) = &w.alpha {
+                    for mut row in acc.outer_iter_mut() {
+                        row.zip_mut_with(&ndarray::ArrayView1::from(alpha.as_slice()), |v, a| *v *= a);
+                    }
+                }
+                finish(&mut out, w.n, scale, bias, residual, e.act);
+            }
+            (None, WeightData::Dense { .. }) => return Err(internal(si, "a dense weight without its matrix")),
+            (None, WeightData::Tq2 { packed, kernel, tile, f32_x, .. }) => {
+                let alpha = w.alpha.as_deref().ok_or_else(|| internal(si, "ternary product without alpha"))?;
+                let k_pad = pack::padded_k(w.k);
+                let sizes_ok = *f32_x
+                    && packed.len() == w.n * pack::row_bytes(w.k)
+                    && alpha.len() == w.n
+                    && *kernel < self.code.len();
+                if !sizes_ok {
+                    return Err(internal(si, "kernel buffers do not match its specialization"));
+                }
+                // Rows padded with zeros to k_pad.
+                let mut xp = arena.f32(rows * k_pad);
+                for (dst, src) in xp.chunks_mut(k_pad).zip(x2.outer_iter()) {
+                    dst[..w.k].iter_mut().zip(src).for_each(|(d, v)| *d = *v);
+                }
+                let args = GemmArgs {
+                    x: xp.as_ptr().cast::<i8>(),
+                    w: packed.as_ptr(),
+                    alpha: alpha.as_ptr(),
+                    scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
+                    bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
+                    residual: residual.map_or(std::ptr::null(), |s| s.as_ptr()),
+                    out: out.as_mut_ptr(),
+                    xsum: std::ptr::null(),
+                    sx: std::ptr::null(),
+                    rows: rows as u64,
+                    tile_begin: 0,
+                    tile_end: w.n.div_ceil(*tile) as u64,
+                };
+                // SAFETY: the kernel was specialised for (n, k, tile), this epilogue and f32
+                // activations (checked); xp holds `rows` rows of k_pad floats, out and residual
+                // `rows` rows of n, w/alpha/scale/bias n channels (sizes checked above).
+                unsafe { self.call_tq2(*kernel, args, 4 * k_pad, w.n) };
+                arena.f32s.push(xp);
+                if let (Some(act), false) = (e.act, e.act_in_kernel) {
+                    out.iter_mut().for_each(|v| *v = act.apply(*v));
                 }
             }
         }
-        let (scale, bias) = self.epilogue_vectors(si, w, e)?;
-        let residual = self.residual(si, e, vals, rows * w.n)?;
-        finish(&mut out, w.n, scale, bias, residual, e.act);
         let mut shape = x.shape().to_vec();
         if let Some(l) = shape.last_mut() {
             *l = w.n;

@@ -1,5 +1,8 @@
-//! The int8 x ternary GEMM kernel: activation rows against every output channel of a packed
-//! (tq2) weight, with the fused epilogue, specialised per layer shape.
+//! The ternary GEMM kernels: activation rows against every output channel of a packed (tq2)
+//! weight, with the fused epilogue, specialised per layer shape. Two variants: int8
+//! activations (`pmaddubsw`, exact), and f32 activations with no multiplication in the
+//! product (`emit_tile_f32`: sign flips and masks, then additions; the runtime uses it up to
+//! `ADD_SUB_MAX_ROWS` rows).
 //!
 //! Rules:
 //! - Shapes are constants: `N`, `K` (so the padded row length and the block count), the tile of
@@ -24,7 +27,7 @@ use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16X8, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Endianness, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+    AbiParam, BlockArg, Endianness, Function, InstBuilder, MemFlagsData, Signature, Type, UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use triton_runtime::kernel::GemmArgs;
@@ -55,6 +58,8 @@ pub struct GemmSpec {
     pub bias: bool,
     pub residual: bool,
     pub act: Option<Act>,
+    /// f32 activations (the add/subtract kernel) instead of int8 ones.
+    pub f32_x: bool,
 }
 
 impl GemmSpec {
@@ -89,50 +94,158 @@ struct Row {
     x: Value,
     out: Value,
     residual: Value,
-    xsum: Value,
-    sx: Value,
+    /// Int8 rows: the row's activation sum and scale (f32 rows have neither).
+    xsum: Option<Value>,
+    sx: Option<Value>,
 }
 
-/// Sums of `code * x` over the whole row for `channels` rows starting at channel `row0`, as an
-/// i32x4 with one lane per channel (lanes past `channels` are zero).
-fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, x: Value, row0: Value, channels: usize) -> Value {
+/// A block group: `(builder, activation bases, weight bases, accumulators, first block,
+/// block count)`; it adds the products of blocks `first .. first + count` into the accumulators.
+type Group<'g> = dyn FnMut(&mut FunctionBuilder<'_>, &[Value], &[Value], &mut Vec<Value>, usize, usize) + 'g;
+
+/// The reduction over all of a row's blocks: `blocks / unroll` loop iterations of `unroll`
+/// blocks (none when that is one iteration: straight-line), then the remaining blocks
+/// straight-line. The accumulators (`acc_ty`) are loop-carried block parameters; activation
+/// bases advance by `x_block_bytes` per block, weight bases by one packed block.
+#[allow(clippy::too_many_arguments)]
+fn emit_blocks(
+    b: &mut FunctionBuilder<'_>,
+    blocks: usize,
+    unroll: usize,
+    x_block_bytes: usize,
+    xs: &[Value],
+    ws: &[Value],
+    mut accs: Vec<Value>,
+    acc_ty: Type,
+    group: &mut Group<'_>,
+) -> Vec<Value> {
+    let unroll = unroll.clamp(1, 8);
+    let iters = blocks / unroll;
+    let rem = blocks - iters * unroll;
+    if iters == 1 {
+        group(b, xs, ws, &mut accs, 0, unroll);
+    } else if iters > 1 {
+        // for j in 0..iters: the accumulators are block parameters.
+        let head = b.create_block();
+        let body = b.create_block();
+        let done = b.create_block();
+        let j = b.append_block_param(head, I64);
+        let acc_params: Vec<Value> = accs.iter().map(|_| b.append_block_param(head, acc_ty)).collect();
+        let done_params: Vec<Value> = accs.iter().map(|_| b.append_block_param(done, acc_ty)).collect();
+        let zero = b.ins().iconst(I64, 0);
+        let mut args = vec![BlockArg::from(zero)];
+        args.extend(accs.iter().map(|a| BlockArg::from(*a)));
+        b.ins().jump(head, &args);
+        b.switch_to_block(head);
+        let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, j, iters as i64);
+        let pass: Vec<_> = acc_params.iter().map(|a| BlockArg::from(*a)).collect();
+        b.ins().brif(more, body, &[], done, &pass);
+        b.switch_to_block(body);
+        let xoff = b.ins().imul_imm_s(j, (unroll * x_block_bytes) as i64);
+        let xbases: Vec<Value> = xs.iter().map(|x| b.ins().iadd(*x, xoff)).collect();
+        let woff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK_BYTES) as i64);
+        let wbases: Vec<Value> = ws.iter().map(|r| b.ins().iadd(*r, woff)).collect();
+        let mut next = acc_params.clone();
+        group(b, &xbases, &wbases, &mut next, 0, unroll);
+        let j1 = b.ins().iadd_imm_s(j, 1);
+        let mut args = vec![BlockArg::from(j1)];
+        args.extend(next.iter().map(|a| BlockArg::from(*a)));
+        b.ins().jump(head, &args);
+        b.switch_to_block(done);
+        accs = done_params;
+    }
+    if rem > 0 {
+        group(b, xs, ws, &mut accs, iters * unroll, rem);
+    }
+    accs
+}
+
+/// The packed weight rows of `channels` channels starting at `row0`.
+fn weight_rows(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, row0: Value, channels: usize) -> Vec<Value> {
     let row_bytes = pack::row_bytes(s.k) as i64;
-    let rows: Vec<Value> = (0..channels)
+    (0..channels)
         .map(|c| {
             let r = b.ins().iadd_imm_s(row0, c as i64);
             let off = b.ins().imul_imm_s(r, row_bytes);
             b.ins().iadd(f.w, off)
         })
-        .collect();
-    let zero32 = {
+        .collect()
+}
+
+/// The codes `w + 1` of the 16 weights `16 q ..` of the block at `wbase + offset`, one per byte.
+fn decode(b: &mut FunctionBuilder<'_>, wbase: Value, offset: usize, q: usize, mask: Value) -> Value {
+    let wv = b.ins().load(I8X16, ro(), wbase, offset as i32);
+    let w16 = b.ins().bitcast(I16X8, le(), wv);
+    let shifted = if q == 0 { w16 } else { b.ins().ushr_imm_u(w16, (2 * q) as i64) };
+    let bytes = b.ins().bitcast(I8X16, le(), shifted);
+    b.ins().band(bytes, mask)
+}
+
+fn splat_i8(b: &mut FunctionBuilder<'_>, v: i64) -> Value {
+    let m = b.ins().iconst(I8, v);
+    b.ins().splat(I8X16, m)
+}
+
+fn zero_vec(b: &mut FunctionBuilder<'_>, ty: Type) -> Value {
+    if ty == F32X4 {
+        let z = b.ins().f32const(0.0);
+        b.ins().splat(F32X4, z)
+    } else {
         let z = b.ins().iconst(I32, 0);
         b.ins().splat(I32X4, z)
-    };
-    let mask = {
-        let m = b.ins().iconst(I8, 3);
-        b.ins().splat(I8X16, m)
-    };
-    let blocks = s.blocks();
-    let unroll = s.unroll.clamp(1, 8);
-    let iters = blocks / unroll;
-    // One group of `unroll` blocks starting at byte offset `xoff` of x (and `xoff / 4` of each row).
-    let group = |b: &mut FunctionBuilder<'_>,
-                 xbase: Value,
-                 wbases: &[Value],
-                 accs: &mut Vec<Value>,
-                 first: usize,
-                 nb: usize| {
+    }
+}
+
+/// `[x0 + x1, x2 + x3, y0 + y1, y2 + y3]` for f32x4 `x` and `y`.
+fn fadd_pairwise(b: &mut FunctionBuilder<'_>, x: Value, y: Value) -> Value {
+    let lanes = |l: [u8; 4]| -> Vec<u8> { l.iter().flat_map(|i| (0..4).map(move |j| 4 * i + j)).collect() };
+    let xi = b.ins().bitcast(I8X16, le(), x);
+    let yi = b.ins().bitcast(I8X16, le(), y);
+    let even = b.func.dfg.immediates.push(lanes([0, 2, 4, 6]).as_slice().into());
+    let odd = b.func.dfg.immediates.push(lanes([1, 3, 5, 7]).as_slice().into());
+    let e = b.ins().shuffle(xi, yi, even);
+    let o = b.ins().shuffle(xi, yi, odd);
+    let e = b.ins().bitcast(F32X4, le(), e);
+    let o = b.ins().bitcast(F32X4, le(), o);
+    b.ins().fadd(e, o)
+}
+
+/// One vector whose lane `c` is the sum of the four lanes of `accs[c]` (lanes past
+/// `accs.len()` are zero): `(a0 + a1) + (a2 + a3)` per channel.
+fn horizontal_sums(b: &mut FunctionBuilder<'_>, mut accs: Vec<Value>, ty: Type) -> Value {
+    while accs.len() < 4 {
+        accs.push(zero_vec(b, ty));
+    }
+    if ty == F32X4 {
+        let ab = fadd_pairwise(b, accs[0], accs[1]);
+        let cd = fadd_pairwise(b, accs[2], accs[3]);
+        fadd_pairwise(b, ab, cd)
+    } else {
+        let ab = b.ins().iadd_pairwise(accs[0], accs[1]);
+        let cd = b.ins().iadd_pairwise(accs[2], accs[3]);
+        b.ins().iadd_pairwise(ab, cd)
+    }
+}
+
+/// Sums of `code * x` over the whole row for `channels` rows starting at channel `row0`, as an
+/// i32x4 with one lane per channel (lanes past `channels` are zero).
+fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, x: Value, row0: Value, channels: usize) -> Value {
+    let rows = weight_rows(b, s, f, row0, channels);
+    let mask = splat_i8(b, 3);
+    // One group of blocks: 16-bit sums per channel over at most 8 blocks (8 * 4 * 508 = 16256).
+    let mut group = |b: &mut FunctionBuilder<'_>,
+                     xbases: &[Value],
+                     wbases: &[Value],
+                     accs: &mut Vec<Value>,
+                     first: usize,
+                     nb: usize| {
         let mut sums16: Vec<Option<Value>> = vec![None; channels];
         for u in first..first + nb {
             let xv: Vec<Value> =
-                (0..4).map(|q| b.ins().load(I8X16, ro(), xbase, (u * pack::BLOCK + 16 * q) as i32)).collect();
+                (0..4).map(|q| b.ins().load(I8X16, ro(), xbases[0], (u * pack::BLOCK + 16 * q) as i32)).collect();
             for c in 0..channels {
-                let wv = b.ins().load(I8X16, ro(), wbases[c], (u * pack::BLOCK_BYTES) as i32);
-                let w16 = b.ins().bitcast(I16X8, le(), wv);
                 for (q, x) in xv.iter().enumerate() {
-                    let shifted = if q == 0 { w16 } else { b.ins().ushr_imm_u(w16, (2 * q) as i64) };
-                    let bytes = b.ins().bitcast(I8X16, le(), shifted);
-                    let codes = b.ins().band(bytes, mask);
+                    let codes = decode(b, wbases[c], u * pack::BLOCK_BYTES, q, mask);
                     let p = b.ins().x86_pmaddubsw(*x, codes);
                     sums16[c] = Some(match sums16[c] {
                         None => p,
@@ -150,50 +263,9 @@ fn emit_tile(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, x: Value, ro
             }
         }
     };
-    let mut accs = vec![zero32; channels];
-    let rem = blocks - iters * unroll;
-    if iters == 1 {
-        group(b, x, &rows, &mut accs, 0, unroll);
-    } else if iters > 1 {
-        // for j in 0..iters: the accumulators and the byte offset are block parameters.
-        let head = b.create_block();
-        let body = b.create_block();
-        let done = b.create_block();
-        let j = b.append_block_param(head, I64);
-        let acc_params: Vec<Value> = (0..channels).map(|_| b.append_block_param(head, I32X4)).collect();
-        let done_params: Vec<Value> = (0..channels).map(|_| b.append_block_param(done, I32X4)).collect();
-        let zero = b.ins().iconst(I64, 0);
-        let mut args = vec![BlockArg::from(zero)];
-        args.extend(accs.iter().map(|a| BlockArg::from(*a)));
-        b.ins().jump(head, &args);
-        b.switch_to_block(head);
-        let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, j, iters as i64);
-        let pass: Vec<_> = acc_params.iter().map(|a| BlockArg::from(*a)).collect();
-        b.ins().brif(more, body, &[], done, &pass);
-        b.switch_to_block(body);
-        let xoff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK) as i64);
-        let xbase = b.ins().iadd(x, xoff);
-        let woff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK_BYTES) as i64);
-        let wbases: Vec<Value> = rows.iter().map(|r| b.ins().iadd(*r, woff)).collect();
-        let mut next = acc_params.clone();
-        group(b, xbase, &wbases, &mut next, 0, unroll);
-        let j1 = b.ins().iadd_imm_s(j, 1);
-        let mut args = vec![BlockArg::from(j1)];
-        args.extend(next.iter().map(|a| BlockArg::from(*a)));
-        b.ins().jump(head, &args);
-        b.switch_to_block(done);
-        accs = done_params;
-    }
-    if rem > 0 {
-        group(b, x, &rows, &mut accs, iters * unroll, rem);
-    }
-    // Horizontal sums: lane c of the result is the sum of accs[c]'s four lanes.
-    while accs.len() < 4 {
-        accs.push(zero32);
-    }
-    let ab = b.ins().iadd_pairwise(accs[0], accs[1]);
-    let cd = b.ins().iadd_pairwise(accs[2], accs[3]);
-    b.ins().iadd_pairwise(ab, cd)
+    let zero = zero_vec(b, I32X4);
+    let accs = emit_blocks(b, s.blocks(), s.unroll, pack::BLOCK, &[x], &rows, vec![zero; channels], I32X4, &mut group);
+    horizontal_sums(b, accs, I32X4)
 }
 
 /// Applies the epilogue to the sums of `channels` channels starting at `row0` and stores them.
@@ -206,9 +278,6 @@ fn emit_epilogue(
     sums: Value,
     channels: usize,
 ) {
-    let xsum = b.ins().splat(I32X4, row.xsum);
-    let acc = b.ins().isub(sums, xsum);
-    let accf = b.ins().fcvt_from_sint(F32X4, acc);
     let byte_off = b.ins().imul_imm_s(row0, 4);
     // A full tile loads and stores vectors; a partial one goes lane by lane.
     let load_vec = |b: &mut FunctionBuilder<'_>, base: Value| -> Value {
@@ -225,10 +294,18 @@ fn emit_epilogue(
             v
         }
     };
-    let sx = b.ins().splat(F32X4, row.sx);
     let alpha = load_vec(b, f.alpha);
-    let s1 = b.ins().fmul(sx, alpha);
-    let mut y = b.ins().fmul(accf, s1);
+    let mut y = match (row.xsum, row.sx) {
+        (Some(xsum), Some(sx)) => {
+            let xsum = b.ins().splat(I32X4, xsum);
+            let acc = b.ins().isub(sums, xsum);
+            let accf = b.ins().fcvt_from_sint(F32X4, acc);
+            let sx = b.ins().splat(F32X4, sx);
+            let s1 = b.ins().fmul(sx, alpha);
+            b.ins().fmul(accf, s1)
+        }
+        _ => b.ins().fmul(sums, alpha),
+    };
     if s.scale {
         let v = load_vec(b, f.scale);
         y = b.ins().fmul(y, v);
@@ -280,46 +357,25 @@ fn emit_tile_rows(
     row0: Value,
     channels: usize,
 ) -> Vec<Value> {
-    let row_bytes = pack::row_bytes(s.k) as i64;
-    let wrows: Vec<Value> = (0..channels)
-        .map(|c| {
-            let r = b.ins().iadd_imm_s(row0, c as i64);
-            let off = b.ins().imul_imm_s(r, row_bytes);
-            b.ins().iadd(f.w, off)
-        })
-        .collect();
-    let zero32 = {
-        let z = b.ins().iconst(I32, 0);
-        b.ins().splat(I32X4, z)
-    };
-    let mask = {
-        let m = b.ins().iconst(I8, 3);
-        b.ins().splat(I8X16, m)
-    };
+    let wrows = weight_rows(b, s, f, row0, channels);
+    let mask = splat_i8(b, 3);
     let nrows = xs.len();
-    let blocks = s.blocks();
-    let unroll = s.unroll.clamp(1, 8);
-    let iters = blocks / unroll;
     // accs[c * nrows + r]. Within a group of `unroll` (at most 8) blocks the products stay in
     // 16-bit sums (8 * 4 * 508 = 16256), one per (channel, row); 16 activations of every row are
     // loaded once per step and each channel's codes for them are decoded once.
-    let group = |b: &mut FunctionBuilder<'_>,
-                 xbases: &[Value],
-                 wbases: &[Value],
-                 accs: &mut Vec<Value>,
-                 first: usize,
-                 nb: usize| {
+    let mut group = |b: &mut FunctionBuilder<'_>,
+                     xbases: &[Value],
+                     wbases: &[Value],
+                     accs: &mut Vec<Value>,
+                     first: usize,
+                     nb: usize| {
         let mut sums16: Vec<Option<Value>> = vec![None; channels * nrows];
         for u in first..first + nb {
             for q in 0..4 {
                 let xv: Vec<Value> =
                     xbases.iter().map(|xb| b.ins().load(I8X16, ro(), *xb, (u * pack::BLOCK + 16 * q) as i32)).collect();
                 for c in 0..channels {
-                    let wv = b.ins().load(I8X16, ro(), wbases[c], (u * pack::BLOCK_BYTES) as i32);
-                    let w16 = b.ins().bitcast(I16X8, le(), wv);
-                    let shifted = if q == 0 { w16 } else { b.ins().ushr_imm_u(w16, (2 * q) as i64) };
-                    let bytes = b.ins().bitcast(I8X16, le(), shifted);
-                    let code = b.ins().band(bytes, mask);
+                    let code = decode(b, wbases[c], u * pack::BLOCK_BYTES, q, mask);
                     for (r, x) in xv.iter().enumerate() {
                         let p = b.ins().x86_pmaddubsw(*x, code);
                         let slot = &mut sums16[c * nrows + r];
@@ -340,53 +396,93 @@ fn emit_tile_rows(
             }
         }
     };
-    let mut accs = vec![zero32; channels * nrows];
-    let rem = blocks - iters * unroll;
-    if iters == 1 {
-        group(b, xs, &wrows, &mut accs, 0, unroll);
-    } else if iters > 1 {
-        let head = b.create_block();
-        let body = b.create_block();
-        let done = b.create_block();
-        let j = b.append_block_param(head, I64);
-        let acc_params: Vec<Value> = accs.iter().map(|_| b.append_block_param(head, I32X4)).collect();
-        let done_params: Vec<Value> = accs.iter().map(|_| b.append_block_param(done, I32X4)).collect();
-        let zero = b.ins().iconst(I64, 0);
-        let mut args = vec![BlockArg::from(zero)];
-        args.extend(accs.iter().map(|a| BlockArg::from(*a)));
-        b.ins().jump(head, &args);
-        b.switch_to_block(head);
-        let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, j, iters as i64);
-        let pass: Vec<_> = acc_params.iter().map(|a| BlockArg::from(*a)).collect();
-        b.ins().brif(more, body, &[], done, &pass);
-        b.switch_to_block(body);
-        let xoff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK) as i64);
-        let xbases: Vec<Value> = xs.iter().map(|x| b.ins().iadd(*x, xoff)).collect();
-        let woff = b.ins().imul_imm_s(j, (unroll * pack::BLOCK_BYTES) as i64);
-        let wbases: Vec<Value> = wrows.iter().map(|r| b.ins().iadd(*r, woff)).collect();
-        let mut next = acc_params.clone();
-        group(b, &xbases, &wbases, &mut next, 0, unroll);
-        let j1 = b.ins().iadd_imm_s(j, 1);
-        let mut args = vec![BlockArg::from(j1)];
-        args.extend(next.iter().map(|a| BlockArg::from(*a)));
-        b.ins().jump(head, &args);
-        b.switch_to_block(done);
-        accs = done_params;
-    }
-    if rem > 0 {
-        group(b, xs, &wrows, &mut accs, iters * unroll, rem);
-    }
-    (0..nrows)
-        .map(|r| {
-            let mut per: Vec<Value> = (0..channels).map(|c| accs[c * nrows + r]).collect();
-            while per.len() < 4 {
-                per.push(zero32);
-            }
-            let ab = b.ins().iadd_pairwise(per[0], per[1]);
-            let cd = b.ins().iadd_pairwise(per[2], per[3]);
-            b.ins().iadd_pairwise(ab, cd)
+    let zero = zero_vec(b, I32X4);
+    let accs =
+        emit_blocks(b, s.blocks(), s.unroll, pack::BLOCK, xs, &wrows, vec![zero; channels * nrows], I32X4, &mut group);
+    (0..nrows).map(|r| horizontal_sums(b, (0..channels).map(|c| accs[c * nrows + r]).collect(), I32X4)).collect()
+}
+
+/// The f32-activation variant: sums of `w * x` for f32 rows `xs`, with no multiplication.
+/// Per 16 weights a channel's codes become two byte vectors by table lookup (`pshufb`): the
+/// sign byte `0x80` where `w = -1`, and `0xff` where `w != 0`; per 4 weights a second `pshufb`
+/// places them in f32 lanes (the sign in each lane's top byte), and each row takes
+/// `acc += (x ^ sign) & nonzero` (`x`, `-x` or `+0`). Lane `j` of a channel's accumulator sums
+/// the weights `k = 4 i + j` in increasing `k`, and the result per channel is
+/// `(l0 + l1) + (l2 + l3)` (tests/jit.rs checks this order bit for bit).
+fn emit_tile_f32(
+    b: &mut FunctionBuilder<'_>,
+    s: &GemmSpec,
+    f: &Fields,
+    xs: &[Value],
+    row0: Value,
+    channels: usize,
+) -> Vec<Value> {
+    let wrows = weight_rows(b, s, f, row0, channels);
+    let mask = splat_i8(b, 3);
+    let nrows = xs.len();
+    let vconst = |b: &mut FunctionBuilder<'_>, bytes: [u8; 16]| {
+        let c = b.func.dfg.constants.insert(bytes.to_vec().into());
+        b.ins().vconst(I8X16, c)
+    };
+    // Tables indexed by the code w + 1, and per quad d the byte spreads (0x80: zero).
+    let mut sign_table = [0u8; 16];
+    sign_table[0] = 0x80;
+    let mut nz_table = [0u8; 16];
+    (nz_table[0], nz_table[2]) = (0xff, 0xff);
+    let sign_table = vconst(b, sign_table);
+    let nz_table = vconst(b, nz_table);
+    let spreads: Vec<(Value, Value)> = (0..4u8)
+        .map(|d| {
+            let sign: [u8; 16] = std::array::from_fn(|i| if i % 4 == 3 { 4 * d + i as u8 / 4 } else { 0x80 });
+            let nz: [u8; 16] = std::array::from_fn(|i| 4 * d + i as u8 / 4);
+            (vconst(b, sign), vconst(b, nz))
         })
-        .collect()
+        .collect();
+    let mut group = |b: &mut FunctionBuilder<'_>,
+                     xbases: &[Value],
+                     wbases: &[Value],
+                     accs: &mut Vec<Value>,
+                     first: usize,
+                     nb: usize| {
+        for u in first..first + nb {
+            for q in 0..4 {
+                let masks: Vec<(Value, Value)> = (0..channels)
+                    .map(|c| {
+                        let code = decode(b, wbases[c], u * pack::BLOCK_BYTES, q, mask);
+                        (b.ins().x86_pshufb(sign_table, code), b.ins().x86_pshufb(nz_table, code))
+                    })
+                    .collect();
+                for (d, (sp_sign, sp_nz)) in spreads.iter().enumerate() {
+                    let off = (4 * (u * pack::BLOCK + 16 * q + 4 * d)) as i32;
+                    let xv: Vec<Value> = xbases.iter().map(|xb| b.ins().load(I8X16, ro(), *xb, off)).collect();
+                    for (c, (sign8, nz8)) in masks.iter().enumerate() {
+                        let sign = b.ins().x86_pshufb(*sign8, *sp_sign);
+                        let nz = b.ins().x86_pshufb(*nz8, *sp_nz);
+                        for (r, x) in xv.iter().enumerate() {
+                            let flipped = b.ins().bxor(*x, sign);
+                            let v = b.ins().band(flipped, nz);
+                            let v = b.ins().bitcast(F32X4, le(), v);
+                            let a = &mut accs[c * nrows + r];
+                            *a = b.ins().fadd(*a, v);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let zero = zero_vec(b, F32X4);
+    let accs = emit_blocks(
+        b,
+        s.blocks(),
+        s.unroll,
+        4 * pack::BLOCK,
+        xs,
+        &wrows,
+        vec![zero; channels * nrows],
+        F32X4,
+        &mut group,
+    );
+    (0..nrows).map(|r| horizontal_sums(b, (0..channels).map(|c| accs[c * nrows + r]).collect(), F32X4)).collect()
 }
 
 /// The rows `r .. r + nrows` of the call: every tile in `[tile_begin, tile_end)`, full tiles in a
@@ -406,17 +502,22 @@ fn emit_pass(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, call: &Call,
     let rows: Vec<Row> = (0..nrows)
         .map(|i| {
             let ri = b.ins().iadd_imm_s(r, i as i64);
-            let xo = b.ins().imul_imm_s(ri, k_pad);
+            let xo = b.ins().imul_imm_s(ri, k_pad * if s.f32_x { 4 } else { 1 });
             let oo = b.ins().imul_imm_s(ri, 4 * s.n as i64);
-            let so = b.ins().imul_imm_s(ri, 4);
-            let xsum_p = b.ins().iadd(call.xsum, so);
-            let sx_p = b.ins().iadd(call.sx, so);
+            let (xsum, sx) = if s.f32_x {
+                (None, None)
+            } else {
+                let so = b.ins().imul_imm_s(ri, 4);
+                let xsum_p = b.ins().iadd(call.xsum, so);
+                let sx_p = b.ins().iadd(call.sx, so);
+                (Some(b.ins().load(I32, ro(), xsum_p, 0)), Some(b.ins().load(F32, ro(), sx_p, 0)))
+            };
             Row {
                 x: b.ins().iadd(call.x, xo),
                 out: b.ins().iadd(call.out, oo),
                 residual: b.ins().iadd(call.residual, oo),
-                xsum: b.ins().load(I32, ro(), xsum_p, 0),
-                sx: b.ins().load(F32, ro(), sx_p, 0),
+                xsum,
+                sx,
             }
         })
         .collect();
@@ -437,7 +538,9 @@ fn emit_pass(b: &mut FunctionBuilder<'_>, s: &GemmSpec, f: &Fields, call: &Call,
     b.switch_to_block(body);
     let row0 = b.ins().imul_imm_s(t, s.tile as i64);
     let tile = |b: &mut FunctionBuilder<'_>, row0: Value, channels: usize| {
-        let sums = if nrows == 1 {
+        let sums = if s.f32_x {
+            emit_tile_f32(b, s, f, &xs, row0, channels)
+        } else if nrows == 1 {
             vec![emit_tile(b, s, f, xs[0], row0, channels)]
         } else {
             emit_tile_rows(b, s, f, &xs, row0, channels)
