@@ -84,11 +84,15 @@ proptest! {
             let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) }).expect("valid");
             let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
             prop_assert_eq!(parts.kernels.is_empty(), k < 32, "K >= 32 runs on a JIT kernel, below on the dense path");
-            let model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
+            let mut model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
             let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
             prop_assert_eq!(&y, &r, "n {} k {} batch {} {:?}", n, k, batch, level);
+            // Batches of 4+ rows ran on the AVX2 kernel where the CPU has it; the JIT kernels alone agree.
+            model.set_wide_kernel(false);
+            let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
+            prop_assert_eq!(&y, &r, "JIT kernels only: n {} k {} batch {} {:?}", n, k, batch, level);
         }
     }
 }
@@ -324,12 +328,14 @@ proptest! {
             let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) }).expect("valid");
             let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
             prop_assert_eq!(parts.kernels.is_empty(), cg * k * k < 32, "K >= 32 runs on a JIT kernel");
-            for threads in [1, 2] {
-                let model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
+            let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
+            let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
+            // 1 and 2 threads; the AVX2 kernel for 4+ pixel rows (where the CPU has it) or JIT only.
+            for (threads, wide) in [(1, true), (2, true), (1, false)] {
+                let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
+                model.set_wide_kernel(wide);
                 let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
-                let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
-                let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
-                prop_assert_eq!(&y, &r, "c {} o {} hw {} k {} stride {} pad {} groups {} {:?}", c, o, hw, k, stride, pad, groups, level);
+                prop_assert_eq!(&y, &r, "c {} o {} hw {} k {} stride {} pad {} groups {} {:?} threads {} wide {}", c, o, hw, k, stride, pad, groups, level, threads, wide);
             }
         }
     }

@@ -322,6 +322,8 @@ pub struct Model {
     pool: Option<rayon::ThreadPool>,
     /// Scratch storage of finished calls, reused by the next ones.
     arenas: Mutex<Vec<Arena>>,
+    /// Batched int8 products may run on the AVX2 kernel ([`crate::wide`]).
+    wide: bool,
 }
 
 /// Reusable buffers of one call: values that die go back here and the next step that needs a
@@ -406,7 +408,15 @@ impl Model {
             1 => None,
             n => rayon::ThreadPoolBuilder::new().num_threads(n).build().ok(),
         };
-        Ok(Model { parts, code, pool, arenas: Mutex::new(Vec::new()) })
+        Ok(Model { parts, code, pool, arenas: Mutex::new(Vec::new()), wide: crate::wide::available() })
+    }
+
+    /// Whether batched int8 products (chunks of at least [`crate::wide::MIN_ROWS`] rows) run on
+    /// the hand-written AVX2 kernel (the default where the CPU has AVX2) or on the JIT kernels
+    /// only. Both give the same bits; this is for benchmarks and tests. Turning it on where
+    /// the CPU lacks AVX2 leaves it off.
+    pub fn set_wide_kernel(&mut self, on: bool) {
+        self.wide = on && crate::wide::available();
     }
 
     pub fn name(&self) -> &str {
@@ -690,7 +700,17 @@ impl Model {
     /// `args` must be valid for the kernel's specialization: `x` holds `rows` rows of
     /// `x_row_bytes` bytes (`k_pad` int8 or f32 values), `out` (and `residual` when the kernel reads it) `rows` rows of `n` floats, `xsum`
     /// and `sx` `rows` values, `w`, `alpha` (and `scale`, `bias` when read) `n` channels.
-    unsafe fn call_tq2(&self, kernel: usize, args: GemmArgs, x_row_bytes: usize, n: usize) {
+    ///
+    /// `wide`: for an int8 kernel, `k_pad` and the activation it applies, so chunks of enough
+    /// rows may run on the AVX2 kernel instead (same results).
+    unsafe fn call_tq2(
+        &self,
+        kernel: usize,
+        args: GemmArgs,
+        x_row_bytes: usize,
+        n: usize,
+        wide: Option<(usize, Option<UnaryOp>)>,
+    ) {
         /// The argument block crosses threads; each call writes disjoint rows or channels.
         #[derive(Clone, Copy)]
         struct Shared(GemmArgs);
@@ -707,11 +727,13 @@ impl Model {
         let f = self.code.entry(kernel);
         let (rows, tiles) = (args.rows as usize, args.tile_end as usize);
         let shared = Shared(args);
+        let wide = wide.filter(|_| self.wide);
         let run = move |r0: usize, r1: usize, t0: usize, t1: usize| {
             let a = shared.get();
             let sub = GemmArgs {
                 x: a.x.wrapping_add(r0 * x_row_bytes),
-                residual: a.residual.wrapping_add(r0 * n),
+                // Null stays null: the wide kernel reads presence from it.
+                residual: if a.residual.is_null() { a.residual } else { a.residual.wrapping_add(r0 * n) },
                 out: a.out.wrapping_add(r0 * n),
                 xsum: a.xsum.wrapping_add(r0),
                 sx: a.sx.wrapping_add(r0),
@@ -720,8 +742,15 @@ impl Model {
                 tile_end: t1 as u64,
                 ..a
             };
-            // SAFETY: a sub-range of the rows and tiles the caller vouched for.
-            unsafe { f(&sub) };
+            match wide {
+                // SAFETY: the CPU has AVX2 (checked at construction); all tiles of a sub-range
+                // of the rows the caller vouched for, as an int8 kernel for n channels.
+                Some((k_pad, act)) if r1 - r0 >= crate::wide::MIN_ROWS && t0 == 0 && t1 == tiles => unsafe {
+                    crate::wide::gemm(&sub, n, k_pad, act)
+                },
+                // SAFETY: a sub-range of the rows and tiles the caller vouched for.
+                _ => unsafe { f(&sub) },
+            }
         };
         let threads = if self.pool.is_some() { rayon::current_num_threads() } else { 1 };
         if rows == 1 && threads > 1 && tiles >= 2 * threads {
@@ -828,12 +857,13 @@ impl Model {
                             tile_begin: 0,
                             tile_end: og.div_ceil(*tile) as u64,
                         };
+                        let wide = (!f32_x).then_some((k_pad, e.act.filter(|_| e.act_in_kernel)));
                         // SAFETY: the kernel was specialised for (og, k, tile), this epilogue and
                         // this activation type (checked); the columns hold p rows of k_pad
                         // values, tmp and res p rows of og floats, xsum and sx p values, and the
                         // weight, alpha, scale and bias slices start at channel c0 of
                         // o = groups * og (sizes checked above).
-                        unsafe { self.call_tq2(*kernel, args, x_row_bytes, og) };
+                        unsafe { self.call_tq2(*kernel, args, x_row_bytes, og, wide) };
                         scatter(&tmp, &mut out[(n * g.o + c0) * p..][..og * p], p, og);
                     }
                 }
@@ -954,7 +984,7 @@ impl Model {
                 // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
                 // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and out
                 // (n per row), xsum and sx (one per row) were checked above for all rows.
-                unsafe { self.call_tq2(*kernel, args, k_pad, n) };
+                unsafe { self.call_tq2(*kernel, args, k_pad, n, Some((k_pad, e.act.filter(|_| e.act_in_kernel)))) };
             }
             WeightData::Dense { w_t } => {
                 let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
@@ -1038,7 +1068,7 @@ impl Model {
                 // SAFETY: the kernel was specialised for (n, k, tile), this epilogue and f32
                 // activations (checked); xp holds `rows` rows of k_pad floats, out and residual
                 // `rows` rows of n, w/alpha/scale/bias n channels (sizes checked above).
-                unsafe { self.call_tq2(*kernel, args, 4 * k_pad, w.n) };
+                unsafe { self.call_tq2(*kernel, args, 4 * k_pad, w.n, None) };
                 arena.f32s.push(xp);
                 if let (Some(act), false) = (e.act, e.act_in_kernel) {
                     out.iter_mut().for_each(|v| *v = act.apply(*v));

@@ -1,0 +1,245 @@
+//! The 256-bit int8 x ternary batch kernel: hand-written AVX2, for the batched products the
+//! JIT kernels cannot make fast (Cranelift 0.135 emits 128-bit vectors only on x86-64, while
+//! the FP32 baseline's sgemm uses 256-bit FMAs).
+//!
+//! Rules:
+//! - Same contract and same results as the JIT int8 kernel (`GemmArgs`, tq2 weights, int8 rows
+//!   padded to `k_pad`): integer sums are exact, and the epilogue runs in the interpreter's
+//!   order with the JIT kernel's activation semantics (`y > 0 ? y : 0`, then `y > 6 ? 6 : y`),
+//!   so the output is bit for bit the JIT kernel's (tests/jit.rs compares both to the
+//!   interpreter).
+//! - Used only for chunks of at least [`MIN_ROWS`] rows on CPUs with AVX2 (checked once per
+//!   model); everything else stays on the JIT kernels. Shapes are runtime values here, not
+//!   constants: the work per call is large enough that specialization matters little.
+//! - Inner step per 64 weights of a channel: one 16-byte load broadcast to both halves, two
+//!   per-lane shifts (`vpsrlvd` by 0|2 and 4|6) and masks give the codes of weights 0..32 and
+//!   32..64 in order; each is `vpmaddubsw`-ed with 32 activations of each row of the group.
+//!   16-bit sums hold at most 32 blocks (32 * 2 * 508 = 32512), then `vpmaddwd` widens them.
+
+use crate::kernel::GemmArgs;
+use crate::ops::UnaryOp;
+
+/// Rows a chunk must have for the wide kernel.
+pub const MIN_ROWS: usize = 4;
+/// Rows sharing one decode of a channel's codes.
+const ROWS: usize = 8;
+/// Channels sharing each activation load.
+const CHANNELS: usize = 1;
+/// Blocks whose 16-bit sums cannot overflow.
+const FLUSH_BLOCKS: usize = 32;
+
+/// Whether this CPU runs the wide kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Computes every output channel of `args.rows` rows (the tile range is ignored: all `n`
+/// channels), with the epilogue the non-null pointers select and `act` (relu or relu6 only).
+///
+/// # Safety
+/// The CPU has AVX2 ([`available`]); `args` is valid as for a JIT int8 kernel specialised for
+/// `n` channels and `k_pad` (a multiple of 64) padded activations: `x` holds `rows` rows of
+/// `k_pad` bytes, `w` `n` rows of `k_pad / 4` bytes, `alpha` (and non-null `scale`, `bias`) `n`
+/// values, `out` (and a non-null `residual`) `rows` rows of `n`, `xsum` and `sx` `rows` values.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn gemm(args: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>) {
+    // SAFETY: forwarded from the caller.
+    unsafe { avx2::gemm(args, n, k_pad, act) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn gemm(_: &GemmArgs, _: usize, _: usize, _: Option<UnaryOp>) {
+    unreachable!("the wide kernel is only used when available() says so")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn gemm(a: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>) {
+        let rows = a.rows as usize;
+        let mut r = 0;
+        while r < rows {
+            let nr = (rows - r).min(ROWS);
+            let mut c = 0;
+            while c < n {
+                let nc = (n - c).min(CHANNELS);
+                // SAFETY: rows r..r + nr and channels c..c + nc lie inside what the caller vouched for.
+                unsafe {
+                    match (nr == ROWS, nc == CHANNELS) {
+                        (true, true) => tile::<ROWS, CHANNELS>(a, n, k_pad, r, c, act),
+                        (true, false) => (c..c + nc).for_each(|ch| tile::<ROWS, 1>(a, n, k_pad, r, ch, act)),
+                        (false, true) => (r..r + nr).for_each(|row| tile::<1, CHANNELS>(a, n, k_pad, row, c, act)),
+                        (false, false) => (r..r + nr)
+                            .for_each(|row| (c..c + nc).for_each(|ch| tile::<1, 1>(a, n, k_pad, row, ch, act))),
+                    }
+                }
+                c += nc;
+            }
+            r += nr;
+        }
+    }
+
+    /// Rows `r .. r + R` against channels `c .. c + C`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    #[allow(clippy::needless_range_loop, reason = "row and channel indices address several arrays at once")]
+    unsafe fn tile<const R: usize, const C: usize>(
+        a: &GemmArgs,
+        n: usize,
+        k_pad: usize,
+        r: usize,
+        c: usize,
+        act: Option<UnaryOp>,
+    ) {
+        let blocks = k_pad / 64;
+        let row_bytes = k_pad / 4;
+        let mask = _mm256_set1_epi8(3);
+        let ones = _mm256_set1_epi16(1);
+        let shift_lo = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
+        let shift_hi = _mm256_setr_epi32(4, 4, 4, 4, 6, 6, 6, 6);
+        let mut acc32 = [[_mm256_setzero_si256(); R]; C];
+        let mut b0 = 0;
+        while b0 < blocks {
+            let b1 = (b0 + FLUSH_BLOCKS).min(blocks);
+            let mut acc16 = [[_mm256_setzero_si256(); R]; C];
+            for blk in b0..b1 {
+                let mut codes = [[_mm256_setzero_si256(); 2]; C];
+                for (ci, cc) in codes.iter_mut().enumerate() {
+                    // SAFETY: channel c + ci < n, block blk < k_pad / 64: inside the weight.
+                    let p = unsafe { a.w.add((c + ci) * row_bytes + blk * 16) };
+                    let w = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
+                    cc[0] = _mm256_and_si256(_mm256_srlv_epi32(w, shift_lo), mask);
+                    cc[1] = _mm256_and_si256(_mm256_srlv_epi32(w, shift_hi), mask);
+                }
+                for ri in 0..R {
+                    // SAFETY: row r + ri < rows, 64 bytes of block blk inside its k_pad.
+                    let p = unsafe { a.x.add((r + ri) * k_pad + blk * 64) };
+                    let x0 = unsafe { _mm256_loadu_si256(p.cast()) };
+                    let x1 = unsafe { _mm256_loadu_si256(p.add(32).cast()) };
+                    for ci in 0..C {
+                        let p0 = _mm256_maddubs_epi16(codes[ci][0], x0);
+                        let p1 = _mm256_maddubs_epi16(codes[ci][1], x1);
+                        acc16[ci][ri] = _mm256_add_epi16(acc16[ci][ri], _mm256_add_epi16(p0, p1));
+                    }
+                }
+            }
+            for ci in 0..C {
+                for ri in 0..R {
+                    acc32[ci][ri] = _mm256_add_epi32(acc32[ci][ri], _mm256_madd_epi16(acc16[ci][ri], ones));
+                }
+            }
+            b0 = b1;
+        }
+        for ci in 0..C {
+            let ch = c + ci;
+            // SAFETY: channel ch < n for every per-channel vector.
+            let (alpha, scale, bias) = unsafe {
+                (
+                    *a.alpha.add(ch),
+                    (!a.scale.is_null()).then(|| *a.scale.add(ch)),
+                    (!a.bias.is_null()).then(|| *a.bias.add(ch)),
+                )
+            };
+            if R == 8 {
+                // SAFETY: rows r..r + 8 and channel ch are inside the caller's buffers.
+                unsafe { epilogue8(a, n, r, ch, &acc32[ci], alpha, scale, bias, act) };
+                continue;
+            }
+            for ri in 0..R {
+                let row = r + ri;
+                let v = acc32[ci][ri];
+                let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                // SAFETY: row < rows for xsum, sx, residual and out; ch < n.
+                unsafe {
+                    let acc = _mm_cvtsi128_si32(s) - *a.xsum.add(row);
+                    let mut y = acc as f32 * (*a.sx.add(row) * alpha);
+                    if let Some(s) = scale {
+                        y *= s;
+                    }
+                    if let Some(b) = bias {
+                        y += b;
+                    }
+                    if !a.residual.is_null() {
+                        y += *a.residual.add(row * n + ch);
+                    }
+                    if let Some(op @ (UnaryOp::Relu | UnaryOp::Relu6)) = act {
+                        y = if y > 0.0 { y } else { 0.0 };
+                        if op == UnaryOp::Relu6 && y > 6.0 {
+                            y = 6.0;
+                        }
+                    }
+                    *a.out.add(row * n + ch) = y;
+                }
+            }
+        }
+    }
+
+    /// The epilogue of 8 rows of one channel, vectorized over the rows: the same operations in
+    /// the same order as the scalar one (`acc * (sx * alpha)`, scale, bias, residual, act).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn epilogue8(
+        a: &GemmArgs,
+        n: usize,
+        r: usize,
+        ch: usize,
+        acc: &[__m256i],
+        alpha: f32,
+        scale: Option<f32>,
+        bias: Option<f32>,
+        act: Option<UnaryOp>,
+    ) {
+        // Horizontal sums of 8 vectors into one: lane i is the sum of acc[i].
+        let h01 = _mm256_hadd_epi32(acc[0], acc[1]);
+        let h23 = _mm256_hadd_epi32(acc[2], acc[3]);
+        let h45 = _mm256_hadd_epi32(acc[4], acc[5]);
+        let h67 = _mm256_hadd_epi32(acc[6], acc[7]);
+        let lo = _mm256_hadd_epi32(h01, h23);
+        let hi = _mm256_hadd_epi32(h45, h67);
+        let sums = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+        // SAFETY: rows r..r + 8 of xsum, sx, residual and out, channel ch < n (caller).
+        unsafe {
+            let xsum = _mm256_loadu_si256(a.xsum.add(r).cast());
+            let accf = _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, xsum));
+            let s1 = _mm256_mul_ps(_mm256_loadu_ps(a.sx.add(r)), _mm256_set1_ps(alpha));
+            let mut y = _mm256_mul_ps(accf, s1);
+            if let Some(s) = scale {
+                y = _mm256_mul_ps(y, _mm256_set1_ps(s));
+            }
+            if let Some(b) = bias {
+                y = _mm256_add_ps(y, _mm256_set1_ps(b));
+            }
+            if !a.residual.is_null() {
+                let res: [f32; 8] = std::array::from_fn(|i| *a.residual.add((r + i) * n + ch));
+                y = _mm256_add_ps(y, _mm256_loadu_ps(res.as_ptr()));
+            }
+            if let Some(op @ (UnaryOp::Relu | UnaryOp::Relu6)) = act {
+                let zero = _mm256_setzero_ps();
+                y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_GT_OQ>(y, zero));
+                if op == UnaryOp::Relu6 {
+                    let six = _mm256_set1_ps(6.0);
+                    y = _mm256_blendv_ps(y, six, _mm256_cmp_ps::<_CMP_GT_OQ>(y, six));
+                }
+            }
+            let mut out = [0.0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), y);
+            for (i, v) in out.iter().enumerate() {
+                *a.out.add((r + i) * n + ch) = *v;
+            }
+        }
+    }
+}
