@@ -3,7 +3,7 @@
 //! - `gemv`: the ternary GEMV of issue 4's target shape, m=4096 k=14336 n=1, one thread, int8
 //!   activations (the time includes quantizing the 14336 activations); GFLOPS = 2 m k / time.
 //! - `mlp`: examples/mnist_mlp.tri at batch 1 and 1024, one thread: ternary (-O3, int8
-//!   activations, JIT kernels) against the FP32 baseline of the same model (matrixmultiply GEMM).
+//!   activations, JIT kernels) against the FP32 baseline of the same model (`gemm` crate).
 //! - `cnn`: examples/mnist_cnn.tri (batch 1 and 64) and resnet18_cifar10.tri (batch 1), one
 //!   thread, ternary -O3 against FP32.
 //!

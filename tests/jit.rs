@@ -89,7 +89,7 @@ proptest! {
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
             prop_assert_eq!(&y, &r, "n {} k {} batch {} {:?}", n, k, batch, level);
-            // Batches of 4+ rows ran on the AVX2 kernel where the CPU has it; the JIT kernels alone agree.
+            // That ran on the AVX2 kernel where the CPU has it; the JIT kernels alone agree.
             model.set_wide_kernel(false);
             let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
             prop_assert_eq!(&y, &r, "JIT kernels only: n {} k {} batch {} {:?}", n, k, batch, level);
@@ -330,7 +330,7 @@ proptest! {
             prop_assert_eq!(parts.kernels.is_empty(), cg * k * k < 32, "K >= 32 runs on a JIT kernel");
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
-            // 1 and 2 threads; the AVX2 kernel for 4+ pixel rows (where the CPU has it) or JIT only.
+            // 1 and 2 threads; the AVX2 kernel (where the CPU has it) or the JIT kernels only.
             for (threads, wide) in [(1, true), (2, true), (1, false)] {
                 let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
                 model.set_wide_kernel(wide);

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod model;
 pub mod ops;
 pub mod pack;
+pub mod sgemm;
 pub mod wide;
 
 pub use dtype::{DType, StorageSize};

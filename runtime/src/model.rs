@@ -6,8 +6,8 @@
 //!   rank, size or batch is a [`RunError`] naming the expected shape, never undefined behaviour.
 //! - Steps compute exactly what the interpreter's ops compute, in the same order of f32
 //!   operations where the result is meant to be bit-exact (integer products and their
-//!   epilogues); float GEMMs use matrixmultiply (through ndarray) and differ from the
-//!   interpreter's f64 accumulation by rounding only.
+//!   epilogues); float GEMMs run on [`crate::sgemm`] and differ from the interpreter's f64
+//!   accumulation by rounding only.
 //! - Before a kernel is called, every buffer it reads or writes is checked against the sizes its
 //!   specialization implies; a mismatch is an internal error, not a call.
 //! - A `Model` is `Send + Sync`: `run` takes `&self` and keeps its values in a per-call
@@ -23,8 +23,9 @@ use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use crate::kernel::{CodeMemory, GemmArgs, MapError};
-use crate::ops::{BinaryOp, UnaryOp, absmax_scale, quantize};
+use crate::ops::{BinaryOp, UnaryOp, absmax_scale, quantize_into};
 use crate::pack;
+use crate::sgemm::sgemm;
 
 /// A dimension as a function of the batch size `B`: `batch * B + fixed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,7 +323,7 @@ pub struct Model {
     pool: Option<rayon::ThreadPool>,
     /// Scratch storage of finished calls, reused by the next ones.
     arenas: Mutex<Vec<Arena>>,
-    /// Batched int8 products may run on the AVX2 kernel ([`crate::wide`]).
+    /// Int8 products run on the AVX2 kernel ([`crate::wide`]).
     wide: bool,
 }
 
@@ -338,19 +339,39 @@ struct Arena {
 /// Takes the smallest pooled buffer that holds `len` values (or a new one), as `len` copies of
 /// `fill`.
 fn take<T: Copy>(pool: &mut Vec<Vec<T>>, len: usize, fill: T) -> Vec<T> {
-    let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity());
-    let mut v = match best {
-        Some((i, _)) => pool.swap_remove(i),
-        None => pool.pop().unwrap_or_default(),
-    };
+    let mut v = pick(pool, len);
     v.clear();
     v.resize(len, fill);
     v
 }
 
+/// The smallest pooled buffer with room for `len` values (else any, else a new one).
+fn pick<T>(pool: &mut Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity());
+    match best {
+        Some((i, _)) => pool.swap_remove(i),
+        None => pool.pop().unwrap_or_default(),
+    }
+}
+
+/// Like [`take`], but the first values keep whatever an earlier use left there (only growth is
+/// filled): for buffers the caller overwrites entirely, so the arena costs no memset.
+fn take_overwritten<T: Copy + Default>(pool: &mut Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut v = pick(pool, len);
+    v.truncate(len);
+    v.resize(len, T::default());
+    v
+}
+
 impl Arena {
+    /// A zero-filled buffer.
     fn f32(&mut self, len: usize) -> Vec<f32> {
         take(&mut self.f32s, len, 0.0)
+    }
+
+    /// A buffer of unspecified (stale, never uninitialized) contents that the caller overwrites.
+    fn f32_overwritten(&mut self, len: usize) -> Vec<f32> {
+        take_overwritten(&mut self.f32s, len)
     }
 
     fn recycle(&mut self, v: Val) {
@@ -411,10 +432,9 @@ impl Model {
         Ok(Model { parts, code, pool, arenas: Mutex::new(Vec::new()), wide: crate::wide::available() })
     }
 
-    /// Whether batched int8 products (chunks of at least [`crate::wide::MIN_ROWS`] rows) run on
-    /// the hand-written AVX2 kernel (the default where the CPU has AVX2) or on the JIT kernels
-    /// only. Both give the same bits; this is for benchmarks and tests. Turning it on where
-    /// the CPU lacks AVX2 leaves it off.
+    /// Whether int8 x ternary products run on the hand-written AVX2 kernel ([`crate::wide`], the
+    /// default where the CPU has AVX2) or on the JIT kernels. Both give the same bits; this is
+    /// for benchmarks and tests. Turning it on where the CPU lacks AVX2 leaves it off.
     pub fn set_wide_kernel(&mut self, on: bool) {
         self.wide = on && crate::wide::available();
     }
@@ -497,7 +517,7 @@ impl Model {
         let p = &self.parts;
         let mut vals: Vec<Option<Val>> = vec![None; p.slots];
         for (i, x) in inputs.iter().enumerate() {
-            let mut buf = arena.f32(x.len());
+            let mut buf = arena.f32_overwritten(x.len());
             copy_into(&mut buf, x);
             let a = ArrayD::from_shape_vec(x.raw_dim(), buf).map_err(|e| internal(0, e.to_string()))?;
             vals[i] = Some(Val::F32(a));
@@ -550,12 +570,14 @@ impl Model {
         let f32v = |s: Src| self.f32_of(si, vals, s);
         // An f32 result of `shape` computed into a pooled buffer by `fill`.
         let mut pooled = |shape: &[usize], fill: &mut dyn FnMut(&mut [f32])| -> Result<Val, RunError> {
-            let mut buf = arena.f32(shape.iter().product());
+            let mut buf = arena.f32_overwritten(shape.iter().product());
             fill(&mut buf);
             Ok(Val::F32(ArrayD::from_shape_vec(IxDyn(shape), buf).map_err(|e| internal(si, e.to_string()))?))
         };
         Ok(match step {
-            Step::Quantize { x, out, fixed } => (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?, *fixed, arena))),
+            Step::Quantize { x, out, fixed } => {
+                (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?, *fixed, arena, self.pool.is_some())))
+            }
             Step::Dequantize { x, out } => match &vals[*x] {
                 Some(Val::Q(q)) => (*out, pooled(&q.shape, &mut |o| dequantize_into(q, o))?),
                 _ => return Err(internal(si, "dequantize of a value that is not quantized")),
@@ -701,15 +723,15 @@ impl Model {
     /// `x_row_bytes` bytes (`k_pad` int8 or f32 values), `out` (and `residual` when the kernel reads it) `rows` rows of `n` floats, `xsum`
     /// and `sx` `rows` values, `w`, `alpha` (and `scale`, `bias` when read) `n` channels.
     ///
-    /// `wide`: for an int8 kernel, `k_pad` and the activation it applies, so chunks of enough
-    /// rows may run on the AVX2 kernel instead (same results).
+    /// `wide`: for an int8 kernel, `k_pad`, the activation it applies and its channel tile, so
+    /// the AVX2 kernel may run instead (same results).
     unsafe fn call_tq2(
         &self,
         kernel: usize,
         args: GemmArgs,
         x_row_bytes: usize,
         n: usize,
-        wide: Option<(usize, Option<UnaryOp>)>,
+        wide: Option<(usize, Option<UnaryOp>, usize)>,
     ) {
         /// The argument block crosses threads; each call writes disjoint rows or channels.
         #[derive(Clone, Copy)]
@@ -743,10 +765,11 @@ impl Model {
                 ..a
             };
             match wide {
-                // SAFETY: the CPU has AVX2 (checked at construction); all tiles of a sub-range
-                // of the rows the caller vouched for, as an int8 kernel for n channels.
-                Some((k_pad, act)) if r1 - r0 >= crate::wide::MIN_ROWS && t0 == 0 && t1 == tiles => unsafe {
-                    crate::wide::gemm(&sub, n, k_pad, act)
+                // SAFETY: the CPU has AVX2 (checked at construction); a sub-range of the rows
+                // and of the channel tiles (cut at n) the caller vouched for, as an int8 kernel
+                // for n channels.
+                Some((k_pad, act, tile)) => unsafe {
+                    crate::wide::gemm(&sub, n, k_pad, act, (t0 * tile).min(n)..(t1 * tile).min(n))
                 },
                 // SAFETY: a sub-range of the rows and tiles the caller vouched for.
                 _ => unsafe { f(&sub) },
@@ -757,8 +780,8 @@ impl Model {
             let per = tiles.div_ceil(threads);
             (0..threads).into_par_iter().for_each(|i| run(0, 1, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
         } else if threads > 1 && rows > 1 {
-            // Chunks of whole row groups (the kernel takes up to 4 rows per pass).
-            let chunk = rows.div_ceil(4 * threads).next_multiple_of(4);
+            // Chunks of whole row groups (the kernels take 2 or 8 rows per pass).
+            let chunk = rows.div_ceil(4 * threads).next_multiple_of(8);
             (0..rows.div_ceil(chunk))
                 .into_par_iter()
                 .for_each(|c| run(c * chunk, ((c + 1) * chunk).min(rows), 0, tiles));
@@ -857,7 +880,7 @@ impl Model {
                             tile_begin: 0,
                             tile_end: og.div_ceil(*tile) as u64,
                         };
-                        let wide = (!f32_x).then_some((k_pad, e.act.filter(|_| e.act_in_kernel)));
+                        let wide = (!f32_x).then_some((k_pad, e.act.filter(|_| e.act_in_kernel), *tile));
                         // SAFETY: the kernel was specialised for (og, k, tile), this epilogue and
                         // this activation type (checked); the columns hold p rows of k_pad
                         // values, tmp and res p rows of og floats, xsum and sx p values, and the
@@ -910,7 +933,7 @@ impl Model {
                                 }
                             }
                         } else {
-                            ndarray::linalg::general_mat_mul(1.0, &xm, &wg, 0.0, &mut acc);
+                            sgemm(&xm, &wg, &mut acc, self.pool.is_some());
                         }
                         if let Some(alpha) = &w.alpha {
                             let is_q = matches!(x, Val::Q(_));
@@ -953,7 +976,7 @@ impl Model {
         if let Some(l) = shape.last_mut() {
             *l = n;
         }
-        let mut out = arena.f32(rows * n);
+        let mut out = arena.f32_overwritten(rows * n);
         match &w.data {
             WeightData::Tq2 { packed, kernel, tile, f32_x, .. } => {
                 let (k_pad, tiles) = (pack::padded_k(w.k), n.div_ceil(*tile));
@@ -984,11 +1007,14 @@ impl Model {
                 // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
                 // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and out
                 // (n per row), xsum and sx (one per row) were checked above for all rows.
-                unsafe { self.call_tq2(*kernel, args, k_pad, n, Some((k_pad, e.act.filter(|_| e.act_in_kernel)))) };
+                unsafe {
+                    self.call_tq2(*kernel, args, k_pad, n, Some((k_pad, e.act.filter(|_| e.act_in_kernel), *tile)))
+                };
             }
             WeightData::Dense { w_t } => {
                 let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
-                let acc = x.dot(w_t);
+                let mut acc = Array2::zeros((rows, n));
+                sgemm(&x.view(), &w_t.view(), &mut acc.view_mut(), self.pool.is_some());
                 for (r, (o, a)) in out.chunks_mut(n).zip(acc.outer_iter()).enumerate() {
                     let sx = q.row_scale[r];
                     for c in 0..n {
@@ -1022,12 +1048,12 @@ impl Model {
             .map_err(|_| internal(si, format!("activations of shape {:?} are not rows of {}", x.shape(), w.k)))?;
         let (scale, bias) = self.epilogue_vectors(si, w, e)?;
         let residual = self.residual(si, e, vals, rows * w.n)?;
-        let mut out = arena.f32(rows * w.n);
+        let mut out = arena.f32_overwritten(rows * w.n);
         match (w.dense(rows), &w.data) {
             (Some(w_t), _) => {
                 let mut acc = ndarray::ArrayViewMut2::from_shape((rows, w.n), &mut out[..])
                     .map_err(|e| internal(si, e.to_string()))?;
-                ndarray::linalg::general_mat_mul(1.0, &x2, w_t, 0.0, &mut acc);
+                sgemm(&x2, &w_t.view(), &mut acc, self.pool.is_some());
                 if let Some(alpha) = &w.alpha {
                     for mut row in acc.outer_iter_mut() {
                         row.zip_mut_with(&ndarray::ArrayView1::from(alpha.as_slice()), |v, a| *v *= a);
@@ -1190,7 +1216,7 @@ fn finish(
 }
 
 /// Quantizes per sample (dimension 0; per tensor below rank 2) into rows of the last axis.
-fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>, arena: &mut Arena) -> QTensor {
+fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>, arena: &mut Arena, parallel: bool) -> QTensor {
     let shape = x.shape().to_vec();
     let k = shape.last().copied().unwrap_or(1).max(1);
     let k_pad = pack::padded_k(k);
@@ -1198,27 +1224,35 @@ fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>, arena: &mut Arena) -> QTen
     let all = x.as_slice().unwrap_or(&[]);
     let rows = all.len() / k;
     let samples = if shape.len() >= 2 { shape[0].max(1) } else { 1 };
-    let per_sample = all.len() / samples;
-    let mut data = take(&mut arena.i8s, rows * k_pad, 0);
-    let mut row_scale = arena.f32(rows);
-    let mut row_sum = take(&mut arena.i32s, rows, 0);
-    for s in 0..samples {
-        let sample = &all[s * per_sample..(s + 1) * per_sample];
+    let per_sample = (all.len() / samples).max(1);
+    let sample_rows = per_sample.div_ceil(k);
+    // Every row's k values, scale and sum are written below; only the padding is zeroed.
+    let mut data = take_overwritten(&mut arena.i8s, rows * k_pad);
+    let mut row_scale = arena.f32_overwritten(rows);
+    let mut row_sum = take_overwritten(&mut arena.i32s, rows);
+    // One sample: its values, then its rows' codes, scales and sums.
+    type Sample<'a> = (((&'a [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [i32]);
+    let one = |(((sample, data), scales), sums): Sample<'_>| {
         let (scale, factor) = match fixed {
             Some(f) => (f, 1.0 / f),
             None => absmax_scale(sample),
         };
-        for (i, row) in sample.chunks(k).enumerate() {
-            let r = s * per_sample / k + i;
-            let dst = &mut data[r * k_pad..r * k_pad + k];
-            let mut sum = 0i32;
-            for (d, v) in dst.iter_mut().zip(row) {
-                *d = quantize(*v, factor);
-                sum += *d as i32;
-            }
-            row_scale[r] = scale;
-            row_sum[r] = sum;
+        for (((row, dst), s), sum) in sample.chunks(k).zip(data.chunks_mut(k_pad)).zip(scales).zip(sums) {
+            *sum = quantize_into(row, factor, &mut dst[..k]);
+            dst[k..].fill(0);
+            *s = scale;
         }
+    };
+    if parallel && samples > 1 {
+        (all.par_chunks(per_sample).zip(data.par_chunks_mut(sample_rows * k_pad)))
+            .zip(row_scale.par_chunks_mut(sample_rows))
+            .zip(row_sum.par_chunks_mut(sample_rows))
+            .for_each(one);
+    } else {
+        (all.chunks(per_sample).zip(data.chunks_mut(sample_rows * k_pad)))
+            .zip(row_scale.chunks_mut(sample_rows))
+            .zip(row_sum.chunks_mut(sample_rows))
+            .for_each(one);
     }
     QTensor { shape, k, k_pad, data, row_scale, row_sum }
 }

@@ -86,6 +86,22 @@ impl BinaryOp {
 /// `q = round_ties_even(v * factor)` clamped to `[-127, 127]` and `v ~ q * scale`. An all-zero
 /// sample gets scale 1 and factor 0.
 pub fn absmax_scale(values: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::wide::available() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { absmax_scale_avx2(values) };
+    }
+    absmax_scale_generic(values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn absmax_scale_avx2(values: &[f32]) -> (f32, f32) {
+    absmax_scale_generic(values)
+}
+
+#[inline(always)]
+fn absmax_scale_generic(values: &[f32]) -> (f32, f32) {
     // Eight running maxima (so it vectorizes), then their max: `max` ignores NaN and is
     // associative otherwise, so this is the max of all `|v|` in any order.
     let mut lanes = [0.0f32; 8];
@@ -99,8 +115,60 @@ pub fn absmax_scale(values: &[f32]) -> (f32, f32) {
     if m > 0.0 { (m / 127.0, 127.0 / m) } else { (1.0, 0.0) }
 }
 
+/// [`quantize`] over a slice (`dst.len()` values of `src`); returns the sum of the codes.
+/// Same values as the scalar function on every CPU; on AVX2 it runs 8 values per instruction.
+pub fn quantize_into(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::wide::available() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { quantize_into_avx2(src, factor, dst) };
+    }
+    quantize_into_generic(src, factor, dst)
+}
+
+/// 32 values per step: NaN -> 0, clamp, round half to even, convert, pack with saturation
+/// (exact: the values are integers in [-127, 127]) and restore the order `packs` interleaves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_into_avx2(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len());
+    let (f, lo, hi) = (_mm256_set1_ps(factor), _mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 32 <= n {
+        let q: [__m256i; 4] = std::array::from_fn(|j| {
+            // SAFETY: i + 8 j + 8 <= n <= src.len().
+            let v = _mm256_mul_ps(unsafe { _mm256_loadu_ps(src.as_ptr().add(i + 8 * j)) }, f);
+            let v = _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
+            let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+            _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v))
+        });
+        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        // SAFETY: i + 32 <= n <= dst.len().
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), _mm256_permutevar8x32_epi32(packed, order)) };
+        i += 32;
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: 8 i32 lanes into an array of 8.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+    lanes.iter().sum::<i32>() + quantize_into_generic(&src[i..n], factor, &mut dst[i..n])
+}
+
+#[inline(always)]
+fn quantize_into_generic(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
+    let mut sum = 0i32;
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d = quantize(*v, factor);
+        sum += i32::from(*d);
+    }
+    sum
+}
+
 /// One value quantized with a factor from [`absmax_scale`] (or `1 / fixed scale`).
-#[inline]
+#[inline(always)]
 pub fn quantize(v: f32, factor: f32) -> i8 {
     // NaN becomes 0; otherwise clamp, then round half to even with the 1.5 * 2^23 trick: for
     // |c| <= 127, `c + MAGIC` holds round_ties_even(c) in its low mantissa bits, so the bit
@@ -126,7 +194,25 @@ pub fn softmax(x: &ndarray::ArrayD<f32>, axis: usize) -> ndarray::ArrayD<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::quantize;
+    use super::*;
+    /// The slice version (AVX2 where the CPU has it) equals the scalar function value by value,
+    /// sums included, for lengths around the 32-value step, NaN, infinities, ties and clamping.
+    #[test]
+    fn quantize_into_equals_the_scalar_rounding() {
+        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5, -126.5, 1e9, -0.0];
+        for len in [0usize, 1, 31, 32, 33, 64, 95, 784] {
+            let src: Vec<f32> = (0..len)
+                .map(|i| if i % 7 == 3 { special[i % special.len()] } else { ((i * 7919) % 1000) as f32 / 3.7 - 135.0 })
+                .collect();
+            for factor in [1.0f32, 0.5, 127.0 / 135.0, 0.0] {
+                let mut dst = vec![99i8; len];
+                let sum = quantize_into(&src, factor, &mut dst);
+                let want: Vec<i8> = src.iter().map(|v| quantize(*v, factor)).collect();
+                assert_eq!(dst, want, "len {len} factor {factor}");
+                assert_eq!(sum, want.iter().map(|q| i32::from(*q)).sum::<i32>(), "len {len}");
+            }
+        }
+    }
 
     #[test]
     fn quantize_rounds_half_to_even_and_saturates() {

@@ -8,19 +8,20 @@
 //!   order with the JIT kernel's activation semantics (`y > 0 ? y : 0`, then `y > 6 ? 6 : y`),
 //!   so the output is bit for bit the JIT kernel's (tests/jit.rs compares both to the
 //!   interpreter).
-//! - Used only for chunks of at least [`MIN_ROWS`] rows on CPUs with AVX2 (checked once per
-//!   model); everything else stays on the JIT kernels. Shapes are runtime values here, not
-//!   constants: the work per call is large enough that specialization matters little.
+//! - Used for every int8 product on CPUs with AVX2 (checked once per model), batch 1 included:
+//!   at 256 bits it beats the 128-bit JIT kernels at every row count measured (docs/kernels.md).
+//!   Elsewhere, or with `Model::set_wide_kernel(false)`, the JIT kernels run. Shapes are run-time
+//!   values here, not constants: per call the work dwarfs what specialisation would save.
 //! - Inner step per 64 weights of a channel: one 16-byte load broadcast to both halves, two
 //!   per-lane shifts (`vpsrlvd` by 0|2 and 4|6) and masks give the codes of weights 0..32 and
 //!   32..64 in order; each is `vpmaddubsw`-ed with 32 activations of each row of the group.
 //!   16-bit sums hold at most 32 blocks (32 * 2 * 508 = 32512), then `vpmaddwd` widens them.
 
+use std::ops::Range;
+
 use crate::kernel::GemmArgs;
 use crate::ops::UnaryOp;
 
-/// Rows a chunk must have for the wide kernel.
-pub const MIN_ROWS: usize = 4;
 /// Rows sharing one decode of a channel's codes.
 const ROWS: usize = 8;
 /// Channels sharing each activation load.
@@ -40,22 +41,24 @@ pub fn available() -> bool {
     }
 }
 
-/// Computes every output channel of `args.rows` rows (the tile range is ignored: all `n`
-/// channels), with the epilogue the non-null pointers select and `act` (relu or relu6 only).
+/// Computes output channels `channels` (the tile range of `args` times the tile size, cut at
+/// `n`) of `args.rows` rows, with the epilogue the non-null pointers select and `act` (relu or
+/// relu6 only).
 ///
 /// # Safety
 /// The CPU has AVX2 ([`available`]); `args` is valid as for a JIT int8 kernel specialised for
 /// `n` channels and `k_pad` (a multiple of 64) padded activations: `x` holds `rows` rows of
 /// `k_pad` bytes, `w` `n` rows of `k_pad / 4` bytes, `alpha` (and non-null `scale`, `bias`) `n`
-/// values, `out` (and a non-null `residual`) `rows` rows of `n`, `xsum` and `sx` `rows` values.
+/// values, `out` (and a non-null `residual`) `rows` rows of `n`, `xsum` and `sx` `rows` values;
+/// `channels.end <= n`.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn gemm(args: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>) {
+pub unsafe fn gemm(args: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>, channels: Range<usize>) {
     // SAFETY: forwarded from the caller.
-    unsafe { avx2::gemm(args, n, k_pad, act) }
+    unsafe { avx2::gemm(args, n, k_pad, act, channels) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn gemm(_: &GemmArgs, _: usize, _: usize, _: Option<UnaryOp>) {
+pub unsafe fn gemm(_: &GemmArgs, _: usize, _: usize, _: Option<UnaryOp>, _: Range<usize>) {
     unreachable!("the wide kernel is only used when available() says so")
 }
 
@@ -66,14 +69,14 @@ mod avx2 {
     use super::*;
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn gemm(a: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>) {
+    pub(super) unsafe fn gemm(a: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>, channels: Range<usize>) {
         let rows = a.rows as usize;
         let mut r = 0;
         while r < rows {
             let nr = (rows - r).min(ROWS);
-            let mut c = 0;
-            while c < n {
-                let nc = (n - c).min(CHANNELS);
+            let mut c = channels.start;
+            while c < channels.end {
+                let nc = (channels.end - c).min(CHANNELS);
                 // SAFETY: rows r..r + nr and channels c..c + nc lie inside what the caller vouched for.
                 unsafe {
                     match (nr == ROWS, nc == CHANNELS) {
