@@ -13,31 +13,16 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ndarray::{ArrayD, IxDyn};
 use triton::compiler::interp::{Precision, Weights};
-use triton::compiler::ir;
-use triton::compiler::passes::{self, OptLevel};
-use triton::compiler::source::FileId;
+use triton::compiler::passes::OptLevel;
 use triton::{Options, compile_model};
 
-fn input(shape: &[usize]) -> ArrayD<f32> {
-    let n: usize = shape.iter().product();
-    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
-        .expect("shape")
-}
+mod common;
+use common::input;
 
 fn gemv(c: &mut Criterion) {
     let (m, k) = (4096usize, 14336usize);
-    let text = format!(
-        "graph Gemv\nparam 0 \"w\": trit[{m}, {k}] weight quant=absmean init=kaiming\n%0 = input \"x\" : f32[B, {k}]\n%1 = param 0 : trit[{m}, {k}]\n%2 = quantize_i8 %0 : i8[B, {k}]\n%3 = matmul %2, %1 : i32[B, {m}]\n%4 = dequantize %3 : f32[B, {m}]\noutput %4\n"
-    );
-    let g = ir::parse(&text, FileId(0)).expect("parses");
-    let w = Weights::init(&g.params, 1);
-    let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(OptLevel::O3) })
-        .expect("valid");
-    let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
-        .expect("compiles");
-    let model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
+    let model = common::gemv_model(m, k);
     let x = input(&[1, k]);
     let x = [x.view()];
     let mut group = c.benchmark_group("gemv");

@@ -19,12 +19,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+mod common;
 use llama_cpp_sys_2 as ll;
-use ndarray::{ArrayD, IxDyn};
-use triton::compiler::interp::{Precision, Weights};
-use triton::compiler::ir;
-use triton::compiler::passes::{self, OptLevel};
-use triton::compiler::source::FileId;
 
 const M: usize = 4096;
 const K: usize = 14336;
@@ -90,27 +87,14 @@ impl Tq2Gemv {
     }
 }
 
-fn triton_gemv() -> triton::runtime::Model {
-    let text = format!(
-        "graph Gemv\nparam 0 \"w\": trit[{M}, {K}] weight quant=absmean init=kaiming\n%0 = input \"x\" : f32[B, {K}]\n%1 = param 0 : trit[{M}, {K}]\n%2 = quantize_i8 %0 : i8[B, {K}]\n%3 = matmul %2, %1 : i32[B, {M}]\n%4 = dequantize %3 : f32[B, {M}]\noutput %4\n"
-    );
-    let g = ir::parse(&text, FileId(0)).expect("parses");
-    let w = Weights::init(&g.params, 1);
-    let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(OptLevel::O3) })
-        .expect("valid");
-    let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
-        .expect("compiles");
-    triton::runtime::Model::from_parts(parts, 1).expect("maps")
-}
-
 fn side_by_side(c: &mut Criterion) {
-    let x: Vec<f32> = (0..K).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let xa = common::input(&[1, K]);
+    let x: Vec<f32> = xa.iter().copied().collect();
     // A ternary-looking weight (values in {-0.02, 0, 0.02}) so both quantizers keep the trits.
     let wf: Vec<f32> = (0..M * K).map(|i| [0.0, 0.02, -0.02][(i * 2_654_435_761) % 3]).collect();
     let mut llama = Tq2Gemv::new(&wf);
     drop(wf);
-    let model = triton_gemv();
-    let xa = ArrayD::from_shape_vec(IxDyn(&[1, K]), x.clone()).expect("shape");
+    let model = common::gemv_model(M, K);
     let xs = [xa.view()];
 
     let mut group = c.benchmark_group("tq2_gemv_side_by_side");
