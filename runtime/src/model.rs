@@ -133,6 +133,13 @@ pub struct Epilogue {
     pub act_in_kernel: bool,
 }
 
+impl Epilogue {
+    /// The activation the kernel applies itself, if any.
+    fn kernel_act(&self) -> Option<UnaryOp> {
+        self.act.filter(|_| self.act_in_kernel)
+    }
+}
+
 /// Geometry of a 2-D convolution over NCHW activations; the spatial sizes are fixed, the batch
 /// is free. The weight is `[o, c / groups, kh, kw]`, flattened to rows of `k()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -723,15 +730,15 @@ impl Model {
     /// `x_row_bytes` bytes (`k_pad` int8 or f32 values), `out` (and `residual` when the kernel reads it) `rows` rows of `n` floats, `xsum`
     /// and `sx` `rows` values, `w`, `alpha` (and `scale`, `bias` when read) `n` channels.
     ///
-    /// `wide`: for an int8 kernel, `k_pad`, the activation it applies and its channel tile, so
-    /// the AVX2 kernel may run instead (same results).
+    /// `wide`: for an int8 kernel (rows of `x_row_bytes = k_pad` bytes), the activation it
+    /// applies and its channel tile, so the AVX2 kernel may run instead (same results).
     unsafe fn call_tq2(
         &self,
         kernel: usize,
         args: GemmArgs,
         x_row_bytes: usize,
         n: usize,
-        wide: Option<(usize, Option<UnaryOp>, usize)>,
+        wide: Option<(Option<UnaryOp>, usize)>,
     ) {
         /// The argument block crosses threads; each call writes disjoint rows or channels.
         #[derive(Clone, Copy)]
@@ -768,8 +775,8 @@ impl Model {
                 // SAFETY: the CPU has AVX2 (checked at construction); a sub-range of the rows
                 // and of the channel tiles (cut at n) the caller vouched for, as an int8 kernel
                 // for n channels.
-                Some((k_pad, act, tile)) => unsafe {
-                    crate::wide::gemm(&sub, n, k_pad, act, (t0 * tile).min(n)..(t1 * tile).min(n))
+                Some((act, tile)) => unsafe {
+                    crate::wide::gemm(&sub, n, x_row_bytes, act, (t0 * tile).min(n)..(t1 * tile).min(n))
                 },
                 // SAFETY: a sub-range of the rows and tiles the caller vouched for.
                 _ => unsafe { f(&sub) },
@@ -880,7 +887,7 @@ impl Model {
                             tile_begin: 0,
                             tile_end: og.div_ceil(*tile) as u64,
                         };
-                        let wide = (!f32_x).then_some((k_pad, e.act.filter(|_| e.act_in_kernel), *tile));
+                        let wide = (!f32_x).then_some((e.kernel_act(), *tile));
                         // SAFETY: the kernel was specialised for (og, k, tile), this epilogue and
                         // this activation type (checked); the columns hold p rows of k_pad
                         // values, tmp and res p rows of og floats, xsum and sx p values, and the
@@ -1007,9 +1014,7 @@ impl Model {
                 // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
                 // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and out
                 // (n per row), xsum and sx (one per row) were checked above for all rows.
-                unsafe {
-                    self.call_tq2(*kernel, args, k_pad, n, Some((k_pad, e.act.filter(|_| e.act_in_kernel), *tile)))
-                };
+                unsafe { self.call_tq2(*kernel, args, k_pad, n, Some((e.kernel_act(), *tile))) };
             }
             WeightData::Dense { w_t } => {
                 let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
