@@ -10,6 +10,7 @@ use triton::compiler::interp::{self, Precision, Weights};
 use triton::compiler::ir::{self, Graph};
 use triton::compiler::passes::{self, OptLevel};
 use triton::compiler::source::FileId;
+use triton::runtime::wide::Isa;
 use triton::{Options, compile_model};
 
 fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
@@ -89,10 +90,13 @@ proptest! {
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
             prop_assert_eq!(&y, &r, "n {} k {} batch {} {:?}", n, k, batch, level);
-            // That ran on the AVX2 kernel where the CPU has it; the JIT kernels alone agree.
-            model.set_wide_kernel(false);
-            let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
-            prop_assert_eq!(&y, &r, "JIT kernels only: n {} k {} batch {} {:?}", n, k, batch, level);
+            // That ran on the best wide kernel the CPU has; AVX2 alone and the JIT kernels alone
+            // agree (on a CPU without AVX2 every setting runs the JIT kernels).
+            for isa in [Some(Isa::Avx2), None] {
+                model.set_wide_kernel(isa);
+                let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
+                prop_assert_eq!(&y, &r, "kernel {:?}: n {} k {} batch {} {:?}", model.wide_kernel(), n, k, batch, level);
+            }
         }
     }
 }
@@ -228,6 +232,38 @@ fn repeated_and_concurrent_runs_reuse_storage_without_changing_results() {
     });
 }
 
+/// The runtime quantizes an input straight from the caller's array and copies it only for a
+/// later f32 reader: an input read by a quantize step and then by an add, given as a
+/// contiguous and as a transposed (non-contiguous) view, gives the interpreter's result.
+#[test]
+fn an_input_read_after_its_quantization_is_still_the_callers_values() {
+    let text = "graph Reuse\nparam 0 \"w\": trit[64, 64] weight quant=absmean init=kaiming\n\
+%0 = input \"x\" : f32[B, 64]\n%1 = param 0 : trit[64, 64]\n%2 = quantize_i8 %0 : i8[B, 64]\n\
+%3 = matmul %2, %1 : i32[B, 64]\n%4 = dequantize %3 : f32[B, 64]\n%5 = relu %4 : f32[B, 64]\n\
+%6 = add %5, %0 : f32[B, 64]\noutput %6\n";
+    let g = ir::parse(text, FileId(0)).unwrap_or_else(|e| panic!("{e}"));
+    ir::verify(&g).expect("valid");
+    let w = Weights::init(&g.params, 3);
+    let x = input(&[5, 64], 1);
+    let xt = x.t().as_standard_layout().into_owned();
+    let transposed = xt.t();
+    assert!(!transposed.is_standard_layout());
+    for level in [OptLevel::O0, OptLevel::O3] {
+        let r = interpret(&g, &w, &x, Precision::Ternary, level);
+        let opt =
+            passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) }).expect("valid");
+        let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
+            .expect("compiles");
+        let model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
+        for view in [x.view(), transposed.view()] {
+            let y = model.run(std::slice::from_ref(&view)).expect("runs").remove(0);
+            assert_eq!(y, r, "{level:?}, standard layout {}", view.is_standard_layout());
+            // Inputs are read, never written.
+            assert_eq!(view, x.view());
+        }
+    }
+}
+
 fn rel_l2(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
     let den: f32 = b.iter().map(|y| y * y).sum();
@@ -330,12 +366,12 @@ proptest! {
             prop_assert_eq!(parts.kernels.is_empty(), cg * k * k < 32, "K >= 32 runs on a JIT kernel");
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
-            // 1 and 2 threads; the AVX2 kernel (where the CPU has it) or the JIT kernels only.
-            for (threads, wide) in [(1, true), (2, true), (1, false)] {
+            // 1 and 2 threads; the best wide kernel, AVX2 alone, or the JIT kernels only.
+            for (threads, wide) in [(1, Some(Isa::Avx512Vnni)), (2, Some(Isa::Avx512Vnni)), (1, Some(Isa::Avx2)), (1, None)] {
                 let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
                 model.set_wide_kernel(wide);
                 let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
-                prop_assert_eq!(&y, &r, "c {} o {} hw {} k {} stride {} pad {} groups {} {:?} threads {} wide {}", c, o, hw, k, stride, pad, groups, level, threads, wide);
+                prop_assert_eq!(&y, &r, "c {} o {} hw {} k {} stride {} pad {} groups {} {:?} threads {} wide {:?}", c, o, hw, k, stride, pad, groups, level, threads, model.wide_kernel());
             }
         }
     }

@@ -5,6 +5,7 @@
 //! how many bytes a stored tensor takes, the packed weight layout, the kernel ABI, element-wise
 //! semantics) live here and the compiler imports them.
 
+pub mod aligned;
 pub mod dtype;
 pub mod kernel;
 pub mod model;

@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
 use rayon::prelude::*;
 
+use crate::aligned::AlignedI8;
 use crate::kernel::{CodeMemory, GemmArgs, MapError};
 use crate::ops::{BinaryOp, UnaryOp, absmax_scale, quantize_into};
 use crate::pack;
@@ -331,7 +332,7 @@ pub struct Model {
     /// Scratch storage of finished calls, reused by the next ones.
     arenas: Mutex<Vec<Arena>>,
     /// Int8 products run on the AVX2 kernel ([`crate::wide`]).
-    wide: bool,
+    wide: Option<crate::wide::Isa>,
 }
 
 /// Reusable buffers of one call: values that die go back here and the next step that needs a
@@ -381,11 +382,16 @@ impl Arena {
         take_overwritten(&mut self.f32s, len)
     }
 
+    /// Int8 values on a cache line: `fill`ed, or stale ones for a caller that overwrites them.
+    fn i8_aligned(&mut self, len: usize, fill: Option<i8>) -> AlignedI8 {
+        AlignedI8::new_in(pick(&mut self.i8s, AlignedI8::capacity_for(len)), len, fill)
+    }
+
     fn recycle(&mut self, v: Val) {
         match v {
             Val::F32(a) => self.f32s.push(a.into_raw_vec_and_offset().0),
             Val::Q(q) => {
-                self.i8s.push(q.data);
+                self.i8s.push(q.data.into_vec());
                 self.f32s.push(q.row_scale);
                 self.i32s.push(q.row_sum);
             }
@@ -409,7 +415,7 @@ struct QTensor {
     shape: Vec<usize>,
     k: usize,
     k_pad: usize,
-    data: Vec<i8>,
+    data: AlignedI8,
     row_scale: Vec<f32>,
     row_sum: Vec<i32>,
 }
@@ -436,14 +442,20 @@ impl Model {
             1 => None,
             n => rayon::ThreadPoolBuilder::new().num_threads(n).build().ok(),
         };
-        Ok(Model { parts, code, pool, arenas: Mutex::new(Vec::new()), wide: crate::wide::available() })
+        Ok(Model { parts, code, pool, arenas: Mutex::new(Vec::new()), wide: crate::wide::best() })
     }
 
-    /// Whether int8 x ternary products run on the hand-written AVX2 kernel ([`crate::wide`], the
-    /// default where the CPU has AVX2) or on the JIT kernels. Both give the same bits; this is
-    /// for benchmarks and tests. Turning it on where the CPU lacks AVX2 leaves it off.
-    pub fn set_wide_kernel(&mut self, on: bool) {
-        self.wide = on && crate::wide::available();
+    /// Which kernel runs int8 x ternary products: the hand-written wide kernel
+    /// ([`crate::wide`]) for an instruction set (by default the best the CPU has), or, with
+    /// `None`, the JIT kernels. All give the same bits; this is for benchmarks and tests. A
+    /// request above what the CPU has gets the best it has (none without AVX2).
+    pub fn set_wide_kernel(&mut self, isa: Option<crate::wide::Isa>) {
+        self.wide = isa.and_then(|want| crate::wide::best().map(|has| want.min(has)));
+    }
+
+    /// The wide kernel's instruction set in use, if any.
+    pub fn wide_kernel(&self) -> Option<crate::wide::Isa> {
+        self.wide
     }
 
     pub fn name(&self) -> &str {
@@ -523,21 +535,45 @@ impl Model {
     ) -> Result<Vec<ArrayD<f32>>, RunError> {
         let p = &self.parts;
         let mut vals: Vec<Option<Val>> = vec![None; p.slots];
-        for (i, x) in inputs.iter().enumerate() {
-            let mut buf = arena.f32_overwritten(x.len());
-            copy_into(&mut buf, x);
-            let a = ArrayD::from_shape_vec(x.raw_dim(), buf).map_err(|e| internal(0, e.to_string()))?;
-            vals[i] = Some(Val::F32(a));
-        }
+        // Inputs stay in the caller's arrays while only quantize steps read them (the int8 rows
+        // are made straight from the caller's values); they are copied into the arena before the
+        // first other step, unless already freed. Saves a copy of the whole input per call
+        // (3.2 MB for the MNIST MLP at batch 1024).
+        let mut borrowed = vec![true; inputs.len()];
+        let copy_inputs = |vals: &mut [Option<Val>], borrowed: &mut [bool], arena: &mut Arena| {
+            for (i, x) in inputs.iter().enumerate() {
+                if !borrowed[i] {
+                    continue;
+                }
+                let mut buf = arena.f32_overwritten(x.len());
+                copy_into(&mut buf, x);
+                let a = ArrayD::from_shape_vec(x.raw_dim(), buf).map_err(|e| internal(0, e.to_string()))?;
+                vals[i] = Some(Val::F32(a));
+                borrowed[i] = false;
+            }
+            Ok::<(), RunError>(())
+        };
         for (si, step) in p.steps.iter().enumerate() {
-            let (out, v) = self.step(si, step, &vals, batch, arena)?;
+            let (out, v) = match *step {
+                Step::Quantize { x, out, fixed } if borrowed.get(x) == Some(&true) => {
+                    (out, Val::Q(quantize_rows(inputs[x].view(), fixed, arena, self.pool.is_some())))
+                }
+                _ => {
+                    copy_inputs(&mut vals, &mut borrowed, arena)?;
+                    self.step(si, step, &vals, batch, arena)?
+                }
+            };
             vals[out] = Some(v);
             for &f in &p.frees[si] {
+                if let Some(b) = borrowed.get_mut(f) {
+                    *b = false;
+                }
                 if let Some(v) = vals[f].take() {
                     arena.recycle(v);
                 }
             }
         }
+        copy_inputs(&mut vals, &mut borrowed, arena)?;
         let result = p
             .outputs
             .iter()
@@ -583,7 +619,7 @@ impl Model {
         };
         Ok(match step {
             Step::Quantize { x, out, fixed } => {
-                (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?, *fixed, arena, self.pool.is_some())))
+                (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?.view(), *fixed, arena, self.pool.is_some())))
             }
             Step::Dequantize { x, out } => match &vals[*x] {
                 Some(Val::Q(q)) => (*out, pooled(&q.shape, &mut |o| dequantize_into(q, o))?),
@@ -756,7 +792,7 @@ impl Model {
         let f = self.code.entry(kernel);
         let (rows, tiles) = (args.rows as usize, args.tile_end as usize);
         let shared = Shared(args);
-        let wide = wide.filter(|_| self.wide);
+        let wide = self.wide.zip(wide);
         let run = move |r0: usize, r1: usize, t0: usize, t1: usize| {
             let a = shared.get();
             let sub = GemmArgs {
@@ -772,11 +808,11 @@ impl Model {
                 ..a
             };
             match wide {
-                // SAFETY: the CPU has AVX2 (checked at construction); a sub-range of the rows
+                // SAFETY: the CPU has `isa` (capped at construction and in `set_wide_kernel`); a sub-range of the rows
                 // and of the channel tiles (cut at n) the caller vouched for, as an int8 kernel
                 // for n channels.
-                Some((act, tile)) => unsafe {
-                    crate::wide::gemm(&sub, n, x_row_bytes, act, (t0 * tile).min(n)..(t1 * tile).min(n))
+                Some((isa, (act, tile))) => unsafe {
+                    crate::wide::gemm(isa, &sub, n, x_row_bytes, act, (t0 * tile).min(n)..(t1 * tile).min(n))
                 },
                 // SAFETY: a sub-range of the rows and tiles the caller vouched for.
                 _ => unsafe { f(&sub) },
@@ -840,7 +876,7 @@ impl Model {
                     return Err(internal(si, "conv kernel buffers do not match its specialization"));
                 }
                 // int8 columns with their sums and scales, or f32 columns; both k_pad per row.
-                let mut cols_q = take(&mut arena.i8s, if *f32_x { 0 } else { p * k_pad }, 0);
+                let mut cols_q = arena.i8_aligned(if *f32_x { 0 } else { p * k_pad }, Some(0));
                 let mut cols_f = arena.f32(if *f32_x { p * k_pad } else { 0 });
                 let mut xsum = take(&mut arena.i32s, p, 0);
                 let mut sx = arena.f32(p);
@@ -897,7 +933,7 @@ impl Model {
                         scatter(&tmp, &mut out[(n * g.o + c0) * p..][..og * p], p, og);
                     }
                 }
-                arena.i8s.push(cols_q);
+                arena.i8s.push(cols_q.into_vec());
                 arena.f32s.push(cols_f);
                 arena.i32s.push(xsum);
                 arena.f32s.push(sx);
@@ -1221,7 +1257,7 @@ fn finish(
 }
 
 /// Quantizes per sample (dimension 0; per tensor below rank 2) into rows of the last axis.
-fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>, arena: &mut Arena, parallel: bool) -> QTensor {
+fn quantize_rows(x: ArrayViewD<'_, f32>, fixed: Option<f32>, arena: &mut Arena, parallel: bool) -> QTensor {
     let shape = x.shape().to_vec();
     let k = shape.last().copied().unwrap_or(1).max(1);
     let k_pad = pack::padded_k(k);
@@ -1232,7 +1268,7 @@ fn quantize_rows(x: &ArrayD<f32>, fixed: Option<f32>, arena: &mut Arena, paralle
     let per_sample = (all.len() / samples).max(1);
     let sample_rows = per_sample.div_ceil(k);
     // Every row's k values, scale and sum are written below; only the padding is zeroed.
-    let mut data = take_overwritten(&mut arena.i8s, rows * k_pad);
+    let mut data = arena.i8_aligned(rows * k_pad, None);
     let mut row_scale = arena.f32_overwritten(rows);
     let mut row_sum = take_overwritten(&mut arena.i32s, rows);
     // One sample: its values, then its rows' codes, scales and sums.

@@ -94,10 +94,29 @@ pub fn absmax_scale(values: &[f32]) -> (f32, f32) {
     absmax_scale_generic(values)
 }
 
+/// 32 values per step in four independent running maxima (one chain was latency-bound: 7% of
+/// the MNIST MLP at batch 64). `vmaxps(|v|, m)` returns `m` when `|v|` is NaN, so NaN is
+/// ignored as `f32::max` ignores it, and the result equals the generic function's.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn absmax_scale_avx2(values: &[f32]) -> (f32, f32) {
-    absmax_scale_generic(values)
+    use std::arch::x86_64::*;
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut m = [_mm256_setzero_ps(); 4];
+    let mut chunks = values.chunks_exact(32);
+    for c in &mut chunks {
+        for (j, mj) in m.iter_mut().enumerate() {
+            // SAFETY: 8 j + 8 <= 32 = c.len().
+            let v = _mm256_and_ps(unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) }, abs);
+            *mj = _mm256_max_ps(v, *mj);
+        }
+    }
+    let v = _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3]));
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: 8 floats into an 8-float array.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+    let m = chunks.remainder().iter().fold(lanes.iter().fold(0.0f32, |a, l| a.max(*l)), |a, v| a.max(v.abs()));
+    if m > 0.0 { (m / 127.0, 127.0 / m) } else { (1.0, 0.0) }
 }
 
 #[inline(always)]
@@ -212,6 +231,27 @@ mod tests {
                 assert_eq!(sum, want.iter().map(|q| i32::from(*q)).sum::<i32>(), "len {len}");
             }
         }
+    }
+
+    /// The dispatched absmax (AVX2 where the CPU has it) equals the generic one: NaN ignored,
+    /// infinities kept, the maximum found in any lane and in the tail past the 32-value step.
+    #[test]
+    fn absmax_scale_equals_the_generic_one() {
+        for len in [0usize, 1, 7, 31, 32, 33, 63, 64, 65, 784] {
+            for spot in [None, Some(0), Some(len / 2), Some(len.saturating_sub(1))] {
+                for special in [-500.0f32, 500.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut v: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 7.0 - 70.0).collect();
+                    if let Some(s) = spot.filter(|s| *s < len) {
+                        v[s] = special;
+                    }
+                    let (got, want) = (absmax_scale(&v), absmax_scale_generic(&v));
+                    assert_eq!(got.0.to_bits(), want.0.to_bits(), "len {len} at {spot:?} = {special}");
+                    assert_eq!(got.1.to_bits(), want.1.to_bits(), "len {len} at {spot:?} = {special}");
+                }
+            }
+        }
+        assert_eq!(absmax_scale(&[0.0; 40]), (1.0, 0.0));
+        assert_eq!(absmax_scale(&[f32::NAN; 40]), (1.0, 0.0));
     }
 
     #[test]

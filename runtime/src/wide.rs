@@ -1,21 +1,27 @@
-//! The 256-bit int8 x ternary batch kernel: hand-written AVX2, for the batched products the
-//! JIT kernels cannot make fast (Cranelift 0.135 emits 128-bit vectors only on x86-64, while
-//! the FP32 baseline's sgemm uses 256-bit FMAs).
+//! The 256-bit int8 x ternary batch kernel: hand-written AVX2 (and AVX-512 VNNI where the CPU
+//! has it), for the products the JIT kernels cannot make fast (Cranelift 0.135 emits 128-bit
+//! vectors only on x86-64, while the FP32 baseline's sgemm uses 256-bit FMAs).
 //!
 //! Rules:
 //! - Same contract and same results as the JIT int8 kernel (`GemmArgs`, tq2 weights, int8 rows
 //!   padded to `k_pad`): integer sums are exact, and the epilogue runs in the interpreter's
 //!   order with the JIT kernel's activation semantics (`y > 0 ? y : 0`, then `y > 6 ? 6 : y`),
-//!   so the output is bit for bit the JIT kernel's (tests/jit.rs compares both to the
-//!   interpreter).
+//!   so the output is bit for bit the JIT kernel's (tests/jit.rs compares every [`Isa`] and the
+//!   JIT kernels to the interpreter).
 //! - Used for every int8 product on CPUs with AVX2 (checked once per model), batch 1 included:
 //!   at 256 bits it beats the 128-bit JIT kernels at every row count measured (docs/kernels.md).
-//!   Elsewhere, or with `Model::set_wide_kernel(false)`, the JIT kernels run. Shapes are run-time
+//!   Elsewhere, or with `Model::set_wide_kernel(None)`, the JIT kernels run. Shapes are run-time
 //!   values here, not constants: per call the work dwarfs what specialisation would save.
 //! - Inner step per 64 weights of a channel: one 16-byte load broadcast to both halves, two
 //!   per-lane shifts (`vpsrlvd` by 0|2 and 4|6) and masks give the codes of weights 0..32 and
-//!   32..64 in order; each is `vpmaddubsw`-ed with 32 activations of each row of the group.
-//!   16-bit sums hold at most 32 blocks (32 * 2 * 508 = 32512), then `vpmaddwd` widens them.
+//!   32..64 in order; each meets 32 activations of each row of the group:
+//!   - [`Isa::Avx2`]: `vpmaddubsw` into 16-bit sums, which hold at most 32 blocks
+//!     (32 * 2 * 508 = 32512) before `vpmaddwd` widens them;
+//!   - [`Isa::Avx512Vnni`]: `vpdpbusd` (the 256-bit EVEX form, AVX512-VL) multiplies and adds
+//!     straight into 32-bit sums, one instruction where AVX2 needs two and no flushes. Not
+//!     saturating, so the sums are the same exact integers.
+//! - Rows must start on 32-byte boundaries to run at full speed (the runtime's int8 rows are
+//!   cache-line aligned, `crate::aligned`); any alignment is correct.
 
 use std::ops::Range;
 
@@ -29,16 +35,37 @@ const CHANNELS: usize = 1;
 /// Blocks whose 16-bit sums cannot overflow.
 const FLUSH_BLOCKS: usize = 32;
 
-/// Whether this CPU runs the wide kernel.
-pub fn available() -> bool {
+/// The instruction sets the wide kernel is written for, weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// AVX2: `vpmaddubsw` + 16-bit adds.
+    Avx2,
+    /// AVX2 plus AVX512-VNNI and AVX512-VL: `vpdpbusd` on 256-bit vectors.
+    Avx512Vnni,
+}
+
+/// The best wide kernel this CPU runs, if any.
+pub fn best() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2")
+        use std::arch::is_x86_feature_detected as has;
+        if !has!("avx2") {
+            None
+        } else if has!("avx512vnni") && has!("avx512vl") {
+            Some(Isa::Avx512Vnni)
+        } else {
+            Some(Isa::Avx2)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        None
     }
+}
+
+/// Whether this CPU runs the wide kernel (AVX2 at least).
+pub fn available() -> bool {
+    best().is_some()
 }
 
 /// Computes output channels `channels` (the tile range of `args` times the tile size, cut at
@@ -46,20 +73,25 @@ pub fn available() -> bool {
 /// relu6 only).
 ///
 /// # Safety
-/// The CPU has AVX2 ([`available`]); `args` is valid as for a JIT int8 kernel specialised for
+/// The CPU has `isa` (`isa <= best()`); `args` is valid as for a JIT int8 kernel specialised for
 /// `n` channels and `k_pad` (a multiple of 64) padded activations: `x` holds `rows` rows of
 /// `k_pad` bytes, `w` `n` rows of `k_pad / 4` bytes, `alpha` (and non-null `scale`, `bias`) `n`
 /// values, `out` (and a non-null `residual`) `rows` rows of `n`, `xsum` and `sx` `rows` values;
 /// `channels.end <= n`.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn gemm(args: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>, channels: Range<usize>) {
+pub unsafe fn gemm(isa: Isa, args: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>, channels: Range<usize>) {
     // SAFETY: forwarded from the caller.
-    unsafe { avx2::gemm(args, n, k_pad, act, channels) }
+    unsafe {
+        match isa {
+            Isa::Avx2 => avx2::gemm(args, n, k_pad, act, channels),
+            Isa::Avx512Vnni => avx2::gemm_vnni(args, n, k_pad, act, channels),
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn gemm(_: &GemmArgs, _: usize, _: usize, _: Option<UnaryOp>, _: Range<usize>) {
-    unreachable!("the wide kernel is only used when available() says so")
+pub unsafe fn gemm(_: Isa, _: &GemmArgs, _: usize, _: usize, _: Option<UnaryOp>, _: Range<usize>) {
+    unreachable!("the wide kernel is only used when best() offers it")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -88,6 +120,29 @@ mod avx2 {
                     }
                 }
                 c += nc;
+            }
+            r += nr;
+        }
+    }
+
+    /// [`gemm`] on `vpdpbusd`: 8 rows per decode; the rows left run on the AVX2 tile.
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    pub(super) unsafe fn gemm_vnni(a: &GemmArgs, n: usize, k_pad: usize, act: Option<UnaryOp>, channels: Range<usize>) {
+        let rows = a.rows as usize;
+        let mut r = 0;
+        while r < rows {
+            let nr = (rows - r).min(ROWS);
+            for ch in channels.clone() {
+                // SAFETY: rows r..r + nr and channel ch lie inside what the caller vouched for.
+                unsafe {
+                    if nr == ROWS {
+                        tile_vnni(a, n, k_pad, r, ch, act);
+                    } else {
+                        // One row at a time chains every `vpdpbusd` on one register (5-cycle
+                        // latency): the AVX2 tile is faster there (MNIST MLP batch 1: 5.5 vs 12 us).
+                        (r..r + nr).for_each(|row| tile::<1, 1>(a, n, k_pad, row, ch, act));
+                    }
+                }
             }
             r += nr;
         }
@@ -160,33 +215,85 @@ mod avx2 {
                 continue;
             }
             for ri in 0..R {
-                let row = r + ri;
-                let v = acc32[ci][ri];
-                let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-                // SAFETY: row < rows for xsum, sx, residual and out; ch < n.
-                unsafe {
-                    let acc = _mm_cvtsi128_si32(s) - *a.xsum.add(row);
-                    let mut y = acc as f32 * (*a.sx.add(row) * alpha);
-                    if let Some(s) = scale {
-                        y *= s;
-                    }
-                    if let Some(b) = bias {
-                        y += b;
-                    }
-                    if !a.residual.is_null() {
-                        y += *a.residual.add(row * n + ch);
-                    }
-                    if let Some(op @ (UnaryOp::Relu | UnaryOp::Relu6)) = act {
-                        y = if y > 0.0 { y } else { 0.0 };
-                        if op == UnaryOp::Relu6 && y > 6.0 {
-                            y = 6.0;
-                        }
-                    }
-                    *a.out.add(row * n + ch) = y;
+                // SAFETY: row r + ri < rows and channel ch < n (caller).
+                unsafe { epilogue1(a, n, r + ri, ch, acc32[ci][ri], alpha, scale, bias, act) };
+            }
+        }
+    }
+
+    /// Rows `r .. r + 8` against channel `c`, on `vpdpbusd`.
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    #[inline]
+    unsafe fn tile_vnni(a: &GemmArgs, n: usize, k_pad: usize, r: usize, c: usize, act: Option<UnaryOp>) {
+        let row_bytes = k_pad / 4;
+        let mask = _mm256_set1_epi8(3);
+        let shift_lo = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
+        let shift_hi = _mm256_setr_epi32(4, 4, 4, 4, 6, 6, 6, 6);
+        let mut acc = [_mm256_setzero_si256(); ROWS];
+        for blk in 0..k_pad / 64 {
+            // SAFETY: channel c < n, block blk < k_pad / 64: inside the weight.
+            let p = unsafe { a.w.add(c * row_bytes + blk * 16) };
+            let w = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
+            let c0 = _mm256_and_si256(_mm256_srlv_epi32(w, shift_lo), mask);
+            let c1 = _mm256_and_si256(_mm256_srlv_epi32(w, shift_hi), mask);
+            for (ri, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: row r + ri < rows, 64 bytes of block blk inside its k_pad.
+                let p = unsafe { a.x.add((r + ri) * k_pad + blk * 64) };
+                let (x0, x1) = unsafe { (_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())) };
+                *acc = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*acc, c0, x0), c1, x1);
+            }
+        }
+        // SAFETY: channel c < n for every per-channel vector.
+        let (alpha, scale, bias) = unsafe {
+            (
+                *a.alpha.add(c),
+                (!a.scale.is_null()).then(|| *a.scale.add(c)),
+                (!a.bias.is_null()).then(|| *a.bias.add(c)),
+            )
+        };
+        // SAFETY: rows r..r + 8 and channel c are inside the caller's buffers.
+        unsafe { epilogue8(a, n, r, c, &acc, alpha, scale, bias, act) };
+    }
+
+    /// The epilogue of one row and channel from its 8 lanes of 32-bit sums; the same operations
+    /// in the same order as [`epilogue8`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn epilogue1(
+        a: &GemmArgs,
+        n: usize,
+        row: usize,
+        ch: usize,
+        v: __m256i,
+        alpha: f32,
+        scale: Option<f32>,
+        bias: Option<f32>,
+        act: Option<UnaryOp>,
+    ) {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        // SAFETY: row < rows for xsum, sx, residual and out; ch < n (caller).
+        unsafe {
+            let acc = _mm_cvtsi128_si32(s) - *a.xsum.add(row);
+            let mut y = acc as f32 * (*a.sx.add(row) * alpha);
+            if let Some(s) = scale {
+                y *= s;
+            }
+            if let Some(b) = bias {
+                y += b;
+            }
+            if !a.residual.is_null() {
+                y += *a.residual.add(row * n + ch);
+            }
+            if let Some(op @ (UnaryOp::Relu | UnaryOp::Relu6)) = act {
+                y = if y > 0.0 { y } else { 0.0 };
+                if op == UnaryOp::Relu6 && y > 6.0 {
+                    y = 6.0;
                 }
             }
+            *a.out.add(row * n + ch) = y;
         }
     }
 

@@ -395,7 +395,8 @@ pub fn compile_graph(
     let outputs = g.outputs.iter().map(|o| l.arg(*o)).collect::<Result<Vec<_>, _>>()?;
     let mut parts = l.parts;
     parts.outputs = outputs;
-    // Free every slot after its last reader (outputs and inputs are kept).
+    // Free every slot after its last reader (outputs are kept). An input freed while still in
+    // the caller's array is never copied into the arena (see `Model::run`).
     let mut last: HashMap<usize, usize> = HashMap::new();
     for (i, s) in parts.steps.iter().enumerate() {
         for r in reads(s) {
@@ -406,7 +407,7 @@ pub fn compile_graph(
         parts.outputs.iter().filter_map(|s| if let Src::Value(v) = s { Some(*v) } else { None }).collect();
     parts.frees = vec![Vec::new(); parts.steps.len()];
     for (slot, step) in last {
-        if !kept.contains(&slot) && slot >= parts.inputs.len() {
+        if !kept.contains(&slot) {
             parts.frees[step].push(slot);
         }
     }
