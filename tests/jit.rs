@@ -232,6 +232,43 @@ fn repeated_and_concurrent_runs_reuse_storage_without_changing_results() {
     });
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Two ternary layers back to back: at -O3 the quantize step between them is folded into the
+    /// first product (requantization per block of rows, fused in), and the result still equals
+    /// the interpreter exactly, on 1 and 2 threads, on every kernel.
+    #[test]
+    fn requantization_fused_into_a_product_is_exact(n1 in 1usize..80, k in prop::sample::select(vec![17usize, 64, 130]),
+                                                    n2 in 1usize..12, batch in prop::sample::select(vec![1usize, 3, 16, 17, 40]),
+                                                    seed in 0u64..1000) {
+        let text = format!("graph Two\nparam 0 \"w1\": trit[{n1}, {k}] weight quant=absmean init=kaiming\n\
+param 1 \"w2\": trit[{n2}, {n1}] weight quant=absmean init=kaiming\n\
+%0 = input \"x\" : f32[B, {k}]\n%1 = param 0 : trit[{n1}, {k}]\n%2 = param 1 : trit[{n2}, {n1}]\n\
+%3 = quantize_i8 %0 : i8[B, {k}]\n%4 = matmul %3, %1 : i32[B, {n1}]\n%5 = dequantize %4 : f32[B, {n1}]\n\
+%6 = relu %5 : f32[B, {n1}]\n%7 = quantize_i8 %6 : i8[B, {n1}]\n%8 = matmul %7, %2 : i32[B, {n2}]\n\
+%9 = dequantize %8 : f32[B, {n2}]\noutput %9\n");
+        let g = ir::parse(&text, FileId(0)).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        ir::verify(&g).expect("valid");
+        let w = Weights::init(&g.params, seed);
+        let x = input(&[batch, k], seed as usize);
+        let r = interpret(&g, &w, &x, Precision::Ternary, OptLevel::O3);
+        let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(OptLevel::O3) }).expect("valid");
+        let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
+        let fused = parts.steps.iter().filter(|s| matches!(s, triton::runtime::model::Step::Gemm { epilogue, .. } if epilogue.quantize.is_some())).count();
+        let quantize_steps = parts.steps.iter().filter(|s| matches!(s, triton::runtime::model::Step::Quantize { .. })).count();
+        prop_assert_eq!((fused, quantize_steps), (1, 1), "{:?}", parts.steps);
+        for threads in [1, 2] {
+            let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
+            for isa in [Some(Isa::Avx512Vnni), Some(Isa::Avx2), None] {
+                model.set_wide_kernel(isa);
+                let y = model.run(&[x.view()]).expect("runs").remove(0);
+                prop_assert_eq!(&y, &r, "n1 {} k {} n2 {} batch {} threads {} {:?}", n1, k, n2, batch, threads, model.wide_kernel());
+            }
+        }
+    }
+}
+
 /// The runtime quantizes an input straight from the caller's array and copies it only for a
 /// later f32 reader: an input read by a quantize step and then by an add, given as a
 /// contiguous and as a transposed (non-contiguous) view, gives the interpreter's result.

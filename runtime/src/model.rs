@@ -95,6 +95,10 @@ pub enum WeightData {
 /// ~8 us per row at 64.
 pub const ADD_SUB_MAX_ROWS: usize = 2;
 
+/// Rows per block when a product's rows are handed on as soon as they are written (fused
+/// requantization): 16 rows of 256 floats are 16 KB, half of L1.
+const AFTER_ROWS: usize = 16;
+
 #[derive(Clone, Debug)]
 pub struct GemmWeight {
     pub name: String,
@@ -132,6 +136,16 @@ pub struct Epilogue {
     pub act: Option<UnaryOp>,
     /// The kernel applies `act` itself.
     pub act_in_kernel: bool,
+    /// The product's result is quantized for the next int8 product (the quantize step fused
+    /// in): per-row absmax, or this fixed scale. Only on `Step::Gemm`; its output is then int8.
+    pub quantize: Option<Requantize>,
+}
+
+/// Requantization fused into a product's epilogue (see [`Epilogue::quantize`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Requantize {
+    /// A fixed activation scale, else the per-sample absmax one.
+    pub fixed: Option<f32>,
 }
 
 impl Epilogue {
@@ -629,10 +643,19 @@ impl Model {
                 let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
                 let y = match &vals[*x] {
                     Some(Val::Q(q)) => self.gemm_q(si, q, w, epilogue, vals, arena)?,
-                    Some(Val::F32(a)) => self.gemm_f32(si, a, w, epilogue, vals, arena)?,
+                    Some(Val::F32(a)) => Val::F32(self.gemm_f32(si, a, w, epilogue, vals, arena)?),
                     None => return Err(internal(si, "gemm input missing")),
                 };
-                (*out, Val::F32(y))
+                // Fused requantization that the product's path did not do itself.
+                let y = match (y, epilogue.quantize) {
+                    (Val::F32(a), Some(rq)) => {
+                        let q = quantize_rows(a.view(), rq.fixed, arena, self.pool.is_some());
+                        arena.recycle(Val::F32(a));
+                        Val::Q(q)
+                    }
+                    (y, _) => y,
+                };
+                (*out, y)
             }
             Step::Conv { x, out, weight, geom, epilogue } => {
                 let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
@@ -759,7 +782,8 @@ impl Model {
     }
 
     /// Calls kernel `kernel` on `args` (all its rows and tiles), split between the pool's
-    /// threads: chunks of rows, or, for one row, ranges of channel tiles.
+    /// threads: chunks of rows, or, for one row, ranges of channel tiles. `after(r0, r1)` runs
+    /// on the thread that computed rows r0..r1 (all channels), right after it did.
     ///
     /// # Safety
     /// `args` must be valid for the kernel's specialization: `x` holds `rows` rows of
@@ -775,6 +799,7 @@ impl Model {
         x_row_bytes: usize,
         n: usize,
         wide: Option<(Option<UnaryOp>, usize)>,
+        after: Option<&(dyn Fn(usize, usize) + Sync)>,
     ) {
         /// The argument block crosses threads; each call writes disjoint rows or channels.
         #[derive(Clone, Copy)]
@@ -818,18 +843,33 @@ impl Model {
                 _ => unsafe { f(&sub) },
             }
         };
+        // Rows r0..r1, all tiles; with `after`, in pieces of AFTER_ROWS rows, each handed to
+        // `after` as soon as the kernel wrote it (still in L1).
+        let rows_then_after = |r0: usize, r1: usize| match after {
+            Some(after) => {
+                for p in (r0..r1).step_by(AFTER_ROWS) {
+                    let p1 = (p + AFTER_ROWS).min(r1);
+                    run(p, p1, 0, tiles);
+                    after(p, p1);
+                }
+            }
+            None => run(r0, r1, 0, tiles),
+        };
         let threads = if self.pool.is_some() { rayon::current_num_threads() } else { 1 };
         if rows == 1 && threads > 1 && tiles >= 2 * threads {
             let per = tiles.div_ceil(threads);
             (0..threads).into_par_iter().for_each(|i| run(0, 1, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
+            if let Some(after) = after {
+                after(0, 1);
+            }
         } else if threads > 1 && rows > 1 {
             // Chunks of whole row groups (the kernels take 2 or 8 rows per pass).
             let chunk = rows.div_ceil(4 * threads).next_multiple_of(8);
             (0..rows.div_ceil(chunk))
                 .into_par_iter()
-                .for_each(|c| run(c * chunk, ((c + 1) * chunk).min(rows), 0, tiles));
+                .for_each(|c| rows_then_after(c * chunk, ((c + 1) * chunk).min(rows)));
         } else {
-            run(0, rows, 0, tiles);
+            rows_then_after(0, rows);
         }
     }
 
@@ -929,7 +969,7 @@ impl Model {
                         // values, tmp and res p rows of og floats, xsum and sx p values, and the
                         // weight, alpha, scale and bias slices start at channel c0 of
                         // o = groups * og (sizes checked above).
-                        unsafe { self.call_tq2(*kernel, args, x_row_bytes, og, wide) };
+                        unsafe { self.call_tq2(*kernel, args, x_row_bytes, og, wide, None) };
                         scatter(&tmp, &mut out[(n * g.o + c0) * p..][..og * p], p, og);
                     }
                 }
@@ -1006,7 +1046,7 @@ impl Model {
         e: &Epilogue,
         vals: &[Option<Val>],
         arena: &mut Arena,
-    ) -> Result<ArrayD<f32>, RunError> {
+    ) -> Result<Val, RunError> {
         let rows = q.row_scale.len();
         let n = w.n;
         if q.k != w.k {
@@ -1020,6 +1060,25 @@ impl Model {
             *l = n;
         }
         let mut out = arena.f32_overwritten(rows * n);
+        // Requantization fused in: each block of rows is quantized as soon as the kernel wrote
+        // it, while it is in L1. Needs the whole epilogue in the kernel and one row per sample
+        // (a 2-D result) or a fixed scale; otherwise the step quantizes the finished result.
+        let fused = e.quantize.filter(|rq| {
+            matches!(w.data, WeightData::Tq2 { .. })
+                && (e.act.is_none() || e.act_in_kernel)
+                && (shape.len() == 2 || rq.fixed.is_some())
+        });
+        let mut fused_q = fused.map(|_| {
+            let k_pad = pack::padded_k(n);
+            QTensor {
+                shape: shape.clone(),
+                k: n,
+                k_pad,
+                data: arena.i8_aligned(rows * k_pad, None),
+                row_scale: arena.f32_overwritten(rows),
+                row_sum: take_overwritten(&mut arena.i32s, rows),
+            }
+        });
         match &w.data {
             WeightData::Tq2 { packed, kernel, tile, f32_x, .. } => {
                 let (k_pad, tiles) = (pack::padded_k(w.k), n.div_ceil(*tile));
@@ -1047,10 +1106,56 @@ impl Model {
                     tile_begin: 0,
                     tile_end: tiles as u64,
                 };
+                /// Where fused requantization writes: rows of `q`, read from rows of `out`.
+                struct Requant {
+                    out: *const f32,
+                    data: *mut i8,
+                    scale: *mut f32,
+                    sum: *mut i32,
+                    n: usize,
+                    k_pad: usize,
+                    fixed: Option<f32>,
+                }
+                // SAFETY: each call reads and writes only its own rows (disjoint across threads).
+                unsafe impl Sync for Requant {}
+                impl Requant {
+                    /// Quantizes rows r0..r1 of `out` into the int8 rows.
+                    ///
+                    /// # Safety
+                    /// The kernel has written rows r0..r1 of `out`; no other thread touches them.
+                    unsafe fn rows(&self, r0: usize, r1: usize) {
+                        for r in r0..r1 {
+                            // SAFETY: r < rows: `out` holds rows * n values, `data` rows * k_pad,
+                            // `scale` and `sum` rows (allocated so above); rows are disjoint.
+                            unsafe {
+                                quantize_sample(
+                                    std::slice::from_raw_parts(self.out.add(r * self.n), self.n),
+                                    self.n,
+                                    self.fixed,
+                                    std::slice::from_raw_parts_mut(self.data.add(r * self.k_pad), self.k_pad),
+                                    std::slice::from_raw_parts_mut(self.scale.add(r), 1),
+                                    std::slice::from_raw_parts_mut(self.sum.add(r), 1),
+                                )
+                            };
+                        }
+                    }
+                }
+                let requant = fused_q.as_mut().map(|t| Requant {
+                    out: out.as_ptr(),
+                    data: t.data.as_mut_ptr(),
+                    scale: t.row_scale.as_mut_ptr(),
+                    sum: t.row_sum.as_mut_ptr(),
+                    n,
+                    k_pad: t.k_pad,
+                    fixed: fused.and_then(|rq| rq.fixed),
+                });
+                // SAFETY: `call_tq2` calls it per block of rows right after the kernel wrote them.
+                let after = requant.as_ref().map(|rq| move |r0: usize, r1: usize| unsafe { rq.rows(r0, r1) });
+                let after = after.as_ref().map(|f| f as &(dyn Fn(usize, usize) + Sync));
                 // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
                 // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and out
                 // (n per row), xsum and sx (one per row) were checked above for all rows.
-                unsafe { self.call_tq2(*kernel, args, k_pad, n, Some((e.kernel_act(), *tile))) };
+                unsafe { self.call_tq2(*kernel, args, k_pad, n, Some((e.kernel_act(), *tile)), after) };
             }
             WeightData::Dense { w_t } => {
                 let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
@@ -1065,10 +1170,14 @@ impl Model {
                 finish(&mut out, n, scale, bias, residual, e.act);
             }
         }
+        if let Some(q) = fused_q {
+            arena.f32s.push(out);
+            return Ok(Val::Q(q));
+        }
         if let (Some(act), false, WeightData::Tq2 { .. }) = (e.act, e.act_in_kernel, &w.data) {
             out.iter_mut().for_each(|v| *v = act.apply(*v));
         }
-        ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| internal(si, e.to_string()))
+        Ok(Val::F32(ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| internal(si, e.to_string()))?))
     }
 
     /// Float product: f32 activations with f32 weights, trit/int8 codes scaled by alpha, or
@@ -1135,7 +1244,7 @@ impl Model {
                 // SAFETY: the kernel was specialised for (n, k, tile), this epilogue and f32
                 // activations (checked); xp holds `rows` rows of k_pad floats, out and residual
                 // `rows` rows of n, w/alpha/scale/bias n channels (sizes checked above).
-                unsafe { self.call_tq2(*kernel, args, 4 * k_pad, w.n, None) };
+                unsafe { self.call_tq2(*kernel, args, 4 * k_pad, w.n, None, None) };
                 arena.f32s.push(xp);
                 if let (Some(act), false) = (e.act, e.act_in_kernel) {
                     out.iter_mut().for_each(|v| *v = act.apply(*v));
@@ -1273,17 +1382,7 @@ fn quantize_rows(x: ArrayViewD<'_, f32>, fixed: Option<f32>, arena: &mut Arena, 
     let mut row_sum = take_overwritten(&mut arena.i32s, rows);
     // One sample: its values, then its rows' codes, scales and sums.
     type Sample<'a> = (((&'a [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [i32]);
-    let one = |(((sample, data), scales), sums): Sample<'_>| {
-        let (scale, factor) = match fixed {
-            Some(f) => (f, 1.0 / f),
-            None => absmax_scale(sample),
-        };
-        for (((row, dst), s), sum) in sample.chunks(k).zip(data.chunks_mut(k_pad)).zip(scales).zip(sums) {
-            *sum = quantize_into(row, factor, &mut dst[..k]);
-            dst[k..].fill(0);
-            *s = scale;
-        }
-    };
+    let one = |(((sample, data), scales), sums): Sample<'_>| quantize_sample(sample, k, fixed, data, scales, sums);
     if parallel && samples > 1 {
         (all.par_chunks(per_sample).zip(data.par_chunks_mut(sample_rows * k_pad)))
             .zip(row_scale.par_chunks_mut(sample_rows))
@@ -1296,6 +1395,28 @@ fn quantize_rows(x: ArrayViewD<'_, f32>, fixed: Option<f32>, arena: &mut Arena, 
             .for_each(one);
     }
     QTensor { shape, k, k_pad, data, row_scale, row_sum }
+}
+
+/// Quantizes one sample (rows of `k` values) with its absmax scale or `fixed` into rows of
+/// `data` (each `data.len() / rows` long, zero past `k`), one scale and code sum per row.
+fn quantize_sample(
+    sample: &[f32],
+    k: usize,
+    fixed: Option<f32>,
+    data: &mut [i8],
+    scales: &mut [f32],
+    sums: &mut [i32],
+) {
+    let (scale, factor) = match fixed {
+        Some(f) => (f, 1.0 / f),
+        None => absmax_scale(sample),
+    };
+    let k_pad = data.len() / scales.len().max(1);
+    for (((row, dst), s), sum) in sample.chunks(k).zip(data.chunks_mut(k_pad)).zip(scales).zip(sums) {
+        *sum = quantize_into(row, factor, &mut dst[..k]);
+        dst[k..].fill(0);
+        *s = scale;
+    }
 }
 
 fn dequantize_into(q: &QTensor, out: &mut [f32]) {

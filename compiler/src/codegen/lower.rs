@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use ndarray::Array2;
 use triton_runtime::DType;
 use triton_runtime::model::{
-    ConvGeom, Epilogue, GemmWeight, ModelParts, PoolGeom, RtDim, Shape, Src, Step, WeightData,
+    ConvGeom, Epilogue, GemmWeight, ModelParts, PoolGeom, Requantize, RtDim, Shape, Src, Step, WeightData,
 };
 use triton_runtime::ops::UnaryOp;
 use triton_runtime::pack;
@@ -332,6 +332,36 @@ fn pool_geom(a: &PoolAttrs, max: bool) -> Result<PoolGeom, CodegenError> {
     })
 }
 
+/// Folds a quantize step into the product before it when it is that product's only reader: the
+/// runtime then quantizes each block of the product's rows while they are in cache (and the f32
+/// result never lives whole). Same values: the same quantization runs on the same numbers.
+fn fuse_requantize(parts: &mut ModelParts) {
+    let mut readers: HashMap<usize, usize> = HashMap::new();
+    for s in &parts.steps {
+        for r in reads(s) {
+            *readers.entry(r).or_default() += 1;
+        }
+    }
+    let is_output = |slot: usize| parts.outputs.contains(&Src::Value(slot));
+    let mut i = 0;
+    while i + 1 < parts.steps.len() {
+        let fold = match (&parts.steps[i], &parts.steps[i + 1]) {
+            (Step::Gemm { out, epilogue, .. }, Step::Quantize { x, out: q, fixed })
+                if x == out && epilogue.quantize.is_none() && readers.get(out) == Some(&1) && !is_output(*out) =>
+            {
+                Some((*q, *fixed))
+            }
+            _ => None,
+        };
+        if let (Some((q, fixed)), Step::Gemm { out, epilogue, .. }) = (fold, &mut parts.steps[i]) {
+            *out = q;
+            epilogue.quantize = Some(Requantize { fixed });
+            parts.steps.remove(i + 1);
+        }
+        i += 1;
+    }
+}
+
 /// Slots each step reads.
 fn reads(step: &Step) -> Vec<usize> {
     let v = |s: &Src| match s {
@@ -395,6 +425,7 @@ pub fn compile_graph(
     let outputs = g.outputs.iter().map(|o| l.arg(*o)).collect::<Result<Vec<_>, _>>()?;
     let mut parts = l.parts;
     parts.outputs = outputs;
+    fuse_requantize(&mut parts);
     // Free every slot after its last reader (outputs are kept). An input freed while still in
     // the caller's array is never copied into the arena (see `Model::run`).
     let mut last: HashMap<usize, usize> = HashMap::new();
