@@ -115,7 +115,13 @@ fn absmax_scale_avx2(values: &[f32]) -> (f32, f32) {
     let mut lanes = [0.0f32; 8];
     // SAFETY: 8 floats into an 8-float array.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-    let m = chunks.remainder().iter().fold(lanes.iter().fold(0.0f32, |a, l| a.max(*l)), |a, v| a.max(v.abs()));
+    scale_of_absmax(&lanes, chunks.remainder())
+}
+
+/// `(scale, factor)` from the running maxima of `|v|` and the values they did not cover (see
+/// [`absmax_scale`]).
+fn scale_of_absmax(lanes: &[f32; 8], rest: &[f32]) -> (f32, f32) {
+    let m = rest.iter().fold(lanes.iter().fold(0.0f32, |a, l| a.max(*l)), |a, v| a.max(v.abs()));
     if m > 0.0 { (m / 127.0, 127.0 / m) } else { (1.0, 0.0) }
 }
 
@@ -130,8 +136,7 @@ fn absmax_scale_generic(values: &[f32]) -> (f32, f32) {
             *l = l.max(v.abs());
         }
     }
-    let m = chunks.remainder().iter().fold(lanes.iter().fold(0.0f32, |a, l| a.max(*l)), |a, v| a.max(v.abs()));
-    if m > 0.0 { (m / 127.0, 127.0 / m) } else { (1.0, 0.0) }
+    scale_of_absmax(&lanes, chunks.remainder())
 }
 
 /// [`quantize`] over a slice (`dst.len()` values of `src`); returns the sum of the codes.
