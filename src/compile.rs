@@ -51,6 +51,8 @@ pub enum CompileError {
     Model(String),
     Weights(String),
     Codegen(CodegenError),
+    /// A file could not be read.
+    Io(String),
     /// A pass broke the graph (a compiler bug).
     Internal(String),
     Map(String),
@@ -60,9 +62,11 @@ impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CompileError::Source(d) => write!(f, "the model has errors:\n{d}"),
-            CompileError::Model(e) | CompileError::Weights(e) | CompileError::Internal(e) | CompileError::Map(e) => {
-                f.write_str(e)
-            }
+            CompileError::Model(e)
+            | CompileError::Weights(e)
+            | CompileError::Io(e)
+            | CompileError::Internal(e)
+            | CompileError::Map(e) => f.write_str(e),
             CompileError::Codegen(e) => write!(f, "{e}"),
         }
     }

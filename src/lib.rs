@@ -23,3 +23,8 @@ pub use triton_runtime as runtime;
 
 mod compile;
 pub use compile::{CompileError, CompiledModel, Options, compile_file, compile_model, pick_model, read_weights};
+
+pub mod artifact;
+pub mod cache;
+pub use artifact::{Build, Summary, build_artifact};
+pub use cache::Cache;

@@ -44,35 +44,61 @@ enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
-    /// Compile a model: check, lower to the graph IR and optimize.
+    /// Compile a model to a `.tcm` artifact (through the compilation cache), or print its
+    /// optimized IR, kernel plan or optimizer summary.
     Compile {
         /// The .tri file defining the model.
         file: PathBuf,
         /// Optimization level.
         #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 2)]
         opt: u8,
-        /// What to print: a summary, the optimized IR, or the kernel plan.
-        #[arg(long, value_enum, default_value_t = Emit::Summary)]
+        /// The artifact's path (default: `<file stem>.tcm` in the current folder).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// What to produce: the artifact, a summary of the optimizer, the optimized IR, or the
+        /// kernel plan (the last three print and write nothing).
+        #[arg(long, value_enum, default_value_t = Emit::Artifact)]
         emit: Emit,
-        /// Weights (.safetensors) known at compile time: -O3 bases zero-skip decisions on them.
+        /// Weights (.safetensors) to compile in; default: seeded initialisation.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Seed of the initialisation used without --weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// fp32 compiles the latent full-precision weights; ternary quantizes them.
+        #[arg(long, value_enum, default_value_t = PrecisionArg::Ternary)]
+        precision: PrecisionArg,
         /// At -O3, keep the activations of ternary layers in f32 instead of int8.
         #[arg(long)]
         f32_activations: bool,
-        /// Print the time of every phase and pass (to stderr).
-        #[arg(long)]
-        timing: bool,
+        /// Print the time of every phase (a table on stderr, or `--timing=json` on stdout).
+        #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "table")]
+        timing: Option<cmd::compile::TimingFormat>,
         /// Verify the IR after every pass (always on in debug builds).
         #[arg(long)]
         verify_each: bool,
         /// Which model, when the file defines several.
         #[arg(long)]
         model: Option<String>,
+        /// Cache folder (default: $TRITON_CACHE_DIR, else the platform's cache folder).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Neither read nor write the compilation cache.
+        #[arg(long, conflicts_with = "cache_dir")]
+        no_cache: bool,
     },
-    /// Run a model on a NumPy input (JIT-compiled, or on the reference interpreter).
+    /// Show or empty the compilation cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// Cache folder (default: $TRITON_CACHE_DIR, else the platform's cache folder).
+        #[arg(long, global = true)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Run a model on a NumPy input: a `.tcm` artifact, or a `.tri` model JIT-compiled (or on
+    /// the reference interpreter).
     Run {
-        /// The .tri file defining the model.
+        /// The .tcm artifact, or the .tri file defining the model.
         file: PathBuf,
         /// Input tensor (.npy, float32 or float64), shaped as the model's input.
         #[arg(long)]
@@ -104,10 +130,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug, Clone, Copy)]
+enum CacheAction {
+    /// Entries and bytes per kind.
+    Stats,
+    /// Delete every entry.
+    Clean,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum PrecisionArg {
     Fp32,
     Ternary,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Ternary => Precision::Ternary,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -138,26 +181,57 @@ fn run(cli: Cli) -> ExitCode {
     let style = style(cli.color);
     match cli.command {
         Command::Check { files, quiet, deny_warnings } => cmd::check::run(&files, quiet, deny_warnings, style),
-        Command::Compile { file, opt, emit, weights, f32_activations, timing, verify_each, model } => {
+        Command::Compile {
+            file,
+            opt,
+            output,
+            emit,
+            weights,
+            seed,
+            precision,
+            f32_activations,
+            timing,
+            verify_each,
+            model,
+            cache_dir,
+            no_cache,
+        } => {
+            let cache = match (no_cache, cache_dir.or_else(triton::Cache::default_dir)) {
+                (true, _) => triton::Cache::disabled(),
+                (false, Some(dir)) => triton::Cache::at(dir),
+                (false, None) => triton::Cache::memory_only(),
+            };
             let args = cmd::compile::Args {
                 file: &file,
                 opt,
                 emit,
+                output: output.as_deref(),
                 timing,
                 verify_each,
                 f32_activations,
+                precision: precision.into(),
                 weights: weights.as_deref(),
+                seed,
                 model: model.as_deref(),
+                cache,
             };
             cmd::compile::run(&args, style)
         }
+        Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
         Command::Run { file, input, weights, precision, opt, f32_activations, engine, out, seed, model } => {
-            let precision = match precision {
-                PrecisionArg::Fp32 => Precision::Fp32,
-                PrecisionArg::Ternary => Precision::Ternary,
-            };
             cmd::run::run(
-                &cmd::run::Args { engine, file, input, weights, precision, opt, f32_activations, out, seed, model },
+                &cmd::run::Args {
+                    engine,
+                    file,
+                    input,
+                    weights,
+                    precision: precision.into(),
+                    opt,
+                    f32_activations,
+                    out,
+                    seed,
+                    model,
+                },
                 style,
             )
         }

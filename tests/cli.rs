@@ -9,6 +9,7 @@ fn triton(args: &[&str]) -> Output {
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("NO_COLOR", "1")
+        .env("TRITON_CACHE_DIR", std::env::temp_dir().join(format!("triton-cli-cache-{}", std::process::id())))
         .output()
         .expect("run triton")
 }
@@ -157,7 +158,7 @@ fn compile_emits_fused_ir_and_timings() {
     for pass in ["pass bn_fold", "pass fuse", "pass memory_plan", "total"] {
         assert!(timing.contains(pass), "{timing}");
     }
-    let summary = triton(&["compile", "examples/resnet18_cifar10.tri", "-O2"]);
+    let summary = triton(&["compile", "examples/resnet18_cifar10.tri", "-O2", "--emit", "summary"]);
     let s = text(&summary.stdout);
     assert!(s.contains("68 run-time nodes at -O0, 28 at -O2") && s.contains("arena"), "{s}");
     assert_eq!(triton(&["compile", "examples/mnist_mlp.tri", "-O7"]).status.code(), Some(2));

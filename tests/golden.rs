@@ -97,8 +97,8 @@ fn mnist_mlp_parameters_are_named_and_shaped_as_declared() {
         want.into_iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c)).collect();
     assert_eq!(got, want);
     let s = ModelStats::of(m);
-    // Trits at 5 per byte (rounded up per row) plus an f32 scale per row; the rest f32.
-    let packed = 256 * 157 + 256 * 4 + 128 * 52 + 128 * 4 + (256 + 128 + 1290) * 4;
+    // Trits at 5 per byte (rounded up per tensor) plus an f32 scale per row; the rest f32.
+    let packed = (256 * 784_u64).div_ceil(5) + 256 * 4 + (128 * 256_u64).div_ceil(5) + 128 * 4 + (256 + 128 + 1290) * 4;
     assert_eq!(s.packed_bytes, packed);
     assert_eq!(s.fp32_bytes, 235_146 * 4);
 }

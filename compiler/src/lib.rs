@@ -53,6 +53,14 @@ pub fn check_file(path: &Path) -> Checked {
     finish(loader)
 }
 
+/// [`check_file`], recording the time of loading (reading, lexing, parsing every file) and of
+/// checking (names, evaluation, shapes, lowering to the IR) under `load` and `check`.
+pub fn check_file_timed(path: &Path, timings: &mut passes::Timings) -> Checked {
+    let mut loader = load::Loader::new();
+    timings.time("lex+parse", || loader.load_file(path));
+    timings.time("check+lower", || finish(loader))
+}
+
 /// Checks source text. Relative imports resolve against `dir` when given.
 pub fn check_source(name: &str, text: &str, dir: Option<&Path>) -> Checked {
     let mut loader = load::Loader::new();

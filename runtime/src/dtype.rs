@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum DType {
     /// Ternary weight: each element is -1, 0 or +1 times a per-output-channel scale.
     Trit,
@@ -48,8 +48,8 @@ impl fmt::Display for DType {
     }
 }
 
-/// Trits stored per byte in the artifact's storage format.
-pub const TRITS_PER_BYTE: u64 = 5;
+/// Trits stored per byte in the artifact's storage format ([`crate::pack::pack_trit5`]).
+pub const TRITS_PER_BYTE: u64 = crate::pack::TRITS_PER_BYTE as u64;
 
 /// Bytes a stored weight tensor takes, split into payload and per-channel scales.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,10 +70,7 @@ impl StorageSize {
         let per_row = shape.iter().skip(1).try_fold(1u64, |a, &d| a.checked_mul(d))?;
         let elems = rows.checked_mul(per_row)?;
         Some(match dtype {
-            DType::Trit => StorageSize {
-                payload: rows.checked_mul(per_row.div_ceil(TRITS_PER_BYTE))?,
-                scales: rows.checked_mul(4)?,
-            },
+            DType::Trit => StorageSize { payload: elems.div_ceil(TRITS_PER_BYTE), scales: rows.checked_mul(4)? },
             DType::I8 => StorageSize { payload: elems, scales: rows.checked_mul(4)? },
             DType::I32 | DType::F32 => StorageSize { payload: elems.checked_mul(4)?, scales: 0 },
         })
@@ -85,13 +82,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trit_storage_is_five_per_byte_per_row_plus_scales() {
-        // 3 rows of 11 trits: ceil(11/5) = 3 bytes per row.
+    fn trit_storage_is_five_per_byte_plus_a_scale_per_row() {
+        // 3 rows of 11 trits: 33 trits in ceil(33/5) = 7 bytes, one scale per row.
         let s = StorageSize::of(DType::Trit, &[3, 11]).expect("fits");
-        assert_eq!(s, StorageSize { payload: 9, scales: 12 });
+        assert_eq!(s, StorageSize { payload: 7, scales: 12 });
         // A conv kernel [O, I, KH, KW]: rows are output channels.
         let s = StorageSize::of(DType::Trit, &[64, 64, 3, 3]).expect("fits");
-        assert_eq!(s.payload, 64 * (576_u64).div_ceil(5));
+        assert_eq!(s, StorageSize { payload: (64 * 576_u64).div_ceil(5), scales: 64 * 4 });
     }
 
     #[test]

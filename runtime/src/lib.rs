@@ -6,6 +6,7 @@
 //! semantics) live here and the compiler imports them.
 
 pub mod aligned;
+pub mod artifact;
 pub mod dtype;
 pub mod kernel;
 pub mod model;
@@ -14,5 +15,6 @@ pub mod pack;
 pub mod sgemm;
 pub mod wide;
 
+pub use artifact::{LoadError, Meta};
 pub use dtype::{DType, StorageSize};
-pub use model::{ADD_SUB_MAX_ROWS, Model, RunError};
+pub use model::{ADD_SUB_MAX_ROWS, Model, PartsError, RunError};

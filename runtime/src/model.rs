@@ -29,7 +29,7 @@ use crate::pack;
 use crate::sgemm::sgemm;
 
 /// A dimension as a function of the batch size `B`: `batch * B + fixed`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RtDim {
     pub batch: usize,
     pub fixed: usize,
@@ -54,7 +54,7 @@ impl fmt::Display for RtDim {
 }
 
 /// A shape in terms of the batch size.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shape(pub Vec<RtDim>);
 
 impl Shape {
@@ -71,7 +71,7 @@ impl fmt::Display for Shape {
 }
 
 /// An operand: a value computed by a step (or an input), or a constant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Src {
     Value(usize),
     Const(usize),
@@ -128,7 +128,7 @@ impl GemmWeight {
 }
 
 /// What follows a product, in this order: scale, bias, residual, activation.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Epilogue {
     pub scale: Option<usize>,
     pub bias: Option<usize>,
@@ -142,7 +142,7 @@ pub struct Epilogue {
 }
 
 /// Requantization fused into a product's epilogue (see [`Epilogue::quantize`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Requantize {
     /// A fixed activation scale, else the per-sample absmax one.
     pub fixed: Option<f32>,
@@ -157,7 +157,7 @@ impl Epilogue {
 
 /// Geometry of a 2-D convolution over NCHW activations; the spatial sizes are fixed, the batch
 /// is free. The weight is `[o, c / groups, kh, kw]`, flattened to rows of `k()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConvGeom {
     pub c: usize,
     pub h: usize,
@@ -228,7 +228,7 @@ impl ConvGeom {
 
 /// Window of a max or average pooling (average divides by `kernel_h * kernel_w`, padding
 /// included, as the interpreter does).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolGeom {
     pub max: bool,
     pub kernel: [usize; 2],
@@ -236,7 +236,7 @@ pub struct PoolGeom {
     pub pad: [usize; 2],
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Step {
     /// Per-sample absmax int8 quantization (or a fixed scale) of the last axis' rows.
     Quantize {
@@ -318,6 +318,8 @@ pub struct ModelParts {
     /// Inputs: name, shape; input `i` is value slot `i`.
     pub inputs: Vec<(String, Shape)>,
     pub outputs: Vec<Src>,
+    /// Outputs' names and shapes, one per entry of `outputs`.
+    pub output_sig: Vec<(String, Shape)>,
     pub consts: Vec<ArrayD<f32>>,
     pub weights: Vec<GemmWeight>,
     pub steps: Vec<Step>,
@@ -326,6 +328,145 @@ pub struct ModelParts {
     pub slots: usize,
     /// Machine code of each kernel.
     pub kernels: Vec<Vec<u8>>,
+}
+
+impl Step {
+    /// The value slot the step writes.
+    pub fn out(&self) -> usize {
+        match *self {
+            Step::Quantize { out, .. }
+            | Step::Dequantize { out, .. }
+            | Step::Gemm { out, .. }
+            | Step::Conv { out, .. }
+            | Step::Pool { out, .. }
+            | Step::GlobalAvgPool { out, .. }
+            | Step::BatchNorm { out, .. }
+            | Step::Unary { out, .. }
+            | Step::Binary { out, .. }
+            | Step::Softmax { out, .. }
+            | Step::Reshape { out, .. }
+            | Step::Concat { out, .. } => out,
+        }
+    }
+
+    /// The operands the step reads: value slots and constants.
+    pub fn operands(&self) -> Vec<Src> {
+        let epi = |e: &Epilogue| {
+            let consts = e.scale.into_iter().chain(e.bias).map(Src::Const);
+            consts.chain(e.residual.map(Src::Value)).collect::<Vec<_>>()
+        };
+        match self {
+            Step::Quantize { x, .. }
+            | Step::Dequantize { x, .. }
+            | Step::Unary { x, .. }
+            | Step::Softmax { x, .. }
+            | Step::Pool { x, .. }
+            | Step::GlobalAvgPool { x, .. } => vec![Src::Value(*x)],
+            Step::Gemm { x, epilogue, .. } | Step::Conv { x, epilogue, .. } => {
+                std::iter::once(Src::Value(*x)).chain(epi(epilogue)).collect()
+            }
+            Step::BatchNorm { x, gamma, beta, mean, var, .. } => std::iter::once(Src::Value(*x))
+                .chain([gamma, beta, mean, var].into_iter().map(|c| Src::Const(*c)))
+                .collect(),
+            Step::Binary { a, b, .. } => vec![*a, *b],
+            Step::Reshape { x, .. } => vec![*x],
+            Step::Concat { xs, .. } => xs.clone(),
+        }
+    }
+
+    /// The value slots the step reads.
+    pub fn reads(&self) -> Vec<usize> {
+        self.operands().into_iter().filter_map(|s| if let Src::Value(v) = s { Some(v) } else { None }).collect()
+    }
+
+    /// The weight the step multiplies by, if any.
+    pub fn weight(&self) -> Option<usize> {
+        match *self {
+            Step::Gemm { weight, .. } | Step::Conv { weight, .. } => Some(weight),
+            _ => None,
+        }
+    }
+}
+
+impl ModelParts {
+    /// Checks that every index (slot, constant, weight, kernel) is in range and every weight's
+    /// data has the size its shape implies, so running the parts cannot index out of bounds.
+    /// Parts from the code generator always pass; parts read from a file are checked here.
+    pub fn validate(&self) -> Result<(), String> {
+        let slot = |what: &str, v: usize| {
+            if v < self.slots { Ok(()) } else { Err(format!("{what} uses value slot {v} of {}", self.slots)) }
+        };
+        let src = |what: &str, s: Src| match s {
+            Src::Value(v) => slot(what, v),
+            Src::Const(c) if c < self.consts.len() => Ok(()),
+            Src::Const(c) => Err(format!("{what} uses constant {c} of {}", self.consts.len())),
+        };
+        if self.inputs.len() > self.slots {
+            return Err(format!("{} inputs but {} value slots", self.inputs.len(), self.slots));
+        }
+        if self.frees.len() != self.steps.len() {
+            return Err(format!("{} free lists for {} steps", self.frees.len(), self.steps.len()));
+        }
+        if self.output_sig.len() != self.outputs.len() {
+            return Err(format!("{} output signatures for {} outputs", self.output_sig.len(), self.outputs.len()));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let what = format!("step {i}");
+            slot(&what, step.out())?;
+            for s in step.operands() {
+                src(&what, s)?;
+            }
+            for &f in &self.frees[i] {
+                slot(&what, f)?;
+            }
+            if let Some(w) = step.weight().filter(|w| *w >= self.weights.len()) {
+                return Err(format!("{what} uses weight {w} of {}", self.weights.len()));
+            }
+        }
+        for &o in &self.outputs {
+            src("an output", o)?;
+        }
+        for w in &self.weights {
+            if let Some(a) = w.alpha.as_ref().filter(|a| a.len() != w.n) {
+                return Err(format!("weight `{}` has {} scales for {} channels", w.name, a.len(), w.n));
+            }
+            match &w.data {
+                WeightData::Tq2 { packed, kernel, tile, .. } => {
+                    if packed.len() != w.n * pack::row_bytes(w.k) {
+                        return Err(format!(
+                            "weight `{}` [{}, {}] has {} packed bytes",
+                            w.name,
+                            w.n,
+                            w.k,
+                            packed.len()
+                        ));
+                    }
+                    if *kernel >= self.kernels.len() || *tile == 0 {
+                        return Err(format!(
+                            "weight `{}` uses kernel {kernel} (tile {tile}) of {}",
+                            w.name,
+                            self.kernels.len()
+                        ));
+                    }
+                }
+                WeightData::Dense { w_t } => {
+                    if w_t.dim() != (w.k, w.n) {
+                        return Err(format!("weight `{}` is {:?}, expected [{}, {}]", w.name, w_t.shape(), w.k, w.n));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parts that cannot become a model.
+#[derive(Debug, thiserror::Error)]
+pub enum PartsError {
+    #[error("invalid model: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Map(#[from] MapError),
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -450,7 +591,8 @@ fn internal(step: usize, why: impl Into<String>) -> RunError {
 impl Model {
     /// Maps the kernels and prepares a thread pool of `threads` threads (0: all cores; 1: run
     /// on the calling thread).
-    pub fn from_parts(parts: ModelParts, threads: usize) -> Result<Model, MapError> {
+    pub fn from_parts(parts: ModelParts, threads: usize) -> Result<Model, PartsError> {
+        parts.validate().map_err(PartsError::Invalid)?;
         let code = CodeMemory::new(&parts.kernels)?;
         let pool = match threads {
             1 => None,
@@ -463,8 +605,25 @@ impl Model {
     /// ([`crate::wide`]) for an instruction set (by default the best the CPU has), or, with
     /// `None`, the JIT kernels. All give the same bits; this is for benchmarks and tests. A
     /// request above what the CPU has gets the best it has (none without AVX2).
+    ///
+    /// A model loaded from an artifact built for an AVX2 CPU has no int8 JIT kernels (they would
+    /// never run): it keeps the wide kernel when asked for `None`.
     pub fn set_wide_kernel(&mut self, isa: Option<crate::wide::Isa>) {
-        self.wide = isa.and_then(|want| crate::wide::best().map(|has| want.min(has)));
+        let best = crate::wide::best();
+        self.wide = match isa {
+            None if !self.has_int8_jit_kernels() => best,
+            _ => isa.and_then(|want| best.map(|has| want.min(has))),
+        };
+    }
+
+    /// Whether every int8 product has its JIT kernel.
+    pub fn has_int8_jit_kernels(&self) -> bool {
+        self.parts.weights.iter().all(|w| match &w.data {
+            WeightData::Tq2 { kernel, f32_x: false, .. } => {
+                self.parts.kernels.get(*kernel).is_some_and(|k| !k.is_empty())
+            }
+            _ => true,
+        })
     }
 
     /// The wide kernel's instruction set in use, if any.
@@ -483,6 +642,11 @@ impl Model {
     /// Inputs' names and shapes (`B` is the free batch size).
     pub fn inputs(&self) -> &[(String, Shape)] {
         &self.parts.inputs
+    }
+
+    /// Outputs' names and shapes (`B` is the batch size of the inputs).
+    pub fn outputs(&self) -> &[(String, Shape)] {
+        &self.parts.output_sig
     }
 
     /// Bytes of machine code mapped.
@@ -800,7 +964,12 @@ impl Model {
         n: usize,
         wide: Option<(Option<UnaryOp>, usize)>,
         after: Option<&(dyn Fn(usize, usize) + Sync)>,
-    ) {
+    ) -> Result<(), &'static str> {
+        let wide = self.wide.zip(wide);
+        // An artifact leaves out int8 JIT kernels where the wide kernel always runs.
+        if wide.is_none() && self.parts.kernels.get(kernel).is_none_or(Vec::is_empty) {
+            return Err("the kernel is not in this model (an int8 product needs the AVX2 kernel)");
+        }
         /// The argument block crosses threads; each call writes disjoint rows or channels.
         #[derive(Clone, Copy)]
         struct Shared(GemmArgs);
@@ -817,7 +986,6 @@ impl Model {
         let f = self.code.entry(kernel);
         let (rows, tiles) = (args.rows as usize, args.tile_end as usize);
         let shared = Shared(args);
-        let wide = self.wide.zip(wide);
         let run = move |r0: usize, r1: usize, t0: usize, t1: usize| {
             let a = shared.get();
             let sub = GemmArgs {
@@ -871,6 +1039,7 @@ impl Model {
         } else {
             rows_then_after(0, rows);
         }
+        Ok(())
     }
 
     /// A convolution: per sample and group, im2col rows of the input, the product on the
@@ -969,7 +1138,8 @@ impl Model {
                         // values, tmp and res p rows of og floats, xsum and sx p values, and the
                         // weight, alpha, scale and bias slices start at channel c0 of
                         // o = groups * og (sizes checked above).
-                        unsafe { self.call_tq2(*kernel, args, x_row_bytes, og, wide, None) };
+                        unsafe { self.call_tq2(*kernel, args, x_row_bytes, og, wide, None) }
+                            .map_err(|e| internal(si, e))?;
                         scatter(&tmp, &mut out[(n * g.o + c0) * p..][..og * p], p, og);
                     }
                 }
@@ -1155,7 +1325,8 @@ impl Model {
                 // SAFETY: the kernel was specialised for (n, k, tile) and this epilogue; the
                 // sizes of x (k_pad per row), w (n rows), alpha/scale/bias (n), residual and out
                 // (n per row), xsum and sx (one per row) were checked above for all rows.
-                unsafe { self.call_tq2(*kernel, args, k_pad, n, Some((e.kernel_act(), *tile)), after) };
+                unsafe { self.call_tq2(*kernel, args, k_pad, n, Some((e.kernel_act(), *tile)), after) }
+                    .map_err(|e| internal(si, e))?;
             }
             WeightData::Dense { w_t } => {
                 let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
@@ -1244,7 +1415,7 @@ impl Model {
                 // SAFETY: the kernel was specialised for (n, k, tile), this epilogue and f32
                 // activations (checked); xp holds `rows` rows of k_pad floats, out and residual
                 // `rows` rows of n, w/alpha/scale/bias n channels (sizes checked above).
-                unsafe { self.call_tq2(*kernel, args, 4 * k_pad, w.n, None, None) };
+                unsafe { self.call_tq2(*kernel, args, 4 * k_pad, w.n, None, None) }.map_err(|e| internal(si, e))?;
                 arena.f32s.push(xp);
                 if let (Some(act), false) = (e.act, e.act_in_kernel) {
                     out.iter_mut().for_each(|v| *v = act.apply(*v));

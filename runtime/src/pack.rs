@@ -64,7 +64,108 @@ pub fn tq2_at(packed: &[u8], k: usize, r: usize, kk: usize) -> i8 {
 
 /// Inverse of [`pack_tq2`].
 pub fn unpack_tq2(packed: &[u8], n: usize, k: usize) -> Vec<i8> {
-    (0..n).flat_map(|r| (0..k).map(move |kk| (r, kk))).map(|(r, kk)| tq2_at(packed, k, r, kk)).collect()
+    let (rb, kp) = (row_bytes(k), padded_k(k));
+    let mut out = Vec::with_capacity(n * k);
+    let mut row = vec![0i8; kp];
+    for r in 0..n {
+        for (block, bytes) in packed[r * rb..(r + 1) * rb].chunks_exact(BLOCK_BYTES).enumerate() {
+            for (j, &byte) in bytes.iter().enumerate() {
+                for s in 0..4 {
+                    row[block * BLOCK + 16 * s + j] = ((byte >> (2 * s)) & 3) as i8 - 1;
+                }
+            }
+        }
+        out.extend_from_slice(&row[..k]);
+    }
+    out
+}
+
+/// Trits per byte of the storage format ([`pack_trit5`]).
+pub const TRITS_PER_BYTE: usize = 5;
+
+/// Bytes of `count` trits in the storage format.
+pub fn trit5_bytes(count: usize) -> usize {
+    count.div_ceil(TRITS_PER_BYTE)
+}
+
+/// The storage format of ternary weights (artifacts): the tensor's trits in row-major order,
+/// cut into groups of five, a group `t0..t4` being the byte `sum (t_i + 1) * 3^i` (0..=242;
+/// 1.6 bits per weight). A short last group is padded with zeros. Values other than -1, 0, 1
+/// are a caller bug, stored as 0.
+pub fn pack_trit5(trits: &[i8]) -> Vec<u8> {
+    trits
+        .chunks(TRITS_PER_BYTE)
+        .map(|group| {
+            (0..TRITS_PER_BYTE).rev().fold(0u8, |byte, i| {
+                let code = match group.get(i) {
+                    Some(&t) if (-1..=1).contains(&t) => (t + 1) as u8,
+                    _ => 1,
+                };
+                byte * 3 + code
+            })
+        })
+        .collect()
+}
+
+/// A byte of the storage format that is not a group of five trits (above 242).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("byte {offset} is {value}, not five trits (at most 242)")]
+pub struct BadTrits {
+    pub offset: usize,
+    pub value: u8,
+}
+
+/// The codes `t + 1` of the five trits of every possible storage byte.
+const TRIT5_CODES: [[u8; TRITS_PER_BYTE]; 243] = {
+    let mut table = [[0u8; TRITS_PER_BYTE]; 243];
+    let mut b = 0;
+    while b < 243 {
+        let mut v = b;
+        let mut i = 0;
+        while i < TRITS_PER_BYTE {
+            table[b][i] = (v % 3) as u8;
+            v /= 3;
+            i += 1;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// The codes `t + 1` of `count` stored trits.
+fn trit5_codes(stored: &[u8], count: usize) -> Result<Vec<u8>, BadTrits> {
+    debug_assert_eq!(stored.len(), trit5_bytes(count));
+    let mut codes = Vec::with_capacity(stored.len() * TRITS_PER_BYTE);
+    for (offset, &value) in stored.iter().enumerate() {
+        codes.extend_from_slice(TRIT5_CODES.get(usize::from(value)).ok_or(BadTrits { offset, value })?);
+    }
+    codes.truncate(count);
+    Ok(codes)
+}
+
+/// Decodes `count` trits of the storage format ([`pack_trit5`]); `stored` must hold
+/// [`trit5_bytes`]`(count)` bytes.
+pub fn unpack_trit5(stored: &[u8], count: usize) -> Result<Vec<i8>, BadTrits> {
+    Ok(trit5_codes(stored, count)?.into_iter().map(|c| c as i8 - 1).collect())
+}
+
+/// Expands a stored `[n, k]` weight ([`pack_trit5`]) straight into the compute layout
+/// ([`pack_tq2`]); `stored` must hold [`trit5_bytes`]`(n * k)` bytes.
+pub fn trit5_to_tq2(stored: &[u8], n: usize, k: usize) -> Result<Vec<u8>, BadTrits> {
+    let codes = trit5_codes(stored, n * k)?;
+    let (rb, kp) = (row_bytes(k), padded_k(k));
+    let mut out = vec![0u8; n * rb];
+    // One row's codes, padded with code 1 (the value 0) to whole blocks.
+    let mut row = vec![1u8; kp];
+    for (r, dst_row) in out.chunks_exact_mut(rb).enumerate() {
+        row[..k].copy_from_slice(&codes[r * k..(r + 1) * k]);
+        for (c, dst) in row.chunks_exact(BLOCK).zip(dst_row.chunks_exact_mut(BLOCK_BYTES)) {
+            for (j, byte) in dst.iter_mut().enumerate() {
+                *byte = c[j] | c[16 + j] << 2 | c[32 + j] << 4 | c[48 + j] << 6;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -101,7 +202,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn trit5_bytes_are_base_three_little_end_first() {
+        // (t + 1) = 2, 0, 1, 1, 1 -> 2 + 0 * 3 + 1 * 9 + 1 * 27 + 1 * 81 = 119.
+        assert_eq!(pack_trit5(&[1, -1, 0, 0, 0]), vec![119]);
+        // Padding is the value 0: one trit `1` alone is 2 + 3 + 9 + 27 + 81 = 122.
+        assert_eq!(pack_trit5(&[1]), vec![122]);
+        assert_eq!(pack_trit5(&[1; 10]), vec![242, 242]);
+        assert_eq!(unpack_trit5(&[243], 5), Err(BadTrits { offset: 0, value: 243 }));
+        assert_eq!(trit5_to_tq2(&[0, 255], 2, 3), Err(BadTrits { offset: 1, value: 255 }));
+    }
+
     proptest! {
+        #[test]
+        fn trit5_round_trips_and_expands_to_tq2(n in 1usize..5, k in 1usize..200, seed in any::<u64>()) {
+            let mut s = seed | 1;
+            let trits: Vec<i8> = (0..n * k).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
+            let stored = pack_trit5(&trits);
+            prop_assert_eq!(stored.len(), trit5_bytes(n * k));
+            prop_assert_eq!(unpack_trit5(&stored, n * k).expect("valid"), trits.clone());
+            prop_assert_eq!(trit5_to_tq2(&stored, n, k).expect("valid"), pack_tq2(&trits, n, k));
+        }
+
         #[test]
         fn pack_unpack_round_trips(n in 1usize..6, k in 1usize..300, seed in any::<u64>()) {
             let mut s = seed | 1;

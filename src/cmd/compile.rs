@@ -1,39 +1,221 @@
-//! `triton compile`: check, lower and optimize; print a summary or the IR, and timings.
+//! `triton compile`: a `.tri` model to a `.tcm` artifact (through the cache), or the optimized
+//! IR, the kernel plan or a summary of the optimizer's work; `--timing` reports every phase.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use triton::{Build, Cache};
 use triton_compiler::diagnostics::render::Style;
+use triton_compiler::interp::Precision;
+use triton_compiler::passes::{OptLevel, Timings};
+use triton_runtime::artifact::MAGIC;
 
-use super::common::{load_model, load_weights, optimize, options};
+use super::common::{load_model, load_weights, optimize, options, user_error};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emit {
+    /// A compiled model (`.tcm`), for `triton run` and `triton_runtime::Model::load`.
+    Artifact,
+    /// What the optimizer did: run-time nodes per level, the arena plan.
     Summary,
     Ir,
     /// The kernel plan: layout and specialization choices per matmul and convolution.
     Plan,
 }
 
+/// How `--timing` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimingFormat {
+    Table,
+    Json,
+}
+
 pub struct Args<'a> {
     pub file: &'a Path,
     pub opt: u8,
     pub emit: Emit,
-    pub timing: bool,
+    pub output: Option<&'a Path>,
+    pub timing: Option<TimingFormat>,
     pub verify_each: bool,
     pub f32_activations: bool,
+    pub precision: Precision,
     pub weights: Option<&'a Path>,
+    pub seed: u64,
     pub model: Option<&'a str>,
+    pub cache: Cache,
 }
 
 pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
+    match a.emit {
+        Emit::Artifact => artifact(a),
+        _ => inspect(a, style),
+    }
+}
+
+/// The default output: `<stem>.tcm` in the current folder.
+fn default_output(file: &Path) -> PathBuf {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    PathBuf::from(format!("{stem}.tcm"))
+}
+
+/// Writing over `out` is fine when it is missing, empty or an earlier artifact; anything else
+/// (a source file given as `-o` by mistake) is kept.
+fn check_overwrite(out: &Path) -> Result<(), String> {
+    match std::fs::read(out) {
+        Ok(bytes) if !bytes.is_empty() && !bytes.starts_with(&MAGIC) => {
+            Err(format!("refusing to overwrite `{}`: it exists and is not a Triton artifact", out.display()))
+        }
+        _ if out.is_dir() => Err(format!("`{}` is a folder; give the artifact's file name", out.display())),
+        _ => Ok(()),
+    }
+}
+
+fn artifact(a: &Args<'_>) -> ExitCode {
     let start = Instant::now();
-    let model = match load_model(a.file, a.model, style) {
+    let opts = triton::Options {
+        opt: OptLevel::from_number(a.opt).unwrap_or(OptLevel::O2),
+        precision: a.precision,
+        weights: a.weights.map(Path::to_path_buf),
+        seed: a.seed,
+        threads: 1,
+        int8_activations: !a.f32_activations,
+        model: a.model.map(str::to_string),
+    };
+    let out = a.output.map_or_else(|| default_output(a.file), Path::to_path_buf);
+    if let Err(e) = check_overwrite(&out) {
+        return user_error(e);
+    }
+    let built = triton::build_artifact(a.file, &opts, &a.cache);
+    for w in a.cache.take_warnings() {
+        eprintln!("warning: {w}");
+    }
+    let mut build = match built {
+        Ok(b) => b,
+        Err(triton::CompileError::Source(diags)) => {
+            eprint!("{diags}");
+            eprintln!("error: {} has errors", a.file.display());
+            return ExitCode::from(1);
+        }
+        Err(e) => return user_error(e),
+    };
+    let write = Instant::now();
+    if let Err(e) = triton::cache::write_atomic(&out, &build.bytes) {
+        return user_error(format!("cannot write `{}`: {e}", out.display()));
+    }
+    build.timings.add("artifact write", write.elapsed());
+    let total = start.elapsed();
+    let s = &build.summary;
+    let how = match build.hit {
+        Some(triton::cache::Level::Memory) => "cache hit (memory)",
+        Some(triton::cache::Level::Disk) => "cache hit",
+        None if a.cache.enabled() => "compiled, cached",
+        None => "compiled, cache off",
+    };
+    println!(
+        "{}: model {} -{} -> {}: {} bytes, {:.1}x smaller than its FP32 weights ({} bytes); {:.2} bits per ternary weight; {} kernels, {} bytes of code; {:.1} ms ({how})",
+        a.file.display(),
+        s.model,
+        OptLevel::from_number(a.opt).unwrap_or(OptLevel::O2).name(),
+        out.display(),
+        s.artifact_bytes,
+        s.ratio(),
+        s.fp32_bytes,
+        if s.trit_count == 0 { 0.0 } else { s.trit_bytes as f64 * 8.0 / s.trit_count as f64 },
+        s.kernels,
+        s.code_bytes,
+        total.as_secs_f64() * 1e3,
+    );
+    match a.timing {
+        Some(TimingFormat::Table) => eprint!("{}", timing_table(&build, total)),
+        Some(TimingFormat::Json) => println!("{}", timing_json(&build, total)),
+        None => {}
+    }
+    ExitCode::SUCCESS
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn cache_state(b: &Build) -> &'static str {
+    match b.hit {
+        Some(triton::cache::Level::Memory) => "hit (memory)",
+        Some(triton::cache::Level::Disk) => "hit (disk)",
+        None => "miss",
+    }
+}
+
+fn timing_table(b: &Build, total: Duration) -> String {
+    let mut out = format!("{:<44} {:>10}\n", "phase", "ms");
+    for (name, d) in &b.timings.entries {
+        out.push_str(&format!("{name:<44} {:>10.3}\n", ms(*d)));
+        if let (true, Some(r)) = (name == "codegen", &b.codegen) {
+            out.push_str(&format!("{:<44} {:>10.3}\n", "  static values (quantize, fold)", ms(r.statics)));
+            out.push_str(&format!("{:<44} {:>10.3}\n", "  weight packing", ms(r.packing)));
+            for (kind, k) in &r.kernels {
+                let label = format!("  kernels {kind}: {} ({} cached), {} B", k.count, k.cached, k.bytes);
+                out.push_str(&format!("{label:<44} {:>10.3}\n", ms(k.time)));
+            }
+        }
+    }
+    out.push_str(&format!("{:<44} {:>10.3}\n", "total", ms(total)));
+    let lines = b.summary.lines.max(1);
+    out.push_str(&format!(
+        "{} source lines, {:.4} ms/line; cache {}\n",
+        b.summary.lines,
+        ms(total) / lines as f64,
+        cache_state(b)
+    ));
+    out
+}
+
+fn timing_json(b: &Build, total: Duration) -> String {
+    let phases: Vec<serde_json::Value> =
+        b.timings.entries.iter().map(|(n, d)| serde_json::json!({ "name": n, "ms": ms(*d) })).collect();
+    let codegen = b.codegen.as_ref().map(|r| {
+        let kernels: serde_json::Map<String, serde_json::Value> = r
+            .kernels
+            .iter()
+            .map(|(kind, k)| {
+                let v = serde_json::json!({ "count": k.count, "cached": k.cached, "bytes": k.bytes, "ms": ms(k.time) });
+                (kind.to_string(), v)
+            })
+            .collect();
+        serde_json::json!({ "statics_ms": ms(r.statics), "packing_ms": ms(r.packing), "kernels": kernels })
+    });
+    let s = &b.summary;
+    serde_json::json!({
+        "model": s.model,
+        "phases": phases,
+        "codegen": codegen,
+        "total_ms": ms(total),
+        "lines": s.lines,
+        "ms_per_line": ms(total) / s.lines.max(1) as f64,
+        "cache": cache_state(b),
+        "key": b.key,
+        "artifact": {
+            "bytes": s.artifact_bytes,
+            "fp32_weight_bytes": s.fp32_bytes,
+            "ratio": s.ratio(),
+            "trit_bytes": s.trit_bytes,
+            "trits": s.trit_count,
+            "tensor_bytes": s.tensor_bytes,
+            "code_bytes": s.code_bytes,
+            "kernels": s.kernels,
+        },
+    })
+    .to_string()
+}
+
+/// `--emit summary|ir|plan`: the front end and the optimizer, no code.
+fn inspect(a: &Args<'_>, style: Style) -> ExitCode {
+    let start = Instant::now();
+    let mut t = Timings::new();
+    let model = match t.time("lex+parse+check+lower", || load_model(a.file, a.model, style)) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let check_time = start.elapsed();
     // Without a weights file the weights are not known at compile time: no zero-skip analysis.
     let weights = match a.weights {
         Some(p) => match load_weights(Some(p), model.params(), 0) {
@@ -53,7 +235,7 @@ pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
             Some(plan) => print!("{plan}"),
             None => eprintln!("note: kernels are planned from -O2 on; -O{} runs every op as written", a.opt),
         },
-        Emit::Summary => {
+        Emit::Summary | Emit::Artifact => {
             let g = &optimized.graph;
             let mut line = format!(
                 "{}: model {}: {} run-time nodes at -O0, {} at -O{}",
@@ -75,13 +257,15 @@ pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
             println!("{line}");
         }
     }
-    if a.timing {
-        eprintln!("{:<28} {:>10}", "phase", "ms");
-        eprintln!("{:<28} {:>10.3}", "parse+check+lower", check_time.as_secs_f64() * 1e3);
+    if a.timing.is_some() {
         for (name, d) in &optimized.timings.entries {
-            eprintln!("{:<28} {:>10.3}", format!("pass {name}"), d.as_secs_f64() * 1e3);
+            t.add(&format!("pass {name}"), *d);
         }
-        eprintln!("{:<28} {:>10.3}", "total", start.elapsed().as_secs_f64() * 1e3);
+        eprintln!("{:<28} {:>10}", "phase", "ms");
+        for (name, d) in &t.entries {
+            eprintln!("{name:<28} {:>10.3}", ms(*d));
+        }
+        eprintln!("{:<28} {:>10.3}", "total", ms(start.elapsed()));
     }
     ExitCode::SUCCESS
 }

@@ -50,7 +50,56 @@ pub fn read_input(path: &Path) -> Result<ArrayD<f32>, String> {
     }
 }
 
+/// Whether `path` is a compiled artifact (by its first bytes, whatever its name).
+fn is_artifact(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && head == triton_runtime::artifact::MAGIC
+}
+
+/// Runs a compiled artifact; the compile options (weights, -O, precision) are in it.
+fn run_artifact(a: &Args) -> ExitCode {
+    if a.weights.is_some() || a.engine == Engine::Interp {
+        return user_error(format!(
+            "`{}` is a compiled artifact: its weights and code are fixed (run the .tri model for --weights or --engine interp)",
+            a.file.display()
+        ));
+    }
+    let model = match Model::load(&a.file) {
+        Ok(m) => m,
+        Err(e) => return user_error(format!("{}: {e}", a.file.display())),
+    };
+    let input = match read_input(&a.input) {
+        Ok(x) => x,
+        Err(e) => return user_error(e),
+    };
+    match model.run(&[input.view()]) {
+        Ok(outputs) => write_output(a, model.name(), &outputs[0]),
+        Err(e) => user_error(e),
+    }
+}
+
+fn write_output(a: &Args, name: &str, y: &ArrayD<f32>) -> ExitCode {
+    match &a.out {
+        Some(path) => {
+            let written = std::fs::File::create(path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| ndarray_npy::WriteNpyExt::write_npy(y, f).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                return user_error(format!("cannot write `{}`: {e}", path.display()));
+            }
+            eprintln!("wrote {name} output {:?} to {}", y.shape(), path.display());
+        }
+        None => println!("{y:.6}"),
+    }
+    ExitCode::SUCCESS
+}
+
 pub fn run(a: &Args, style: Style) -> ExitCode {
+    if is_artifact(&a.file) {
+        return run_artifact(a);
+    }
     let model = match load_model(&a.file, a.model.as_deref(), style) {
         Ok(m) => m,
         Err(code) => return code,
@@ -92,18 +141,5 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         Ok(o) => o,
         Err(e) => return user_error(e),
     };
-    let y = &outputs[0];
-    match &a.out {
-        Some(path) => {
-            let written = std::fs::File::create(path)
-                .map_err(|e| e.to_string())
-                .and_then(|f| ndarray_npy::WriteNpyExt::write_npy(y, f).map_err(|e| e.to_string()));
-            if let Err(e) = written {
-                return user_error(format!("cannot write `{}`: {e}", path.display()));
-            }
-            eprintln!("wrote {} output {:?} to {}", model.name, y.shape(), path.display());
-        }
-        None => println!("{y:.6}"),
-    }
-    ExitCode::SUCCESS
+    write_output(a, &model.name, &outputs[0])
 }

@@ -29,3 +29,33 @@ pub fn host() -> Result<OwnedTargetIsa, CodegenError> {
 pub fn host_features() -> Result<Vec<String>, CodegenError> {
     Ok(host()?.isa_flags().iter().map(|v| v.to_string()).collect())
 }
+
+/// The Cranelift version the code generator is built with (pinned in the workspace manifest; a
+/// test checks the two agree). Recorded in artifacts and cache keys.
+pub const CRANELIFT_VERSION: &str = "0.135.8";
+
+/// The host's target triple.
+pub fn host_triple() -> Result<String, CodegenError> {
+    Ok(host()?.triple().to_string())
+}
+
+/// CPU features the generated code may use, by their `std::arch` names: the ISA flags
+/// `has_*` that are on (`has_sse41` is `sse4.1`). Loading an artifact requires each.
+pub fn host_cpu_features() -> Result<Vec<String>, CodegenError> {
+    let isa = host()?;
+    Ok(isa
+        .isa_flags()
+        .iter()
+        .filter(|v| v.as_bool() == Some(true))
+        .filter_map(|v| v.name.strip_prefix("has_").map(feature_name))
+        .collect())
+}
+
+fn feature_name(flag: &str) -> String {
+    match flag {
+        "sse41" => "sse4.1".into(),
+        "sse42" => "sse4.2".into(),
+        "avx_vnni" => "avxvnni".into(),
+        f => f.into(),
+    }
+}

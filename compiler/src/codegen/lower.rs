@@ -1,6 +1,7 @@
 //! Lowers an optimized graph to the runtime's steps (see the module rules in `codegen`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use ndarray::Array2;
 use triton_runtime::DType;
@@ -31,7 +32,7 @@ fn rt_shape(dims: &[Dim]) -> Result<Shape, CodegenError> {
     Ok(Shape(dims.iter().map(rt_dim).collect::<Result<_, _>>()?))
 }
 
-struct Lowering<'a> {
+struct Lowering<'a, 'b> {
     g: &'a Graph,
     precision: Precision,
     statics: Vec<Option<Value>>,
@@ -41,9 +42,11 @@ struct Lowering<'a> {
     src: Vec<Option<Src>>,
     consts: HashMap<NodeId, usize>,
     kernels: HashMap<GemmSpec, usize>,
+    source: &'a mut KernelSource<'b>,
+    report: &'a mut CodegenReport,
 }
 
-impl Lowering<'_> {
+impl Lowering<'_, '_> {
     fn arg(&mut self, id: NodeId) -> Result<Src, CodegenError> {
         if let Some(s) = self.src[id.index()] {
             return Ok(s);
@@ -172,15 +175,31 @@ impl Lowering<'_> {
                     let kernel = match self.kernels.get(&spec) {
                         Some(&i) => i,
                         None => {
-                            self.parts.kernels.push(ternary_gemm::compile(&spec)?);
+                            let start = Instant::now();
+                            let (code, cached) = (self.source)(&spec)?;
+                            let kind = match (spec.f32_x, code.is_empty()) {
+                                (true, _) => "f32 add/sub",
+                                (false, false) => "int8",
+                                // The source left it out: the runtime's wide kernel runs it.
+                                (false, true) => "int8 (runtime AVX2 kernel)",
+                            };
+                            let stats = self.report.kernels.entry(kind).or_default();
+                            stats.count += 1;
+                            stats.cached += usize::from(cached);
+                            stats.bytes += code.len();
+                            stats.time += start.elapsed();
+                            self.parts.kernels.push(code);
                             let i = self.parts.kernels.len() - 1;
                             self.kernels.insert(spec, i);
                             i
                         }
                     };
+                    let start = Instant::now();
+                    let packed = pack::pack_tq2(&codes_flat, n, k);
+                    self.report.packing += start.elapsed();
                     (
                         WeightData::Tq2 {
-                            packed: pack::pack_tq2(&codes_flat, n, k),
+                            packed,
                             kernel,
                             tile: spec.tile,
                             f32_x: spec.f32_x,
@@ -338,7 +357,7 @@ fn pool_geom(a: &PoolAttrs, max: bool) -> Result<PoolGeom, CodegenError> {
 fn fuse_requantize(parts: &mut ModelParts) {
     let mut readers: HashMap<usize, usize> = HashMap::new();
     for s in &parts.steps {
-        for r in reads(s) {
+        for r in s.reads() {
             *readers.entry(r).or_default() += 1;
         }
     }
@@ -362,24 +381,32 @@ fn fuse_requantize(parts: &mut ModelParts) {
     }
 }
 
-/// Slots each step reads.
-fn reads(step: &Step) -> Vec<usize> {
-    let v = |s: &Src| match s {
-        Src::Value(v) => Some(*v),
-        Src::Const(_) => None,
-    };
-    match step {
-        Step::Quantize { x, .. } | Step::Dequantize { x, .. } | Step::Unary { x, .. } | Step::Softmax { x, .. } => {
-            vec![*x]
-        }
-        Step::Gemm { x, epilogue, .. } | Step::Conv { x, epilogue, .. } => {
-            std::iter::once(*x).chain(epilogue.residual).collect()
-        }
-        Step::Pool { x, .. } | Step::GlobalAvgPool { x, .. } | Step::BatchNorm { x, .. } => vec![*x],
-        Step::Binary { a, b, .. } => [v(a), v(b)].into_iter().flatten().collect(),
-        Step::Reshape { x, .. } => v(x).into_iter().collect(),
-        Step::Concat { xs, .. } => xs.iter().filter_map(v).collect(),
-    }
+/// Where a kernel's machine code comes from: compiled now, or found in a cache. Returns the code
+/// and whether it was cached. Empty code (for an int8 kernel only) means the kernel is left out
+/// because the runtime's wide kernel runs every such product on the target.
+pub type KernelSource<'a> = dyn FnMut(&GemmSpec) -> Result<(Vec<u8>, bool), CodegenError> + 'a;
+
+/// Kernels of one kind built by a compilation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KindStats {
+    pub count: usize,
+    /// How many came from a cache.
+    pub cached: usize,
+    /// Bytes of machine code.
+    pub bytes: usize,
+    /// Time to compile (or fetch) them.
+    pub time: Duration,
+}
+
+/// What code generation spent its time on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CodegenReport {
+    /// Evaluating the parameter-only values (quantizing weights, folded vectors).
+    pub statics: Duration,
+    /// Packing ternary weights into the compute layout.
+    pub packing: Duration,
+    /// Per kernel kind (`int8`, `f32 add/sub`).
+    pub kernels: BTreeMap<&'static str, KindStats>,
 }
 
 /// Compiles an optimized graph with its weights at a precision into the runtime's model parts.
@@ -389,8 +416,22 @@ pub fn compile_graph(
     weights: &Weights,
     precision: Precision,
 ) -> Result<ModelParts, CodegenError> {
+    let mut source = |spec: &GemmSpec| ternary_gemm::compile(spec).map(|code| (code, false));
+    compile_graph_with(g, plan, weights, precision, &mut source).map(|(parts, _)| parts)
+}
+
+/// [`compile_graph`] with kernels from `source` (a cache, say), reporting where time went.
+pub fn compile_graph_with(
+    g: &Graph,
+    plan: Option<&KernelPlan>,
+    weights: &Weights,
+    precision: Precision,
+    source: &mut KernelSource<'_>,
+) -> Result<(ModelParts, CodegenReport), CodegenError> {
+    let start = Instant::now();
     let prepared = interp::prepare(g, weights, precision).map_err(|e| CodegenError::Weights(e.to_string()))?;
     let statics = interp::eval_statics(g, &prepared, precision);
+    let mut report = CodegenReport { statics: start.elapsed(), ..CodegenReport::default() };
     let inputs = g
         .inputs
         .iter()
@@ -406,6 +447,7 @@ pub fn compile_graph(
             slots: inputs.len(),
             inputs,
             outputs: Vec::new(),
+            output_sig: Vec::new(),
             consts: Vec::new(),
             weights: Vec::new(),
             steps: Vec::new(),
@@ -415,6 +457,8 @@ pub fn compile_graph(
         src: vec![None; g.nodes.len()],
         consts: HashMap::new(),
         kernels: HashMap::new(),
+        source,
+        report: &mut report,
     };
     let statics_mask = g.static_mask();
     for (id, _) in g.nodes.iter() {
@@ -423,14 +467,24 @@ pub fn compile_graph(
         }
     }
     let outputs = g.outputs.iter().map(|o| l.arg(*o)).collect::<Result<Vec<_>, _>>()?;
+    let output_sig = g
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let name = if g.outputs.len() == 1 { "output".to_string() } else { format!("output{i}") };
+            Ok((name, rt_shape(&g.node(*o).ty.shape)?))
+        })
+        .collect::<Result<Vec<_>, CodegenError>>()?;
     let mut parts = l.parts;
     parts.outputs = outputs;
+    parts.output_sig = output_sig;
     fuse_requantize(&mut parts);
     // Free every slot after its last reader (outputs are kept). An input freed while still in
     // the caller's array is never copied into the arena (see `Model::run`).
     let mut last: HashMap<usize, usize> = HashMap::new();
     for (i, s) in parts.steps.iter().enumerate() {
-        for r in reads(s) {
+        for r in s.reads() {
             last.insert(r, i);
         }
     }
@@ -442,5 +496,5 @@ pub fn compile_graph(
             parts.frees[step].push(slot);
         }
     }
-    Ok(parts)
+    Ok((parts, report))
 }

@@ -18,7 +18,7 @@ pub mod ternary_gemm;
 
 use std::fmt;
 
-pub use lower::compile_graph;
+pub use lower::{CodegenReport, KernelSource, KindStats, compile_graph, compile_graph_with};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CodegenError {

@@ -39,6 +39,11 @@ impl OptLevel {
     pub fn number(self) -> u8 {
         self as u8
     }
+
+    /// `O0`..`O3`.
+    pub fn name(self) -> &'static str {
+        ["O0", "O1", "O2", "O3"][self as usize]
+    }
 }
 
 /// A pass: its name (as used in pipelines and `--timing`) and its function.
