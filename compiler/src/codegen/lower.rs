@@ -321,20 +321,7 @@ impl Lowering<'_, '_> {
             }
             Op::GlobalAvgPool => Step::GlobalAvgPool { x: self.value_slot(node.args[0])?, out: self.new_slot() },
         };
-        let out = match &step {
-            Step::Quantize { out, .. }
-            | Step::Dequantize { out, .. }
-            | Step::Gemm { out, .. }
-            | Step::Conv { out, .. }
-            | Step::Pool { out, .. }
-            | Step::GlobalAvgPool { out, .. }
-            | Step::BatchNorm { out, .. }
-            | Step::Unary { out, .. }
-            | Step::Binary { out, .. }
-            | Step::Softmax { out, .. }
-            | Step::Reshape { out, .. }
-            | Step::Concat { out, .. } => *out,
-        };
+        let out = step.out();
         self.src[id.index()] = Some(Src::Value(out));
         self.parts.steps.push(step);
         Ok(())
