@@ -126,7 +126,8 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     let lookup = Instant::now();
     let main = read(path)?;
     let weights_key = opts.weights.as_deref().map(|w| read(w).map(|b| *blake3::hash(&b).as_bytes())).transpose()?;
-    let dir = path.canonicalize().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+    let main_path = path.canonicalize().unwrap_or_default();
+    let dir = main_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut mk = KeyBuilder::new("triton-manifest-v1");
     env_key(&mut mk)?;
     options_key(&mut mk, opts, weights_key.as_ref());
@@ -148,7 +149,6 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     let mut model_key = KeyBuilder::new("triton-model-v1");
     env_key(&mut model_key)?;
     options_key(&mut model_key, opts, weights_key.as_ref());
-    let main_path = path.canonicalize().unwrap_or_default();
     for (_, f) in checked.program.sources.files() {
         lines += f.text.lines().count();
         model_key.str(&f.name).str(&f.text);
@@ -248,11 +248,10 @@ fn summary_of(model: &str, lines: usize, fp32_bytes: u64, s: &SizeReport, kernel
     }
 }
 
-/// Sizes of an artifact found in the cache (decoded to count them).
+/// Sizes of an artifact found in the cache (read off its plan).
 fn summarize(model: &str, lines: usize, fp32_bytes: u64, bytes: &[u8]) -> Result<Summary, CompileError> {
-    let (meta, parts) = artifact::from_bytes(bytes).map_err(|e| CompileError::Internal(e.to_string()))?;
-    let (_, sizes) = artifact::to_bytes(&parts, &meta).map_err(CompileError::Internal)?;
-    Ok(summary_of(model, lines, fp32_bytes, &sizes, kernel_count(&parts)))
+    let (sizes, kernels) = artifact::size_report(bytes).map_err(|e| CompileError::Internal(e.to_string()))?;
+    Ok(summary_of(model, lines, fp32_bytes, &sizes, kernels))
 }
 
 fn lookup_manifest(cache: &Cache, manifest_key: &Key) -> Option<Build> {

@@ -168,3 +168,15 @@ fn the_recorded_cranelift_version_is_the_one_the_workspace_pins() {
     let pin = format!("cranelift-codegen = \"={}\"", triton::compiler::codegen::isa::CRANELIFT_VERSION);
     assert!(manifest.contains(&pin), "Cargo.toml does not pin `{pin}`");
 }
+
+#[test]
+fn sizes_read_off_the_plan_equal_those_reported_when_writing() {
+    for (name, level) in [("mnist_mlp.tri", OptLevel::O2), ("mnist_cnn.tri", OptLevel::O3)] {
+        let o = opts(level, Precision::Ternary);
+        let (meta, parts) = artifact::from_bytes(&build(name, &o)).expect("decodes");
+        let (bytes, written) = artifact::to_bytes(&parts, &meta).expect("encodes");
+        let (read, kernels) = artifact::size_report(&bytes).expect("reads");
+        assert_eq!(read, written, "{name}");
+        assert_eq!(kernels, parts.kernels.iter().filter(|k| !k.is_empty()).count());
+    }
+}

@@ -13,14 +13,15 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
 }
 
+/// `triton args...` from the repository root with `cache` as the cache folder.
+fn command(cache: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_triton"));
+    c.args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env("NO_COLOR", "1").env("TRITON_CACHE_DIR", cache);
+    c
+}
+
 fn triton(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_triton"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .env("TRITON_CACHE_DIR", cache)
-        .output()
-        .expect("run triton")
+    command(cache, args).output().expect("run triton")
 }
 
 fn text(b: &[u8]) -> String {
@@ -193,11 +194,8 @@ fn eight_concurrent_compiles_of_one_model_agree_and_leave_whole_entries() {
     let cache = dir.path().join("cache");
     let spawned: Vec<_> = (0..8)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_triton"))
-                .args(["compile", "examples/mnist_cnn.tri", "-O3", "-o"])
+            command(&cache, &["compile", "examples/mnist_cnn.tri", "-O3", "-o"])
                 .arg(dir.path().join(format!("n{i}.tcm")))
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .env("TRITON_CACHE_DIR", &cache)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

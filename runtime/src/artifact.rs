@@ -425,16 +425,54 @@ pub fn check_host(meta: &Meta) -> Result<(), LoadError> {
     if missing.is_empty() { Ok(()) } else { Err(LoadError::CpuFeatures { missing }) }
 }
 
-/// Decodes an artifact into its metadata and model parts, checking everything listed in the
-/// module rules.
-pub fn from_bytes(bytes: &[u8]) -> Result<(Meta, ModelParts), LoadError> {
+/// The metadata, the plan and the data section's offset of a checked artifact.
+fn sections(bytes: &[u8]) -> Result<(Meta, Plan, usize), LoadError> {
     let mut rest = payload(bytes)?;
     let meta: Meta = postcard::from_bytes(section(&mut rest, "metadata")?)
         .map_err(|e| LoadError::Corrupt(format!("metadata: {e}")))?;
-    check_host(&meta)?;
     let plan: Plan =
         postcard::from_bytes(section(&mut rest, "plan")?).map_err(|e| LoadError::Corrupt(format!("plan: {e}")))?;
-    let data_start = (bytes.len() - rest.len()).next_multiple_of(DATA_ALIGN);
+    Ok((meta, plan, (bytes.len() - rest.len()).next_multiple_of(DATA_ALIGN)))
+}
+
+/// The sizes of an artifact's parts (as [`to_bytes`] reported them) and how many kernels have
+/// machine code in it, from its plan alone (no weight is decoded).
+pub fn size_report(bytes: &[u8]) -> Result<(SizeReport, usize), LoadError> {
+    let (_, plan, _) = sections(bytes)?;
+    let mut s = SizeReport { total: bytes.len(), ..SizeReport::default() };
+    let tensor = |s: &mut SizeReport, t: &Tensor| match t.enc {
+        Encoding::Trit5 => {
+            s.trits += t.at.len as usize;
+            s.trit_count += t.shape.iter().product::<usize>();
+        }
+        Encoding::F32 | Encoding::I8 => s.tensors += t.at.len as usize,
+        Encoding::Splat(_) => {}
+    };
+    for c in &plan.consts {
+        tensor(&mut s, c);
+    }
+    for w in &plan.weights {
+        if let Some(a) = &w.alpha {
+            tensor(&mut s, a);
+        }
+        match &w.data {
+            StoredData::Tq2 { trits, .. } => {
+                s.trits += trits.len as usize;
+                s.trit_count += w.n * w.k;
+            }
+            StoredData::Dense { w_t } => tensor(&mut s, w_t),
+        }
+    }
+    s.code = plan.kernels.iter().map(|k| k.len as usize).sum();
+    s.other = s.total.saturating_sub(s.trits + s.tensors + s.code);
+    Ok((s, plan.kernels.iter().filter(|k| k.len > 0).count()))
+}
+
+/// Decodes an artifact into its metadata and model parts, checking everything listed in the
+/// module rules.
+pub fn from_bytes(bytes: &[u8]) -> Result<(Meta, ModelParts), LoadError> {
+    let (meta, plan, data_start) = sections(bytes)?;
+    check_host(&meta)?;
     let data = bytes.get(data_start..).unwrap_or(&[]);
     let parts = decode(plan, data).map_err(LoadError::Corrupt)?;
     parts.validate().map_err(LoadError::Corrupt)?;
