@@ -24,14 +24,14 @@ use triton_compiler::passes::{self, Timings};
 use triton_compiler::source::Origin;
 use triton_runtime::artifact::{self, Meta, SizeReport};
 
-use crate::cache::{self, Cache, Key, KeyBuilder, Kind, Level};
+use crate::cache::{self, Blob, Cache, Key, KeyBuilder, Kind, Level};
 use crate::compile::{CompileError, Options, pick_model, read_weights};
 
 /// What [`build_artifact`] made or found.
 #[derive(Debug)]
 pub struct Build {
     /// The artifact.
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: Arc<Blob>,
     /// Phases in order, with their wall time.
     pub timings: Timings,
     /// Kernel and packing figures (a compilation, not a hit).
@@ -219,7 +219,7 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     let (bytes, sizes) =
         t.time("artifact encode", || artifact::to_bytes(&parts, &meta)).map_err(CompileError::Internal)?;
     let summary = summary_of(&model.name, lines, fp32_bytes, &sizes, kernel_count(&parts));
-    let bytes = Arc::new(bytes);
+    let bytes = Arc::new(Blob::from(bytes));
     if cache.enabled() {
         t.time("cache store", || {
             cache.put(Kind::Model, &key, Arc::clone(&bytes));
@@ -282,7 +282,7 @@ fn lookup_manifest(cache: &Cache, manifest_key: &Key) -> Option<Build> {
 fn store_manifest(cache: &Cache, manifest_key: &Key, deps: Vec<(String, String)>, key: &Key, summary: &Summary) {
     let manifest = Manifest { deps, model_key: cache::hex(key), summary: summary.clone() };
     if let Ok(json) = serde_json::to_vec(&manifest) {
-        cache.put(Kind::Manifest, manifest_key, Arc::new(cache::seal(&json)));
+        cache.put(Kind::Manifest, manifest_key, Arc::new(cache::seal(&json).into()));
     }
 }
 
@@ -301,6 +301,6 @@ fn kernel(cache: &Cache, spec: &GemmSpec) -> Result<(Vec<u8>, bool), CodegenErro
         return Ok((code.to_vec(), true));
     }
     let code = ternary_gemm::compile(spec)?;
-    cache.put(Kind::Kernel, &key, Arc::new(cache::seal(&code)));
+    cache.put(Kind::Kernel, &key, Arc::new(cache::seal(&code).into()));
     Ok((code, false))
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -85,7 +85,7 @@ pub enum Level {
 /// Entries kept by this process, shared by every [`Cache`] value.
 static MEMORY: Mutex<Option<Entries>> = Mutex::new(None);
 
-type Entries = HashMap<(Kind, Key), Arc<Vec<u8>>>;
+type Entries = HashMap<(Kind, Key), Arc<Blob>>;
 
 fn memory<T>(f: impl FnOnce(&mut Entries) -> T) -> T {
     let mut guard = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,14 +162,14 @@ impl Cache {
 
     /// The entry for `key`, checked by `verify`: from memory, else from disk (then kept in
     /// memory). A corrupted disk entry is deleted with a warning and reported as a miss.
-    pub fn get(&self, kind: Kind, key: &Key, verify: Verify) -> Option<(Arc<Vec<u8>>, Level)> {
+    pub fn get(&self, kind: Kind, key: &Key, verify: Verify) -> Option<(Arc<Blob>, Level)> {
         if self.use_memory
             && let Some(v) = memory(|m| m.get(&(kind, *key)).cloned())
         {
             return Some((v, Level::Memory));
         }
         let path = self.path(kind, key)?;
-        let bytes = match fs::read(&path) {
+        let bytes = match read_file(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -181,7 +181,7 @@ impl Cache {
             self.warn(format!("corrupted cache entry `{}` ({why}); deleted, rebuilding", path.display()));
             // Another process may have replaced it with a good entry meanwhile: delete only
             // what we read.
-            if fs::read(&path).is_ok_and(|now| now == bytes) {
+            if read_file(&path).is_ok_and(|now| *now == *bytes) {
                 let _ = fs::remove_file(&path);
             }
             return None;
@@ -195,7 +195,7 @@ impl Cache {
 
     /// Stores an entry in memory and on disk (atomically). Failing to write is a warning: the
     /// compilation itself succeeded.
-    pub fn put(&self, kind: Kind, key: &Key, bytes: Arc<Vec<u8>>) {
+    pub fn put(&self, kind: Kind, key: &Key, bytes: Arc<Blob>) {
         if let Some(path) = self.path(kind, key)
             && let Err(e) = write_atomic(&path, &bytes)
         {
@@ -269,6 +269,61 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether the file at `path` holds exactly `bytes` (false when it cannot be read).
+pub fn same_contents(path: &Path, bytes: &[u8]) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        && read_file(path).is_ok_and(|held| *held == *bytes)
+}
+
+/// An entry's bytes: read into memory, or (large files) mapped.
+#[derive(Debug)]
+pub enum Blob {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Blob::Owned(v) => v,
+            Blob::Mapped(m) => m,
+        }
+    }
+}
+
+impl PartialEq for Blob {
+    fn eq(&self, other: &Blob) -> bool {
+        **self == **other
+    }
+}
+
+impl From<Vec<u8>> for Blob {
+    fn from(v: Vec<u8>) -> Blob {
+        Blob::Owned(v)
+    }
+}
+
+/// Files from this size up are mapped rather than read: a fresh process pays a page fault per
+/// 4 KiB of a new buffer, the page cache's pages come mapped 64 KiB at a time.
+const MAP_FROM: u64 = 256 << 10;
+
+/// The bytes of a file, mapped when it is large.
+pub fn read_file(path: &Path) -> std::io::Result<Blob> {
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len < MAP_FROM {
+        let mut v = Vec::with_capacity(len as usize);
+        (&file).read_to_end(&mut v)?;
+        return Ok(Blob::Owned(v));
+    }
+    // SAFETY: files in the cache and artifacts are replaced by rename, never rewritten in
+    // place, so the mapped pages do not change under us while the map lives. (A file cut
+    // short by another program meanwhile would fault; the cache never does that.)
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+    Ok(Blob::Mapped(map))
+}
+
 /// An entry with a blake3 prefix over the rest (kernels and manifests).
 pub fn seal(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + body.len());
@@ -289,4 +344,29 @@ pub fn unseal(entry: &[u8]) -> Result<&[u8], String> {
 /// [`Verify`] for sealed entries.
 pub fn verify_sealed(entry: &[u8]) -> Result<(), String> {
     unseal(entry).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_files_are_mapped_small_ones_read_and_both_compare_byte_for_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, len) in [("small", 1000_usize), ("large", MAP_FROM as usize + 4097)] {
+            let path = dir.path().join(name);
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            write_atomic(&path, &bytes).expect("write");
+            let blob = read_file(&path).expect("read");
+            assert_eq!(matches!(blob, Blob::Mapped(_)), len as u64 >= MAP_FROM, "{name}");
+            assert_eq!(*blob, bytes[..]);
+            assert!(same_contents(&path, &bytes));
+            let mut other = bytes.clone();
+            other[len / 2] ^= 1;
+            assert!(!same_contents(&path, &other), "{name}: one byte differs");
+            assert!(!same_contents(&path, &bytes[..len - 1]), "{name}: shorter");
+        }
+        assert!(!same_contents(&dir.path().join("missing"), b""));
+        assert!(!same_contents(dir.path(), b""), "a folder holds no bytes");
+    }
 }

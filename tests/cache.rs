@@ -139,6 +139,24 @@ fn a_second_process_hits_the_disk_cache_and_loads_run_the_same() {
     assert!(json["total_ms"].as_f64().is_some() && json["lines"].as_u64() > Some(0), "{json}");
     assert_eq!(std::fs::read(&out1).expect("a"), std::fs::read(&out2).expect("b"));
 
+    // Compiling again onto an identical artifact leaves it alone; onto one that differs in a
+    // single byte (same length) rewrites it.
+    let phases = |o: &Output| -> Vec<String> {
+        let json: serde_json::Value =
+            serde_json::from_str(text(&o.stdout).lines().last().expect("json line")).expect("json");
+        json["phases"].as_array().expect("phases").iter().map(|p| p["name"].as_str().expect("name").into()).collect()
+    };
+    let args = ["compile", "examples/mnist_mlp.tri", "-O3", "-o", out2.to_str().expect("utf-8"), "--timing=json"];
+    let same = triton(&cache, &args);
+    assert!(phases(&same).contains(&"artifact write (unchanged)".to_string()), "{}", text(&same.stdout));
+    let mut damaged = std::fs::read(&out2).expect("b");
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    std::fs::write(&out2, &damaged).expect("damage");
+    let rewrite = triton(&cache, &args);
+    assert!(phases(&rewrite).contains(&"artifact write".to_string()), "{}", text(&rewrite.stdout));
+    assert_eq!(std::fs::read(&out1).expect("a"), std::fs::read(&out2).expect("b"));
+
     // `triton run` on the artifact equals `triton run` on the source (same options).
     let x = dir.path().join("x.npy");
     let xs = ndarray::Array2::<f32>::from_shape_fn((3, 784), |(i, j)| ((i * 31 + j) % 17) as f32 / 17.0);

@@ -1,6 +1,7 @@
 //! `triton compile`: a `.tri` model to a `.tcm` artifact (through the cache), or the optimized
 //! IR, the kernel plan or a summary of the optimizer's work; `--timing` reports every phase.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -62,8 +63,10 @@ fn default_output(file: &Path) -> PathBuf {
 /// Writing over `out` is fine when it is missing, empty or an earlier artifact; anything else
 /// (a source file given as `-o` by mistake) is kept.
 fn check_overwrite(out: &Path) -> Result<(), String> {
-    match std::fs::read(out) {
-        Ok(bytes) if !bytes.is_empty() && !bytes.starts_with(&MAGIC) => {
+    let mut head = Vec::with_capacity(MAGIC.len());
+    let read = std::fs::File::open(out).and_then(|f| f.take(MAGIC.len() as u64).read_to_end(&mut head));
+    match read {
+        Ok(n) if n > 0 && head != MAGIC => {
             Err(format!("refusing to overwrite `{}`: it exists and is not a Triton artifact", out.display()))
         }
         _ if out.is_dir() => Err(format!("`{}` is a folder; give the artifact's file name", out.display())),
@@ -100,10 +103,15 @@ fn artifact(a: &Args<'_>) -> ExitCode {
         Err(e) => return user_error(e),
     };
     let write = Instant::now();
-    if let Err(e) = triton::cache::write_atomic(&out, &build.bytes) {
-        return user_error(format!("cannot write `{}`: {e}", out.display()));
+    // An unchanged model compiled again to the same file: the file already holds these bytes.
+    if !triton::cache::same_contents(&out, &build.bytes) {
+        if let Err(e) = triton::cache::write_atomic(&out, &build.bytes) {
+            return user_error(format!("cannot write `{}`: {e}", out.display()));
+        }
+        build.timings.add("artifact write", write.elapsed());
+    } else {
+        build.timings.add("artifact write (unchanged)", write.elapsed());
     }
-    build.timings.add("artifact write", write.elapsed());
     let total = start.elapsed();
     let s = &build.summary;
     let how = match build.hit {
