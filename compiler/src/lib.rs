@@ -7,6 +7,7 @@
 pub mod check;
 pub mod codegen;
 pub mod diagnostics;
+pub mod grad;
 pub mod interp;
 pub mod ir;
 pub mod load;

@@ -140,7 +140,7 @@ pub fn prepare(graph: &Graph, weights: &Weights, precision: Precision) -> Result
 }
 
 /// Binds symbolic dimensions from the inputs and checks every input's shape.
-fn bind_inputs(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<HashMap<String, i64>, RunError> {
+pub(crate) fn bind_inputs(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<HashMap<String, i64>, RunError> {
     if inputs.len() != graph.inputs.len() {
         return Err(RunError::InputCount { expected: graph.inputs.len(), got: inputs.len() });
     }
@@ -176,7 +176,7 @@ fn bind_inputs(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<HashMap<String, 
     Ok(syms)
 }
 
-fn eval_dim(d: &Dim, syms: &HashMap<String, i64>) -> Option<i64> {
+pub(crate) fn eval_dim(d: &Dim, syms: &HashMap<String, i64>) -> Option<i64> {
     d.substitute(&|s| syms.get(s).map(|&v| Dim::known(v))).ok()?.as_known()
 }
 

@@ -1,0 +1,300 @@
+//! Running a graph for training: forward with a tape, then the backward graph.
+//!
+//! Rules:
+//! - [`forward`] keeps every node's value (and what each op's backward needs: convolution
+//!   columns, max-pool argmax, batch-norm statistics) in a [`Tape`].
+//! - In [`Mode::Train`] batch norm normalises with the batch's statistics and reports them
+//!   ([`Tape::bn_updates`]) for the caller to fold into the running buffers; in
+//!   [`Mode::Eval`] it uses the buffers, as inference does.
+//! - [`backward_pass`] returns one gradient per parameter (`None` for parameters that are not
+//!   trained or do not reach the output), with respect to the value the parameter took in the
+//!   forward pass; for quantized weights that is also the latent weight's gradient (STE).
+
+use ndarray::{Array2, ArrayD, Axis, IxDyn, Slice, Zip};
+use triton_runtime::DType;
+
+use super::backward::Backward;
+use super::kernels::{self, BnSaved};
+use crate::interp::{Precision, RunError, Weights, bind_inputs, eval_dim, quant, quantize_i8};
+use crate::ir::{Graph, Op};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+#[derive(Clone, Debug)]
+enum Aux {
+    None,
+    Cols(Array2<f32>),
+    Argmax(Vec<usize>),
+    Bn(BnSaved),
+}
+
+/// Values of one forward pass.
+#[derive(Clone, Debug)]
+pub struct Tape {
+    pub values: Vec<ArrayD<f32>>,
+    aux: Vec<Aux>,
+    /// Training-mode batch norms: (mean buffer, var buffer) parameter indices, batch mean and
+    /// unbiased batch variance.
+    pub bn_updates: Vec<(usize, usize, Vec<f32>, Vec<f32>)>,
+}
+
+impl Tape {
+    /// The graph's (single) output.
+    pub fn output<'a>(&'a self, g: &Graph) -> &'a ArrayD<f32> {
+        &self.values[g.outputs[0].index()]
+    }
+}
+
+/// The value each parameter takes at `precision`: latent weights at FP32; quantized weights
+/// as `scale * codes` of their rule (fake quantization) in ternary.
+pub fn effective_params(g: &Graph, weights: &Weights, precision: Precision) -> Result<Vec<ArrayD<f32>>, RunError> {
+    g.params
+        .iter()
+        .map(|p| {
+            let w = weights.tensors.get(&p.name).ok_or_else(|| RunError::MissingWeight(p.name.clone()))?;
+            Ok(match (precision, p.dtype, p.quant) {
+                (Precision::Ternary, DType::Trit | DType::I8, Some(rule)) => {
+                    let n = p.shape.first().copied().unwrap_or(1) as usize;
+                    let m = kernels::rows(w, w.len() / n.max(1));
+                    let q = quant::quantize(m.view(), rule);
+                    let mut v = q.codes.mapv(f32::from);
+                    for (mut row, s) in v.outer_iter_mut().zip(q.scale.iter()) {
+                        row.mapv_inplace(|c| c * s);
+                    }
+                    v.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes"))
+                }
+                _ => w.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Runs `g` forward, keeping what the backward pass needs.
+pub fn forward(
+    g: &Graph,
+    params: &[ArrayD<f32>],
+    inputs: &[ArrayD<f32>],
+    precision: Precision,
+    mode: Mode,
+) -> Result<Tape, RunError> {
+    let syms = bind_inputs(g, inputs)?;
+    let mut values: Vec<ArrayD<f32>> = Vec::with_capacity(g.nodes.len());
+    let mut aux = Vec::with_capacity(g.nodes.len());
+    let mut bn_updates = Vec::new();
+    for (_, node) in g.nodes.iter() {
+        let arg = |i: usize| &values[node.args[i].index()];
+        let mut extra = Aux::None;
+        let v = match &node.op {
+            Op::Input { index } => inputs[*index].clone(),
+            Op::Param { index } => params[*index].clone(),
+            Op::Const { value } => ArrayD::from_elem(IxDyn(&[]), *value),
+            Op::Matmul => kernels::matmul(arg(0), arg(1)),
+            Op::Conv2d(a) => {
+                let (y, cols) = kernels::conv2d(arg(0), arg(1), *a);
+                extra = Aux::Cols(cols);
+                y
+            }
+            Op::BatchNorm { eps } => match mode {
+                Mode::Eval => kernels::batch_norm_eval(arg(0), arg(1), arg(2), arg(3), arg(4), *eps),
+                Mode::Train => {
+                    let (y, saved, mean, var) = kernels::batch_norm_train(arg(0), arg(1), arg(2), *eps);
+                    let buffer = |i: usize| match g.nodes[node.args[i]].op {
+                        Op::Param { index } => Some(index),
+                        _ => None,
+                    };
+                    if let (Some(m), Some(v)) = (buffer(3), buffer(4)) {
+                        bn_updates.push((m, v, mean, var));
+                    }
+                    extra = Aux::Bn(saved);
+                    y
+                }
+            },
+            Op::Unary(u) => arg(0).mapv(|x| u.apply(x)),
+            Op::Binary(b) => {
+                let (x, y) = (arg(0), arg(1));
+                let mut out = ArrayD::<f32>::zeros(IxDyn(&node_shape(&node.ty, &syms, x, y)));
+                Zip::from(&mut out).and_broadcast(x).and_broadcast(y).for_each(|o, &p, &q| *o = b.apply(p, q));
+                out
+            }
+            Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
+            Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
+                let max = matches!(node.op, Op::MaxPool2d(_));
+                let (y, argmax) = kernels::pool(arg(0), a, max);
+                extra = Aux::Argmax(argmax);
+                y
+            }
+            Op::GlobalAvgPool => {
+                let x = arg(0);
+                let (b, c) = (x.shape()[0], x.shape()[1]);
+                kernels::rows(x, x.len() / (b * c).max(1))
+                    .mean_axis(Axis(1))
+                    .unwrap_or_else(|| unreachable!("spatial size >= 1"))
+                    .into_shape_with_order(IxDyn(&[b, c]))
+                    .unwrap_or_else(|_| unreachable!("sizes"))
+            }
+            Op::Reshape { .. } => {
+                let shape: Vec<usize> =
+                    node.ty.shape.iter().map(|d| eval_dim(d, &syms).unwrap_or(0) as usize).collect();
+                arg(0)
+                    .as_standard_layout()
+                    .into_owned()
+                    .into_shape_with_order(IxDyn(&shape))
+                    .unwrap_or_else(|_| unreachable!("sizes"))
+            }
+            Op::Concat { axis } => {
+                let views: Vec<_> = node.args.iter().map(|a| values[a.index()].view()).collect();
+                ndarray::concatenate(Axis(*axis), &views).unwrap_or_else(|_| unreachable!("verified shapes"))
+            }
+            Op::QuantizeI8 { scale } => match precision {
+                Precision::Fp32 => arg(0).clone(),
+                Precision::Ternary => quantize_i8(arg(0), *scale).to_f32(),
+            },
+            Op::Dequantize => arg(0).clone(),
+            Op::Fused(f) => unreachable!("training rejects fused ops ({f:?}) in `differentiate`"),
+        };
+        values.push(v);
+        aux.push(extra);
+    }
+    Ok(Tape { values, aux, bn_updates })
+}
+
+/// The output shape of a broadcasting op (the type's dims, evaluated).
+fn node_shape(
+    ty: &crate::ir::TensorType,
+    syms: &std::collections::HashMap<String, i64>,
+    x: &ArrayD<f32>,
+    y: &ArrayD<f32>,
+) -> Vec<usize> {
+    let rank = x.ndim().max(y.ndim());
+    (0..rank)
+        .map(|i| {
+            let dim = |a: &ArrayD<f32>| (i + a.ndim()).checked_sub(rank).map_or(1, |j| a.shape()[j]);
+            let known = ty.shape.get(i).and_then(|d| eval_dim(d, syms)).map(|v| v as usize);
+            known.unwrap_or_else(|| dim(x).max(dim(y)))
+        })
+        .collect()
+}
+
+fn add_into(slot: &mut Option<ArrayD<f32>>, g: ArrayD<f32>) {
+    match slot {
+        Some(acc) => *acc += &g,
+        None => *slot = Some(g),
+    }
+}
+
+/// Runs the backward graph from the output gradient `dy`; returns each parameter's gradient.
+pub fn backward_pass(g: &Graph, bw: &Backward, tape: &Tape, dy: ArrayD<f32>) -> Vec<Option<ArrayD<f32>>> {
+    let mut grads: Vec<Option<ArrayD<f32>>> = vec![None; g.nodes.len()];
+    grads[g.outputs[0].index()] = Some(dy);
+    for step in &bw.steps {
+        let node = &g.nodes[step.node];
+        let Some(dy) = grads[step.node.index()].take() else { continue };
+        let val = |i: usize| &tape.values[node.args[i].index()];
+        let wants = |i: usize| step.wrt.contains(&i);
+        let mut out: Vec<(usize, ArrayD<f32>)> = Vec::new();
+        match &node.op {
+            Op::Matmul => {
+                let (dx, dw) = kernels::matmul_grad(val(0), val(1), &dy, [wants(0), wants(1)]);
+                out.extend(dx.map(|d| (0, d)));
+                out.extend(dw.map(|d| (1, d)));
+            }
+            Op::Conv2d(a) => {
+                let Aux::Cols(cols) = &tape.aux[step.node.index()] else { unreachable!("conv keeps columns") };
+                let (dx, dw) = kernels::conv2d_grad(val(0).shape(), cols, val(1), &dy, *a, wants(0));
+                out.extend(dx.map(|d| (0, d)));
+                out.push((1, dw));
+            }
+            Op::BatchNorm { .. } => {
+                let Aux::Bn(saved) = &tape.aux[step.node.index()] else {
+                    unreachable!("backward runs on a training-mode tape")
+                };
+                let (dx, dgamma, dbeta) = kernels::batch_norm_grad(saved, val(1), &dy);
+                out.extend([(0, dx), (1, dgamma), (2, dbeta)]);
+            }
+            Op::Unary(u) => {
+                let y = &tape.values[step.node.index()];
+                let mut dx = dy;
+                Zip::from(&mut dx).and(val(0)).and(y).for_each(|d, &x, &y| *d *= kernels::unary_grad(*u, x, y));
+                out.push((0, dx));
+            }
+            Op::Binary(b) => {
+                let (da, db) = kernels::binary_grad(*b, val(0), val(1), &dy);
+                out.extend([(0, da), (1, db)]);
+            }
+            Op::Softmax { axis } => {
+                out.push((0, kernels::softmax_grad(&tape.values[step.node.index()], &dy, *axis)));
+            }
+            Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
+                let Aux::Argmax(arg) = &tape.aux[step.node.index()] else { unreachable!("pool keeps argmax") };
+                out.push((0, kernels::pool_grad(val(0).shape(), a, arg, &dy)));
+            }
+            Op::GlobalAvgPool => {
+                let x = val(0);
+                let spatial = (x.len() / (x.shape()[0] * x.shape()[1]).max(1)) as f32;
+                let mut shape = dy.shape().to_vec();
+                shape.resize(x.ndim(), 1);
+                let d = dy.into_shape_with_order(IxDyn(&shape)).unwrap_or_else(|_| unreachable!("sizes"));
+                let full = d.broadcast(x.raw_dim()).unwrap_or_else(|| unreachable!("broadcasts")).mapv(|v| v / spatial);
+                out.push((0, full));
+            }
+            Op::Reshape { .. } => {
+                let shape = val(0).shape().to_vec();
+                let d = dy.as_standard_layout().into_owned();
+                out.push((0, d.into_shape_with_order(IxDyn(&shape)).unwrap_or_else(|_| unreachable!("sizes"))));
+            }
+            Op::Concat { axis } => {
+                let mut at = 0;
+                for i in 0..node.args.len() {
+                    let len = val(i).shape()[*axis];
+                    out.push((i, dy.slice_axis(Axis(*axis), Slice::from(at..at + len)).to_owned()));
+                    at += len;
+                }
+            }
+            Op::QuantizeI8 { .. } | Op::Dequantize => out.push((0, dy)),
+            Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::Fused(_) => {}
+        }
+        for (i, d) in out {
+            if wants(i) {
+                add_into(&mut grads[node.args[i].index()], d);
+            }
+        }
+    }
+    let mut params: Vec<Option<ArrayD<f32>>> = vec![None; g.params.len()];
+    for (id, node) in g.nodes.iter() {
+        if let Op::Param { index } = node.op
+            && bw.trained[index]
+            && let Some(d) = grads[id.index()].take()
+        {
+            add_into(&mut params[index], d);
+        }
+    }
+    params
+}
+
+/// Mean softmax cross-entropy of `logits [B, C]` against `labels`; returns the loss, its
+/// gradient with respect to the logits and how many rows were classified right.
+pub fn softmax_cross_entropy(logits: &ArrayD<f32>, labels: &[usize]) -> (f32, ArrayD<f32>, usize) {
+    let b = logits.shape()[0];
+    let c = logits.len() / b.max(1);
+    let m = kernels::rows(logits, c);
+    let mut grad = Array2::<f32>::zeros((b, c));
+    let (mut loss, mut correct) = (0.0f64, 0);
+    for (i, row) in m.outer_iter().enumerate() {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, v| a.max(*v));
+        let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        let label = labels[i];
+        loss += f64::from(sum.ln() - (row[label] - max));
+        let best = row.iter().enumerate().fold(0, |bi, (j, v)| if *v > row[bi] { j } else { bi });
+        correct += usize::from(best == label);
+        for j in 0..c {
+            grad[[i, j]] = (exps[j] / sum - f32::from(j == label)) / b as f32;
+        }
+    }
+    let grad = grad.into_shape_with_order(IxDyn(logits.shape())).unwrap_or_else(|_| unreachable!("sizes"));
+    ((loss / b as f64) as f32, grad, correct)
+}

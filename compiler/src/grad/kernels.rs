@@ -1,0 +1,462 @@
+//! f32 kernels for training: each op forward and its vector-Jacobian product.
+//!
+//! Rules:
+//! - Products run on the runtime's GEMM ([`triton_runtime::sgemm::sgemm`], both cores);
+//!   convolutions are im2col + GEMM per group (columns built in parallel over the batch).
+//! - Shapes were checked by the verifier; these functions index without further checks.
+//! - Semantics equal the reference interpreter's at FP32 (docs/language.md): average pooling
+//!   counts padding, max pooling ignores it, batch norm normalises with the biased variance.
+
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn, s};
+use rayon::prelude::*;
+use triton_runtime::sgemm::sgemm;
+
+use crate::ir::{BinaryOp, ConvAttrs, PoolAttrs, UnaryOp};
+
+fn std_layout(a: &ArrayD<f32>) -> ArrayD<f32> {
+    a.as_standard_layout().into_owned()
+}
+
+/// A tensor viewed as `[len / k, k]`.
+pub fn rows(a: &ArrayD<f32>, k: usize) -> Array2<f32> {
+    let m = a.len() / k.max(1);
+    std_layout(a).into_shape_with_order((m, k)).unwrap_or_else(|_| unreachable!("row-major"))
+}
+
+fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((x.nrows(), w.ncols()));
+    sgemm(&x, &w, &mut out.view_mut(), true);
+    out
+}
+
+/// `x [.., K] . w [N, K]^T`.
+pub fn matmul(x: &ArrayD<f32>, w: &ArrayD<f32>) -> ArrayD<f32> {
+    let n = w.shape()[0];
+    let k = w.len() / n.max(1);
+    let wm = rows(w, k);
+    let y = gemm(rows(x, k).view(), wm.t());
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap_or_else(|| unreachable!("rank >= 1")) = n;
+    y.into_shape_with_order(IxDyn(&shape)).unwrap_or_else(|_| unreachable!("sizes"))
+}
+
+/// Gradients of [`matmul`] with respect to x and w (each only when asked for).
+pub fn matmul_grad(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    dy: &ArrayD<f32>,
+    want: [bool; 2],
+) -> (Option<ArrayD<f32>>, Option<ArrayD<f32>>) {
+    let n = w.shape()[0];
+    let k = w.len() / n.max(1);
+    let dym = rows(dy, n);
+    let dx = want[0].then(|| {
+        let dx = gemm(dym.view(), rows(w, k).view());
+        dx.into_shape_with_order(IxDyn(x.shape())).unwrap_or_else(|_| unreachable!("sizes"))
+    });
+    let dw = want[1].then(|| {
+        let dw = gemm(dym.t(), rows(x, k).view());
+        dw.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes"))
+    });
+    (dx, dw)
+}
+
+/// Geometry of a convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvGeom {
+    pub b: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub groups: usize,
+    pub a: ConvAttrs,
+}
+
+impl ConvGeom {
+    pub fn new(x: &[usize], w: &[usize], a: ConvAttrs) -> ConvGeom {
+        let (kh, kw) = (w[2], w[3]);
+        let out = |i: usize, k: usize, d: usize| {
+            let s = a.stride[d] as usize;
+            let span = i + 2 * a.padding[d] as usize - a.dilation[d] as usize * (k - 1) - 1;
+            span / s + 1
+        };
+        ConvGeom {
+            b: x[0],
+            c: x[1],
+            h: x[2],
+            w: x[3],
+            o: w[0],
+            kh,
+            kw,
+            oh: out(x[2], kh, 0),
+            ow: out(x[3], kw, 1),
+            groups: a.groups as usize,
+            a,
+        }
+    }
+
+    fn patch(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Input coordinates of kernel tap (u, v) at output (i, j), if inside.
+    fn at(&self, i: usize, j: usize, u: usize, v: usize) -> Option<(usize, usize)> {
+        let y = (i * self.a.stride[0] as usize + u * self.a.dilation[0] as usize) as isize - self.a.padding[0] as isize;
+        let z = (j * self.a.stride[1] as usize + v * self.a.dilation[1] as usize) as isize - self.a.padding[1] as isize;
+        (y >= 0 && z >= 0 && (y as usize) < self.h && (z as usize) < self.w).then_some((y as usize, z as usize))
+    }
+}
+
+/// Columns `[B * OH * OW, C * KH * KW]` of a convolution's input.
+pub fn im2col(x: &ArrayD<f32>, g: &ConvGeom) -> Array2<f32> {
+    let x = std_layout(x);
+    let xs = x.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
+    let (p, patch, plane) = (g.positions(), g.patch(), g.h * g.w);
+    let mut cols = Array2::<f32>::zeros((g.b * p, patch));
+    let out = cols.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
+    out.par_chunks_mut(p * patch).enumerate().for_each(|(n, sample)| {
+        let img = &xs[n * g.c * plane..(n + 1) * g.c * plane];
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let row = &mut sample[(i * g.ow + j) * patch..(i * g.ow + j + 1) * patch];
+                let mut col = 0;
+                for ch in 0..g.c {
+                    for u in 0..g.kh {
+                        for v in 0..g.kw {
+                            if let Some((y, z)) = g.at(i, j, u, v) {
+                                row[col] = img[ch * plane + y * g.w + z];
+                            }
+                            col += 1;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    cols
+}
+
+/// Sums columns back onto the input (the adjoint of [`im2col`]).
+fn col2im(dcols: &Array2<f32>, g: &ConvGeom) -> ArrayD<f32> {
+    let cs = dcols.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
+    let (p, patch, plane) = (g.positions(), g.patch(), g.h * g.w);
+    let mut dx = ArrayD::<f32>::zeros(IxDyn(&[g.b, g.c, g.h, g.w]));
+    let out = dx.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
+    out.par_chunks_mut(g.c * plane).enumerate().for_each(|(n, img)| {
+        let sample = &cs[n * p * patch..(n + 1) * p * patch];
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let row = &sample[(i * g.ow + j) * patch..(i * g.ow + j + 1) * patch];
+                let mut col = 0;
+                for ch in 0..g.c {
+                    for u in 0..g.kh {
+                        for v in 0..g.kw {
+                            if let Some((y, z)) = g.at(i, j, u, v) {
+                                img[ch * plane + y * g.w + z] += row[col];
+                            }
+                            col += 1;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// A convolution (NCHW, weight `[O, C / groups, KH, KW]`); also returns its columns, which
+/// the backward pass reuses.
+pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> (ArrayD<f32>, Array2<f32>) {
+    let g = ConvGeom::new(x.shape(), w.shape(), a);
+    let cols = im2col(x, &g);
+    let (cg, og) = (g.c / g.groups, g.o / g.groups);
+    let kk = g.kh * g.kw;
+    let wm = rows(w, cg * kk);
+    let mut ym = Array2::<f32>::zeros((cols.nrows(), g.o));
+    for gi in 0..g.groups {
+        let xc = cols.slice(s![.., gi * cg * kk..(gi + 1) * cg * kk]);
+        let wg = wm.slice(s![gi * og..(gi + 1) * og, ..]);
+        sgemm(&xc, &wg.t(), &mut ym.slice_mut(s![.., gi * og..(gi + 1) * og]), true);
+    }
+    (to_nchw(&ym, &g), cols)
+}
+
+/// `[B * OH * OW, O]` to `[B, O, OH, OW]`.
+fn to_nchw(ym: &Array2<f32>, g: &ConvGeom) -> ArrayD<f32> {
+    let y4 = ym.view().into_shape_with_order((g.b, g.oh, g.ow, g.o)).unwrap_or_else(|_| unreachable!("sizes"));
+    y4.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned().into_dyn()
+}
+
+/// Gradients of [`conv2d`] with respect to x (when `want_x`) and w.
+pub fn conv2d_grad(
+    x_shape: &[usize],
+    cols: &Array2<f32>,
+    w: &ArrayD<f32>,
+    dy: &ArrayD<f32>,
+    a: ConvAttrs,
+    want_x: bool,
+) -> (Option<ArrayD<f32>>, ArrayD<f32>) {
+    let g = ConvGeom::new(x_shape, w.shape(), a);
+    let (cg, og) = (g.c / g.groups, g.o / g.groups);
+    let kk = g.kh * g.kw;
+    // dy [B, O, OH, OW] -> [B * OH * OW, O]
+    let dym = dy
+        .view()
+        .permuted_axes(IxDyn(&[0, 2, 3, 1]))
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((g.b * g.positions(), g.o))
+        .unwrap_or_else(|_| unreachable!("sizes"));
+    let wm = rows(w, cg * kk);
+    let mut dw = Array2::<f32>::zeros((g.o, cg * kk));
+    let mut dcols = want_x.then(|| Array2::<f32>::zeros(cols.dim()));
+    for gi in 0..g.groups {
+        let (oc, cc) = (gi * og..(gi + 1) * og, gi * cg * kk..(gi + 1) * cg * kk);
+        let dyg = dym.slice(s![.., oc.clone()]);
+        sgemm(&dyg.t(), &cols.slice(s![.., cc.clone()]), &mut dw.slice_mut(s![oc.clone(), ..]), true);
+        if let Some(dc) = dcols.as_mut() {
+            sgemm(&dyg, &wm.slice(s![oc, ..]), &mut dc.slice_mut(s![.., cc]), true);
+        }
+    }
+    let dx = dcols.map(|dc| col2im(&dc, &g));
+    (dx, dw.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes")))
+}
+
+/// Pooling over `[B, C, H, W]`. Max pooling also returns, per output, the flat index of the
+/// input it took (`usize::MAX` when the window lies in padding only).
+pub fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> (ArrayD<f32>, Vec<usize>) {
+    let (b, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let [kh, kw] = [a.kernel[0] as usize, a.kernel[1] as usize];
+    let [sh, sw] = [a.stride[0] as usize, a.stride[1] as usize];
+    let [ph, pw] = [a.padding[0] as usize, a.padding[1] as usize];
+    let oh = (h + 2 * ph - kh) / sh + 1;
+    let ow = (w + 2 * pw - kw) / sw + 1;
+    let x = std_layout(x);
+    let xs = x.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
+    let mut out = vec![0.0f32; b * c * oh * ow];
+    let mut arg = if max { vec![usize::MAX; out.len()] } else { Vec::new() };
+    for plane in 0..b * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let o = (plane * oh + i) * ow + j;
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for u in 0..kh {
+                    for v in 0..kw {
+                        let y = (i * sh + u) as isize - ph as isize;
+                        let z = (j * sw + v) as isize - pw as isize;
+                        if y < 0 || z < 0 || y as usize >= h || z as usize >= w {
+                            continue;
+                        }
+                        let idx = (plane * h + y as usize) * w + z as usize;
+                        if !max {
+                            acc += xs[idx];
+                        } else if xs[idx] > acc || arg[o] == usize::MAX {
+                            acc = xs[idx];
+                            arg[o] = idx;
+                        }
+                    }
+                }
+                out[o] = if max { acc } else { acc / (kh * kw) as f32 };
+            }
+        }
+    }
+    let y = ArrayD::from_shape_vec(IxDyn(&[b, c, oh, ow]), out).unwrap_or_else(|_| unreachable!("sizes"));
+    (y, arg)
+}
+
+/// Gradient of [`pool`].
+pub fn pool_grad(x_shape: &[usize], a: &PoolAttrs, argmax: &[usize], dy: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut dx = ArrayD::<f32>::zeros(IxDyn(x_shape));
+    let d = dx.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
+    let dy = std_layout(dy);
+    let g = dy.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
+    if !argmax.is_empty() {
+        for (o, &i) in argmax.iter().enumerate() {
+            if i != usize::MAX {
+                d[i] += g[o];
+            }
+        }
+        return dx;
+    }
+    let (h, w) = (x_shape[2], x_shape[3]);
+    let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+    let [kh, kw] = [a.kernel[0] as usize, a.kernel[1] as usize];
+    let norm = 1.0 / (kh * kw) as f32;
+    for plane in 0..x_shape[0] * x_shape[1] {
+        for i in 0..oh {
+            for j in 0..ow {
+                let v = g[(plane * oh + i) * ow + j] * norm;
+                for u in 0..kh {
+                    for t in 0..kw {
+                        let y = (i * a.stride[0] as usize + u) as isize - a.padding[0] as isize;
+                        let z = (j * a.stride[1] as usize + t) as isize - a.padding[1] as isize;
+                        if y >= 0 && z >= 0 && (y as usize) < h && (z as usize) < w {
+                            d[(plane * h + y as usize) * w + z as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// The derivative of a unary op at `x` (with `y` its value there).
+pub fn unary_grad(op: UnaryOp, x: f32, y: f32) -> f32 {
+    match op {
+        UnaryOp::Relu => f32::from(x > 0.0),
+        UnaryOp::Relu6 => f32::from(x > 0.0 && x < 6.0),
+        UnaryOp::Sigmoid => y * (1.0 - y),
+        UnaryOp::Silu => {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s + x * s * (1.0 - s)
+        }
+        UnaryOp::Tanh => 1.0 - y * y,
+        UnaryOp::Neg => -1.0,
+        UnaryOp::Sqrt => 0.5 / y,
+    }
+}
+
+/// Sums a broadcast gradient back to `shape` (numpy broadcasting in reverse).
+pub fn unbroadcast(g: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
+    let mut g = g;
+    while g.ndim() > shape.len() {
+        g = g.sum_axis(Axis(0));
+    }
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 && g.shape()[i] != 1 {
+            g = g.sum_axis(Axis(i)).insert_axis(Axis(i));
+        }
+    }
+    g
+}
+
+/// Gradients of a binary op with respect to both operands (already summed to their shapes).
+pub fn binary_grad(op: BinaryOp, a: &ArrayD<f32>, b: &ArrayD<f32>, dy: &ArrayD<f32>) -> (ArrayD<f32>, ArrayD<f32>) {
+    let (da, db) = match op {
+        BinaryOp::Add => (dy.clone(), dy.clone()),
+        BinaryOp::Sub => (dy.clone(), dy.mapv(|v| -v)),
+        BinaryOp::Mul => (dy * b, dy * a),
+        BinaryOp::Div => (dy / b, -(dy * a) / (b * b)),
+    };
+    (unbroadcast(da, a.shape()), unbroadcast(db, b.shape()))
+}
+
+/// Softmax along `axis` backward, from its output `y`.
+pub fn softmax_grad(y: &ArrayD<f32>, dy: &ArrayD<f32>, axis: usize) -> ArrayD<f32> {
+    let dot = (dy * y).sum_axis(Axis(axis)).insert_axis(Axis(axis));
+    y * &(dy - &dot)
+}
+
+/// What training-mode batch norm keeps for its backward pass.
+#[derive(Clone, Debug)]
+pub struct BnSaved {
+    pub xhat: ArrayD<f32>,
+    pub inv_std: Vec<f32>,
+}
+
+/// Channel statistics (dimension 1) of `x`: mean and biased variance per channel.
+fn channel_stats(x: &ArrayD<f32>) -> (Vec<f32>, Vec<f32>, usize) {
+    let c = x.shape()[1];
+    let moved = x.view().permuted_axes(channel_first(x.ndim()));
+    let flat = moved.as_standard_layout().into_owned();
+    let per = x.len() / c.max(1);
+    let m = flat.into_shape_with_order((c, per)).unwrap_or_else(|_| unreachable!("sizes"));
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for (ch, row) in m.outer_iter().enumerate() {
+        let mu = row.iter().map(|v| f64::from(*v)).sum::<f64>() / per as f64;
+        let v = row.iter().map(|v| (f64::from(*v) - mu).powi(2)).sum::<f64>() / per as f64;
+        mean[ch] = mu as f32;
+        var[ch] = v as f32;
+    }
+    (mean, var, per)
+}
+
+fn channel_first(ndim: usize) -> IxDyn {
+    let mut axes: Vec<usize> = vec![1, 0];
+    axes.extend(2..ndim);
+    IxDyn(&axes)
+}
+
+/// `[C]` values as a tensor that broadcasts over dimension 1 of a rank-`ndim` tensor.
+pub fn per_channel(v: &[f32], ndim: usize) -> ArrayD<f32> {
+    let mut shape = vec![1usize; ndim];
+    shape[1] = v.len();
+    ArrayD::from_shape_vec(IxDyn(&shape), v.to_vec()).unwrap_or_else(|_| unreachable!("sizes"))
+}
+
+/// Training-mode batch norm: normalises with the batch's statistics; returns the output,
+/// what the backward pass needs, and the batch mean and unbiased variance (for the running
+/// statistics).
+pub fn batch_norm_train(
+    x: &ArrayD<f32>,
+    gamma: &ArrayD<f32>,
+    beta: &ArrayD<f32>,
+    eps: f32,
+) -> (ArrayD<f32>, BnSaved, Vec<f32>, Vec<f32>) {
+    let (mean, var, per) = channel_stats(x);
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let nd = x.ndim();
+    let xhat = (x - &per_channel(&mean, nd)) * per_channel(&inv_std, nd);
+    let g: Vec<f32> = gamma.iter().copied().collect();
+    let b: Vec<f32> = beta.iter().copied().collect();
+    let y = &xhat * &per_channel(&g, nd) + per_channel(&b, nd);
+    let unbiased = var.iter().map(|v| v * per as f32 / (per.max(2) - 1) as f32).collect();
+    (y, BnSaved { xhat, inv_std }, mean, unbiased)
+}
+
+/// Gradients of training-mode batch norm with respect to x, gamma and beta.
+pub fn batch_norm_grad(
+    saved: &BnSaved,
+    gamma: &ArrayD<f32>,
+    dy: &ArrayD<f32>,
+) -> (ArrayD<f32>, ArrayD<f32>, ArrayD<f32>) {
+    let nd = dy.ndim();
+    let c = dy.shape()[1];
+    let sum_c = |t: &ArrayD<f32>| -> Vec<f32> {
+        let mut out = vec![0.0; c];
+        for sample in t.outer_iter() {
+            for (ch, plane) in sample.outer_iter().enumerate() {
+                out[ch] += plane.sum();
+            }
+        }
+        out
+    };
+    let dbeta = sum_c(dy);
+    let dgamma = sum_c(&(dy * &saved.xhat));
+    let per = (dy.len() / c.max(1)) as f32;
+    let g: Vec<f32> = gamma.iter().copied().collect();
+    // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy xhat))
+    let coef: Vec<f32> = (0..c).map(|i| g[i] * saved.inv_std[i] / per).collect();
+    let dx = (dy * per - per_channel(&dbeta, nd) - &saved.xhat * &per_channel(&dgamma, nd)) * per_channel(&coef, nd);
+    let shape = IxDyn(&[c]);
+    let to = |v: Vec<f32>| ArrayD::from_shape_vec(shape.clone(), v).unwrap_or_else(|_| unreachable!("sizes"));
+    (dx, to(dgamma), to(dbeta))
+}
+
+/// Inference-mode batch norm with running statistics (as the interpreter computes it).
+pub fn batch_norm_eval(
+    x: &ArrayD<f32>,
+    gamma: &ArrayD<f32>,
+    beta: &ArrayD<f32>,
+    mean: &ArrayD<f32>,
+    var: &ArrayD<f32>,
+    eps: f32,
+) -> ArrayD<f32> {
+    let nd = x.ndim();
+    let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let m: Vec<f32> = mean.iter().copied().collect();
+    let g: Vec<f32> = gamma.iter().copied().collect();
+    let b: Vec<f32> = beta.iter().copied().collect();
+    (x - &per_channel(&m, nd)) * per_channel(&inv, nd) * per_channel(&g, nd) + per_channel(&b, nd)
+}
