@@ -26,5 +26,7 @@ pub use compile::{CompileError, CompiledModel, Options, compile_file, compile_mo
 
 pub mod artifact;
 pub mod cache;
+pub mod data;
+pub mod train;
 pub use artifact::{Build, Summary, build_artifact};
 pub use cache::Cache;

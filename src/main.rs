@@ -10,6 +10,7 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 use cmd::compile::Emit;
+use triton::train;
 use triton_compiler::diagnostics::render::Style;
 use triton_compiler::interp::Precision;
 
@@ -128,6 +129,58 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Train a model on MNIST (quantization-aware for ternary layers) and write its weights.
+    Train {
+        /// The .tri file defining the model.
+        file: PathBuf,
+        /// The dataset: a folder with MNIST's IDX files (or a folder holding `mnist/`), or
+        /// `mnist` to search $TRITON_DATA, ./data and ../shared/data.
+        #[arg(long)]
+        data: Option<String>,
+        /// Where to write the weights (default: `<file stem>.safetensors`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        /// Base learning rate.
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f32,
+        #[arg(long, value_enum, default_value_t = train::OptimizerKind::Adam)]
+        optimizer: train::OptimizerKind,
+        /// Weight decay of weights (decoupled for Adam, L2 for SGD); biases are not decayed.
+        #[arg(long, default_value_t = 0.0)]
+        weight_decay: f32,
+        #[arg(long, value_enum, default_value_t = train::Schedule::Cosine)]
+        schedule: train::Schedule,
+        /// ternary trains through the quantization rules (QAT); fp32 trains the plain model.
+        #[arg(long, value_enum, default_value_t = PrecisionArg::Ternary)]
+        precision: PrecisionArg,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Pixel normalisation (recorded in the weights file's metadata).
+        #[arg(long, value_enum, default_value_t = triton::data::Normalize::Unit)]
+        normalize: triton::data::Normalize,
+        /// Augment with random shifts of up to this many pixels.
+        #[arg(long, default_value_t = 0)]
+        shift: usize,
+        /// Train on the first N training images only.
+        #[arg(long)]
+        subset: Option<usize>,
+        /// Start from these weights instead of the seeded initialisation.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Write per-epoch metrics here (JSON).
+        #[arg(long)]
+        log_json: Option<PathBuf>,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Which model, when the file defines several.
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]
@@ -216,6 +269,40 @@ fn run(cli: Cli) -> ExitCode {
                 cache,
             };
             cmd::compile::run(&args, style)
+        }
+        Command::Train {
+            file,
+            data,
+            output,
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            weight_decay,
+            schedule,
+            precision,
+            seed,
+            normalize,
+            shift,
+            subset,
+            init,
+            log_json,
+            threads,
+            model,
+        } => {
+            let config = train::TrainConfig {
+                epochs,
+                batch_size,
+                lr,
+                optim: train::OptimConfig::new(optimizer, weight_decay),
+                schedule,
+                precision: precision.into(),
+                seed,
+                normalize,
+                shift,
+                subset,
+            };
+            cmd::train::run(&cmd::train::Args { file, data, output, config, init, model, log_json, threads }, style)
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
         Command::Run { file, input, weights, precision, opt, f32_activations, engine, out, seed, model } => {

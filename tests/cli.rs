@@ -279,3 +279,31 @@ fn run_rejects_bad_inputs_and_weights_with_clear_errors() {
         triton(&["run", "tests/diagnostics/shape_layer_input_features.tri", "--input", x.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1), "a model with errors does not run");
 }
+
+#[test]
+fn train_names_where_it_looked_for_missing_data_and_keeps_a_foreign_output() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("nothing-here");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let w = dir.path().join("w.safetensors");
+    let out = triton(&[
+        "train",
+        "examples/mnist_mlp.tri",
+        "--epochs",
+        "1",
+        "--data",
+        empty.to_str().expect("utf-8"),
+        "-o",
+        w.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MNIST not found") && err.contains("nothing-here"), "{err}");
+
+    let keep = dir.path().join("notes.txt");
+    std::fs::write(&keep, "mine").expect("write");
+    let out = triton(&["train", "examples/mnist_mlp.tri", "--epochs", "1", "-o", keep.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read_to_string(&keep).expect("kept"), "mine");
+}

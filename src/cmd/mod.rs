@@ -5,3 +5,4 @@ pub mod check;
 pub mod common;
 pub mod compile;
 pub mod run;
+pub mod train;

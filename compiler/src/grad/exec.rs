@@ -52,23 +52,31 @@ impl Tape {
 /// The value each parameter takes at `precision`: latent weights at FP32; quantized weights
 /// as `scale * codes` of their rule (fake quantization) in ternary.
 pub fn effective_params(g: &Graph, weights: &Weights, precision: Precision) -> Result<Vec<ArrayD<f32>>, RunError> {
+    let latent: Vec<&ArrayD<f32>> = g
+        .params
+        .iter()
+        .map(|p| weights.tensors.get(&p.name).ok_or_else(|| RunError::MissingWeight(p.name.clone())))
+        .collect::<Result<_, _>>()?;
+    Ok(effective_values(g, &latent, precision))
+}
+
+/// [`effective_params`] from latent values in parameter order.
+pub fn effective_values(g: &Graph, latent: &[&ArrayD<f32>], precision: Precision) -> Vec<ArrayD<f32>> {
     g.params
         .iter()
-        .map(|p| {
-            let w = weights.tensors.get(&p.name).ok_or_else(|| RunError::MissingWeight(p.name.clone()))?;
-            Ok(match (precision, p.dtype, p.quant) {
-                (Precision::Ternary, DType::Trit | DType::I8, Some(rule)) => {
-                    let n = p.shape.first().copied().unwrap_or(1) as usize;
-                    let m = kernels::rows(w, w.len() / n.max(1));
-                    let q = quant::quantize(m.view(), rule);
-                    let mut v = q.codes.mapv(f32::from);
-                    for (mut row, s) in v.outer_iter_mut().zip(q.scale.iter()) {
-                        row.mapv_inplace(|c| c * s);
-                    }
-                    v.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes"))
+        .zip(latent)
+        .map(|(p, w)| match (precision, p.dtype, p.quant) {
+            (Precision::Ternary, DType::Trit | DType::I8, Some(rule)) => {
+                let n = p.shape.first().copied().unwrap_or(1) as usize;
+                let m = kernels::rows(w, w.len() / n.max(1));
+                let q = quant::quantize(m.view(), rule);
+                let mut v = q.codes.mapv(f32::from);
+                for (mut row, s) in v.outer_iter_mut().zip(q.scale.iter()) {
+                    row.mapv_inplace(|c| c * s);
                 }
-                _ => w.clone(),
-            })
+                v.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes"))
+            }
+            _ => (*w).clone(),
         })
         .collect()
 }

@@ -129,8 +129,27 @@ impl Weights {
             let array = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| WeightsError::Format(e.to_string()))?;
             tensors.insert(p.name.clone(), array);
         }
-        let mut extra: Vec<String> =
-            st.names().into_iter().filter(|n| !params.iter().any(|p| p.name == *n)).map(|s| s.to_string()).collect();
+        // Scales of quantized weights (as `triton train` saves them) are derived values: accepted
+        // when shaped [out channels], not used.
+        let scales: HashMap<String, u64> = params
+            .iter()
+            .filter(|p| p.quant.is_some())
+            .map(|p| (scale_name(params, &p.name), p.shape.first().copied().unwrap_or(1)))
+            .collect();
+        for (name, n) in &scales {
+            if let Ok(view) = st.tensor(name)
+                && view.shape() != [*n as usize]
+            {
+                wrong_shape
+                    .push(format!("{name}: expected [{n}] (one scale per output channel), found {:?}", view.shape()));
+            }
+        }
+        let mut extra: Vec<String> = st
+            .names()
+            .into_iter()
+            .filter(|n| !params.iter().any(|p| p.name == **n) && !scales.contains_key(*n))
+            .map(|s| s.to_string())
+            .collect();
         extra.sort();
         if missing.is_empty() && extra.is_empty() && wrong_shape.is_empty() && wrong_dtype.is_empty() {
             Ok(Weights { tensors })
@@ -158,6 +177,15 @@ impl Weights {
             })
             .collect::<Result<_, _>>()?;
         safetensors::serialize(views, metadata).map_err(|e| WeightsError::Format(e.to_string()))
+    }
+}
+
+/// The name a quantized weight's per-output-channel scale is saved under next to it:
+/// `fc1.w` -> `fc1.scale` (unless the layer has a parameter of that name), else `<name>.scale`.
+pub fn scale_name(params: &[ParamInfo], param: &str) -> String {
+    match param.strip_suffix(".w").map(|p| format!("{p}.scale")) {
+        Some(s) if !params.iter().any(|p| p.name == s) => s,
+        _ => format!("{param}.scale"),
     }
 }
 
