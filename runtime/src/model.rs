@@ -196,7 +196,7 @@ impl ConvGeom {
     /// im2col of sample-group `(c0..c0 + cg)`: row `i * ow + j` of `dst` (stride `row_len`)
     /// gets the `k()` inputs of output pixel `(i, j)` in weight order `(c, u, v)`, zero where the
     /// window leaves the image; `at(c, y, x)` reads the input.
-    fn im2col<T: Copy + Default>(
+    pub fn im2col<T: Copy + Default>(
         &self,
         c0: usize,
         at: impl Fn(usize, usize, usize) -> T,

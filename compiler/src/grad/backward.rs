@@ -74,8 +74,6 @@ pub fn differentiate(g: &Graph) -> Result<Backward, GradError> {
             continue;
         }
         let wrt: Vec<usize> = (0..n.args.len()).filter(|&i| needs[n.args[i].index()]).collect();
-        // Batch norm's running statistics are buffers: never differentiated.
-        let wrt = if matches!(n.op, Op::BatchNorm { .. }) { wrt.into_iter().filter(|&i| i < 3).collect() } else { wrt };
         steps.push(Vjp { node: id, wrt });
     }
     Ok(Backward { steps, needs, trained })

@@ -9,6 +9,7 @@
 
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn, s};
 use rayon::prelude::*;
+use triton_runtime::model::ConvGeom;
 use triton_runtime::sgemm::sgemm;
 
 use crate::ir::{BinaryOp, ConvAttrs, PoolAttrs, UnaryOp};
@@ -61,95 +62,58 @@ pub fn matmul_grad(
     (dx, dw)
 }
 
-/// Geometry of a convolution.
-#[derive(Clone, Copy, Debug)]
-pub struct ConvGeom {
-    pub b: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub groups: usize,
-    pub a: ConvAttrs,
-}
-
-impl ConvGeom {
-    pub fn new(x: &[usize], w: &[usize], a: ConvAttrs) -> ConvGeom {
-        let (kh, kw) = (w[2], w[3]);
-        let out = |i: usize, k: usize, d: usize| {
-            let s = a.stride[d] as usize;
-            let span = i + 2 * a.padding[d] as usize - a.dilation[d] as usize * (k - 1) - 1;
-            span / s + 1
-        };
-        ConvGeom {
-            b: x[0],
-            c: x[1],
-            h: x[2],
-            w: x[3],
-            o: w[0],
-            kh,
-            kw,
-            oh: out(x[2], kh, 0),
-            ow: out(x[3], kw, 1),
-            groups: a.groups as usize,
-            a,
-        }
-    }
-
-    fn patch(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-
-    fn positions(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    /// Input coordinates of kernel tap (u, v) at output (i, j), if inside.
-    fn at(&self, i: usize, j: usize, u: usize, v: usize) -> Option<(usize, usize)> {
-        let y = (i * self.a.stride[0] as usize + u * self.a.dilation[0] as usize) as isize - self.a.padding[0] as isize;
-        let z = (j * self.a.stride[1] as usize + v * self.a.dilation[1] as usize) as isize - self.a.padding[1] as isize;
-        (y >= 0 && z >= 0 && (y as usize) < self.h && (z as usize) < self.w).then_some((y as usize, z as usize))
+/// The runtime's geometry of a convolution of `x` by `w` (the batch, `x[0]`, is not part of it).
+fn geom(x: &[usize], w: &[usize], a: ConvAttrs) -> ConvGeom {
+    let u = |v: i64| v.max(0) as usize;
+    let (stride, pad, dil) = (a.stride.map(u), a.padding.map(u), a.dilation.map(u));
+    let out = |i: usize, k: usize, d: usize| (i + 2 * pad[d] - dil[d] * (k - 1) - 1) / stride[d] + 1;
+    ConvGeom {
+        c: x[1],
+        h: x[2],
+        w: x[3],
+        o: w[0],
+        kh: w[2],
+        kw: w[3],
+        stride,
+        pad,
+        dil,
+        groups: u(a.groups).max(1),
+        oh: out(x[2], w[2], 0),
+        ow: out(x[3], w[3], 1),
     }
 }
 
-/// Columns `[B * OH * OW, C * KH * KW]` of a convolution's input.
+/// Input coordinates of kernel tap (u, v) at output (i, j), if inside (as the runtime's im2col
+/// reads them).
+fn tap(g: &ConvGeom, i: usize, j: usize, u: usize, v: usize) -> Option<(usize, usize)> {
+    let y = (i * g.stride[0] + u * g.dil[0]).checked_sub(g.pad[0]).filter(|y| *y < g.h)?;
+    let x = (j * g.stride[1] + v * g.dil[1]).checked_sub(g.pad[1]).filter(|x| *x < g.w)?;
+    Some((y, x))
+}
+
+/// Columns `[B * OH * OW, C * KH * KW]` of a convolution's input (groups side by side), built
+/// with the runtime's im2col, in parallel over the batch.
 pub fn im2col(x: &ArrayD<f32>, g: &ConvGeom) -> Array2<f32> {
     let x = std_layout(x);
     let xs = x.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
-    let (p, patch, plane) = (g.positions(), g.patch(), g.h * g.w);
-    let mut cols = Array2::<f32>::zeros((g.b * p, patch));
+    let b = x.shape()[0];
+    let (p, patch, plane) = (g.pixels(), g.groups * g.k(), g.h * g.w);
+    let mut cols = Array2::<f32>::zeros((b * p, patch));
     let out = cols.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
     out.par_chunks_mut(p * patch).enumerate().for_each(|(n, sample)| {
         let img = &xs[n * g.c * plane..(n + 1) * g.c * plane];
-        for i in 0..g.oh {
-            for j in 0..g.ow {
-                let row = &mut sample[(i * g.ow + j) * patch..(i * g.ow + j + 1) * patch];
-                let mut col = 0;
-                for ch in 0..g.c {
-                    for u in 0..g.kh {
-                        for v in 0..g.kw {
-                            if let Some((y, z)) = g.at(i, j, u, v) {
-                                row[col] = img[ch * plane + y * g.w + z];
-                            }
-                            col += 1;
-                        }
-                    }
-                }
-            }
+        for gi in 0..g.groups {
+            g.im2col(gi * g.cg(), |c, y, z| img[c * plane + y * g.w + z], &mut sample[gi * g.k()..], patch);
         }
     });
     cols
 }
 
 /// Sums columns back onto the input (the adjoint of [`im2col`]).
-fn col2im(dcols: &Array2<f32>, g: &ConvGeom) -> ArrayD<f32> {
+fn col2im(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> ArrayD<f32> {
     let cs = dcols.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
-    let (p, patch, plane) = (g.positions(), g.patch(), g.h * g.w);
-    let mut dx = ArrayD::<f32>::zeros(IxDyn(&[g.b, g.c, g.h, g.w]));
+    let (p, patch, plane) = (g.pixels(), g.groups * g.k(), g.h * g.w);
+    let mut dx = ArrayD::<f32>::zeros(IxDyn(&[b, g.c, g.h, g.w]));
     let out = dx.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
     out.par_chunks_mut(g.c * plane).enumerate().for_each(|(n, img)| {
         let sample = &cs[n * p * patch..(n + 1) * p * patch];
@@ -160,7 +124,7 @@ fn col2im(dcols: &Array2<f32>, g: &ConvGeom) -> ArrayD<f32> {
                 for ch in 0..g.c {
                     for u in 0..g.kh {
                         for v in 0..g.kw {
-                            if let Some((y, z)) = g.at(i, j, u, v) {
+                            if let Some((y, z)) = tap(g, i, j, u, v) {
                                 img[ch * plane + y * g.w + z] += row[col];
                             }
                             col += 1;
@@ -176,23 +140,22 @@ fn col2im(dcols: &Array2<f32>, g: &ConvGeom) -> ArrayD<f32> {
 /// A convolution (NCHW, weight `[O, C / groups, KH, KW]`); also returns its columns, which
 /// the backward pass reuses.
 pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> (ArrayD<f32>, Array2<f32>) {
-    let g = ConvGeom::new(x.shape(), w.shape(), a);
+    let g = geom(x.shape(), w.shape(), a);
     let cols = im2col(x, &g);
-    let (cg, og) = (g.c / g.groups, g.o / g.groups);
-    let kk = g.kh * g.kw;
-    let wm = rows(w, cg * kk);
+    let (k, og) = (g.k(), g.og());
+    let wm = rows(w, k);
     let mut ym = Array2::<f32>::zeros((cols.nrows(), g.o));
     for gi in 0..g.groups {
-        let xc = cols.slice(s![.., gi * cg * kk..(gi + 1) * cg * kk]);
+        let xc = cols.slice(s![.., gi * k..(gi + 1) * k]);
         let wg = wm.slice(s![gi * og..(gi + 1) * og, ..]);
         sgemm(&xc, &wg.t(), &mut ym.slice_mut(s![.., gi * og..(gi + 1) * og]), true);
     }
-    (to_nchw(&ym, &g), cols)
+    (to_nchw(&ym, &g, x.shape()[0]), cols)
 }
 
 /// `[B * OH * OW, O]` to `[B, O, OH, OW]`.
-fn to_nchw(ym: &Array2<f32>, g: &ConvGeom) -> ArrayD<f32> {
-    let y4 = ym.view().into_shape_with_order((g.b, g.oh, g.ow, g.o)).unwrap_or_else(|_| unreachable!("sizes"));
+fn to_nchw(ym: &Array2<f32>, g: &ConvGeom, b: usize) -> ArrayD<f32> {
+    let y4 = ym.view().into_shape_with_order((b, g.oh, g.ow, g.o)).unwrap_or_else(|_| unreachable!("sizes"));
     y4.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned().into_dyn()
 }
 
@@ -205,29 +168,28 @@ pub fn conv2d_grad(
     a: ConvAttrs,
     want_x: bool,
 ) -> (Option<ArrayD<f32>>, ArrayD<f32>) {
-    let g = ConvGeom::new(x_shape, w.shape(), a);
-    let (cg, og) = (g.c / g.groups, g.o / g.groups);
-    let kk = g.kh * g.kw;
+    let g = geom(x_shape, w.shape(), a);
+    let (k, og, b) = (g.k(), g.og(), x_shape[0]);
     // dy [B, O, OH, OW] -> [B * OH * OW, O]
     let dym = dy
         .view()
         .permuted_axes(IxDyn(&[0, 2, 3, 1]))
         .as_standard_layout()
         .into_owned()
-        .into_shape_with_order((g.b * g.positions(), g.o))
+        .into_shape_with_order((b * g.pixels(), g.o))
         .unwrap_or_else(|_| unreachable!("sizes"));
-    let wm = rows(w, cg * kk);
-    let mut dw = Array2::<f32>::zeros((g.o, cg * kk));
+    let wm = rows(w, k);
+    let mut dw = Array2::<f32>::zeros((g.o, k));
     let mut dcols = want_x.then(|| Array2::<f32>::zeros(cols.dim()));
     for gi in 0..g.groups {
-        let (oc, cc) = (gi * og..(gi + 1) * og, gi * cg * kk..(gi + 1) * cg * kk);
+        let (oc, cc) = (gi * og..(gi + 1) * og, gi * k..(gi + 1) * k);
         let dyg = dym.slice(s![.., oc.clone()]);
         sgemm(&dyg.t(), &cols.slice(s![.., cc.clone()]), &mut dw.slice_mut(s![oc.clone(), ..]), true);
         if let Some(dc) = dcols.as_mut() {
             sgemm(&dyg, &wm.slice(s![oc, ..]), &mut dc.slice_mut(s![.., cc]), true);
         }
     }
-    let dx = dcols.map(|dc| col2im(&dc, &g));
+    let dx = dcols.map(|dc| col2im(&dc, &g, b));
     (dx, dw.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes")))
 }
 
