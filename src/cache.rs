@@ -125,6 +125,12 @@ impl Cache {
         Cache { dir: Some(dir.into()), use_memory: true, warnings: Mutex::default() }
     }
 
+    /// The folder `dir` only, not this process's memory: every lookup sees what a new process
+    /// would (benchmarks of cold and warm compiles).
+    pub fn disk_only(dir: impl Into<PathBuf>) -> Cache {
+        Cache { dir: Some(dir.into()), use_memory: false, warnings: Mutex::default() }
+    }
+
     /// Memory only.
     pub fn memory_only() -> Cache {
         Cache { dir: None, use_memory: true, warnings: Mutex::default() }

@@ -25,6 +25,7 @@ mod compile;
 pub use compile::{CompileError, CompiledModel, Options, compile_file, compile_model, pick_model, read_weights};
 
 pub mod artifact;
+pub mod bench;
 pub mod cache;
 pub mod data;
 pub mod train;

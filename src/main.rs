@@ -13,6 +13,7 @@ use cmd::compile::Emit;
 use triton::train;
 use triton_compiler::diagnostics::render::Style;
 use triton_compiler::interp::Precision;
+use triton_compiler::passes::OptLevel;
 
 #[derive(Parser, Debug)]
 #[command(name = "triton", version, about = "Compiler for ternary neural networks", propagate_version = true)]
@@ -181,6 +182,87 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Measure a model as FP32 and as ternary side by side: accuracy, latency, size, memory and
+    /// compile speed; tables on stdout, JSON, Markdown and SVG plots on request.
+    Bench {
+        /// The .tri file defining the model.
+        file: PathBuf,
+        /// Weights of the ternary side (default: `<stem>.safetensors` beside the model, else
+        /// seeded initialisation, and then accuracy is not applicable).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Weights of the FP32 side (default: `<stem>.fp32.safetensors` beside the model, else
+        /// the ternary side's latent weights).
+        #[arg(long)]
+        fp32_weights: Option<PathBuf>,
+        /// The dataset: a folder with MNIST's IDX files (default: search $TRITON_DATA, ./data
+        /// and ../shared/data; not found means accuracy is not applicable).
+        #[arg(long)]
+        data: Option<String>,
+        /// Batch sizes of the latency table.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,16,32,64,128")]
+        batch_sizes: Vec<usize>,
+        /// Threads of the all-threads runs (default: every core); one thread is always measured.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Untimed calls before each latency case (at most a quarter of its time).
+        #[arg(long, default_value_t = 100)]
+        warmup: usize,
+        /// Timed calls per latency case (fewer when --max-seconds runs out first, never under 3).
+        #[arg(long, default_value_t = 1000)]
+        iters: usize,
+        /// Time budget of one latency case, in seconds.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
+        max_seconds: f64,
+        /// Optimization level of the main comparison (every level is in the compile table).
+        #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 3)]
+        opt: u8,
+        /// Skip the scaling tables (MLP widths and the zoo beside the model).
+        #[arg(long)]
+        no_scaling: bool,
+        /// A target to judge PASS/FAIL, NAME=VALUE (accuracy-drop, compression, speedup,
+        /// latency-ms, compile-ms, memory-mib); repeatable, overrides the defaults.
+        #[arg(long = "target", value_name = "NAME=VALUE")]
+        targets: Vec<triton::bench::TargetArg>,
+        /// Exit with code 3 when a target fails.
+        #[arg(long)]
+        fail_on_target: bool,
+        /// Write every figure and the machine description as JSON (`-`: stdout).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the report as Markdown.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Draw SVG charts into this folder (latency against batch size, size, accuracy).
+        #[arg(long)]
+        plots: Option<PathBuf>,
+        /// Compare with a report saved by `--json`.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Relative change (percent) beyond which a time, size or memory figure regresses.
+        #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+        threshold: f64,
+        /// Accuracy fall (percentage points) beyond which accuracy regresses.
+        #[arg(long, default_value_t = 0.1, value_parser = parse_seconds)]
+        accuracy_threshold: f64,
+        /// Exit with code 3 when a figure regressed against --baseline.
+        #[arg(long, requires = "baseline")]
+        fail_on_regression: bool,
+        /// Seed of the initialisation used without weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Which model, when the file defines several.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+/// A finite number >= 0.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number >= 0, got `{s}`")),
+    }
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]
@@ -303,6 +385,56 @@ fn run(cli: Cli) -> ExitCode {
                 subset,
             };
             cmd::train::run(&cmd::train::Args { file, data, output, config, init, model, log_json, threads }, style)
+        }
+        Command::Bench {
+            file,
+            weights,
+            fp32_weights,
+            data,
+            batch_sizes,
+            threads,
+            warmup,
+            iters,
+            max_seconds,
+            opt,
+            no_scaling,
+            targets,
+            fail_on_target,
+            json,
+            report,
+            plots,
+            baseline,
+            threshold,
+            accuracy_threshold,
+            fail_on_regression,
+            seed,
+            model,
+        } => {
+            let config = triton::bench::Config {
+                file,
+                model,
+                weights,
+                fp32_weights,
+                data,
+                batch_sizes,
+                threads: threads.unwrap_or(0),
+                budget: triton::bench::Budget { warmup, iters, max: triton::bench::seconds(max_seconds) },
+                opt: OptLevel::from_number(opt).unwrap_or(OptLevel::O3),
+                seed,
+                scaling: !no_scaling,
+                targets,
+            };
+            cmd::bench::run(&cmd::bench::Args {
+                config,
+                json,
+                report,
+                plots,
+                baseline,
+                threshold_pct: threshold,
+                accuracy_pp: accuracy_threshold,
+                fail_on_regression,
+                fail_on_target,
+            })
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
         Command::Run { file, input, weights, precision, opt, f32_activations, engine, out, seed, model } => {

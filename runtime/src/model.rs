@@ -527,6 +527,12 @@ fn take_overwritten<T: Copy + Default>(pool: &mut Vec<Vec<T>>, len: usize) -> Ve
 }
 
 impl Arena {
+    fn bytes(&self) -> usize {
+        let f = self.f32s.iter().map(|v| v.capacity() * 4).sum::<usize>();
+        let i = self.i8s.iter().map(Vec::capacity).sum::<usize>();
+        f + i + self.i32s.iter().map(|v| v.capacity() * 4).sum::<usize>()
+    }
+
     /// A zero-filled buffer.
     fn f32(&mut self, len: usize) -> Vec<f32> {
         take(&mut self.f32s, len, 0.0)
@@ -652,6 +658,13 @@ impl Model {
     /// Bytes of machine code mapped.
     pub fn code_bytes(&self) -> usize {
         self.code.code_bytes()
+    }
+
+    /// Bytes of scratch buffers kept between calls (the arenas of finished calls): after a call
+    /// at batch `B`, what running again at `B` needs beyond the weights, inputs and outputs.
+    pub fn arena_bytes(&self) -> usize {
+        let arenas = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+        arenas.iter().map(Arena::bytes).sum()
     }
 
     fn batch_of(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<usize, RunError> {

@@ -1,5 +1,6 @@
 //! One file per command; `main.rs` only parses arguments and dispatches.
 
+pub mod bench;
 pub mod cache;
 pub mod check;
 pub mod common;

@@ -94,7 +94,7 @@ pub struct Trained {
 }
 
 /// The per-example input shape (without the batch dimension), checked against the images.
-fn input_shape(g: &Graph, split: &Split) -> Result<Vec<usize>, TrainError> {
+pub fn input_shape(g: &Graph, split: &Split) -> Result<Vec<usize>, TrainError> {
     let (_, id) = &g.inputs[0];
     let ty = &g.nodes[*id].ty;
     let fail = || TrainError::Input { rows: split.rows, cols: split.cols, px: split.pixels(), found: ty.to_string() };
@@ -106,7 +106,7 @@ fn input_shape(g: &Graph, split: &Split) -> Result<Vec<usize>, TrainError> {
     Ok(dims)
 }
 
-fn check_output(g: &Graph) -> Result<(), TrainError> {
+pub fn check_output(g: &Graph) -> Result<(), TrainError> {
     let ty = &g.nodes[g.outputs[0]].ty;
     if ty.rank() != 2 || ty.shape[1].as_known() != Some(CLASSES as i64) {
         return Err(TrainError::Output(ty.to_string()));

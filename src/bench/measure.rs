@@ -1,0 +1,151 @@
+//! Timing loops and the compiled models they time.
+//!
+//! Rules:
+//! - A case runs `warmup` calls (at most a quarter of its time budget, at least one), then
+//!   `iters` timed calls, stopping early once the budget is spent but never below
+//!   [`MIN_SAMPLES`] timed calls. Reports say how many samples each figure has.
+//! - Inputs are deterministic values in [-1, 1), the same for FP32 and ternary.
+//! - Compiles go through [`build_artifact`], as `triton compile` does; cold compiles use a fresh,
+//!   empty cache folder each time and warm ones a folder already holding the model, both without
+//!   this process's in-memory cache, so a warm compile costs what a new `triton compile` would.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ndarray::{ArrayD, IxDyn};
+use triton_runtime::Model;
+
+use super::stats::{self, Latency};
+use crate::artifact::{Build, build_artifact};
+use crate::cache::Cache;
+use crate::compile::{CompileError, Options};
+
+/// Timed calls every case has, whatever its budget.
+pub const MIN_SAMPLES: usize = 3;
+
+/// How long and how often to time one case.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub warmup: usize,
+    pub iters: usize,
+    pub max: Duration,
+}
+
+impl Budget {
+    /// The same budget with the time and counts scaled by `f` (counts at least one).
+    pub fn scaled(self, f: f64) -> Budget {
+        Budget {
+            warmup: ((self.warmup as f64 * f) as usize).max(1),
+            iters: ((self.iters as f64 * f) as usize).max(MIN_SAMPLES),
+            max: self.max.mul_f64(f),
+        }
+    }
+}
+
+/// A deterministic input in [-1, 1) of `shape`.
+pub fn input(shape: &[usize]) -> ArrayD<f32> {
+    let n: usize = shape.iter().product();
+    let values = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| unreachable!("length is the shape's product"))
+}
+
+/// The model's inputs at batch size `batch`.
+pub fn inputs(model: &Model, batch: usize) -> Vec<ArrayD<f32>> {
+    model.inputs().iter().map(|(_, s)| input(&s.eval(batch))).collect()
+}
+
+/// Times `model` on `inputs` within `budget`.
+pub fn time(model: &Model, inputs: &[ArrayD<f32>], budget: Budget) -> Result<Latency, String> {
+    let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
+    let call = || model.run(&views).map(std::hint::black_box).map_err(|e| e.to_string());
+    let start = Instant::now();
+    for _ in 0..budget.warmup.max(1) {
+        call()?;
+        if start.elapsed() * 4 >= budget.max {
+            break;
+        }
+    }
+    let start = Instant::now();
+    let mut samples = Vec::with_capacity(budget.iters.min(1 << 16));
+    while samples.len() < budget.iters.max(MIN_SAMPLES) {
+        let t = Instant::now();
+        call()?;
+        samples.push(t.elapsed().as_secs_f64());
+        if samples.len() >= MIN_SAMPLES && start.elapsed() >= budget.max {
+            break;
+        }
+    }
+    Latency::of(&samples).ok_or_else(|| "no samples".to_string())
+}
+
+/// Cold and warm compile times of one configuration, in milliseconds.
+#[derive(Debug)]
+pub struct CompileTimes {
+    pub cold_ms: Vec<f64>,
+    pub warm_ms: Vec<f64>,
+    /// The (last cold) build.
+    pub build: Build,
+}
+
+/// Compiles `cold` times into fresh cache folders and `warm` times from a filled one.
+pub fn compile_times(
+    file: &Path,
+    opts: &Options,
+    scratch: &Path,
+    cold: usize,
+    warm: usize,
+) -> Result<CompileTimes, CompileError> {
+    let io = |e: std::io::Error| CompileError::Io(format!("cannot make a scratch cache folder: {e}"));
+    let mut cold_ms = Vec::new();
+    let mut last = None;
+    let mut dir = scratch.to_path_buf();
+    for _ in 0..cold.max(1) {
+        dir = tempfile::tempdir_in(scratch).map_err(io)?.keep();
+        let t = Instant::now();
+        let build = build_artifact(file, opts, &Cache::disk_only(&dir))?;
+        cold_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        last = Some(build);
+    }
+    let mut warm_ms = Vec::new();
+    for _ in 0..warm {
+        let t = Instant::now();
+        let build = build_artifact(file, opts, &Cache::disk_only(&dir))?;
+        warm_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if build.hit.is_none() {
+            return Err(CompileError::Internal("a warm compile missed the cache it had just filled".into()));
+        }
+    }
+    let build = last.unwrap_or_else(|| unreachable!("at least one cold compile"));
+    Ok(CompileTimes { cold_ms, warm_ms, build })
+}
+
+/// The median of a non-empty sample (0 when empty).
+pub fn median_of(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    stats::median(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_scale_but_keep_minimums() {
+        let b = Budget { warmup: 100, iters: 1000, max: Duration::from_secs(2) };
+        let s = b.scaled(0.001);
+        assert_eq!((s.warmup, s.iters), (1, MIN_SAMPLES));
+        assert_eq!(b.scaled(0.5).max, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn inputs_are_deterministic_and_bounded() {
+        let a = input(&[2, 3, 5]);
+        assert_eq!(a, input(&[2, 3, 5]));
+        assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+        assert_eq!(a.shape(), [2, 3, 5]);
+    }
+}

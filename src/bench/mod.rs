@@ -1,0 +1,647 @@
+//! `triton bench`: a model as FP32 and as ternary, side by side, on accuracy, latency, size,
+//! memory and compile speed.
+//!
+//! Rules:
+//! - Every figure is measured in this run; what cannot be measured (no dataset, untrained
+//!   weights) is reported as not applicable with the reason, never as a number.
+//! - Both sides run compiled artifacts of the same model at the same -O level, built by
+//!   [`crate::build_artifact`] exactly as `triton compile` builds them and loaded by the runtime:
+//!   FP32 runs the latent f32 weights on the runtime's GEMM (the `gemm` crate), ternary the
+//!   packed ternary kernels.
+//! - Weights ([`resolve_weights`]): `--weights`, else `<stem>.safetensors` beside the model;
+//!   the FP32 side prefers FP32-trained weights (`--fp32-weights`, else
+//!   `<stem>.fp32.safetensors`), else runs the ternary side's latent weights and says so.
+//! - Latency cases are timed within a budget ([`measure`]); the report records every sample
+//!   count. Timing never enters tests: tests check the report's structure and invariants.
+//! - The report ([`Report`]) is the single source of every output: the terminal table, the
+//!   Markdown report, the plots, the JSON and the comparison with a baseline.
+
+pub mod compare;
+pub mod machine;
+pub mod measure;
+pub mod memory;
+pub mod metrics;
+pub mod plots;
+pub mod render;
+pub mod scaling;
+pub mod stats;
+pub mod targets;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use triton_compiler::interp::Precision;
+use triton_compiler::passes::OptLevel;
+use triton_compiler::{CheckedModel, ModelStats};
+use triton_runtime::Model;
+
+use crate::compile::{Options, pick_model, read_weights};
+use crate::data::{self, CLASSES, Normalize};
+pub use machine::Machine;
+pub use measure::Budget;
+pub use memory::Peak;
+pub use metrics::Classification;
+pub use stats::Latency;
+pub use targets::{Outcome, Target, TargetArg};
+
+/// Version of the JSON report's layout; a baseline of another version is refused.
+pub const FORMAT: u32 = 1;
+
+/// The two things compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Fp32,
+    Ternary,
+}
+
+impl Side {
+    pub const BOTH: [Side; 2] = [Side::Fp32, Side::Ternary];
+
+    pub fn precision(self) -> Precision {
+        match self {
+            Side::Fp32 => Precision::Fp32,
+            Side::Ternary => Precision::Ternary,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Fp32 => "FP32",
+            Side::Ternary => "ternary",
+        }
+    }
+}
+
+/// What to benchmark and how.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub model: Option<String>,
+    pub weights: Option<PathBuf>,
+    pub fp32_weights: Option<PathBuf>,
+    /// Dataset lookup as `triton train --data` takes it (`None`: the default places).
+    pub data: Option<String>,
+    pub batch_sizes: Vec<usize>,
+    /// Threads of the all-threads runs (0: every core).
+    pub threads: usize,
+    pub budget: Budget,
+    pub opt: OptLevel,
+    /// Seed of the initialisation when there are no weights.
+    pub seed: u64,
+    /// Add the scaling tables (MLP widths, the zoo beside the model).
+    pub scaling: bool,
+    pub targets: Vec<TargetArg>,
+}
+
+/// Measurement settings, as recorded in the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub opt: String,
+    pub batch_sizes: Vec<usize>,
+    pub threads: usize,
+    pub warmup: usize,
+    pub iters: usize,
+    pub max_seconds_per_case: f64,
+    pub seed: u64,
+}
+
+/// Where one side's weights came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightsInfo {
+    pub side: Side,
+    /// The file, or `None` for seeded initialisation.
+    pub path: Option<String>,
+    /// The precision the file was trained at (its metadata), if it says.
+    pub trained_precision: Option<String>,
+    pub normalize: String,
+    /// A remark for the reader (e.g. FP32 running ternary-trained latent weights).
+    pub note: Option<String>,
+}
+
+impl WeightsInfo {
+    pub fn trained(&self) -> bool {
+        self.path.is_some()
+    }
+}
+
+/// Accuracy of one side: measured, or why not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SideAccuracy {
+    Measured(Classification),
+    NotApplicable(String),
+}
+
+impl SideAccuracy {
+    pub fn measured(&self) -> Option<&Classification> {
+        match self {
+            SideAccuracy::Measured(c) => Some(c),
+            SideAccuracy::NotApplicable(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    /// The dataset and split, when one was used.
+    pub dataset: Option<String>,
+    pub fp32: SideAccuracy,
+    pub ternary: SideAccuracy,
+}
+
+impl Accuracy {
+    pub fn side(&self, s: Side) -> &SideAccuracy {
+        match s {
+            Side::Fp32 => &self.fp32,
+            Side::Ternary => &self.ternary,
+        }
+    }
+
+    /// FP32 accuracy minus ternary accuracy, in percentage points.
+    pub fn delta_pp(&self) -> Option<f64> {
+        Some(100.0 * (self.fp32.measured()?.accuracy - self.ternary.measured()?.accuracy))
+    }
+}
+
+/// One latency case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyCase {
+    pub side: Side,
+    pub threads: usize,
+    pub batch: usize,
+    pub stats: Latency,
+    pub per_example_ms: f64,
+    /// Examples per second (from the median).
+    pub throughput: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Size {
+    /// Trainable elements (weights and params).
+    pub parameters: u64,
+    /// Elements of ternary weights.
+    pub ternary_weights: u64,
+    /// Every weight, param and buffer as f32.
+    pub fp32_bytes: u64,
+    pub fp32_artifact_bytes: usize,
+    pub ternary_artifact_bytes: usize,
+    /// `fp32_bytes / ternary_artifact_bytes`.
+    pub compression: f64,
+    /// Machine code in the ternary artifact.
+    pub code_bytes: usize,
+    /// Packed trits in the ternary artifact.
+    pub trit_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryCase {
+    pub side: Side,
+    /// Compiling the model (no cache).
+    pub compile: Option<Peak>,
+    /// Loading the artifact and running it at `batch`, all threads.
+    pub inference: Option<Peak>,
+    pub batch: usize,
+    /// Scratch buffers the runtime keeps between calls at `batch`.
+    pub arena_bytes: usize,
+}
+
+/// Compile speed and runtime latency of one -O level.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompileCase {
+    pub side: Side,
+    pub opt: String,
+    pub lines: usize,
+    pub cold_ms: f64,
+    pub warm_ms: f64,
+    pub cold_samples: usize,
+    pub warm_samples: usize,
+    pub ms_per_line: f64,
+    /// Cold over warm.
+    pub cache_speedup: f64,
+    /// Median latency, one thread, at batch 1 and at `batch`.
+    pub latency_b1_ms: f64,
+    pub batch: usize,
+    pub latency_batch_ms: f64,
+}
+
+/// Everything `triton bench` measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub format: u32,
+    pub model: String,
+    pub file: String,
+    /// blake3 of every source file read.
+    pub source_blake3: String,
+    pub unix_time: u64,
+    pub wall_seconds: f64,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub weights: Vec<WeightsInfo>,
+    pub accuracy: Accuracy,
+    pub latency: Vec<LatencyCase>,
+    pub size: Size,
+    pub memory: Vec<MemoryCase>,
+    pub compile: Vec<CompileCase>,
+    pub scaling: Option<scaling::Scaling>,
+    pub targets: Vec<Outcome>,
+}
+
+impl Report {
+    /// The latency case of `side`, `threads`, `batch`.
+    pub fn latency_of(&self, side: Side, threads: usize, batch: usize) -> Option<&LatencyCase> {
+        self.latency.iter().find(|c| c.side == side && c.threads == threads && c.batch == batch)
+    }
+
+    /// FP32 over ternary median latency.
+    pub fn speedup(&self, threads: usize, batch: usize) -> Option<f64> {
+        let f = self.latency_of(Side::Fp32, threads, batch)?;
+        let t = self.latency_of(Side::Ternary, threads, batch)?;
+        Some(f.stats.median_ms / t.stats.median_ms)
+    }
+
+    /// Thread counts measured, ascending.
+    pub fn thread_counts(&self) -> Vec<usize> {
+        let mut t: Vec<usize> = self.latency.iter().map(|c| c.threads).collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    }
+
+    pub fn weights_of(&self, side: Side) -> Option<&WeightsInfo> {
+        self.weights.iter().find(|w| w.side == side)
+    }
+}
+
+/// A failure that stops the benchmark (a user error: bad model, weights, data, options).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    User(String),
+}
+
+fn user(e: impl std::fmt::Display) -> BenchError {
+    BenchError::User(e.to_string())
+}
+
+/// The weights of each side: the file (or `None`: seeded) and a remark.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightsChoice {
+    pub ternary: Option<PathBuf>,
+    pub fp32: Option<PathBuf>,
+    pub fp32_note: Option<String>,
+}
+
+/// Picks each side's weights (see the module rules).
+pub fn resolve_weights(file: &Path, weights: Option<&Path>, fp32_weights: Option<&Path>) -> WeightsChoice {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let shipped = |suffix: &str| Some(dir.join(format!("{stem}{suffix}"))).filter(|p| p.is_file());
+    let ternary = weights.map(Path::to_path_buf).or_else(|| shipped(".safetensors"));
+    let (fp32, fp32_note) = match fp32_weights.map(Path::to_path_buf).or_else(|| shipped(".fp32.safetensors")) {
+        Some(p) => (Some(p), None),
+        None => match &ternary {
+            Some(t) => (
+                Some(t.clone()),
+                Some(format!(
+                    "no FP32-trained weights ({stem}.fp32.safetensors or --fp32-weights): FP32 runs the latent weights of {}",
+                    t.display()
+                )),
+            ),
+            None => (None, None),
+        },
+    };
+    WeightsChoice { ternary, fp32, fp32_note }
+}
+
+/// A weights file's metadata (empty for none or a file without any).
+fn metadata(path: &Path) -> Result<HashMap<String, String>, BenchError> {
+    let bytes = std::fs::read(path).map_err(|e| user(format!("cannot read `{}`: {e}", path.display())))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| user(format!("`{}` is not a safetensors file: {e}", path.display())))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// What a step of the run reports (for a progress bar).
+pub trait Progress {
+    /// Steps in all (called once, first).
+    fn total(&mut self, steps: usize);
+    /// The step about to run.
+    fn step(&mut self, what: &str);
+}
+
+/// No progress reporting.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn total(&mut self, _: usize) {}
+    fn step(&mut self, _: &str) {}
+}
+
+/// One side, compiled at the chosen level.
+struct Compiled {
+    side: Side,
+    bytes: std::sync::Arc<crate::cache::Blob>,
+    summary: crate::artifact::Summary,
+    compile_peak: Option<Peak>,
+}
+
+/// Runs the whole benchmark.
+pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchError> {
+    let start = Instant::now();
+    if cfg.batch_sizes.is_empty() || cfg.batch_sizes.contains(&0) {
+        return Err(user("--batch-sizes must list batch sizes of at least 1"));
+    }
+    let all_threads = if cfg.threads == 0 { rayon::current_num_threads().max(1) } else { cfg.threads };
+    let thread_counts: Vec<usize> = if all_threads == 1 { vec![1] } else { vec![1, all_threads] };
+    let levels = [OptLevel::O0, OptLevel::O1, OptLevel::O2, OptLevel::O3];
+    let scaling_steps = if cfg.scaling { scaling::steps(&cfg.file) } else { 0 };
+    progress.total(
+        7 + 2 * thread_counts.len() * cfg.batch_sizes.len() + 2 * levels.len() + scaling_steps,
+    );
+
+    // The model and its weights.
+    progress.step("checking the model");
+    let checked = crate::check_file(&cfg.file);
+    if checked.has_errors() {
+        let text = triton_compiler::diagnostics::render::render_all(
+            checked.diags().iter(),
+            &checked.program.sources,
+            triton_compiler::diagnostics::render::Style::Plain,
+        );
+        return Err(user(format!("{} has errors:\n{text}", cfg.file.display())));
+    }
+    let mut hasher = blake3::Hasher::new();
+    for (_, f) in checked.program.sources.files() {
+        hasher.update(f.name.as_bytes());
+        hasher.update(f.text.as_bytes());
+    }
+    let source_blake3 = hasher.finalize().to_hex().to_string();
+    let model = pick_model(&cfg.file, checked.models, cfg.model.as_deref()).map_err(user)?;
+    let choice = resolve_weights(&cfg.file, cfg.weights.as_deref(), cfg.fp32_weights.as_deref());
+    let mut infos = Vec::new();
+    let mut values = Vec::new();
+    for side in Side::BOTH {
+        let (path, note) = match side {
+            Side::Fp32 => (choice.fp32.clone(), choice.fp32_note.clone()),
+            Side::Ternary => (choice.ternary.clone(), None),
+        };
+        let meta = path.as_deref().map(metadata).transpose()?.unwrap_or_default();
+        let normalize = meta.get("normalize").and_then(|n| Normalize::from_name(n)).unwrap_or(Normalize::Unit);
+        values.push(read_weights(path.as_deref(), model.params(), cfg.seed).map_err(user)?);
+        infos.push(WeightsInfo {
+            side,
+            path: path.as_ref().map(|p| p.display().to_string()),
+            trained_precision: meta.get("precision").cloned(),
+            normalize: normalize.name().into(),
+            note,
+        });
+    }
+    let options = |side: Side, opt: OptLevel| Options {
+        opt,
+        precision: side.precision(),
+        weights: match side {
+            Side::Fp32 => choice.fp32.clone(),
+            Side::Ternary => choice.ternary.clone(),
+        },
+        seed: cfg.seed,
+        threads: 0,
+        int8_activations: true,
+        model: cfg.model.clone(),
+    };
+
+    // Both sides compiled at the chosen level, uncached (the compile's memory is measured).
+    let mut compiled = Vec::new();
+    for side in Side::BOTH {
+        progress.step(&format!("compiling {} at {}", side.label(), cfg.opt.name()));
+        let phase = memory::Phase::start();
+        let build = crate::build_artifact(&cfg.file, &options(side, cfg.opt), &crate::Cache::disabled()).map_err(user)?;
+        compiled.push(Compiled { side, bytes: build.bytes, summary: build.summary, compile_peak: phase.finish() });
+    }
+    let load = |c: &Compiled, threads: usize| Model::from_artifact(c.bytes.as_ref(), threads).map_err(user);
+
+    // Accuracy.
+    let accuracy = accuracy(cfg, &model, &infos, &compiled, all_threads, progress)?;
+
+    // Memory while running at the largest batch.
+    let max_batch = cfg.batch_sizes.iter().copied().max().unwrap_or(1);
+    let mut memory_cases = Vec::new();
+    for c in &compiled {
+        progress.step(&format!("memory of {} at batch {max_batch}", c.side.label()));
+        let x = measure::inputs(&load(c, all_threads)?, max_batch);
+        let phase = memory::Phase::start();
+        let m = load(c, all_threads)?;
+        let views: Vec<_> = x.iter().map(|a| a.view()).collect();
+        for _ in 0..3 {
+            m.run(&views).map_err(user)?;
+        }
+        let inference = phase.finish();
+        memory_cases.push(MemoryCase {
+            side: c.side,
+            compile: c.compile_peak.clone(),
+            inference,
+            batch: max_batch,
+            arena_bytes: m.arena_bytes(),
+        });
+    }
+
+    // Latency per batch size, one thread and all.
+    let mut latency = Vec::new();
+    for c in &compiled {
+        for &threads in &thread_counts {
+            let m = load(c, threads)?;
+            for &batch in &cfg.batch_sizes {
+                progress.step(&format!("{} latency, batch {batch}, {threads} thread(s)", c.side.label()));
+                let stats = measure::time(&m, &measure::inputs(&m, batch), cfg.budget).map_err(user)?;
+                latency.push(LatencyCase {
+                    side: c.side,
+                    threads,
+                    batch,
+                    per_example_ms: stats.per_example_ms(batch),
+                    throughput: stats.throughput(batch),
+                    stats,
+                });
+            }
+        }
+    }
+
+    // Compile speed and runtime per level.
+    let scratch = tempfile::tempdir().map_err(|e| user(format!("cannot make a scratch folder: {e}")))?;
+    let mid_batch = cfg.batch_sizes.iter().copied().filter(|&b| b <= 32).max().unwrap_or(1);
+    let mut compile = Vec::new();
+    for side in Side::BOTH {
+        for level in levels {
+            progress.step(&format!("compile speed of {} at {}", side.label(), level.name()));
+            let times = measure::compile_times(&cfg.file, &options(side, level), scratch.path(), 3, 5).map_err(user)?;
+            let m = Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?;
+            let budget = cfg.budget.scaled(0.25);
+            let b1 = measure::time(&m, &measure::inputs(&m, 1), budget).map_err(user)?;
+            let bm = measure::time(&m, &measure::inputs(&m, mid_batch), budget).map_err(user)?;
+            let (cold, warm) = (measure::median_of(&times.cold_ms), measure::median_of(&times.warm_ms));
+            let lines = times.build.summary.lines;
+            compile.push(CompileCase {
+                side,
+                opt: level.name().into(),
+                lines,
+                cold_ms: cold,
+                warm_ms: warm,
+                cold_samples: times.cold_ms.len(),
+                warm_samples: times.warm_ms.len(),
+                ms_per_line: cold / lines.max(1) as f64,
+                cache_speedup: cold / warm.max(1e-9),
+                latency_b1_ms: b1.median_ms,
+                batch: mid_batch,
+                latency_batch_ms: bm.median_ms,
+            });
+        }
+    }
+
+    let stats = ModelStats::of(&model);
+    let (fp32c, tc) = (&compiled[0], &compiled[1]);
+    let size = Size {
+        parameters: stats.parameters,
+        ternary_weights: stats.ternary,
+        fp32_bytes: stats.fp32_bytes,
+        fp32_artifact_bytes: fp32c.summary.artifact_bytes,
+        ternary_artifact_bytes: tc.summary.artifact_bytes,
+        compression: stats.fp32_bytes as f64 / tc.summary.artifact_bytes.max(1) as f64,
+        code_bytes: tc.summary.code_bytes,
+        trit_bytes: tc.summary.trit_bytes,
+    };
+    let scaling = if cfg.scaling { Some(scaling::measure(cfg, scratch.path(), progress)?) } else { None };
+
+    let mut report = Report {
+        format: FORMAT,
+        model: model.name.clone(),
+        file: cfg.file.display().to_string(),
+        source_blake3,
+        unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        wall_seconds: 0.0,
+        machine: Machine::detect(),
+        settings: Settings {
+            opt: cfg.opt.name().into(),
+            batch_sizes: cfg.batch_sizes.clone(),
+            threads: all_threads,
+            warmup: cfg.budget.warmup,
+            iters: cfg.budget.iters,
+            max_seconds_per_case: cfg.budget.max.as_secs_f64(),
+            seed: cfg.seed,
+        },
+        weights: infos,
+        accuracy,
+        latency,
+        size,
+        memory: memory_cases,
+        compile,
+        scaling,
+        targets: Vec::new(),
+    };
+    report.targets = judge(&report, &targets::bounds(&cfg.targets));
+    report.wall_seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Each target's outcome on `report`.
+pub fn judge(report: &Report, bounds: &[(Target, f64)]) -> Vec<Outcome> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    bounds
+        .iter()
+        .map(|&(t, bound)| {
+            let measured = match t {
+                Target::AccuracyDrop => report.accuracy.delta_pp(),
+                Target::Compression => Some(report.size.compression),
+                Target::Speedup => report.speedup(1, 1),
+                Target::LatencyMs => report.latency_of(Side::Ternary, 1, 1).map(|c| c.stats.median_ms),
+                Target::CompileMs => report
+                    .compile
+                    .iter()
+                    .find(|c| c.side == Side::Ternary && c.opt == report.settings.opt)
+                    .map(|c| c.cold_ms),
+                Target::MemoryMib => report
+                    .memory
+                    .iter()
+                    .find(|m| m.side == Side::Ternary)
+                    .and_then(|m| m.inference.as_ref())
+                    .map(|p| mib(p.peak_bytes)),
+            };
+            Outcome::judge(t, bound, measured)
+        })
+        .collect()
+}
+
+/// Accuracy of both compiled sides on MNIST's test split, or why it is not applicable.
+fn accuracy(
+    cfg: &Config,
+    model: &CheckedModel,
+    infos: &[WeightsInfo],
+    compiled: &[Compiled],
+    threads: usize,
+    progress: &mut dyn Progress,
+) -> Result<Accuracy, BenchError> {
+    let na = |why: String| Accuracy {
+        dataset: None,
+        fp32: SideAccuracy::NotApplicable(why.clone()),
+        ternary: SideAccuracy::NotApplicable(why),
+    };
+    progress.step("loading the dataset");
+    let g = &model.graph;
+    let shape = match crate::train::input_shape(g, &data::Split { images: vec![], labels: vec![], rows: 28, cols: 28 })
+        .and_then(|s| crate::train::check_output(g).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            progress.step("accuracy: not applicable");
+            return Ok(na(format!("no dataset for this model (MNIST is the one Triton reads): {e}")));
+        }
+    };
+    let mnist = match data::find_mnist(cfg.data.as_deref()).map_err(|e| e.to_string()).and_then(|d| {
+        // An explicit --data that fails is an error; a default lookup that fails is n/a.
+        data::load_mnist(&d).map_err(|e| e.to_string())
+    }) {
+        Ok(m) => m,
+        Err(e) if cfg.data.is_some() => return Err(user(e)),
+        Err(e) => {
+            progress.step("accuracy: not applicable");
+            return Ok(na(e));
+        }
+    };
+    progress.step("accuracy on MNIST's test split");
+    let test = &mnist.test;
+    let mut sides = Vec::new();
+    for (c, info) in compiled.iter().zip(infos) {
+        if !info.trained() {
+            sides.push(SideAccuracy::NotApplicable(format!(
+                "seeded initialisation (seed {}): no trained weights; give --weights",
+                cfg.seed
+            )));
+            continue;
+        }
+        let m = Model::from_artifact(c.bytes.as_ref(), threads).map_err(user)?;
+        let norm = Normalize::from_name(&info.normalize).unwrap_or(Normalize::Unit);
+        let (mut labels, mut predicted) = (Vec::new(), Vec::new());
+        let order: Vec<usize> = (0..test.len()).collect();
+        for chunk in order.chunks(500) {
+            let (x, l) = data::batch(test, chunk, &shape, norm, 0, None);
+            let y = m.run(&[x.view()]).map_err(user)?.swap_remove(0);
+            let flat: Vec<f32> = y.iter().copied().collect();
+            predicted.extend(metrics::argmax_rows(&flat, CLASSES));
+            labels.extend(l);
+        }
+        sides.push(SideAccuracy::Measured(Classification::of(&labels, &predicted, CLASSES)));
+    }
+    let ternary = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
+    let fp32 = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
+    Ok(Accuracy {
+        dataset: Some(format!("MNIST test split ({} images) from {}", test.len(), mnist.dir.display())),
+        fp32,
+        ternary,
+    })
+}
+
+/// Seconds as a [`Duration`] for the budget (negative or NaN: zero).
+pub fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
+}
