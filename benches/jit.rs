@@ -2,6 +2,9 @@
 //!
 //! - `gemv`: the ternary GEMV of issue 4's target shape, m=4096 k=14336 n=1, one thread, int8
 //!   activations (the time includes quantizing the 14336 activations); GFLOPS = 2 m k / time.
+//!   Four ways: the runtime's wide kernel (the best the CPU has), each instruction set it has,
+//!   the Cranelift JIT kernel (128-bit), and a scalar reference (one i8 weight per trit, plain
+//!   loops the compiler may vectorize as it likes) that computes the same bits.
 //! - `mlp`: examples/mnist_mlp.tri at batch 1 and 1024, one thread: ternary (-O3, int8
 //!   activations, JIT kernels) against the FP32 baseline of the same model (`gemm` crate).
 //! - `cnn`: examples/mnist_cnn.tri (batch 1 and 64) and resnet18_cifar10.tri (batch 1), one
@@ -15,6 +18,7 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use triton::compiler::interp::{Precision, Weights};
 use triton::compiler::passes::OptLevel;
+use triton::runtime::wide::Isa;
 use triton::{Options, compile_model};
 
 mod common;
@@ -22,13 +26,34 @@ use common::input;
 
 fn gemv(c: &mut Criterion) {
     let (m, k) = (4096usize, 14336usize);
-    let model = common::gemv_model(m, k);
+    let mut model = common::gemv_model(m, k);
     let x = input(&[1, k]);
-    let x = [x.view()];
+    let xs = [x.view()];
     let mut group = c.benchmark_group("gemv");
     group.throughput(Throughput::Elements((2 * m * k) as u64));
     group.sample_size(30);
-    group.bench_function("ternary_i8_4096x14336", |b| b.iter(|| black_box(model.run(black_box(&x)).expect("runs"))));
+    let mut kernels =
+        vec![(model.wide_kernel().map_or("jit".to_string(), |i| format!("wide_{i:?}")), model.wide_kernel())];
+    if model.wide_kernel().is_some_and(|i| i > Isa::Avx2) {
+        kernels.push(("wide_Avx2".into(), Some(Isa::Avx2)));
+    }
+    if model.has_int8_jit_kernels() && model.wide_kernel().is_some() {
+        kernels.push(("jit".into(), None));
+    }
+    for (name, isa) in kernels {
+        model.set_wide_kernel(isa);
+        group.bench_function(format!("ternary_i8_4096x14336_{}", name.to_lowercase()), |b| {
+            b.iter(|| black_box(model.run(black_box(&xs)).expect("runs")))
+        });
+    }
+    // The scalar reference on the same trits: same bits as the kernels (checked here once).
+    let reference = common::ScalarGemv::of(&model, m, k);
+    let want = model.run(&xs).expect("runs").swap_remove(0);
+    let got = reference.run(x.as_slice().expect("contiguous"));
+    assert_eq!(want.as_slice().expect("contiguous"), &got[..], "scalar reference and kernels disagree");
+    group.bench_function("ternary_i8_4096x14336_scalar_reference", |b| {
+        b.iter(|| black_box(reference.run(black_box(x.as_slice().expect("contiguous")))))
+    });
     group.finish();
 }
 

@@ -200,7 +200,7 @@ enum Command {
         #[arg(long)]
         data: Option<String>,
         /// Batch sizes of the latency table.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,16,32,64,128")]
+        #[arg(long, value_delimiter = ',', default_value = "1,8,16,32,64,128", value_parser = parse_batch)]
         batch_sizes: Vec<usize>,
         /// Threads of the all-threads runs (default: every core); one thread is always measured.
         #[arg(long)]
@@ -212,7 +212,7 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         iters: usize,
         /// Time budget of one latency case, in seconds.
-        #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
+        #[arg(long, default_value_t = 1.0, value_parser = parse_non_negative)]
         max_seconds: f64,
         /// Optimization level of the main comparison (every level is in the compile table).
         #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 3)]
@@ -240,10 +240,10 @@ enum Command {
         #[arg(long)]
         baseline: Option<PathBuf>,
         /// Relative change (percent) beyond which a time, size or memory figure regresses.
-        #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+        #[arg(long, default_value_t = 10.0, value_parser = parse_non_negative)]
         threshold: f64,
         /// Accuracy fall (percentage points) beyond which accuracy regresses.
-        #[arg(long, default_value_t = 0.1, value_parser = parse_seconds)]
+        #[arg(long, default_value_t = 0.1, value_parser = parse_non_negative)]
         accuracy_threshold: f64,
         /// Exit with code 3 when a figure regressed against --baseline.
         #[arg(long, requires = "baseline")]
@@ -255,10 +255,53 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Internal: a memory measurement of `triton bench` in a process of its own; prints the
+    /// peak as JSON.
+    #[command(hide = true, name = "bench-probe")]
+    BenchProbe {
+        #[command(subcommand)]
+        what: ProbeCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProbeCmd {
+    /// Load an artifact and run it.
+    Run {
+        artifact: PathBuf,
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        threads: usize,
+        #[arg(long, default_value_t = 3)]
+        calls: usize,
+    },
+    /// Compile a model without the cache.
+    Compile {
+        file: PathBuf,
+        #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 2)]
+        opt: u8,
+        #[arg(long, value_enum, default_value_t = PrecisionArg::Ternary)]
+        precision: PrecisionArg,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+/// A batch size: an integer >= 1.
+fn parse_batch(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(b) if b >= 1 => Ok(b),
+        _ => Err(format!("expected a batch size (an integer >= 1), got `{s}`")),
+    }
 }
 
 /// A finite number >= 0.
-fn parse_seconds(s: &str) -> Result<f64, String> {
+fn parse_non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("expected a number >= 0, got `{s}`")),
@@ -423,6 +466,7 @@ fn run(cli: Cli) -> ExitCode {
                 seed,
                 scaling: !no_scaling,
                 targets,
+                probe: std::env::current_exe().ok().map(|exe| triton::bench::memory::Probe { exe }),
             };
             cmd::bench::run(&cmd::bench::Args {
                 config,
@@ -435,6 +479,31 @@ fn run(cli: Cli) -> ExitCode {
                 fail_on_regression,
                 fail_on_target,
             })
+        }
+        Command::BenchProbe { what } => {
+            let peak = match what {
+                ProbeCmd::Run { artifact, batch, threads, calls } => {
+                    triton::bench::memory::probe_run(&artifact, batch, threads, calls)
+                }
+                ProbeCmd::Compile { file, opt, precision, weights, seed, model } => {
+                    let opts = triton::Options {
+                        opt: OptLevel::from_number(opt).unwrap_or(OptLevel::O2),
+                        precision: precision.into(),
+                        weights,
+                        seed,
+                        model,
+                        ..Default::default()
+                    };
+                    triton::bench::memory::probe_compile(&file, &opts)
+                }
+            };
+            match peak.and_then(|p| serde_json::to_string(&p).map_err(|e| e.to_string())) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => cmd::common::user_error(e),
+            }
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
         Command::Run { file, input, weights, precision, opt, f32_activations, engine, out, seed, model } => {

@@ -28,3 +28,40 @@ pub fn gemv_model(m: usize, k: usize) -> triton::runtime::Model {
         .expect("compiles");
     triton::runtime::Model::from_parts(parts, 1).expect("maps")
 }
+
+/// The scalar reference of [`gemv_model`]'s product: one i8 weight per trit, plain loops.
+/// Computes `acc * (sx * alpha)` in the kernels' order, so its bits equal theirs.
+#[allow(dead_code, reason = "not every bench uses it")]
+pub struct ScalarGemv {
+    m: usize,
+    k: usize,
+    trits: Vec<i8>,
+    alpha: Vec<f32>,
+}
+
+#[allow(dead_code, reason = "not every bench uses it")]
+impl ScalarGemv {
+    /// The trits and channel scales of `model`'s one weight.
+    pub fn of(model: &triton::runtime::Model, m: usize, k: usize) -> ScalarGemv {
+        use triton::runtime::model::WeightData;
+        let w = &model.parts().weights[0];
+        let WeightData::Tq2 { packed, .. } = &w.data else { panic!("the GEMV weight is tq2-packed") };
+        assert_eq!((w.n, w.k), (m, k));
+        let trits = triton::runtime::pack::unpack_tq2(packed, m, k);
+        ScalarGemv { m, k, trits, alpha: w.alpha.clone().expect("a quantized weight has scales") }
+    }
+
+    /// `y = dequantize(quantize_i8(x) . w)` for one row `x` of `k` values.
+    pub fn run(&self, x: &[f32]) -> Vec<f32> {
+        use triton::runtime::ops;
+        let (sx, factor) = ops::absmax_scale(x);
+        let q: Vec<i8> = x.iter().map(|&v| ops::quantize(v, factor)).collect();
+        (0..self.m)
+            .map(|c| {
+                let row = &self.trits[c * self.k..(c + 1) * self.k];
+                let acc: i32 = row.iter().zip(&q).map(|(&w, &v)| i32::from(w) * i32::from(v)).sum();
+                acc as f32 * (sx * self.alpha[c])
+            })
+            .collect()
+    }
+}

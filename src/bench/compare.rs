@@ -47,8 +47,8 @@ impl Comparison {
 /// Reads a report written by `triton bench --json`.
 pub fn load(path: &Path) -> Result<Report, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read baseline `{}`: {e}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("baseline `{}` is not JSON: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("baseline `{}` is not JSON: {e}", path.display()))?;
     match value.get("format").and_then(serde_json::Value::as_u64) {
         Some(f) if f == u64::from(FORMAT) => {}
         Some(f) => {
@@ -59,7 +59,8 @@ pub fn load(path: &Path) -> Result<Report, String> {
         }
         None => return Err(format!("`{}` is not a `triton bench --json` report (no `format`)", path.display())),
     }
-    serde_json::from_value(value).map_err(|e| format!("baseline `{}` is not a triton bench report: {e}", path.display()))
+    serde_json::from_value(value)
+        .map_err(|e| format!("baseline `{}` is not a triton bench report: {e}", path.display()))
 }
 
 struct Builder {
@@ -130,12 +131,27 @@ pub fn compare(old: &Report, new: &Report, baseline: &str, threshold_pct: f64, a
             b.lower(format!("{what} warm compile ms"), o.warm_ms, n.warm_ms, MIN_MS);
         }
     }
-    b.lower("ternary artifact bytes".into(), old.size.ternary_artifact_bytes as f64, new.size.ternary_artifact_bytes as f64, 0.0);
-    b.lower("FP32 artifact bytes".into(), old.size.fp32_artifact_bytes as f64, new.size.fp32_artifact_bytes as f64, 0.0);
+    b.lower(
+        "ternary artifact bytes".into(),
+        old.size.ternary_artifact_bytes as f64,
+        new.size.ternary_artifact_bytes as f64,
+        0.0,
+    );
+    b.lower(
+        "FP32 artifact bytes".into(),
+        old.size.fp32_artifact_bytes as f64,
+        new.size.fp32_artifact_bytes as f64,
+        0.0,
+    );
     for n in &new.memory {
         let Some(o) = old.memory.iter().find(|o| o.side == n.side) else { continue };
         if let (Some(op), Some(np)) = (&o.inference, &n.inference) {
-            b.lower(format!("{} peak RSS running (bytes)", n.side.label()), op.peak_bytes as f64, np.peak_bytes as f64, 0.0);
+            b.lower(
+                format!("{} peak RSS running (bytes)", n.side.label()),
+                op.peak_bytes as f64,
+                np.peak_bytes as f64,
+                0.0,
+            );
         }
     }
     Comparison { baseline: baseline.into(), threshold_pct, accuracy_pp, warnings, changes: b.changes }

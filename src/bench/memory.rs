@@ -1,11 +1,21 @@
 //! Resident memory of this process, for the peak-RSS figures.
 //!
-//! Rules: Linux only (`/proc/self/status`; elsewhere every figure is `None`). A phase's peak is
-//! measured by resetting the kernel's high-water mark (`/proc/self/clear_refs`, value 5) before
-//! it and reading `VmHWM` after it; when the reset is refused the peak is the process's peak so
-//! far, and [`Phase::finish`] says so.
+//! Rules:
+//! - Linux only (`/proc/self/status`; elsewhere every figure is `None`). A phase's peak is
+//!   measured by resetting the kernel's high-water mark (`/proc/self/clear_refs`, value 5) before
+//!   it and reading `VmHWM` after it; when the reset is refused the peak is the process's peak so
+//!   far, and [`Phase::finish`] says so.
+//! - `triton bench` measures in a child process ([`Probe`]: the `triton` binary's hidden
+//!   `bench-probe` command), so a figure is what a process doing only that (compiling the model,
+//!   or loading its artifact and running it) needs, not the benchmark's own datasets and
+//!   buffers. Without a probe (the library called from Rust) phases are measured in-process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
+
+use crate::compile::Options;
 
 /// Peak resident memory of one phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +57,70 @@ impl Phase {
         let start = self.start_rss?;
         Some(Peak { peak_bytes: peak, added_bytes: peak.saturating_sub(start), exact: self.reset })
     }
+}
+
+/// The program measurements run in: a `triton` binary (`bench-probe` subcommand).
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub exe: PathBuf,
+}
+
+impl Probe {
+    /// Peak memory of a new process loading the artifact at `artifact` and running it `calls`
+    /// times at batch `batch` on `threads` threads.
+    pub fn run(&self, artifact: &Path, batch: usize, threads: usize, calls: usize) -> Result<Option<Peak>, String> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["bench-probe", "run"]).arg(artifact);
+        cmd.args(["--batch", &batch.to_string(), "--threads", &threads.to_string(), "--calls", &calls.to_string()]);
+        self.output(cmd)
+    }
+
+    /// Peak memory of a new process compiling `file` (no cache) with `opts`.
+    pub fn compile(&self, file: &Path, opts: &Options) -> Result<Option<Peak>, String> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["bench-probe", "compile"]).arg(file);
+        cmd.args(["-O", &opts.opt.name()[1..], "--precision", opts.precision.name(), "--seed", &opts.seed.to_string()]);
+        if let Some(w) = &opts.weights {
+            cmd.arg("--weights").arg(w);
+        }
+        if let Some(m) = &opts.model {
+            cmd.args(["--model", m]);
+        }
+        self.output(cmd)
+    }
+
+    fn output(&self, mut cmd: Command) -> Result<Option<Peak>, String> {
+        let out =
+            cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot start `{}`: {e}", self.exe.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "the memory probe failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        serde_json::from_str(text.trim()).map_err(|e| format!("the memory probe printed `{}`: {e}", text.trim()))
+    }
+}
+
+/// The probe's side of [`Probe::run`]: loads and runs, returns the peak (`None`: not Linux).
+pub fn probe_run(artifact: &Path, batch: usize, threads: usize, calls: usize) -> Result<Option<Peak>, String> {
+    let phase = Phase::start();
+    let model = triton_runtime::Model::load_with_threads(artifact, threads).map_err(|e| e.to_string())?;
+    let x = super::measure::inputs(&model, batch);
+    let views: Vec<_> = x.iter().map(|a| a.view()).collect();
+    for _ in 0..calls.max(1) {
+        model.run(&views).map_err(|e| e.to_string())?;
+    }
+    Ok(phase.finish())
+}
+
+/// The probe's side of [`Probe::compile`].
+pub fn probe_compile(file: &Path, opts: &Options) -> Result<Option<Peak>, String> {
+    let phase = Phase::start();
+    crate::build_artifact(file, opts, &crate::Cache::disabled()).map_err(|e| e.to_string())?;
+    Ok(phase.finish())
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub use targets::{Outcome, Target, TargetArg};
 /// Version of the JSON report's layout; a baseline of another version is refused.
 pub const FORMAT: u32 = 1;
 
+/// Calls at the largest batch size in the memory measurement.
+pub const RUN_CALLS: usize = 3;
+
 /// The two things compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +97,8 @@ pub struct Config {
     /// Add the scaling tables (MLP widths, the zoo beside the model).
     pub scaling: bool,
     pub targets: Vec<TargetArg>,
+    /// Where memory is measured: a child process (see [`memory`]), or this one when `None`.
+    pub probe: Option<memory::Probe>,
 }
 
 /// Measurement settings, as recorded in the report.
@@ -206,6 +211,8 @@ pub struct MemoryCase {
     pub batch: usize,
     /// Scratch buffers the runtime keeps between calls at `batch`.
     pub arena_bytes: usize,
+    /// Whether the peaks were measured in a process of their own (else in the benchmark's).
+    pub isolated: bool,
 }
 
 /// Compile speed and runtime latency of one -O level.
@@ -359,9 +366,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     let thread_counts: Vec<usize> = if all_threads == 1 { vec![1] } else { vec![1, all_threads] };
     let levels = [OptLevel::O0, OptLevel::O1, OptLevel::O2, OptLevel::O3];
     let scaling_steps = if cfg.scaling { scaling::steps(&cfg.file) } else { 0 };
-    progress.total(
-        7 + 2 * thread_counts.len() * cfg.batch_sizes.len() + 2 * levels.len() + scaling_steps,
-    );
+    progress.total(7 + 2 * thread_counts.len() * cfg.batch_sizes.len() + 2 * levels.len() + scaling_steps);
 
     // The model and its weights.
     progress.step("checking the model");
@@ -414,12 +419,18 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     };
 
     // Both sides compiled at the chosen level, uncached (the compile's memory is measured).
+    let scratch = tempfile::tempdir().map_err(|e| user(format!("cannot make a scratch folder: {e}")))?;
     let mut compiled = Vec::new();
     for side in Side::BOTH {
         progress.step(&format!("compiling {} at {}", side.label(), cfg.opt.name()));
+        let opts = options(side, cfg.opt);
         let phase = memory::Phase::start();
-        let build = crate::build_artifact(&cfg.file, &options(side, cfg.opt), &crate::Cache::disabled()).map_err(user)?;
-        compiled.push(Compiled { side, bytes: build.bytes, summary: build.summary, compile_peak: phase.finish() });
+        let build = crate::build_artifact(&cfg.file, &opts, &crate::Cache::disabled()).map_err(user)?;
+        let compile_peak = match &cfg.probe {
+            Some(p) => p.compile(&cfg.file, &opts).map_err(user)?,
+            None => phase.finish(),
+        };
+        compiled.push(Compiled { side, bytes: build.bytes, summary: build.summary, compile_peak });
     }
     let load = |c: &Compiled, threads: usize| Model::from_artifact(c.bytes.as_ref(), threads).map_err(user);
 
@@ -435,16 +446,22 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         let phase = memory::Phase::start();
         let m = load(c, all_threads)?;
         let views: Vec<_> = x.iter().map(|a| a.view()).collect();
-        for _ in 0..3 {
+        for _ in 0..RUN_CALLS {
             m.run(&views).map_err(user)?;
         }
-        let inference = phase.finish();
+        let mut inference = phase.finish();
+        if let Some(p) = &cfg.probe {
+            let path = scratch.path().join(format!("{}.tcm", c.side.label()));
+            std::fs::write(&path, &**c.bytes).map_err(|e| user(format!("cannot write `{}`: {e}", path.display())))?;
+            inference = p.run(&path, max_batch, all_threads, RUN_CALLS).map_err(user)?;
+        }
         memory_cases.push(MemoryCase {
             side: c.side,
             compile: c.compile_peak.clone(),
             inference,
             batch: max_batch,
             arena_bytes: m.arena_bytes(),
+            isolated: cfg.probe.is_some(),
         });
     }
 
@@ -469,7 +486,6 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     }
 
     // Compile speed and runtime per level.
-    let scratch = tempfile::tempdir().map_err(|e| user(format!("cannot make a scratch folder: {e}")))?;
     let mid_batch = cfg.batch_sizes.iter().copied().filter(|&b| b <= 32).max().unwrap_or(1);
     let mut compile = Vec::new();
     for side in Side::BOTH {

@@ -38,10 +38,8 @@ fn canvas(path: &Path, size: (u32, u32)) -> Result<DrawingArea<SVGBackend<'_>, S
 fn latency(r: &Report, path: &Path) -> Result<()> {
     let root = canvas(path, (900, 560))?;
     let batches = &r.settings.batch_sizes;
-    let (bmin, bmax) = (
-        batches.iter().copied().min().unwrap_or(1) as f64,
-        batches.iter().copied().max().unwrap_or(1) as f64,
-    );
+    let (bmin, bmax) =
+        (batches.iter().copied().min().unwrap_or(1) as f64, batches.iter().copied().max().unwrap_or(1) as f64);
     let lo = r.latency.iter().map(|c| c.stats.median_ms).fold(f64::INFINITY, f64::min);
     let hi = r.latency.iter().map(|c| c.stats.median_ms).fold(0.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
@@ -109,20 +107,27 @@ fn bars(path: &Path, title: &str, y_desc: &str, items: &[(String, f64, RGBColor)
         .draw()
         .map_err(err)?;
     chart
-        .draw_series(items.iter().enumerate().map(|(i, (_, v, c))| {
-            Rectangle::new([(i as f64 + 0.15, y_range.0), (i as f64 + 0.85, *v)], c.filled())
-        }))
+        .draw_series(
+            items.iter().enumerate().map(|(i, (_, v, c))| {
+                Rectangle::new([(i as f64 + 0.15, y_range.0), (i as f64 + 0.85, *v)], c.filled())
+            }),
+        )
         .map_err(err)?;
     let label = ("sans-serif", 15).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
     chart
-        .draw_series(items.iter().enumerate().map(|(i, (_, v, _))| {
-            Text::new(format!("{v:.2}"), (i as f64 + 0.5, *v), label.clone())
-        }))
+        .draw_series(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, (_, v, _))| Text::new(format!("{v:.2}"), (i as f64 + 0.5, *v), label.clone())),
+        )
         .map_err(err)?;
     let name = ("sans-serif", 15).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
     let below = y_range.0 - (y_range.1 - y_range.0) * 0.01;
     chart
-        .draw_series(items.iter().enumerate().map(|(i, (l, _, _))| Text::new(l.clone(), (i as f64 + 0.5, below), name.clone())))
+        .draw_series(
+            items.iter().enumerate().map(|(i, (l, _, _))| Text::new(l.clone(), (i as f64 + 0.5, below), name.clone())),
+        )
         .map_err(err)?;
     root.present().map_err(err)
 }
@@ -136,19 +141,14 @@ fn size(r: &Report, path: &Path) -> Result<()> {
         ("ternary artifact".to_string(), mib(z.ternary_artifact_bytes as f64), TERNARY),
     ];
     let top = items.iter().map(|i| i.1).fold(0.0, f64::max) * 1.15;
-    bars(
-        path,
-        &format!("{}: size ({:.1}x compression)", r.model, z.compression),
-        "MiB",
-        &items,
-        (0.0, top.max(1e-6)),
-    )
+    bars(path, &format!("{}: size ({:.1}x compression)", r.model, z.compression), "MiB", &items, (0.0, top.max(1e-6)))
 }
 
 /// Overall and per-class accuracy of both sides.
 fn accuracy(r: &Report, path: &Path) -> Result<bool> {
     let (Some(f), Some(t)) = (r.accuracy.fp32.measured(), r.accuracy.ternary.measured()) else { return Ok(false) };
-    let mut items = vec![("FP32".to_string(), 100.0 * f.accuracy, FP32), ("ternary".to_string(), 100.0 * t.accuracy, TERNARY)];
+    let mut items =
+        vec![("FP32".to_string(), 100.0 * f.accuracy, FP32), ("ternary".to_string(), 100.0 * t.accuracy, TERNARY)];
     for (a, b) in f.per_class.iter().zip(&t.per_class) {
         items.push((format!("{} F", a.class), 100.0 * a.recall, FP32));
         items.push((format!("{} T", b.class), 100.0 * b.recall, TERNARY));
@@ -166,9 +166,11 @@ fn accuracy(r: &Report, path: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Writes the charts into `dir` (made if missing); returns (title, file) of each drawn one and
-/// the charts skipped with the reason.
-pub fn write(r: &Report, dir: &Path) -> Result<(Vec<(String, PathBuf)>, Vec<String>)> {
+/// Charts drawn (title, file) and charts skipped (with the reason).
+pub type Written = (Vec<(String, PathBuf)>, Vec<String>);
+
+/// Writes the charts into `dir` (made if missing).
+pub fn write(r: &Report, dir: &Path) -> Result<Written> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot make `{}`: {e}", dir.display()))?;
     let mut drawn = Vec::new();
     let mut skipped = Vec::new();

@@ -121,7 +121,7 @@ fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -167,7 +167,8 @@ pub fn summary(r: &Report) -> Section {
     s.row(vec!["macro-F1".into(), macro_f1(&acc.fp32), macro_f1(&acc.ternary), f1_delta]);
     let max_b = r.settings.batch_sizes.iter().copied().max().unwrap_or(1);
     let mut lat = |threads: usize, batch: usize| {
-        let (Some(f), Some(t)) = (r.latency_of(Side::Fp32, threads, batch), r.latency_of(Side::Ternary, threads, batch))
+        let (Some(f), Some(t)) =
+            (r.latency_of(Side::Fp32, threads, batch), r.latency_of(Side::Ternary, threads, batch))
         else {
             return;
         };
@@ -222,7 +223,12 @@ pub fn summary(r: &Report) -> Section {
             format!("cache {} faster", times(t.cache_speedup)),
         ]);
     }
-    s.row(vec!["parameters".into(), count(z.parameters), count(z.parameters), format!("{} ternary", count(z.ternary_weights))]);
+    s.row(vec![
+        "parameters".into(),
+        count(z.parameters),
+        count(z.parameters),
+        format!("{} ternary", count(z.ternary_weights)),
+    ]);
     for w in &r.weights {
         let what = match (&w.path, &w.trained_precision) {
             (Some(p), Some(tp)) => format!("{p} (trained {tp})"),
@@ -251,7 +257,19 @@ pub fn per_class(r: &Report) -> Option<Section> {
     let (f, t) = (r.accuracy.fp32.measured()?, r.accuracy.ternary.measured()?);
     let mut s = Section::new(
         "Accuracy per class",
-        &["class", "support", "FP32 acc", "FP32 P", "FP32 R", "FP32 F1", "tern acc", "tern P", "tern R", "tern F1", "delta acc"],
+        &[
+            "class",
+            "support",
+            "FP32 acc",
+            "FP32 P",
+            "FP32 R",
+            "FP32 F1",
+            "tern acc",
+            "tern P",
+            "tern R",
+            "tern F1",
+            "delta acc",
+        ],
     );
     for (a, b) in f.per_class.iter().zip(&t.per_class) {
         s.row(vec![
@@ -305,11 +323,29 @@ pub fn confusion(r: &Report, side: Side) -> Option<Section> {
 pub fn latency(r: &Report) -> Section {
     let mut s = Section::new(
         "Latency per batch size",
-        &["side", "threads", "batch", "median", "mean ± 95% CI", "p95", "p99", "min", "max", "per image", "throughput", "n", "speed-up"],
+        &[
+            "side",
+            "threads",
+            "batch",
+            "median",
+            "mean ± 95% CI",
+            "p95",
+            "p99",
+            "min",
+            "max",
+            "per image",
+            "throughput",
+            "n",
+            "speed-up",
+        ],
     );
     for c in &r.latency {
         let l = &c.stats;
-        let speedup = if c.side == Side::Ternary { r.speedup(c.threads, c.batch).map_or("-".into(), times) } else { String::new() };
+        let speedup = if c.side == Side::Ternary {
+            r.speedup(c.threads, c.batch).map_or("-".into(), times)
+        } else {
+            String::new()
+        };
         s.row(vec![
             c.side.label().into(),
             c.threads.to_string(),
@@ -356,10 +392,8 @@ pub fn size(r: &Report) -> Section {
 
 /// Peak memory of compiling and running.
 pub fn memory(r: &Report) -> Section {
-    let mut s = Section::new(
-        "Memory",
-        &["side", "compile peak RSS", "compile added", "run peak RSS", "run added", "arena"],
-    );
+    let mut s =
+        Section::new("Memory", &["side", "compile peak RSS", "compile added", "run peak RSS", "run added", "arena"]);
     let peak = |p: &Option<super::Peak>, added: bool| {
         p.as_ref().map_or("n/a".into(), |p| bytes(if added { p.added_bytes } else { p.peak_bytes }))
     };
@@ -374,8 +408,11 @@ pub fn memory(r: &Report) -> Section {
         ]);
     }
     let batch = r.memory.first().map_or(1, |m| m.batch);
+    let isolated = r.memory.iter().all(|m| m.isolated);
     s.notes.push(format!(
-        "peak RSS of the whole process during the phase; 'added' is above the RSS when it began; running = loading the artifact and 3 calls at batch {batch}, all threads; arena = scratch buffers kept between calls"
+        "peak RSS of {} during the phase; 'added' is above the RSS when it began; running = loading the artifact and {} calls at batch {batch}, all threads; arena = scratch buffers kept between calls",
+        if isolated { "a process doing only that (the triton binary)" } else { "the benchmarking process" },
+        super::RUN_CALLS
     ));
     if r.memory.iter().flat_map(|m| [&m.compile, &m.inference]).flatten().any(|p| !p.exact) {
         s.notes.push("the kernel refused to reset the high-water mark: peaks may predate their phase".into());
@@ -417,7 +454,20 @@ fn scale_section(title: &str, rows: &[ScaleRow]) -> Section {
     let (fb, tb, sb) = (format!("FP32 b{batch}"), format!("ternary b{batch}"), format!("speed-up b{batch}"));
     let mut s = Section::new(
         title,
-        &["model", "params", "FP32 weights", "ternary artifact", "compression", "compile", "FP32 b1", "ternary b1", "speed-up b1", &fb, &tb, &sb],
+        &[
+            "model",
+            "params",
+            "FP32 weights",
+            "ternary artifact",
+            "compression",
+            "compile",
+            "FP32 b1",
+            "ternary b1",
+            "speed-up b1",
+            &fb,
+            &tb,
+            &sb,
+        ],
     );
     for r in rows {
         s.row(vec![
@@ -430,12 +480,13 @@ fn scale_section(title: &str, rows: &[ScaleRow]) -> Section {
             ms(r.fp32_b1_ms),
             ms(r.ternary_b1_ms),
             times(r.speedup_b1()),
-            ms(r.fp32_batch_ms),
-            ms(r.ternary_batch_ms),
-            times(r.speedup_batch()),
+            r.fp32_batch_ms.map_or("-".into(), ms),
+            r.ternary_batch_ms.map_or("-".into(), ms),
+            r.speedup_batch().map_or("-".into(), times),
         ]);
     }
     s.notes.push("seeded weights; cold ternary compile; median latency on one thread".into());
+    s.notes.extend(rows.iter().filter_map(|r| r.skipped.as_ref().map(|why| format!("{}: {why}", r.name))));
     s
 }
 
@@ -496,7 +547,9 @@ pub fn sections(r: &Report, cmp: Option<&Comparison>, confusion_matrices: bool) 
     out.push(compile(r));
     if let Some(sc) = &r.scaling {
         out.push(scale_section("Scaling: MLP width", &sc.mlp));
-        out.push(scale_section("Scaling: the zoo", &sc.zoo));
+        let mut zoo = scale_section("Scaling: the zoo", &sc.zoo);
+        zoo.notes.extend(sc.zoo_skipped.iter().map(|(name, why)| format!("{name} skipped: {why}")));
+        out.push(zoo);
     }
     out.push(targets(r));
     out.extend(cmp.map(comparison));

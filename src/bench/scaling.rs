@@ -3,10 +3,14 @@
 //! Rules:
 //! - Two tables: MNIST MLPs 784-W-W-10 for W in [`WIDTHS`] (two ternary hidden layers, an f32
 //!   head, like examples/mnist_mlp.tri), and every `.tri` model in the benchmarked model's
-//!   folder (the zoo, in name order).
+//!   folder (the zoo, in name order). A zoo file that does not check or compile is listed as
+//!   skipped with its error; it does not stop the benchmark.
 //! - Every row is measured the same way: seeded weights (size and speed do not depend on the
 //!   values), compiled at the run's -O level through a fresh cache, median latency on one thread
 //!   at batch 1 and [`BATCH`] within a quarter of the run's per-case budget.
+//! - The batch-[`BATCH`] case of a row is skipped, and the row says so, when a call at batch 1
+//!   times [`BATCH`] exceeds twice the per-case budget (EfficientNet-B0 at 224x224 by default):
+//!   a case always takes at least four calls, and the zoo must not dominate the run.
 
 use std::path::{Path, PathBuf};
 
@@ -35,8 +39,11 @@ pub struct Row {
     pub fp32_b1_ms: f64,
     pub ternary_b1_ms: f64,
     pub batch: usize,
-    pub fp32_batch_ms: f64,
-    pub ternary_batch_ms: f64,
+    /// `None`: skipped (see the module rules and `skipped`).
+    pub fp32_batch_ms: Option<f64>,
+    pub ternary_batch_ms: Option<f64>,
+    /// Why the batch case was skipped.
+    pub skipped: Option<String>,
 }
 
 impl Row {
@@ -44,8 +51,8 @@ impl Row {
         self.fp32_b1_ms / self.ternary_b1_ms
     }
 
-    pub fn speedup_batch(&self) -> f64 {
-        self.fp32_batch_ms / self.ternary_batch_ms
+    pub fn speedup_batch(&self) -> Option<f64> {
+        Some(self.fp32_batch_ms? / self.ternary_batch_ms?)
     }
 }
 
@@ -53,13 +60,18 @@ impl Row {
 pub struct Scaling {
     pub mlp: Vec<Row>,
     pub zoo: Vec<Row>,
+    /// Zoo files that could not be measured (name, why): a folder may hold unfinished models.
+    #[serde(default)]
+    pub zoo_skipped: Vec<(String, String)>,
 }
 
 /// The zoo: `.tri` files in the model's folder, sorted.
 pub fn zoo(file: &Path) -> Vec<PathBuf> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "tri")).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "tri")).collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
@@ -87,9 +99,9 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
     };
     let stats = ModelStats::of(model);
     let budget = cfg.budget.scaled(0.25);
-    let mut ms = Vec::new();
     let mut artifact = 0;
     let mut compile_ms = 0.0;
+    let mut models = Vec::new();
     for side in Side::BOTH {
         let opts = Options {
             opt: cfg.opt,
@@ -103,11 +115,22 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
             artifact = times.build.summary.artifact_bytes;
             compile_ms = measure::median_of(&times.cold_ms);
         }
-        let m = Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?;
-        for b in [1, BATCH] {
-            ms.push(measure::time(&m, &measure::inputs(&m, b), budget).map_err(user)?.median_ms);
-        }
+        models.push(Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?);
     }
+    let time =
+        |m: &Model, b: usize| measure::time(m, &measure::inputs(m, b), budget).map(|l| l.median_ms).map_err(user);
+    let b1 = [time(&models[0], 1)?, time(&models[1], 1)?];
+    let slowest = b1[0].max(b1[1]) * BATCH as f64 / 1e3;
+    let limit = 2.0 * cfg.budget.max.as_secs_f64();
+    let (batch_ms, skipped) = if slowest > limit {
+        let why = format!(
+            "batch {BATCH} skipped: a call would take about {slowest:.1} s (batch-1 time x {BATCH}), over twice the {:.1} s case budget; raise --max-seconds",
+            cfg.budget.max.as_secs_f64()
+        );
+        ([None, None], Some(why))
+    } else {
+        ([Some(time(&models[0], BATCH)?), Some(time(&models[1], BATCH)?)], None)
+    };
     Ok(Row {
         name,
         parameters: stats.parameters,
@@ -115,11 +138,12 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
         ternary_artifact_bytes: artifact,
         compression: stats.fp32_bytes as f64 / artifact.max(1) as f64,
         compile_ms,
-        fp32_b1_ms: ms[0],
-        fp32_batch_ms: ms[1],
-        ternary_b1_ms: ms[2],
-        ternary_batch_ms: ms[3],
+        fp32_b1_ms: b1[0],
+        ternary_b1_ms: b1[1],
         batch: BATCH,
+        fp32_batch_ms: batch_ms[0],
+        ternary_batch_ms: batch_ms[1],
+        skipped,
     })
 }
 
@@ -133,12 +157,16 @@ pub fn measure(cfg: &Config, scratch: &Path, progress: &mut dyn Progress) -> Res
         mlp.push(row(cfg, format!("MLP 784-{w}-{w}-10"), &path, scratch)?);
     }
     let mut zoo_rows = Vec::new();
+    let mut zoo_skipped = Vec::new();
     for file in zoo(&cfg.file) {
         let name = file.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
         progress.step(&format!("scaling: {name}"));
-        zoo_rows.push(row(cfg, name, &file, scratch)?);
+        match row(cfg, name.clone(), &file, scratch) {
+            Ok(r) => zoo_rows.push(r),
+            Err(e) => zoo_skipped.push((name, e.to_string())),
+        }
     }
-    Ok(Scaling { mlp, zoo: zoo_rows })
+    Ok(Scaling { mlp, zoo: zoo_rows, zoo_skipped })
 }
 
 #[cfg(test)]

@@ -156,7 +156,10 @@ fn may_write(path: &Path, kind: Kind) -> Result<(), String> {
     }
     let Ok(text) = std::fs::read_to_string(path) else {
         return match path.exists() {
-            true => Err(format!("refusing to overwrite `{}`: it is not a text file written by triton bench", path.display())),
+            true => Err(format!(
+                "refusing to overwrite `{}`: it is not a text file written by triton bench",
+                path.display()
+            )),
             false => Ok(()),
         };
     };
@@ -183,5 +186,7 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 
 /// `p` relative to `base` when it lies under it (links in the Markdown report).
 fn relative(p: &Path, base: &Path) -> PathBuf {
-    p.strip_prefix(base).map(Path::to_path_buf).unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+    p.strip_prefix(base)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
 }
