@@ -268,7 +268,17 @@ fn entry_files(root: &Path) -> Result<Vec<(PathBuf, u64)>, String> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp-");
+    // A new file gets the usual mode (0666 less the umask), a replaced one keeps its own;
+    // tempfile's default (0600) would hide a user's report or artifact from other users.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path).map_or(0o666, |m| m.permissions().mode() & 0o7777);
+        builder.permissions(fs::Permissions::from_mode(mode));
+    }
+    let mut tmp = builder.tempfile_in(dir)?;
     // No fsync: a crash may leave a torn entry, which its checksum catches (then rebuilt).
     tmp.write_all(bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -355,6 +365,27 @@ pub fn verify_sealed(entry: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn a_replaced_file_keeps_its_mode_and_a_new_one_is_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kept = dir.path().join("kept");
+        fs::write(&kept, b"old").expect("write");
+        fs::set_permissions(&kept, fs::Permissions::from_mode(0o640)).expect("chmod");
+        write_atomic(&kept, b"new").expect("replaced");
+        assert_eq!(fs::read(&kept).expect("read"), b"new");
+        assert_eq!(fs::metadata(&kept).expect("meta").permissions().mode() & 0o777, 0o640);
+        // New: 0666 less the umask, never tempfile's 0600 unless the umask says so. The
+        // umask is read back from a file made the ordinary way.
+        let plain = dir.path().join("plain");
+        fs::write(&plain, b"x").expect("write");
+        let fresh = dir.path().join("fresh");
+        write_atomic(&fresh, b"x").expect("written");
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), mode(&plain));
+    }
 
     #[test]
     fn large_files_are_mapped_small_ones_read_and_both_compare_byte_for_byte() {

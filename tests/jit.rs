@@ -157,7 +157,9 @@ proptest! {
             let opt = passes::optimize(&g, &popts).expect("valid");
             let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
             prop_assert_eq!(parts.kernels.len(), 1, "one add/subtract kernel");
-            let model = triton::runtime::Model::from_parts(parts, threads).expect("maps");
+            let mut model = triton::runtime::Model::from_parts(parts, threads).expect("maps");
+            // Split every product over the threads, however small (the split paths under test).
+            model.set_parallel_threshold(0);
             let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
@@ -260,6 +262,7 @@ param 1 \"w2\": trit[{n2}, {n1}] weight quant=absmean init=kaiming\n\
         prop_assert_eq!((fused, quantize_steps), (1, 1), "{:?}", parts.steps);
         for threads in [1, 2] {
             let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
+            model.set_parallel_threshold(0);
             for isa in [Some(Isa::Avx512Vnni), Some(Isa::Avx2), None] {
                 model.set_wide_kernel(isa);
                 let y = model.run(&[x.view()]).expect("runs").remove(0);
@@ -407,6 +410,7 @@ proptest! {
             for (threads, wide) in [(1, Some(Isa::Avx512Vnni)), (2, Some(Isa::Avx512Vnni)), (1, Some(Isa::Avx2)), (1, None)] {
                 let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
                 model.set_wide_kernel(wide);
+                model.set_parallel_threshold(0);
                 let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
                 prop_assert_eq!(&y, &r, "c {} o {} hw {} k {} stride {} pad {} groups {} {:?} threads {} wide {:?}", c, o, hw, k, stride, pad, groups, level, threads, model.wide_kernel());
             }

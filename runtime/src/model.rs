@@ -488,6 +488,8 @@ pub struct Model {
     arenas: Mutex<Vec<Arena>>,
     /// Int8 products run on the AVX2 kernel ([`crate::wide`]).
     wide: Option<crate::wide::Isa>,
+    /// Work (multiply-adds) from which a step may split over the pool.
+    parallel_min: usize,
 }
 
 /// Reusable buffers of one call: values that die go back here and the next step that needs a
@@ -604,7 +606,14 @@ impl Model {
             1 => None,
             n => rayon::ThreadPoolBuilder::new().num_threads(n).build().ok(),
         };
-        Ok(Model { parts, code, pool, arenas: Mutex::new(Vec::new()), wide: crate::wide::best() })
+        Ok(Model {
+            parts,
+            code,
+            pool,
+            arenas: Mutex::new(Vec::new()),
+            wide: crate::wide::best(),
+            parallel_min: crate::sgemm::PARALLEL_MIN_MACS,
+        })
     }
 
     /// Which kernel runs int8 x ternary products: the hand-written wide kernel
@@ -620,6 +629,18 @@ impl Model {
             None if !self.has_int8_jit_kernels() => best,
             _ => isa.and_then(|want| best.map(|has| want.min(has))),
         };
+    }
+
+    /// Sets the work (multiply-adds) from which a product splits over the model's threads
+    /// (default [`crate::sgemm::PARALLEL_MIN_MACS`]); 0 splits every product, so tests can reach
+    /// the split paths on small models. Results are the same either way.
+    pub fn set_parallel_threshold(&mut self, macs: usize) {
+        self.parallel_min = macs;
+    }
+
+    /// The model's pool, when it has more than one thread and `work` reaches the threshold.
+    fn pool_for(&self, work: usize) -> Option<&rayon::ThreadPool> {
+        self.pool.as_ref().filter(|p| work >= self.parallel_min && p.current_num_threads() > 1)
     }
 
     /// Whether every int8 product has its JIT kernel.
@@ -710,10 +731,10 @@ impl Model {
         let batch = self.batch_of(inputs)?;
         let lock = || self.arenas.lock().unwrap_or_else(|e| e.into_inner());
         let mut arena = lock().pop().unwrap_or_default();
-        let result = match &self.pool {
-            Some(pool) => pool.install(|| self.run_steps(inputs, batch, &mut arena)),
-            None => self.run_steps(inputs, batch, &mut arena),
-        };
+        // Steps run on the calling thread; only products and passes big enough to gain from a
+        // second core enter the pool (`Model::sgemm`, `call_tq2`, `quantize_rows`): entering it
+        // wakes a worker and the caller, which cost more than a small model's whole run.
+        let result = self.run_steps(inputs, batch, &mut arena);
         lock().push(arena);
         result
     }
@@ -747,7 +768,7 @@ impl Model {
         for (si, step) in p.steps.iter().enumerate() {
             let (out, v) = match *step {
                 Step::Quantize { x, out, fixed } if borrowed.get(x) == Some(&true) => {
-                    (out, Val::Q(quantize_rows(inputs[x].view(), fixed, arena, self.pool.is_some())))
+                    (out, Val::Q(quantize_rows(inputs[x].view(), fixed, arena, |n| self.pool_for(n * QUANTIZE_WORK))))
                 }
                 _ => {
                     copy_inputs(&mut vals, &mut borrowed, arena)?;
@@ -809,9 +830,12 @@ impl Model {
             Ok(Val::F32(ArrayD::from_shape_vec(IxDyn(shape), buf).map_err(|e| internal(si, e.to_string()))?))
         };
         Ok(match step {
-            Step::Quantize { x, out, fixed } => {
-                (*out, Val::Q(quantize_rows(f32v(Src::Value(*x))?.view(), *fixed, arena, self.pool.is_some())))
-            }
+            Step::Quantize { x, out, fixed } => (
+                *out,
+                Val::Q(quantize_rows(f32v(Src::Value(*x))?.view(), *fixed, arena, |n| {
+                    self.pool_for(n * QUANTIZE_WORK)
+                })),
+            ),
             Step::Dequantize { x, out } => match &vals[*x] {
                 Some(Val::Q(q)) => (*out, pooled(&q.shape, &mut |o| dequantize_into(q, o))?),
                 _ => return Err(internal(si, "dequantize of a value that is not quantized")),
@@ -826,7 +850,7 @@ impl Model {
                 // Fused requantization that the product's path did not do itself.
                 let y = match (y, epilogue.quantize) {
                     (Val::F32(a), Some(rq)) => {
-                        let q = quantize_rows(a.view(), rq.fixed, arena, self.pool.is_some());
+                        let q = quantize_rows(a.view(), rq.fixed, arena, |n| self.pool_for(n * QUANTIZE_WORK));
                         arena.recycle(Val::F32(a));
                         Val::Q(q)
                     }
@@ -1036,23 +1060,49 @@ impl Model {
             }
             None => run(r0, r1, 0, tiles),
         };
-        let threads = if self.pool.is_some() { rayon::current_num_threads() } else { 1 };
-        if rows == 1 && threads > 1 && tiles >= 2 * threads {
-            let per = tiles.div_ceil(threads);
-            (0..threads).into_par_iter().for_each(|i| run(0, 1, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
-            if let Some(after) = after {
-                after(0, 1);
+        let split = |threads: usize| {
+            if rows == 1 && tiles >= 2 * threads {
+                let per = tiles.div_ceil(threads);
+                (0..threads).into_par_iter().for_each(|i| run(0, 1, (i * per).min(tiles), ((i + 1) * per).min(tiles)));
+                if let Some(after) = after {
+                    after(0, 1);
+                }
+            } else if rows > 1 {
+                // Chunks of whole row groups (the kernels take 2 or 8 rows per pass).
+                let chunk = rows.div_ceil(4 * threads).next_multiple_of(8);
+                (0..rows.div_ceil(chunk))
+                    .into_par_iter()
+                    .for_each(|c| rows_then_after(c * chunk, ((c + 1) * chunk).min(rows)));
+            } else {
+                rows_then_after(0, rows);
             }
-        } else if threads > 1 && rows > 1 {
-            // Chunks of whole row groups (the kernels take 2 or 8 rows per pass).
-            let chunk = rows.div_ceil(4 * threads).next_multiple_of(8);
-            (0..rows.div_ceil(chunk))
-                .into_par_iter()
-                .for_each(|c| rows_then_after(c * chunk, ((c + 1) * chunk).min(rows)));
-        } else {
-            rows_then_after(0, rows);
+        };
+        // A small product stays on this thread (see `sgemm::PARALLEL_MIN_MACS`, counted in f32
+        // multiply-adds). An int8 multiply-add costs about a quarter of one (4 per lane of a
+        // dot-product instruction), as does an f32 activation's add of a trit: a row of
+        // `x_row_bytes` counts as `x_row_bytes / 4`. Measured on the MNIST MLP with 2 threads:
+        // splitting its int8 784x256 layer at batch 64 and 128 (13M and 26M int8 multiply-adds)
+        // made the model 1.6-1.7x slower than one thread.
+        match self.pool_for(rows * n * x_row_bytes / 4) {
+            Some(pool) => pool.install(|| split(rayon::current_num_threads())),
+            None => rows_then_after(0, rows),
         }
         Ok(())
+    }
+
+    /// `out = x . w` on the f32 GEMM: in the model's pool when it has one and the product is
+    /// big enough to gain from it (`sgemm::PARALLEL_MIN_MACS`), else on this thread.
+    fn sgemm(
+        &self,
+        x: &ndarray::ArrayView2<'_, f32>,
+        w: &ndarray::ArrayView2<'_, f32>,
+        out: &mut ndarray::ArrayViewMut2<'_, f32>,
+    ) {
+        let ((m, k), n) = (x.dim(), w.dim().1);
+        match self.pool_for(m * n * k) {
+            Some(pool) => pool.install(|| sgemm(x, w, out, true)),
+            None => sgemm(x, w, out, false),
+        }
     }
 
     /// A convolution: per sample and group, im2col rows of the input, the product on the
@@ -1199,7 +1249,7 @@ impl Model {
                                 }
                             }
                         } else {
-                            sgemm(&xm, &wg, &mut acc, self.pool.is_some());
+                            self.sgemm(&xm, &wg, &mut acc);
                         }
                         if let Some(alpha) = &w.alpha {
                             let is_q = matches!(x, Val::Q(_));
@@ -1344,7 +1394,7 @@ impl Model {
             WeightData::Dense { w_t } => {
                 let x = Array2::from_shape_fn((rows, w.k), |(r, c)| q.data[r * q.k_pad + c] as f32);
                 let mut acc = Array2::zeros((rows, n));
-                sgemm(&x.view(), &w_t.view(), &mut acc.view_mut(), self.pool.is_some());
+                self.sgemm(&x.view(), &w_t.view(), &mut acc.view_mut());
                 for (r, (o, a)) in out.chunks_mut(n).zip(acc.outer_iter()).enumerate() {
                     let sx = q.row_scale[r];
                     for c in 0..n {
@@ -1387,7 +1437,7 @@ impl Model {
             (Some(w_t), _) => {
                 let mut acc = ndarray::ArrayViewMut2::from_shape((rows, w.n), &mut out[..])
                     .map_err(|e| internal(si, e.to_string()))?;
-                sgemm(&x2, &w_t.view(), &mut acc, self.pool.is_some());
+                self.sgemm(&x2, &w_t.view(), &mut acc);
                 if let Some(alpha) = &w.alpha {
                     for mut row in acc.outer_iter_mut() {
                         row.zip_mut_with(&ndarray::ArrayView1::from(alpha.as_slice()), |v, a| *v *= a);
@@ -1550,7 +1600,18 @@ fn finish(
 }
 
 /// Quantizes per sample (dimension 0; per tensor below rank 2) into rows of the last axis.
-fn quantize_rows(x: ArrayViewD<'_, f32>, fixed: Option<f32>, arena: &mut Arena, parallel: bool) -> QTensor {
+/// What quantizing one value weighs against an f32 multiply-add when deciding to split
+/// (`Model::pool_for`): a pass over memory, so 512k values reach the default threshold.
+/// (Splitting the MNIST MLP's 100k-value batch-128 input made it slower, measured.)
+const QUANTIZE_WORK: usize = 16;
+
+/// `pool(values)`: the pool to split over, if the batch is worth it.
+fn quantize_rows<'p>(
+    x: ArrayViewD<'_, f32>,
+    fixed: Option<f32>,
+    arena: &mut Arena,
+    pool: impl FnOnce(usize) -> Option<&'p rayon::ThreadPool>,
+) -> QTensor {
     let shape = x.shape().to_vec();
     let k = shape.last().copied().unwrap_or(1).max(1);
     let k_pad = pack::padded_k(k);
@@ -1567,11 +1628,14 @@ fn quantize_rows(x: ArrayViewD<'_, f32>, fixed: Option<f32>, arena: &mut Arena, 
     // One sample: its values, then its rows' codes, scales and sums.
     type Sample<'a> = (((&'a [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [i32]);
     let one = |(((sample, data), scales), sums): Sample<'_>| quantize_sample(sample, k, fixed, data, scales, sums);
-    if parallel && samples > 1 {
-        (all.par_chunks(per_sample).zip(data.par_chunks_mut(sample_rows * k_pad)))
-            .zip(row_scale.par_chunks_mut(sample_rows))
-            .zip(row_sum.par_chunks_mut(sample_rows))
-            .for_each(one);
+    // Quantizing is a pass over memory: only large batches are worth a second thread.
+    if let Some(pool) = pool(all.len()).filter(|_| samples > 1) {
+        pool.install(|| {
+            (all.par_chunks(per_sample).zip(data.par_chunks_mut(sample_rows * k_pad)))
+                .zip(row_scale.par_chunks_mut(sample_rows))
+                .zip(row_sum.par_chunks_mut(sample_rows))
+                .for_each(one)
+        });
     } else {
         (all.chunks(per_sample).zip(data.chunks_mut(sample_rows * k_pad)))
             .zip(row_scale.chunks_mut(sample_rows))

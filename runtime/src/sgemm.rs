@@ -7,12 +7,21 @@
 //!   (AVX2/FMA micro-kernels chosen at run time, no packing of the weight for a single row, so
 //!   batch-1 products are GEMVs that read each weight once). matrixmultiply, which ndarray uses,
 //!   packs the weight on every call: 7x slower on a 784x256 layer at one row, measured.
-//! - Threads: inside a model's rayon pool (`threads != 1`) the product may split over the pool's
-//!   threads; on the calling thread only (`threads == 1`) it never spawns.
+//! - Threads: inside a model's rayon pool (`threads != 1`) a product of at least
+//!   [`PARALLEL_MIN_MACS`] multiply-adds may split over the pool's threads; a smaller one, or any
+//!   on the calling thread only (`threads == 1`), never spawns.
 //! - Float sums are in the GEMM's own order: the result differs from the interpreter's f64
 //!   accumulation by rounding only.
 
 use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// Multiply-adds below which a product runs on one thread even inside a pool: entering the pool
+/// wakes a worker and then the caller, 20-40 us on the 2-vCPU VM this was measured on, more
+/// than the second core saves. Measured with `triton bench` on the MNIST MLP, 2 threads against
+/// one: below about 8M multiply-adds (its 784x256 layer up to batch 32) both the FP32 GEMM and
+/// the ternary kernel were slower split (1.5-2x at batch 16 with a 2M threshold); at 13M
+/// (batch 64) they broke even, at 26M (batch 128) splitting saved 10-25%.
+pub const PARALLEL_MIN_MACS: usize = 1 << 23;
 
 /// `out = x . w` (`[m, k] x [k, n] -> [m, n]`), overwriting `out`.
 ///
@@ -28,7 +37,7 @@ pub fn sgemm(x: &ArrayView2<'_, f32>, w: &ArrayView2<'_, f32>, out: &mut ArrayVi
         out.fill(0.0);
         return;
     }
-    let parallelism = if parallel && rayon::current_num_threads() > 1 {
+    let parallelism = if parallel && rayon::current_num_threads() > 1 && m * n * k >= PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None

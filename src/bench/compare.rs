@@ -144,10 +144,10 @@ pub fn compare(old: &Report, new: &Report, baseline: &str, threshold_pct: f64, a
         0.0,
     );
     for n in &new.memory {
-        let Some(o) = old.memory.iter().find(|o| o.side == n.side) else { continue };
+        let Some(o) = old.memory.iter().find(|o| o.side == n.side && o.batch == n.batch) else { continue };
         if let (Some(op), Some(np)) = (&o.inference, &n.inference) {
             b.lower(
-                format!("{} peak RSS running (bytes)", n.side.label()),
+                format!("{} peak RSS running b{} (bytes)", n.side.label(), n.batch),
                 op.peak_bytes as f64,
                 np.peak_bytes as f64,
                 0.0,

@@ -4,6 +4,7 @@
 //! - A case runs `warmup` calls (at most a quarter of its time budget, at least one), then
 //!   `iters` timed calls, stopping early once the budget is spent but never below
 //!   [`MIN_SAMPLES`] timed calls. Reports say how many samples each figure has.
+//! - FP32 and ternary are timed as a pair ([`time_pair`]): their calls alternate.
 //! - Inputs are deterministic values in [-1, 1), the same for FP32 and ternary.
 //! - Compiles go through [`build_artifact`], as `triton compile` does; cold compiles use a fresh,
 //!   empty cache folder each time and warm ones a folder already holding the model, both without
@@ -76,6 +77,43 @@ pub fn time(model: &Model, inputs: &[ArrayD<f32>], budget: Budget) -> Result<Lat
         }
     }
     Latency::of(&samples).ok_or_else(|| "no samples".to_string())
+}
+
+/// Times two models (FP32 and ternary) at batch `batch` with their calls alternating: warm-up
+/// of both, then one timed call of each in turn, until each has `budget.iters` samples or
+/// `budget.max` of its own time (never below [`MIN_SAMPLES`]). Slow drifts of the machine
+/// (frequency, neighbours) then fall on both alike.
+pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[Latency; 2], String> {
+    let inputs = [inputs(&models[0], batch), inputs(&models[1], batch)];
+    let views: Vec<Vec<_>> = inputs.iter().map(|x| x.iter().map(|a| a.view()).collect()).collect();
+    let call = |i: usize| models[i].run(&views[i]).map(std::hint::black_box).map_err(|e| e.to_string());
+    let start = Instant::now();
+    for _ in 0..budget.warmup.max(1) {
+        call(0)?;
+        call(1)?;
+        if start.elapsed() * 4 >= budget.max * 2 {
+            break;
+        }
+    }
+    let mut samples = [Vec::new(), Vec::new()];
+    let mut spent = [Duration::ZERO; 2];
+    while samples[0].len() < budget.iters.max(MIN_SAMPLES) {
+        for i in 0..2 {
+            let t = Instant::now();
+            call(i)?;
+            let e = t.elapsed();
+            spent[i] += e;
+            samples[i].push(e.as_secs_f64());
+        }
+        if samples[0].len() >= MIN_SAMPLES && spent[0].max(spent[1]) >= budget.max {
+            break;
+        }
+    }
+    let [a, b] = samples;
+    match (Latency::of(&a), Latency::of(&b)) {
+        (Some(a), Some(b)) => Ok([a, b]),
+        _ => Err("no samples".to_string()),
+    }
 }
 
 /// Cold and warm compile times of one configuration, in milliseconds.

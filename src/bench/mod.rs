@@ -11,8 +11,10 @@
 //! - Weights ([`resolve_weights`]): `--weights`, else `<stem>.safetensors` beside the model;
 //!   the FP32 side prefers FP32-trained weights (`--fp32-weights`, else
 //!   `<stem>.fp32.safetensors`), else runs the ternary side's latent weights and says so.
-//! - Latency cases are timed within a budget ([`measure`]); the report records every sample
-//!   count. Timing never enters tests: tests check the report's structure and invariants.
+//! - Latency cases are timed within a budget ([`measure`]), FP32 and ternary calls alternating
+//!   so both sides see the same machine state (ratios are what a noisy machine measures
+//!   best); the report records every sample count. Timing never enters tests: tests check the
+//!   report's structure and invariants.
 //! - The report ([`Report`]) is the single source of every output: the terminal table, the
 //!   Markdown report, the plots, the JSON and the comparison with a baseline.
 
@@ -204,7 +206,7 @@ pub struct Size {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryCase {
     pub side: Side,
-    /// Compiling the model (no cache).
+    /// Compiling the model (no cache); the same in every case of a side.
     pub compile: Option<Peak>,
     /// Loading the artifact and running it at `batch`, all threads.
     pub inference: Option<Peak>,
@@ -366,7 +368,9 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     let thread_counts: Vec<usize> = if all_threads == 1 { vec![1] } else { vec![1, all_threads] };
     let levels = [OptLevel::O0, OptLevel::O1, OptLevel::O2, OptLevel::O3];
     let scaling_steps = if cfg.scaling { scaling::steps(&cfg.file) } else { 0 };
-    progress.total(7 + 2 * thread_counts.len() * cfg.batch_sizes.len() + 2 * levels.len() + scaling_steps);
+    let memory_steps = if cfg.batch_sizes.iter().any(|&b| b > 1) { 2 } else { 1 };
+    progress
+        .total(5 + 2 * memory_steps + thread_counts.len() * cfg.batch_sizes.len() + 2 * levels.len() + scaling_steps);
 
     // The model and its weights.
     progress.step("checking the model");
@@ -437,42 +441,48 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     // Accuracy.
     let accuracy = accuracy(cfg, &model, &infos, &compiled, all_threads, progress)?;
 
-    // Memory while running at the largest batch.
+    // Memory while running at batch 1 (the model's own footprint) and at the largest batch.
     let max_batch = cfg.batch_sizes.iter().copied().max().unwrap_or(1);
+    let mut memory_batches = vec![1, max_batch];
+    memory_batches.dedup();
     let mut memory_cases = Vec::new();
     for c in &compiled {
-        progress.step(&format!("memory of {} at batch {max_batch}", c.side.label()));
-        let x = measure::inputs(&load(c, all_threads)?, max_batch);
-        let phase = memory::Phase::start();
-        let m = load(c, all_threads)?;
-        let views: Vec<_> = x.iter().map(|a| a.view()).collect();
-        for _ in 0..RUN_CALLS {
-            m.run(&views).map_err(user)?;
-        }
-        let mut inference = phase.finish();
-        if let Some(p) = &cfg.probe {
-            let path = scratch.path().join(format!("{}.tcm", c.side.label()));
+        let path = scratch.path().join(format!("{}.tcm", c.side.label()));
+        if cfg.probe.is_some() {
             std::fs::write(&path, &**c.bytes).map_err(|e| user(format!("cannot write `{}`: {e}", path.display())))?;
-            inference = p.run(&path, max_batch, all_threads, RUN_CALLS).map_err(user)?;
         }
-        memory_cases.push(MemoryCase {
-            side: c.side,
-            compile: c.compile_peak.clone(),
-            inference,
-            batch: max_batch,
-            arena_bytes: m.arena_bytes(),
-            isolated: cfg.probe.is_some(),
-        });
+        for &batch in &memory_batches {
+            progress.step(&format!("memory of {} at batch {batch}", c.side.label()));
+            let x = measure::inputs(&load(c, all_threads)?, batch);
+            let phase = memory::Phase::start();
+            let m = load(c, all_threads)?;
+            let views: Vec<_> = x.iter().map(|a| a.view()).collect();
+            for _ in 0..RUN_CALLS {
+                m.run(&views).map_err(user)?;
+            }
+            let mut inference = phase.finish();
+            if let Some(p) = &cfg.probe {
+                inference = p.run(&path, batch, all_threads, RUN_CALLS).map_err(user)?;
+            }
+            memory_cases.push(MemoryCase {
+                side: c.side,
+                compile: c.compile_peak.clone(),
+                inference,
+                batch,
+                arena_bytes: m.arena_bytes(),
+                isolated: cfg.probe.is_some(),
+            });
+        }
     }
 
-    // Latency per batch size, one thread and all.
+    // Latency per batch size, one thread and all; FP32 and ternary calls alternate.
     let mut latency = Vec::new();
-    for c in &compiled {
-        for &threads in &thread_counts {
-            let m = load(c, threads)?;
-            for &batch in &cfg.batch_sizes {
-                progress.step(&format!("{} latency, batch {batch}, {threads} thread(s)", c.side.label()));
-                let stats = measure::time(&m, &measure::inputs(&m, batch), cfg.budget).map_err(user)?;
+    for &threads in &thread_counts {
+        let models = [load(&compiled[0], threads)?, load(&compiled[1], threads)?];
+        for &batch in &cfg.batch_sizes {
+            progress.step(&format!("latency at batch {batch}, {threads} thread(s)"));
+            let pair = measure::time_pair(&models, batch, cfg.budget).map_err(user)?;
+            for (c, stats) in compiled.iter().zip(pair) {
                 latency.push(LatencyCase {
                     side: c.side,
                     threads,
@@ -484,6 +494,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
             }
         }
     }
+    latency.sort_by_key(|c| (c.side, c.threads, c.batch));
 
     // Compile speed and runtime per level.
     let mid_batch = cfg.batch_sizes.iter().copied().filter(|&b| b <= 32).max().unwrap_or(1);
@@ -579,7 +590,8 @@ pub fn judge(report: &Report, bounds: &[(Target, f64)]) -> Vec<Outcome> {
                 Target::MemoryMib => report
                     .memory
                     .iter()
-                    .find(|m| m.side == Side::Ternary)
+                    .filter(|m| m.side == Side::Ternary)
+                    .max_by_key(|m| m.batch)
                     .and_then(|m| m.inference.as_ref())
                     .map(|p| mib(p.peak_bytes)),
             };

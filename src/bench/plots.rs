@@ -89,7 +89,9 @@ fn latency(r: &Report, path: &Path) -> Result<()> {
 
 /// Labelled vertical bars.
 fn bars(path: &Path, title: &str, y_desc: &str, items: &[(String, f64, RGBColor)], y_range: (f64, f64)) -> Result<()> {
-    let root = canvas(path, (800, 500))?;
+    // Room for every label: at least 50 px a bar.
+    let width = (items.len() as u32 * 50 + 140).max(800);
+    let root = canvas(path, (width, 500))?;
     let n = items.len() as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
@@ -133,15 +135,16 @@ fn bars(path: &Path, title: &str, y_desc: &str, items: &[(String, f64, RGBColor)
 }
 
 fn size(r: &Report, path: &Path) -> Result<()> {
-    let mib = |b: f64| b / (1024.0 * 1024.0);
     let z = &r.size;
+    // KiB below a MiB, so small models do not round to zero.
+    let (unit, div) = if z.fp32_bytes < 1 << 20 { ("KiB", 1024.0) } else { ("MiB", 1024.0 * 1024.0) };
     let items = vec![
-        ("weights as FP32".to_string(), mib(z.fp32_bytes as f64), FP32),
-        ("FP32 artifact".to_string(), mib(z.fp32_artifact_bytes as f64), FP32),
-        ("ternary artifact".to_string(), mib(z.ternary_artifact_bytes as f64), TERNARY),
+        ("weights as FP32".to_string(), z.fp32_bytes as f64 / div, FP32),
+        ("FP32 artifact".to_string(), z.fp32_artifact_bytes as f64 / div, FP32),
+        ("ternary artifact".to_string(), z.ternary_artifact_bytes as f64 / div, TERNARY),
     ];
     let top = items.iter().map(|i| i.1).fold(0.0, f64::max) * 1.15;
-    bars(path, &format!("{}: size ({:.1}x compression)", r.model, z.compression), "MiB", &items, (0.0, top.max(1e-6)))
+    bars(path, &format!("{}: size ({:.1}x compression)", r.model, z.compression), unit, &items, (0.0, top.max(1e-6)))
 }
 
 /// Overall and per-class accuracy of both sides.
@@ -158,7 +161,10 @@ fn accuracy(r: &Report, path: &Path) -> Result<bool> {
     let delta = r.accuracy.delta_pp().unwrap_or(0.0);
     bars(
         path,
-        &format!("{}: accuracy, overall and per class (FP32 - ternary = {delta:.2} pp)", r.model),
+        &format!(
+            "{}: accuracy, overall and per class; F = FP32, T = ternary (FP32 - ternary = {delta:.2} pp)",
+            r.model
+        ),
         "accuracy (%)",
         &items,
         (floor, 100.0),

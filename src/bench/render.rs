@@ -203,16 +203,16 @@ pub fn summary(r: &Report) -> Section {
         bytes(z.ternary_artifact_bytes as u64),
         format!("{} compression", times(z.compression)),
     ]);
-    let mem = |side: Side| r.memory.iter().find(|m| m.side == side);
-    if let (Some(f), Some(t)) = (mem(Side::Fp32), mem(Side::Ternary))
-        && let (Some(fp), Some(tp)) = (&f.inference, &t.inference)
-    {
-        s.row(vec![
-            format!("peak RSS running b{}", f.batch),
-            bytes(fp.peak_bytes),
-            bytes(tp.peak_bytes),
-            times(fp.peak_bytes as f64 / tp.peak_bytes.max(1) as f64),
-        ]);
+    for m in r.memory.iter().filter(|m| m.side == Side::Fp32) {
+        let t = r.memory.iter().find(|t| t.side == Side::Ternary && t.batch == m.batch);
+        if let (Some(fp), Some(tp)) = (&m.inference, t.and_then(|t| t.inference.as_ref())) {
+            s.row(vec![
+                format!("peak RSS running b{}", m.batch),
+                bytes(fp.peak_bytes),
+                bytes(tp.peak_bytes),
+                format!("{} less", times(fp.peak_bytes as f64 / tp.peak_bytes.max(1) as f64)),
+            ]);
+        }
     }
     let comp = |side: Side| r.compile.iter().find(|c| c.side == side && c.opt == r.settings.opt);
     if let (Some(f), Some(t)) = (comp(Side::Fp32), comp(Side::Ternary)) {
@@ -392,14 +392,17 @@ pub fn size(r: &Report) -> Section {
 
 /// Peak memory of compiling and running.
 pub fn memory(r: &Report) -> Section {
-    let mut s =
-        Section::new("Memory", &["side", "compile peak RSS", "compile added", "run peak RSS", "run added", "arena"]);
+    let mut s = Section::new(
+        "Memory",
+        &["side", "batch", "compile peak RSS", "compile added", "run peak RSS", "run added", "arena"],
+    );
     let peak = |p: &Option<super::Peak>, added: bool| {
         p.as_ref().map_or("n/a".into(), |p| bytes(if added { p.added_bytes } else { p.peak_bytes }))
     };
     for m in &r.memory {
         s.row(vec![
             m.side.label().into(),
+            m.batch.to_string(),
             peak(&m.compile, false),
             peak(&m.compile, true),
             peak(&m.inference, false),
@@ -407,10 +410,9 @@ pub fn memory(r: &Report) -> Section {
             bytes(m.arena_bytes as u64),
         ]);
     }
-    let batch = r.memory.first().map_or(1, |m| m.batch);
     let isolated = r.memory.iter().all(|m| m.isolated);
     s.notes.push(format!(
-        "peak RSS of {} during the phase; 'added' is above the RSS when it began; running = loading the artifact and {} calls at batch {batch}, all threads; arena = scratch buffers kept between calls",
+        "peak RSS of {} during the phase; 'added' is above the RSS when it began; running = loading the artifact and {} calls at that batch size, all threads; arena = scratch buffers kept between calls",
         if isolated { "a process doing only that (the triton binary)" } else { "the benchmarking process" },
         super::RUN_CALLS
     ));

@@ -117,9 +117,9 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
         }
         models.push(Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?);
     }
-    let time =
-        |m: &Model, b: usize| measure::time(m, &measure::inputs(m, b), budget).map(|l| l.median_ms).map_err(user);
-    let b1 = [time(&models[0], 1)?, time(&models[1], 1)?];
+    let models: [Model; 2] = models.try_into().map_err(|_| user("two sides"))?;
+    let time = |b: usize| measure::time_pair(&models, b, budget).map(|p| p.map(|l| l.median_ms)).map_err(user);
+    let b1 = time(1)?;
     let slowest = b1[0].max(b1[1]) * BATCH as f64 / 1e3;
     let limit = 2.0 * cfg.budget.max.as_secs_f64();
     let (batch_ms, skipped) = if slowest > limit {
@@ -129,7 +129,7 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
         );
         ([None, None], Some(why))
     } else {
-        ([Some(time(&models[0], BATCH)?), Some(time(&models[1], BATCH)?)], None)
+        (time(BATCH)?.map(Some), None)
     };
     Ok(Row {
         name,
