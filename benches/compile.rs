@@ -5,24 +5,18 @@
 //! `cargo bench --bench compile`
 
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use triton::compiler::passes::OptLevel;
 use triton::{Cache, Options, build_artifact};
 
+mod common;
+
 fn compile(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("examples/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tri"))
-        .collect();
-    files.sort();
     let cache = Cache::disabled();
-    for file in files {
+    for file in common::zoo() {
         let name = file.file_stem().expect("stem").to_string_lossy().into_owned();
         for level in [OptLevel::O0, OptLevel::O3] {
             let opts = Options { opt: level, ..Options::default() };

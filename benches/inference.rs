@@ -5,7 +5,6 @@
 //! `cargo bench --bench inference` (`-- resnet18` for one model)
 
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -19,15 +18,8 @@ use common::input;
 fn inference(c: &mut Criterion) {
     let mut group = c.benchmark_group("inference");
     group.sample_size(10).measurement_time(Duration::from_secs(3));
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("examples/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tri"))
-        .collect();
-    files.sort();
     let cache = Cache::disabled();
-    for file in files {
+    for file in common::zoo() {
         let name = file.file_stem().expect("stem").to_string_lossy().into_owned();
         // ImageNet-sized EfficientNet-B0 takes ~0.2 s per image on one thread: batch 1 only.
         let batches: &[usize] = if name.contains("imagenet") { &[1] } else { &[1, 16] };

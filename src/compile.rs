@@ -101,6 +101,17 @@ impl CompiledModel {
 }
 
 /// Picks the model `which` (or the only one) of a file's models.
+/// blake3 (hex) of every source file a program read, names and texts in load order: how
+/// weights files (`triton train`) and bench reports record the source they came from.
+pub fn sources_blake3(sources: &triton_compiler::source::SourceMap) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (_, f) in sources.files() {
+        hasher.update(f.name.as_bytes());
+        hasher.update(f.text.as_bytes());
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
 pub fn pick_model(path: &Path, models: Vec<CheckedModel>, which: Option<&str>) -> Result<CheckedModel, String> {
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let index = match which {

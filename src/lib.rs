@@ -22,7 +22,9 @@ pub use triton_compiler::{CheckedModel, ModelStats, check_file, check_source};
 pub use triton_runtime as runtime;
 
 mod compile;
-pub use compile::{CompileError, CompiledModel, Options, compile_file, compile_model, pick_model, read_weights};
+pub use compile::{
+    CompileError, CompiledModel, Options, compile_file, compile_model, pick_model, read_weights, sources_blake3,
+};
 
 pub mod artifact;
 pub mod bench;

@@ -6,7 +6,21 @@ use triton::compiler::ir;
 use triton::compiler::passes::{self, OptLevel};
 use triton::compiler::source::FileId;
 
+/// The zoo: every `.tri` file in examples/, sorted.
+#[allow(dead_code, reason = "not every bench uses it")]
+pub fn zoo() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tri"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// A deterministic input in [-1, 1).
+#[allow(dead_code, reason = "not every bench uses it")]
 pub fn input(shape: &[usize]) -> ArrayD<f32> {
     let n: usize = shape.iter().product();
     ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect())

@@ -383,12 +383,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         );
         return Err(user(format!("{} has errors:\n{text}", cfg.file.display())));
     }
-    let mut hasher = blake3::Hasher::new();
-    for (_, f) in checked.program.sources.files() {
-        hasher.update(f.name.as_bytes());
-        hasher.update(f.text.as_bytes());
-    }
-    let source_blake3 = hasher.finalize().to_hex().to_string();
+    let source_blake3 = crate::sources_blake3(&checked.program.sources);
     let model = pick_model(&cfg.file, checked.models, cfg.model.as_deref()).map_err(user)?;
     let choice = resolve_weights(&cfg.file, cfg.weights.as_deref(), cfg.fp32_weights.as_deref());
     let mut infos = Vec::new();

@@ -151,7 +151,7 @@ fn size(r: &Report, path: &Path) -> Result<()> {
 fn accuracy(r: &Report, path: &Path) -> Result<bool> {
     let (Some(f), Some(t)) = (r.accuracy.fp32.measured(), r.accuracy.ternary.measured()) else { return Ok(false) };
     let mut items =
-        vec![("FP32".to_string(), 100.0 * f.accuracy, FP32), ("ternary".to_string(), 100.0 * t.accuracy, TERNARY)];
+        vec![("all F".to_string(), 100.0 * f.accuracy, FP32), ("all T".to_string(), 100.0 * t.accuracy, TERNARY)];
     for (a, b) in f.per_class.iter().zip(&t.per_class) {
         items.push((format!("{} F", a.class), 100.0 * a.recall, FP32));
         items.push((format!("{} T", b.class), 100.0 * b.recall, TERNARY));

@@ -35,12 +35,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         eprintln!("error: {} has errors", a.file.display());
         return ExitCode::from(1);
     }
-    let mut hasher = blake3::Hasher::new();
-    for (_, f) in checked.program.sources.files() {
-        hasher.update(f.name.as_bytes());
-        hasher.update(f.text.as_bytes());
-    }
-    let source_hash = hasher.finalize().to_hex().to_string();
+    let source_hash = triton::sources_blake3(&checked.program.sources);
     let model = match triton::pick_model(&a.file, checked.models, a.model.as_deref()) {
         Ok(m) => m,
         Err(e) => return user_error(e),
