@@ -4,7 +4,7 @@
 //! - A case runs `warmup` calls (at most a quarter of its time budget, at least one), then
 //!   `iters` timed calls, stopping early once the budget is spent but never below
 //!   [`MIN_SAMPLES`] timed calls. Reports say how many samples each figure has.
-//! - FP32 and ternary are timed as a pair ([`time_pair`]): their calls alternate.
+//! - FP32 and ternary are timed as a pair ([`time_pair`]): blocks of calls alternate.
 //! - Inputs are deterministic values in [-1, 1), the same for FP32 and ternary.
 //! - Compiles go through [`build_artifact`], as `triton compile` does; cold compiles use a fresh,
 //!   empty cache folder each time and warm ones a folder already holding the model, both without
@@ -79,34 +79,53 @@ pub fn time(model: &Model, inputs: &[ArrayD<f32>], budget: Budget) -> Result<Lat
     Latency::of(&samples).ok_or_else(|| "no samples".to_string())
 }
 
-/// Times two models (FP32 and ternary) at batch `batch` with their calls alternating: warm-up
-/// of both, then one timed call of each in turn, until each has `budget.iters` samples or
-/// `budget.max` of its own time (never below [`MIN_SAMPLES`]). Slow drifts of the machine
-/// (frequency, neighbours) then fall on both alike.
+/// Times two models (FP32 and ternary) at batch `batch`, alternating between them in blocks:
+/// warm-up of both, then in turn a block of calls of each, until each has `budget.iters`
+/// samples or `budget.max` of its own time (never below [`MIN_SAMPLES`]). Slow drifts of the
+/// machine (frequency, neighbours) then fall on both alike. A block lasts about
+/// [`BLOCK`] and, when it has more than one call, starts with an untimed one, so the other
+/// model's turn does not leave this one with cold caches: the figures are hot-loop latencies,
+/// as for a single model.
 pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[Latency; 2], String> {
     let inputs = [inputs(&models[0], batch), inputs(&models[1], batch)];
     let views: Vec<Vec<_>> = inputs.iter().map(|x| x.iter().map(|a| a.view()).collect()).collect();
-    let call = |i: usize| models[i].run(&views[i]).map(std::hint::black_box).map_err(|e| e.to_string());
+    let call = |i: usize| -> Result<Duration, String> {
+        let t = Instant::now();
+        models[i].run(&views[i]).map(std::hint::black_box).map_err(|e| e.to_string())?;
+        Ok(t.elapsed())
+    };
+    // Warm-up, and the shortest call of each as the estimate of a call's time.
     let start = Instant::now();
+    let mut fastest = [Duration::MAX; 2];
     for _ in 0..budget.warmup.max(1) {
-        call(0)?;
-        call(1)?;
+        for (i, f) in fastest.iter_mut().enumerate() {
+            *f = (*f).min(call(i)?);
+        }
         if start.elapsed() * 4 >= budget.max * 2 {
             break;
         }
     }
+    let block = fastest.map(|f| (BLOCK.as_secs_f64() / f.as_secs_f64().max(1e-9)).clamp(1.0, 64.0) as usize);
+    let want = budget.iters.max(MIN_SAMPLES);
     let mut samples = [Vec::new(), Vec::new()];
     let mut spent = [Duration::ZERO; 2];
-    while samples[0].len() < budget.iters.max(MIN_SAMPLES) {
+    let done = |s: &[Vec<f64>; 2], spent: &[Duration; 2]| {
+        s.iter().all(|v| v.len() >= want)
+            || (s.iter().all(|v| v.len() >= MIN_SAMPLES) && spent[0].max(spent[1]) >= budget.max)
+    };
+    while !done(&samples, &spent) {
         for i in 0..2 {
-            let t = Instant::now();
-            call(i)?;
-            let e = t.elapsed();
-            spent[i] += e;
-            samples[i].push(e.as_secs_f64());
-        }
-        if samples[0].len() >= MIN_SAMPLES && spent[0].max(spent[1]) >= budget.max {
-            break;
+            if block[i] > 1 {
+                call(i)?;
+            }
+            for _ in 0..block[i] {
+                if samples[i].len() >= want {
+                    break;
+                }
+                let e = call(i)?;
+                spent[i] += e;
+                samples[i].push(e.as_secs_f64());
+            }
         }
     }
     let [a, b] = samples;
@@ -115,6 +134,9 @@ pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[L
         _ => Err("no samples".to_string()),
     }
 }
+
+/// About how long one side's turn lasts in [`time_pair`].
+pub const BLOCK: Duration = Duration::from_millis(10);
 
 /// Cold and warm compile times of one configuration, in milliseconds.
 #[derive(Debug)]
