@@ -54,6 +54,10 @@ pub const FORMAT: u32 = 1;
 /// Calls at the largest batch size in the memory measurement.
 pub const RUN_CALLS: usize = 3;
 
+/// A latency case whose call would take longer than this many per-case budgets (of at least a
+/// second) is skipped.
+pub const LONGEST_CALL: f64 = 10.0;
+
 /// The two things compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -256,6 +260,9 @@ pub struct Report {
     pub compile: Vec<CompileCase>,
     pub scaling: Option<scaling::Scaling>,
     pub targets: Vec<Outcome>,
+    /// Cases not measured, with the reason.
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }
 
 impl Report {
@@ -436,10 +443,53 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     // Accuracy.
     let accuracy = accuracy(cfg, &model, &infos, &compiled, all_threads, progress)?;
 
-    // Memory while running at batch 1 (the model's own footprint) and at the largest batch.
-    let max_batch = cfg.batch_sizes.iter().copied().max().unwrap_or(1);
+    // Latency per batch size, one thread and all; FP32 and ternary alternate. A case whose
+    // call would take over LONGEST_CALL budgets (estimated from the smallest batch on one
+    // thread) is skipped and the report says so.
+    let mut batches = cfg.batch_sizes.clone();
+    batches.sort_unstable();
+    batches.dedup();
+    let mut latency = Vec::new();
+    let mut skipped = Vec::new();
+    let mut per_example_ms: Option<f64> = None;
+    let limit_ms = LONGEST_CALL * cfg.budget.max.as_secs_f64().max(1.0) * 1e3;
+    for &threads in &thread_counts {
+        let models = [load(&compiled[0], threads)?, load(&compiled[1], threads)?];
+        for &batch in &batches {
+            progress.step(&format!("latency at batch {batch}, {threads} thread(s)"));
+            if let Some(why) = too_long(per_example_ms, batch, limit_ms) {
+                skipped.push(format!("batch {batch}, {threads} thread(s) skipped: {why}"));
+                continue;
+            }
+            let pair = measure::time_pair(&models, batch, cfg.budget).map_err(user)?;
+            let slowest = pair.iter().map(|l| l.per_example_ms(batch)).fold(0.0, f64::max);
+            per_example_ms.get_or_insert(slowest);
+            for (c, stats) in compiled.iter().zip(pair) {
+                latency.push(LatencyCase {
+                    side: c.side,
+                    threads,
+                    batch,
+                    per_example_ms: stats.per_example_ms(batch),
+                    throughput: stats.throughput(batch),
+                    stats,
+                });
+            }
+        }
+    }
+    latency.sort_by_key(|c| (c.side, c.threads, c.batch));
+    let measured =
+        |fits: &dyn Fn(usize) -> bool| latency.iter().map(|c| c.batch).filter(|&b| fits(b)).max().unwrap_or(1);
+
+    // Memory while running at batch 1 (the model's own footprint) and at the largest batch
+    // whose latency was measured.
+    let max_batch = measured(&|_| true);
     let mut memory_batches = vec![1, max_batch];
     memory_batches.dedup();
+    for _ in memory_batches.len()..memory_steps {
+        for _ in Side::BOTH {
+            progress.step("memory: the largest batch was not measured");
+        }
+    }
     let mut memory_cases = Vec::new();
     for c in &compiled {
         let path = scratch.path().join(format!("{}.tcm", c.side.label()));
@@ -470,29 +520,11 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         }
     }
 
-    // Latency per batch size, one thread and all; FP32 and ternary calls alternate.
-    let mut latency = Vec::new();
-    for &threads in &thread_counts {
-        let models = [load(&compiled[0], threads)?, load(&compiled[1], threads)?];
-        for &batch in &cfg.batch_sizes {
-            progress.step(&format!("latency at batch {batch}, {threads} thread(s)"));
-            let pair = measure::time_pair(&models, batch, cfg.budget).map_err(user)?;
-            for (c, stats) in compiled.iter().zip(pair) {
-                latency.push(LatencyCase {
-                    side: c.side,
-                    threads,
-                    batch,
-                    per_example_ms: stats.per_example_ms(batch),
-                    throughput: stats.throughput(batch),
-                    stats,
-                });
-            }
-        }
-    }
-    latency.sort_by_key(|c| (c.side, c.threads, c.batch));
-
     // Compile speed and runtime per level.
-    let mid_batch = cfg.batch_sizes.iter().copied().filter(|&b| b <= 32).max().unwrap_or(1);
+    // At a middle batch size: the largest measured one up to 32 whose call fits twice this
+    // table's (quarter) budget.
+    let quarter_ms = cfg.budget.scaled(0.25).max.as_secs_f64().max(0.25) * 1e3;
+    let mid_batch = measured(&|b| b <= 32 && per_example_ms.is_none_or(|p| p * b as f64 <= 2.0 * quarter_ms));
     let mut compile = Vec::new();
     for side in Side::BOTH {
         for level in levels {
@@ -560,10 +592,24 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         compile,
         scaling,
         targets: Vec::new(),
+        skipped,
     };
     report.targets = judge(&report, &targets::bounds(&cfg.targets));
     report.wall_seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Why a call at `batch` is not timed: it would take longer than `limit_ms`, estimated from
+/// the time per example measured at a smaller batch (`None`: nothing measured yet, time it).
+fn too_long(per_example_ms: Option<f64>, batch: usize, limit_ms: f64) -> Option<String> {
+    let estimate = per_example_ms? * batch as f64;
+    (estimate > limit_ms).then(|| {
+        format!(
+            "a call would take about {:.1} s, over {:.0} s ({LONGEST_CALL} case budgets of at least 1 s); raise --max-seconds",
+            estimate / 1e3,
+            limit_ms / 1e3
+        )
+    })
 }
 
 /// Each target's outcome on `report`.
@@ -667,4 +713,42 @@ fn accuracy(
 /// Seconds as a [`Duration`] for the budget (negative or NaN: zero).
 pub fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_calls_estimated_over_the_limit_are_skipped() {
+        // 200 ms per example, 10 s limit: batch 32 (6.4 s) runs, batch 64 (12.8 s) does not.
+        assert_eq!(too_long(Some(200.0), 32, 10_000.0), None);
+        let why = too_long(Some(200.0), 64, 10_000.0).expect("skipped");
+        assert!(why.contains("12.8 s") && why.contains("--max-seconds"), "{why}");
+        // Nothing measured yet: always timed.
+        assert_eq!(too_long(None, 1 << 20, 1.0), None);
+    }
+
+    #[test]
+    fn weights_beside_the_model_are_found_and_fp32_falls_back_with_a_note() {
+        let dir = tempfile::tempdir().expect("temp");
+        let model = dir.path().join("m.tri");
+        let none = resolve_weights(&model, None, None);
+        assert_eq!(none, WeightsChoice { ternary: None, fp32: None, fp32_note: None });
+        std::fs::write(dir.path().join("m.safetensors"), b"x").expect("write");
+        let one = resolve_weights(&model, None, None);
+        assert_eq!(one.ternary.as_deref(), Some(dir.path().join("m.safetensors").as_path()));
+        assert_eq!(one.fp32, one.ternary);
+        assert!(one.fp32_note.as_deref().is_some_and(|n| n.contains("latent")));
+        std::fs::write(dir.path().join("m.fp32.safetensors"), b"x").expect("write");
+        let both = resolve_weights(&model, None, None);
+        assert_eq!(both.fp32.as_deref(), Some(dir.path().join("m.fp32.safetensors").as_path()));
+        assert_eq!(both.fp32_note, None);
+        // Given files win over shipped ones.
+        let given = resolve_weights(&model, Some(Path::new("a.safetensors")), Some(Path::new("b.safetensors")));
+        assert_eq!(
+            (given.ternary.as_deref(), given.fp32.as_deref()),
+            (Some(Path::new("a.safetensors")), Some(Path::new("b.safetensors")))
+        );
+    }
 }

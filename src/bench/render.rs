@@ -113,6 +113,15 @@ pub fn times(v: f64) -> String {
     if v >= 100.0 { format!("{v:.0}x") } else { format!("{v:.2}x") }
 }
 
+/// A speed ratio (FP32 time over ternary time) as `2.10x faster` or `1.18x slower`.
+pub fn faster(ratio: f64) -> String {
+    if ratio.is_finite() && ratio > 0.0 && ratio < 1.0 {
+        format!("{} slower", times(1.0 / ratio))
+    } else {
+        format!("{} faster", times(ratio))
+    }
+}
+
 fn pct(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
 }
@@ -165,7 +174,9 @@ pub fn summary(r: &Report) -> Section {
         _ => "n/a".into(),
     };
     s.row(vec!["macro-F1".into(), macro_f1(&acc.fp32), macro_f1(&acc.ternary), f1_delta]);
-    let max_b = r.settings.batch_sizes.iter().copied().max().unwrap_or(1);
+    let all = r.thread_counts().last().copied().unwrap_or(1);
+    // The largest batch measured on all threads (larger ones may have been skipped).
+    let max_b = r.latency.iter().filter(|c| c.threads == all).map(|c| c.batch).max().unwrap_or(1);
     let mut lat = |threads: usize, batch: usize| {
         let (Some(f), Some(t)) =
             (r.latency_of(Side::Fp32, threads, batch), r.latency_of(Side::Ternary, threads, batch))
@@ -176,12 +187,13 @@ pub fn summary(r: &Report) -> Section {
             format!("latency b{batch}, {threads} thread{} (median)", if threads == 1 { "" } else { "s" }),
             ms(f.stats.median_ms),
             ms(t.stats.median_ms),
-            format!("{} faster", times(f.stats.median_ms / t.stats.median_ms)),
+            faster(f.stats.median_ms / t.stats.median_ms),
         ]);
     };
     lat(1, 1);
-    let all = r.thread_counts().last().copied().unwrap_or(1);
-    lat(all, max_b);
+    if (all, max_b) != (1, 1) {
+        lat(all, max_b);
+    }
     if let (Some(f), Some(t)) = (r.latency_of(Side::Fp32, all, max_b), r.latency_of(Side::Ternary, all, max_b)) {
         s.row(vec![
             format!("throughput b{max_b}, {all} thread{}", if all == 1 { "" } else { "s" }),
@@ -372,6 +384,7 @@ pub fn latency(r: &Report) -> Section {
         r.settings.max_seconds_per_case,
         super::measure::MIN_SAMPLES
     ));
+    s.notes.extend(r.skipped.iter().cloned());
     s
 }
 
@@ -613,6 +626,8 @@ mod tests {
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(12), "12");
         assert_eq!(rate(2500.0), "2.5 k/s");
+        assert_eq!(faster(2.5), "2.50x faster");
+        assert_eq!(faster(0.8), "1.25x slower");
     }
 
     #[test]
