@@ -1,7 +1,8 @@
 //! Timing loops and the compiled models they time.
 //!
 //! Rules:
-//! - A case runs `warmup` calls (at most a quarter of its time budget, at least one), then
+//! - A case warms up for `warmup` calls and at least [`WARMUP_MIN`] (at most a quarter of its
+//!   time budget, at least one call), then
 //!   `iters` timed calls, stopping early once the budget is spent but never below
 //!   [`MIN_SAMPLES`] timed calls. Reports say how many samples each figure has.
 //! - FP32 and ternary are timed as a pair ([`time_pair`]): blocks of calls alternate.
@@ -55,16 +56,26 @@ pub fn inputs(model: &Model, batch: usize) -> Vec<ArrayD<f32>> {
     model.inputs().iter().map(|(_, s)| input(&s.eval(batch))).collect()
 }
 
+/// Warm-up lasts at least this long (within its share of the budget), however many calls that
+/// takes: a hundred 10 us calls are over before the CPU has settled (the first latency case of
+/// a run measured 15 us where later ones measured 8 us for the same model).
+pub const WARMUP_MIN: Duration = Duration::from_millis(50);
+
+/// Whether warm-up goes on after `calls` calls taking `elapsed`: at least one call, then until
+/// `warmup` calls and [`WARMUP_MIN`] are both done, but never past `cap` (its share of the budget).
+fn warming(calls: usize, elapsed: Duration, warmup: usize, cap: Duration) -> bool {
+    calls == 0 || (elapsed < cap && (calls < warmup || elapsed < WARMUP_MIN))
+}
+
 /// Times `model` on `inputs` within `budget`.
 pub fn time(model: &Model, inputs: &[ArrayD<f32>], budget: Budget) -> Result<Latency, String> {
     let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
     let call = || model.run(&views).map(std::hint::black_box).map_err(|e| e.to_string());
     let start = Instant::now();
-    for _ in 0..budget.warmup.max(1) {
+    let mut calls = 0;
+    while warming(calls, start.elapsed(), budget.warmup, budget.max / 4) {
         call()?;
-        if start.elapsed() * 4 >= budget.max {
-            break;
-        }
+        calls += 1;
     }
     let start = Instant::now();
     let mut samples = Vec::with_capacity(budget.iters.min(1 << 16));
@@ -97,13 +108,12 @@ pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[L
     // Warm-up, and the shortest call of each as the estimate of a call's time.
     let start = Instant::now();
     let mut fastest = [Duration::MAX; 2];
-    for _ in 0..budget.warmup.max(1) {
+    let mut calls = 0;
+    while warming(calls, start.elapsed(), budget.warmup, budget.max / 2) {
         for (i, f) in fastest.iter_mut().enumerate() {
             *f = (*f).min(call(i)?);
         }
-        if start.elapsed() * 4 >= budget.max * 2 {
-            break;
-        }
+        calls += 1;
     }
     let block = fastest.map(|f| (BLOCK.as_secs_f64() / f.as_secs_f64().max(1e-9)).clamp(1.0, 64.0) as usize);
     let want = budget.iters.max(MIN_SAMPLES);
@@ -199,6 +209,18 @@ mod tests {
         let s = b.scaled(0.001);
         assert_eq!((s.warmup, s.iters), (1, MIN_SAMPLES));
         assert_eq!(b.scaled(0.5).max, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn warm_up_takes_its_calls_and_its_minimum_time_within_its_cap() {
+        let ms = Duration::from_millis;
+        let cap = ms(250);
+        assert!(warming(0, ms(1000), 100, cap), "always one call");
+        assert!(!warming(1, ms(1000), 100, cap), "past the cap");
+        assert!(warming(50, ms(60), 100, cap), "calls to go");
+        assert!(warming(100, ms(10), 100, cap), "time to go");
+        assert!(!warming(100, ms(60), 100, cap), "both done");
+        assert!(!warming(5, ms(10), 100, Duration::ZERO), "a zero budget warms one call");
     }
 
     #[test]

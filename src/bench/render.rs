@@ -378,7 +378,7 @@ pub fn latency(r: &Report) -> Section {
         ]);
     }
     s.notes.push(format!(
-        "warm-up up to {} calls, then up to {} timed calls or {:.1} s per case (at least {}); speed-up = FP32 median / ternary median",
+        "warm-up {} calls and at least 50 ms (at most a quarter of the case budget), then up to {} timed calls or {:.1} s per case (at least {}); speed-up = FP32 median / ternary median",
         r.settings.warmup,
         r.settings.iters,
         r.settings.max_seconds_per_case,
