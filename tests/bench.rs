@@ -88,6 +88,10 @@ fn the_shipped_mlp_is_measured_on_both_sides_with_consistent_figures() {
         assert!(l.min_ms <= l.median_ms && l.median_ms <= l.p95_ms && l.p95_ms <= l.p99_ms && l.p99_ms <= l.max_ms);
         assert!(l.min_ms <= l.mean_ms && l.mean_ms <= l.max_ms && l.ci95_ms.is_some());
         assert!((c.per_example_ms * c.batch as f64 - l.median_ms).abs() < 1e-9);
+        // The raw samples are kept and summarise to the stated figures.
+        assert_eq!(c.samples_ms.len(), l.samples);
+        let min = c.samples_ms.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!((min - l.min_ms).abs() < 1e-9, "{c:?}");
     }
     assert!(r.speedup(1, 1).is_some() && r.speedup(2, 4).is_some());
 
@@ -108,6 +112,7 @@ fn the_shipped_mlp_is_measured_on_both_sides_with_consistent_figures() {
     assert_eq!(r.compile.len(), 8);
     for c in &r.compile {
         assert!(c.lines > 50 && c.cold_samples == 3 && c.warm_samples == 5, "{c:?}");
+        assert_eq!((c.cold_ms_samples.len(), c.warm_ms_samples.len()), (3, 5));
         assert!(c.cold_ms > 0.0 && c.warm_ms > 0.0 && c.latency_b1_ms > 0.0);
     }
 
@@ -176,8 +181,8 @@ fn seeded_weights_make_accuracy_not_applicable_and_scaling_grows() {
     cfg.batch_sizes = vec![2];
     cfg.threads = 1;
     cfg.scaling = true;
-    // The batch-16 scaling cases run when a batch-1 call x 16 fits in twice the case budget;
-    // 50 ms leaves a wide margin over these MLPs even in a debug build.
+    // The batch-16 scaling cases run when a batch-1 call x 16 fits in ten of the table's case
+    // budgets (at least 0.25 s each): 2.5 s, far above these MLPs even in a debug build.
     cfg.budget.max = Duration::from_millis(50);
     cfg.targets = vec![TargetArg(Target::AccuracyDrop, 0.5), TargetArg(Target::Compression, 1e6)];
     let r = bench::run(&cfg, &mut Quiet).expect("runs");

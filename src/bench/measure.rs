@@ -97,7 +97,7 @@ pub fn time(model: &Model, inputs: &[ArrayD<f32>], budget: Budget) -> Result<Lat
 /// [`BLOCK`] and, when it has more than one call, starts with an untimed one, so the other
 /// model's turn does not leave this one with cold caches: the figures are hot-loop latencies,
 /// as for a single model.
-pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[Latency; 2], String> {
+pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[Timed; 2], String> {
     let inputs = [inputs(&models[0], batch), inputs(&models[1], batch)];
     let views: Vec<Vec<_>> = inputs.iter().map(|x| x.iter().map(|a| a.view()).collect()).collect();
     let call = |i: usize| -> Result<Duration, String> {
@@ -140,9 +140,19 @@ pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[L
     }
     let [a, b] = samples;
     match (Latency::of(&a), Latency::of(&b)) {
-        (Some(a), Some(b)) => Ok([a, b]),
+        (Some(sa), Some(sb)) => Ok([
+            Timed { stats: sa, samples_ms: a.iter().map(|v| v * 1e3).collect() },
+            Timed { stats: sb, samples_ms: b.iter().map(|v| v * 1e3).collect() },
+        ]),
         _ => Err("no samples".to_string()),
     }
+}
+
+/// One side's figures from [`time_pair`]: the summary and every timed call (ms, in order).
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub stats: Latency,
+    pub samples_ms: Vec<f64>,
 }
 
 /// About how long one side's turn lasts in [`time_pair`].

@@ -187,6 +187,9 @@ pub struct LatencyCase {
     pub per_example_ms: f64,
     /// Examples per second (from the median).
     pub throughput: f64,
+    /// Every timed call, ms, in the order measured.
+    #[serde(default)]
+    pub samples_ms: Vec<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,6 +234,11 @@ pub struct CompileCase {
     pub warm_ms: f64,
     pub cold_samples: usize,
     pub warm_samples: usize,
+    /// Every cold and warm compile, ms, in the order measured.
+    #[serde(default)]
+    pub cold_ms_samples: Vec<f64>,
+    #[serde(default)]
+    pub warm_ms_samples: Vec<f64>,
     pub ms_per_line: f64,
     /// Cold over warm.
     pub cache_speedup: f64,
@@ -462,16 +470,17 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
                 continue;
             }
             let pair = measure::time_pair(&models, batch, cfg.budget).map_err(user)?;
-            let slowest = pair.iter().map(|l| l.per_example_ms(batch)).fold(0.0, f64::max);
+            let slowest = pair.iter().map(|t| t.stats.per_example_ms(batch)).fold(0.0, f64::max);
             per_example_ms.get_or_insert(slowest);
-            for (c, stats) in compiled.iter().zip(pair) {
+            for (c, t) in compiled.iter().zip(pair) {
                 latency.push(LatencyCase {
                     side: c.side,
                     threads,
                     batch,
-                    per_example_ms: stats.per_example_ms(batch),
-                    throughput: stats.throughput(batch),
-                    stats,
+                    per_example_ms: t.stats.per_example_ms(batch),
+                    throughput: t.stats.throughput(batch),
+                    stats: t.stats,
+                    samples_ms: t.samples_ms,
                 });
             }
         }
@@ -544,6 +553,8 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
                 warm_ms: warm,
                 cold_samples: times.cold_ms.len(),
                 warm_samples: times.warm_ms.len(),
+                cold_ms_samples: times.cold_ms.clone(),
+                warm_ms_samples: times.warm_ms.clone(),
                 ms_per_line: cold / lines.max(1) as f64,
                 cache_speedup: cold / warm.max(1e-9),
                 latency_b1_ms: b1.median_ms,
@@ -601,11 +612,11 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
 
 /// Why a call at `batch` is not timed: it would take longer than `limit_ms`, estimated from
 /// the time per example measured at a smaller batch (`None`: nothing measured yet, time it).
-fn too_long(per_example_ms: Option<f64>, batch: usize, limit_ms: f64) -> Option<String> {
+pub(crate) fn too_long(per_example_ms: Option<f64>, batch: usize, limit_ms: f64) -> Option<String> {
     let estimate = per_example_ms? * batch as f64;
     (estimate > limit_ms).then(|| {
         format!(
-            "a call would take about {:.1} s, over {:.0} s ({LONGEST_CALL} case budgets of at least 1 s); raise --max-seconds",
+            "a call would take about {:.1} s, over {:.1} s ({LONGEST_CALL} case budgets); raise --max-seconds",
             estimate / 1e3,
             limit_ms / 1e3
         )

@@ -9,8 +9,9 @@
 //!   values), compiled at the run's -O level through a fresh cache, median latency on one thread
 //!   at batch 1 and [`BATCH`] within a quarter of the run's per-case budget.
 //! - The batch-[`BATCH`] case of a row is skipped, and the row says so, when a call at batch 1
-//!   times [`BATCH`] exceeds twice the per-case budget (EfficientNet-B0 at 224x224 by default):
-//!   a case always takes at least four calls, and the zoo must not dominate the run.
+//!   times [`BATCH`] exceeds ten of this table's case budgets, each at least 0.25 s
+//!   (EfficientNet-B0 at 224x224 by default): a case always takes at least four calls, and the
+//!   zoo must not dominate the run.
 
 use std::path::{Path, PathBuf};
 
@@ -118,18 +119,13 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
         models.push(Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?);
     }
     let models: [Model; 2] = models.try_into().map_err(|_| user("two sides"))?;
-    let time = |b: usize| measure::time_pair(&models, b, budget).map(|p| p.map(|l| l.median_ms)).map_err(user);
+    let time = |b: usize| measure::time_pair(&models, b, budget).map(|p| p.map(|t| t.stats.median_ms)).map_err(user);
     let b1 = time(1)?;
-    let slowest = b1[0].max(b1[1]) * BATCH as f64 / 1e3;
-    let limit = 2.0 * cfg.budget.max.as_secs_f64();
-    let (batch_ms, skipped) = if slowest > limit {
-        let why = format!(
-            "batch {BATCH} skipped: a call would take about {slowest:.1} s (batch-1 time x {BATCH}), over twice the {:.1} s case budget; raise --max-seconds",
-            cfg.budget.max.as_secs_f64()
-        );
-        ([None, None], Some(why))
-    } else {
-        (time(BATCH)?.map(Some), None)
+    // Ten of this table's case budgets, each at least 0.25 s.
+    let limit_ms = super::LONGEST_CALL * budget.max.as_secs_f64().max(0.25) * 1e3;
+    let (batch_ms, skipped) = match super::too_long(Some(b1[0].max(b1[1])), BATCH, limit_ms) {
+        Some(why) => ([None, None], Some(format!("batch {BATCH} skipped: {why}"))),
+        None => (time(BATCH)?.map(Some), None),
     };
     Ok(Row {
         name,
