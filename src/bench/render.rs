@@ -122,6 +122,21 @@ pub fn faster(ratio: f64) -> String {
     }
 }
 
+/// A memory ratio (FP32 over ternary) as `7.16x less` or `1.03x more`.
+pub fn less(ratio: f64) -> String {
+    if ratio.is_finite() && ratio > 0.0 && ratio < 1.0 {
+        format!("{} more", times(1.0 / ratio))
+    } else {
+        format!("{} less", times(ratio))
+    }
+}
+
+/// Percentage points with a sign; a zero change is `+0.00 pp`, never `-0.00 pp`.
+fn pp(v: f64) -> String {
+    let v = if v.abs() < 0.005 { 0.0 } else { v };
+    format!("{v:+.2} pp")
+}
+
 fn pct(v: f64) -> String {
     format!("{:.2}%", 100.0 * v)
 }
@@ -167,7 +182,7 @@ pub fn summary(r: &Report) -> Section {
         "accuracy".into(),
         accuracy_cell(&acc.fp32),
         accuracy_cell(&acc.ternary),
-        acc.delta_pp().map_or("n/a".into(), |d| format!("{:+.2} pp", -d)),
+        acc.delta_pp().map_or("n/a".into(), |d| pp(-d)),
     ]);
     let f1_delta = match (acc.fp32.measured(), acc.ternary.measured()) {
         (Some(f), Some(t)) => format!("{:+.4}", t.macro_f1 - f.macro_f1),
@@ -222,7 +237,7 @@ pub fn summary(r: &Report) -> Section {
                 format!("peak RSS running b{}", m.batch),
                 bytes(fp.peak_bytes),
                 bytes(tp.peak_bytes),
-                format!("{} less", times(fp.peak_bytes as f64 / tp.peak_bytes.max(1) as f64)),
+                less(fp.peak_bytes as f64 / tp.peak_bytes.max(1) as f64),
             ]);
         }
     }
@@ -295,7 +310,7 @@ pub fn per_class(r: &Report) -> Option<Section> {
             format!("{:.4}", b.precision),
             format!("{:.4}", b.recall),
             format!("{:.4}", b.f1),
-            format!("{:+.2} pp", 100.0 * (b.recall - a.recall)),
+            pp(100.0 * (b.recall - a.recall)),
         ]);
     }
     s.row(vec![
@@ -309,7 +324,7 @@ pub fn per_class(r: &Report) -> Option<Section> {
         String::new(),
         String::new(),
         format!("macro {:.4}", t.macro_f1),
-        format!("{:+.2} pp", 100.0 * (t.accuracy - f.accuracy)),
+        pp(100.0 * (t.accuracy - f.accuracy)),
     ]);
     s.notes.push("class accuracy is the class's recall; P = precision, R = recall".into());
     Some(s)
@@ -628,6 +643,10 @@ mod tests {
         assert_eq!(rate(2500.0), "2.5 k/s");
         assert_eq!(faster(2.5), "2.50x faster");
         assert_eq!(faster(0.8), "1.25x slower");
+        assert_eq!(less(0.8), "1.25x more");
+        assert_eq!(less(7.0), "7.00x less");
+        assert_eq!(pp(-0.0), "+0.00 pp");
+        assert_eq!(pp(-0.26), "-0.26 pp");
     }
 
     #[test]
