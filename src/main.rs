@@ -205,7 +205,8 @@ enum Command {
         /// Threads of the all-threads runs (default: every core); one thread is always measured.
         #[arg(long)]
         threads: Option<usize>,
-        /// Untimed calls before each latency case (at most a quarter of its time).
+        /// Untimed calls before each latency case, lasting at least 50 ms (at most a quarter of
+        /// its time).
         #[arg(long, default_value_t = 100)]
         warmup: usize,
         /// Timed calls per latency case (fewer when --max-seconds runs out first, never under 3).

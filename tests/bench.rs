@@ -273,6 +273,15 @@ fn the_command_writes_every_output_and_flags_regressions_and_targets() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("regressed"));
 
+    // `--json -`: stdout is the JSON alone (the tables go to stderr).
+    let mut args = vec!["bench", model, "--json", "-"];
+    args.extend(TINY);
+    let out = triton(d, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(v["model"], "MnistMlp");
+    assert!(text(&out.stderr).contains("ternary vs FP32"));
+
     // A failed target exits 3 with --fail-on-target only.
     let mut args = vec!["bench", model, "--target", "compression=1000000", "--fail-on-target"];
     args.extend(TINY);

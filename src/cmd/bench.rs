@@ -88,8 +88,13 @@ pub fn run(a: &Args) -> ExitCode {
         compare::compare(old, &report, &name, a.threshold_pct, a.accuracy_pp)
     });
 
-    print!("{}", render::terminal(&report, cmp.as_ref()));
-    println!("measured in {:.1} s", report.wall_seconds);
+    // With `--json -` stdout carries the JSON alone; the tables go to stderr.
+    let tables = format!("{}measured in {:.1} s\n", render::terminal(&report, cmp.as_ref()), report.wall_seconds);
+    if a.json.as_deref() == Some(Path::new("-")) {
+        eprint!("{tables}");
+    } else {
+        print!("{tables}");
+    }
 
     let mut drawn = Vec::new();
     if let Some(dir) = &a.plots {
