@@ -39,7 +39,7 @@ use triton_compiler::passes::OptLevel;
 use triton_compiler::{CheckedModel, ModelStats};
 use triton_runtime::Model;
 
-use crate::compile::{Options, pick_model, read_weights};
+use crate::compile::{Options, pick_model};
 use crate::data::{self, CLASSES, Normalize};
 pub use machine::Machine;
 pub use measure::Budget;
@@ -383,9 +383,11 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     let thread_counts: Vec<usize> = if all_threads == 1 { vec![1] } else { vec![1, all_threads] };
     let levels = [OptLevel::O0, OptLevel::O1, OptLevel::O2, OptLevel::O3];
     let scaling_steps = if cfg.scaling { scaling::steps(&cfg.file) } else { 0 };
-    let memory_steps = if cfg.batch_sizes.iter().any(|&b| b > 1) { 2 } else { 1 };
-    progress
-        .total(5 + 2 * memory_steps + thread_counts.len() * cfg.batch_sizes.len() + 2 * levels.len() + scaling_steps);
+    let mut batches = cfg.batch_sizes.clone();
+    batches.sort_unstable();
+    batches.dedup();
+    let memory_steps = if batches.iter().any(|&b| b > 1) { 2 } else { 1 };
+    progress.total(5 + 2 * memory_steps + thread_counts.len() * batches.len() + 2 * levels.len() + scaling_steps);
 
     // The model and its weights.
     progress.step("checking the model");
@@ -402,7 +404,6 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     let model = pick_model(&cfg.file, checked.models, cfg.model.as_deref()).map_err(user)?;
     let choice = resolve_weights(&cfg.file, cfg.weights.as_deref(), cfg.fp32_weights.as_deref());
     let mut infos = Vec::new();
-    let mut values = Vec::new();
     for side in Side::BOTH {
         let (path, note) = match side {
             Side::Fp32 => (choice.fp32.clone(), choice.fp32_note.clone()),
@@ -410,7 +411,6 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         };
         let meta = path.as_deref().map(metadata).transpose()?.unwrap_or_default();
         let normalize = meta.get("normalize").and_then(|n| Normalize::from_name(n)).unwrap_or(Normalize::Unit);
-        values.push(read_weights(path.as_deref(), model.params(), cfg.seed).map_err(user)?);
         infos.push(WeightsInfo {
             side,
             path: path.as_ref().map(|p| p.display().to_string()),
@@ -454,9 +454,6 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     // Latency per batch size, one thread and all; FP32 and ternary alternate. A case whose
     // call would take over LONGEST_CALL budgets (estimated from the smallest batch on one
     // thread) is skipped and the report says so.
-    let mut batches = cfg.batch_sizes.clone();
-    batches.sort_unstable();
-    batches.dedup();
     let mut latency = Vec::new();
     let mut skipped = Vec::new();
     let mut per_example_ms: Option<f64> = None;
