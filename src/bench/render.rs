@@ -113,22 +113,23 @@ pub fn times(v: f64) -> String {
     if v >= 100.0 { format!("{v:.0}x") } else { format!("{v:.2}x") }
 }
 
+/// A ratio of FP32 over ternary as `2.10x <better>`, or below 1 as `1.18x <worse>`.
+fn ratio_words(ratio: f64, better: &str, worse: &str) -> String {
+    if ratio.is_finite() && ratio > 0.0 && ratio < 1.0 {
+        format!("{} {worse}", times(1.0 / ratio))
+    } else {
+        format!("{} {better}", times(ratio))
+    }
+}
+
 /// A speed ratio (FP32 time over ternary time) as `2.10x faster` or `1.18x slower`.
 pub fn faster(ratio: f64) -> String {
-    if ratio.is_finite() && ratio > 0.0 && ratio < 1.0 {
-        format!("{} slower", times(1.0 / ratio))
-    } else {
-        format!("{} faster", times(ratio))
-    }
+    ratio_words(ratio, "faster", "slower")
 }
 
 /// A memory ratio (FP32 over ternary) as `7.16x less` or `1.03x more`.
 pub fn less(ratio: f64) -> String {
-    if ratio.is_finite() && ratio > 0.0 && ratio < 1.0 {
-        format!("{} more", times(1.0 / ratio))
-    } else {
-        format!("{} less", times(ratio))
-    }
+    ratio_words(ratio, "less", "more")
 }
 
 /// Percentage points with a sign; a zero change is `+0.00 pp`, never `-0.00 pp`.
