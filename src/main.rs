@@ -482,9 +482,10 @@ fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::BenchProbe { what } => {
-            let peak = match what {
+            let json = match what {
                 ProbeCmd::Run { artifact, batch, threads, calls } => {
                     triton::bench::memory::probe_run(&artifact, batch, threads, calls)
+                        .map(|r| serde_json::to_string(&r))
                 }
                 ProbeCmd::Compile { file, opt, precision, weights, seed, model } => {
                     let opts = triton::Options {
@@ -495,10 +496,10 @@ fn run(cli: Cli) -> ExitCode {
                         model,
                         ..Default::default()
                     };
-                    triton::bench::memory::probe_compile(&file, &opts)
+                    triton::bench::memory::probe_compile(&file, &opts).map(|p| serde_json::to_string(&p))
                 }
             };
-            match peak.and_then(|p| serde_json::to_string(&p).map_err(|e| e.to_string())) {
+            match json.and_then(|j| j.map_err(|e| e.to_string())) {
                 Ok(json) => {
                     println!("{json}");
                     ExitCode::SUCCESS

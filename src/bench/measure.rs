@@ -5,7 +5,7 @@
 //!   time budget, at least one call), then
 //!   `iters` timed calls, stopping early once the budget is spent but never below
 //!   [`MIN_SAMPLES`] timed calls. Reports say how many samples each figure has.
-//! - FP32 and ternary are timed as a pair ([`time_pair`]): blocks of calls alternate.
+//! - FP32 and ternary are timed together ([`time_models`]): blocks of calls alternate.
 //! - Inputs are deterministic values in [-1, 1), the same for FP32 and ternary.
 //! - Compiles go through [`build_artifact`], as `triton compile` does; cold compiles use a fresh,
 //!   empty cache folder each time and warm ones a folder already holding the model, both without
@@ -67,65 +67,45 @@ fn warming(calls: usize, elapsed: Duration, warmup: usize, cap: Duration) -> boo
     calls == 0 || (elapsed < cap && (calls < warmup || elapsed < WARMUP_MIN))
 }
 
-/// Times `model` on `inputs` within `budget`.
-pub fn time(model: &Model, inputs: &[ArrayD<f32>], budget: Budget) -> Result<Latency, String> {
-    let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-    let call = || model.run(&views).map(std::hint::black_box).map_err(|e| e.to_string());
-    let start = Instant::now();
-    let mut calls = 0;
-    while warming(calls, start.elapsed(), budget.warmup, budget.max / 4) {
-        call()?;
-        calls += 1;
-    }
-    let start = Instant::now();
-    let mut samples = Vec::with_capacity(budget.iters.min(1 << 16));
-    while samples.len() < budget.iters.max(MIN_SAMPLES) {
-        let t = Instant::now();
-        call()?;
-        samples.push(t.elapsed().as_secs_f64());
-        if samples.len() >= MIN_SAMPLES && start.elapsed() >= budget.max {
-            break;
-        }
-    }
-    Latency::of(&samples).ok_or_else(|| "no samples".to_string())
-}
-
-/// Times two models (FP32 and ternary) at batch `batch`, alternating between them in blocks:
-/// warm-up of both, then in turn a block of calls of each, until each has `budget.iters`
-/// samples or `budget.max` of its own time (never below [`MIN_SAMPLES`]). Slow drifts of the
-/// machine (frequency, neighbours) then fall on both alike. A block lasts about
-/// [`BLOCK`] and, when it has more than one call, starts with an untimed one, so the other
-/// model's turn does not leave this one with cold caches: the figures are hot-loop latencies,
-/// as for a single model.
-pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[Timed; 2], String> {
-    let inputs = [inputs(&models[0], batch), inputs(&models[1], batch)];
+/// Times `models` (one, or FP32 and ternary) at batch `batch`, alternating between them in
+/// blocks: warm-up of all, then in turn a block of calls of each, until each has
+/// `budget.iters` samples or `budget.max` of its own time (never below [`MIN_SAMPLES`]). Slow
+/// drifts of the machine (frequency, neighbours) then fall on all alike. A block lasts about
+/// [`BLOCK`]; with several models, a block of more than one call starts with an untimed one, so
+/// another model's turn does not leave this one with cold caches: the figures are hot-loop
+/// latencies, as for a single model.
+pub fn time_models(models: &[&Model], batch: usize, budget: Budget) -> Result<Vec<Timed>, String> {
+    let n = models.len();
+    let inputs: Vec<Vec<ArrayD<f32>>> = models.iter().map(|m| inputs(m, batch)).collect();
     let views: Vec<Vec<_>> = inputs.iter().map(|x| x.iter().map(|a| a.view()).collect()).collect();
     let call = |i: usize| -> Result<Duration, String> {
         let t = Instant::now();
         models[i].run(&views[i]).map(std::hint::black_box).map_err(|e| e.to_string())?;
         Ok(t.elapsed())
     };
-    // Warm-up, and the shortest call of each as the estimate of a call's time.
+    // Warm-up (a quarter of each model's budget), and the shortest call of each as the estimate
+    // of a call's time.
     let start = Instant::now();
-    let mut fastest = [Duration::MAX; 2];
+    let mut fastest = vec![Duration::MAX; n];
     let mut calls = 0;
-    while warming(calls, start.elapsed(), budget.warmup, budget.max / 2) {
+    while warming(calls, start.elapsed(), budget.warmup, budget.max * n as u32 / 4) {
         for (i, f) in fastest.iter_mut().enumerate() {
             *f = (*f).min(call(i)?);
         }
         calls += 1;
     }
-    let block = fastest.map(|f| (BLOCK.as_secs_f64() / f.as_secs_f64().max(1e-9)).clamp(1.0, 64.0) as usize);
+    let block: Vec<usize> =
+        fastest.iter().map(|f| (BLOCK.as_secs_f64() / f.as_secs_f64().max(1e-9)).clamp(1.0, 64.0) as usize).collect();
     let want = budget.iters.max(MIN_SAMPLES);
-    let mut samples = [Vec::new(), Vec::new()];
-    let mut spent = [Duration::ZERO; 2];
-    let done = |s: &[Vec<f64>; 2], spent: &[Duration; 2]| {
+    let mut samples = vec![Vec::new(); n];
+    let mut spent = vec![Duration::ZERO; n];
+    let done = |s: &[Vec<f64>], spent: &[Duration]| {
         s.iter().all(|v| v.len() >= want)
-            || (s.iter().all(|v| v.len() >= MIN_SAMPLES) && spent[0].max(spent[1]) >= budget.max)
+            || (s.iter().all(|v| v.len() >= MIN_SAMPLES) && spent.iter().max().is_some_and(|m| *m >= budget.max))
     };
     while !done(&samples, &spent) {
-        for i in 0..2 {
-            if block[i] > 1 {
+        for i in 0..n {
+            if n > 1 && block[i] > 1 {
                 call(i)?;
             }
             for _ in 0..block[i] {
@@ -138,24 +118,23 @@ pub fn time_pair(models: &[Model; 2], batch: usize, budget: Budget) -> Result<[T
             }
         }
     }
-    let [a, b] = samples;
-    match (Latency::of(&a), Latency::of(&b)) {
-        (Some(sa), Some(sb)) => Ok([
-            Timed { stats: sa, samples_ms: a.iter().map(|v| v * 1e3).collect() },
-            Timed { stats: sb, samples_ms: b.iter().map(|v| v * 1e3).collect() },
-        ]),
-        _ => Err("no samples".to_string()),
-    }
+    samples
+        .into_iter()
+        .map(|v| {
+            let stats = Latency::of(&v).ok_or_else(|| "no samples".to_string())?;
+            Ok(Timed { stats, samples_ms: v.iter().map(|s| s * 1e3).collect() })
+        })
+        .collect()
 }
 
-/// One side's figures from [`time_pair`]: the summary and every timed call (ms, in order).
+/// One model's figures from [`time_models`]: the summary and every timed call (ms, in order).
 #[derive(Clone, Debug)]
 pub struct Timed {
     pub stats: Latency,
     pub samples_ms: Vec<f64>,
 }
 
-/// About how long one side's turn lasts in [`time_pair`].
+/// About how long one model's turn lasts in [`time_models`].
 pub const BLOCK: Duration = Duration::from_millis(10);
 
 /// Cold and warm compile times of one configuration, in milliseconds.

@@ -68,7 +68,7 @@ pub struct Probe {
 impl Probe {
     /// Peak memory of a new process loading the artifact at `artifact` and running it `calls`
     /// times at batch `batch` on `threads` threads.
-    pub fn run(&self, artifact: &Path, batch: usize, threads: usize, calls: usize) -> Result<Option<Peak>, String> {
+    pub fn run(&self, artifact: &Path, batch: usize, threads: usize, calls: usize) -> Result<RunMemory, String> {
         let mut cmd = Command::new(&self.exe);
         cmd.args(["bench-probe", "run"]).arg(artifact);
         cmd.args(["--batch", &batch.to_string(), "--threads", &threads.to_string(), "--calls", &calls.to_string()]);
@@ -89,7 +89,7 @@ impl Probe {
         self.output(cmd)
     }
 
-    fn output(&self, mut cmd: Command) -> Result<Option<Peak>, String> {
+    fn output<T: serde::de::DeserializeOwned>(&self, mut cmd: Command) -> Result<T, String> {
         let out =
             cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot start `{}`: {e}", self.exe.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -104,16 +104,35 @@ impl Probe {
     }
 }
 
-/// The probe's side of [`Probe::run`]: loads and runs, returns the peak (`None`: not Linux).
-pub fn probe_run(artifact: &Path, batch: usize, threads: usize, calls: usize) -> Result<Option<Peak>, String> {
+/// What loading a model and running it cost in memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMemory {
+    /// `None`: not Linux.
+    pub peak: Option<Peak>,
+    /// Scratch buffers the runtime keeps between calls (`Model::arena_bytes`).
+    pub arena_bytes: usize,
+}
+
+/// Loads a model with `load` and runs it `calls` times at batch `batch`, measuring the whole
+/// phase (loading, inputs, calls).
+pub fn run_phase(
+    load: impl FnOnce() -> Result<triton_runtime::Model, String>,
+    batch: usize,
+    calls: usize,
+) -> Result<RunMemory, String> {
     let phase = Phase::start();
-    let model = triton_runtime::Model::load_with_threads(artifact, threads).map_err(|e| e.to_string())?;
+    let model = load()?;
     let x = super::measure::inputs(&model, batch);
     let views: Vec<_> = x.iter().map(|a| a.view()).collect();
     for _ in 0..calls.max(1) {
         model.run(&views).map_err(|e| e.to_string())?;
     }
-    Ok(phase.finish())
+    Ok(RunMemory { peak: phase.finish(), arena_bytes: model.arena_bytes() })
+}
+
+/// The probe's side of [`Probe::run`].
+pub fn probe_run(artifact: &Path, batch: usize, threads: usize, calls: usize) -> Result<RunMemory, String> {
+    run_phase(|| triton_runtime::Model::load_with_threads(artifact, threads).map_err(|e| e.to_string()), batch, calls)
 }
 
 /// The probe's side of [`Probe::compile`].

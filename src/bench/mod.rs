@@ -438,11 +438,11 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     for side in Side::BOTH {
         progress.step(&format!("compiling {} at {}", side.label(), cfg.opt.name()));
         let opts = options(side, cfg.opt);
-        let phase = memory::Phase::start();
+        let phase = cfg.probe.is_none().then(memory::Phase::start);
         let build = crate::build_artifact(&cfg.file, &opts, &crate::Cache::disabled()).map_err(user)?;
         let compile_peak = match &cfg.probe {
             Some(p) => p.compile(&cfg.file, &opts).map_err(user)?,
-            None => phase.finish(),
+            None => phase.and_then(memory::Phase::finish),
         };
         compiled.push(Compiled { side, bytes: build.bytes, summary: build.summary, compile_peak });
     }
@@ -466,7 +466,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
                 skipped.push(format!("batch {batch}, {threads} thread(s) skipped: {why}"));
                 continue;
             }
-            let pair = measure::time_pair(&models, batch, cfg.budget).map_err(user)?;
+            let pair = measure::time_models(&[&models[0], &models[1]], batch, cfg.budget).map_err(user)?;
             let slowest = pair.iter().map(|t| t.stats.per_example_ms(batch)).fold(0.0, f64::max);
             per_example_ms.get_or_insert(slowest);
             for (c, t) in compiled.iter().zip(pair) {
@@ -504,23 +504,21 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         }
         for &batch in &memory_batches {
             progress.step(&format!("memory of {} at batch {batch}", c.side.label()));
-            let x = measure::inputs(&load(c, all_threads)?, batch);
-            let phase = memory::Phase::start();
-            let m = load(c, all_threads)?;
-            let views: Vec<_> = x.iter().map(|a| a.view()).collect();
-            for _ in 0..RUN_CALLS {
-                m.run(&views).map_err(user)?;
+            let run = match &cfg.probe {
+                Some(p) => p.run(&path, batch, all_threads, RUN_CALLS),
+                None => memory::run_phase(
+                    || Model::from_artifact(c.bytes.as_ref(), all_threads).map_err(|e| e.to_string()),
+                    batch,
+                    RUN_CALLS,
+                ),
             }
-            let mut inference = phase.finish();
-            if let Some(p) = &cfg.probe {
-                inference = p.run(&path, batch, all_threads, RUN_CALLS).map_err(user)?;
-            }
+            .map_err(user)?;
             memory_cases.push(MemoryCase {
                 side: c.side,
                 compile: c.compile_peak.clone(),
-                inference,
+                inference: run.peak,
                 batch,
-                arena_bytes: m.arena_bytes(),
+                arena_bytes: run.arena_bytes,
                 isolated: cfg.probe.is_some(),
             });
         }
@@ -538,8 +536,8 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
             let times = measure::compile_times(&cfg.file, &options(side, level), scratch.path(), 3, 5).map_err(user)?;
             let m = Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?;
             let budget = cfg.budget.scaled(0.25);
-            let b1 = measure::time(&m, &measure::inputs(&m, 1), budget).map_err(user)?;
-            let bm = measure::time(&m, &measure::inputs(&m, mid_batch), budget).map_err(user)?;
+            let time = |b: usize| measure::time_models(&[&m], b, budget).map(|mut t| t.remove(0).stats).map_err(user);
+            let (b1, bm) = (time(1)?, time(mid_batch)?);
             let (cold, warm) = (measure::median_of(&times.cold_ms), measure::median_of(&times.warm_ms));
             let lines = times.build.summary.lines;
             compile.push(CompileCase {

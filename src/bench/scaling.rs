@@ -118,8 +118,11 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
         }
         models.push(Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?);
     }
-    let models: [Model; 2] = models.try_into().map_err(|_| user("two sides"))?;
-    let time = |b: usize| measure::time_pair(&models, b, budget).map(|p| p.map(|t| t.stats.median_ms)).map_err(user);
+    let refs: Vec<&Model> = models.iter().collect();
+    let time = |b: usize| -> Result<[f64; 2], BenchError> {
+        let t = measure::time_models(&refs, b, budget).map_err(user)?;
+        Ok([t[0].stats.median_ms, t[1].stats.median_ms])
+    };
     let b1 = time(1)?;
     // Ten of this table's case budgets, each at least 0.25 s.
     let limit_ms = super::LONGEST_CALL * budget.max.as_secs_f64().max(0.25) * 1e3;
