@@ -18,7 +18,7 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use triton::compiler::interp::{Precision, Weights};
 use triton::compiler::passes::OptLevel;
-use triton::runtime::wide::Isa;
+use triton::runtime::cpu::Isa;
 use triton::{Options, compile_model};
 
 mod common;
@@ -32,20 +32,27 @@ fn gemv(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemv");
     group.throughput(Throughput::Elements((2 * m * k) as u64));
     group.sample_size(30);
-    let mut kernels =
-        vec![(model.wide_kernel().map_or("jit".to_string(), |i| format!("wide_{i:?}")), model.wide_kernel())];
-    if model.wide_kernel().is_some_and(|i| i > Isa::Avx2) {
-        kernels.push(("wide_Avx2".into(), Some(Isa::Avx2)));
-    }
-    if model.has_int8_jit_kernels() && model.wide_kernel().is_some() {
-        kernels.push(("jit".into(), None));
-    }
-    for (name, isa) in kernels {
-        model.set_wide_kernel(isa);
-        group.bench_function(format!("ternary_i8_4096x14336_{}", name.to_lowercase()), |b| {
+    // Every runtime level the CPU runs (best first; the portable one is far slower, so only
+    // the vector levels), then the JIT kernels.
+    let mut kernels: Vec<(String, Isa, bool)> = Isa::ALL
+        .into_iter()
+        .filter(|i| *i > Isa::Generic && *i <= triton::runtime::cpu::best())
+        .rev()
+        .map(|i| (i.name().to_string(), i, false))
+        .collect();
+    kernels.push(("jit".into(), triton::runtime::cpu::best(), true));
+    for (name, isa, jit) in kernels {
+        model.set_isa(isa);
+        model.set_jit_gemm(jit);
+        if jit && !model.jit_gemm() {
+            continue;
+        }
+        group.bench_function(format!("ternary_i8_4096x14336_{name}"), |b| {
             b.iter(|| black_box(model.run(black_box(&xs)).expect("runs")))
         });
     }
+    model.set_isa(triton::runtime::cpu::best());
+    model.set_jit_gemm(false);
     // The scalar reference on the same trits: same bits as the kernels (checked here once).
     let reference = common::ScalarGemv::of(&model, m, k);
     let want = model.run(&xs).expect("runs").swap_remove(0);

@@ -230,7 +230,7 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
 }
 
 /// Kernels with machine code in the artifact.
-fn kernel_count(parts: &triton_runtime::model::ModelParts) -> usize {
+fn kernel_count(parts: &triton_runtime::engine::plan::ModelParts) -> usize {
     parts.kernels.iter().filter(|k| !k.is_empty()).count()
 }
 

@@ -10,7 +10,7 @@ use triton::compiler::interp::{self, Precision, Weights};
 use triton::compiler::ir::{self, Graph};
 use triton::compiler::passes::{self, OptLevel};
 use triton::compiler::source::FileId;
-use triton::runtime::wide::Isa;
+use triton::runtime::cpu::Isa;
 use triton::{Options, compile_model};
 
 fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
@@ -90,12 +90,15 @@ proptest! {
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
             prop_assert_eq!(&y, &r, "n {} k {} batch {} {:?}", n, k, batch, level);
-            // That ran on the best wide kernel the CPU has; AVX2 alone and the JIT kernels alone
-            // agree (on a CPU without AVX2 every setting runs the JIT kernels).
-            for isa in [Some(Isa::Avx2), None] {
-                model.set_wide_kernel(isa);
-                let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
-                prop_assert_eq!(&y, &r, "kernel {:?}: n {} k {} batch {} {:?}", model.wide_kernel(), n, k, batch, level);
+            // That ran on the best level the CPU has; every lower level and the JIT kernels
+            // agree.
+            for isa in Isa::available() {
+                for jit in [false, true] {
+                    model.set_isa(isa);
+                    model.set_jit_gemm(jit);
+                    let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
+                    prop_assert_eq!(&y, &r, "{} jit {}: n {} k {} batch {} {:?}", model.isa(), model.jit_gemm(), n, k, batch, level);
+                }
             }
         }
     }
@@ -257,16 +260,17 @@ param 1 \"w2\": trit[{n2}, {n1}] weight quant=absmean init=kaiming\n\
         let r = interpret(&g, &w, &x, Precision::Ternary, OptLevel::O3);
         let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(OptLevel::O3) }).expect("valid");
         let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
-        let fused = parts.steps.iter().filter(|s| matches!(s, triton::runtime::model::Step::Gemm { epilogue, .. } if epilogue.quantize.is_some())).count();
-        let quantize_steps = parts.steps.iter().filter(|s| matches!(s, triton::runtime::model::Step::Quantize { .. })).count();
+        let fused = parts.steps.iter().filter(|s| matches!(s, triton::runtime::engine::plan::Step::Gemm { epilogue, .. } if epilogue.quantize.is_some())).count();
+        let quantize_steps = parts.steps.iter().filter(|s| matches!(s, triton::runtime::engine::plan::Step::Quantize { .. })).count();
         prop_assert_eq!((fused, quantize_steps), (1, 1), "{:?}", parts.steps);
         for threads in [1, 2] {
             let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
             model.set_parallel_threshold(0);
-            for isa in [Some(Isa::Avx512Vnni), Some(Isa::Avx2), None] {
-                model.set_wide_kernel(isa);
+            for (isa, jit) in Isa::available().flat_map(|i| [(i, false), (i, true)]) {
+                model.set_isa(isa);
+                model.set_jit_gemm(jit);
                 let y = model.run(&[x.view()]).expect("runs").remove(0);
-                prop_assert_eq!(&y, &r, "n1 {} k {} n2 {} batch {} threads {} {:?}", n1, k, n2, batch, threads, model.wide_kernel());
+                prop_assert_eq!(&y, &r, "n1 {} k {} n2 {} batch {} threads {} {} jit {}", n1, k, n2, batch, threads, model.isa(), model.jit_gemm());
             }
         }
     }
@@ -403,16 +407,16 @@ proptest! {
         for level in [OptLevel::O0, OptLevel::O2, OptLevel::O3] {
             let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) }).expect("valid");
             let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary).expect("compiles");
-            prop_assert_eq!(parts.kernels.is_empty(), cg * k * k < 32, "K >= 32 runs on a JIT kernel");
+            prop_assert!(parts.kernels.is_empty(), "convolutions run on the engine's kernels");
             let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
             let r = interp::run(&opt.graph, &p, &xs, Precision::Ternary).expect("runs").remove(0);
-            // 1 and 2 threads; the best wide kernel, AVX2 alone, or the JIT kernels only.
-            for (threads, wide) in [(1, Some(Isa::Avx512Vnni)), (2, Some(Isa::Avx512Vnni)), (1, Some(Isa::Avx2)), (1, None)] {
+            // 1 and 2 threads, every level the CPU runs.
+            for (threads, isa) in Isa::available().flat_map(|i| [(1, i), (2, i)]) {
                 let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
-                model.set_wide_kernel(wide);
+                model.set_isa(isa);
                 model.set_parallel_threshold(0);
                 let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
-                prop_assert_eq!(&y, &r, "c {} o {} hw {} k {} stride {} pad {} groups {} {:?} threads {} wide {:?}", c, o, hw, k, stride, pad, groups, level, threads, model.wide_kernel());
+                prop_assert_eq!(&y, &r, "c {} o {} hw {} k {} stride {} pad {} groups {} {:?} threads {} {}", c, o, hw, k, stride, pad, groups, level, threads, model.isa());
             }
         }
     }

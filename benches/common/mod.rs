@@ -57,7 +57,7 @@ pub struct ScalarGemv {
 impl ScalarGemv {
     /// The trits and channel scales of `model`'s one weight.
     pub fn of(model: &triton::runtime::Model, m: usize, k: usize) -> ScalarGemv {
-        use triton::runtime::model::WeightData;
+        use triton::runtime::engine::plan::WeightData;
         let w = &model.parts().weights[0];
         let WeightData::Tq2 { packed, .. } = &w.data else { panic!("the GEMV weight is tq2-packed") };
         assert_eq!((w.n, w.k), (m, k));

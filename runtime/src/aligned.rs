@@ -13,6 +13,9 @@ use std::ops::{Deref, DerefMut};
 
 /// Alignment of the first value, in bytes.
 pub const ALIGN: usize = 64;
+/// Readable bytes after the last value (zero when `fill`ed, stale otherwise): kernels that load
+/// 4 or 16 bytes at a time may read past a row's end into it ([`AlignedI8::slack_ptr`]).
+pub const SLACK: usize = 32;
 
 /// `len` int8 values starting at an [`ALIGN`]-byte boundary inside a reused vector.
 pub struct AlignedI8 {
@@ -24,7 +27,12 @@ pub struct AlignedI8 {
 impl AlignedI8 {
     /// Capacity a vector needs to hold `len` aligned values.
     pub fn capacity_for(len: usize) -> usize {
-        len + ALIGN - 1
+        len + ALIGN - 1 + SLACK
+    }
+
+    /// A pointer to the first value from which `len + SLACK` bytes may be read.
+    pub fn slack_ptr(&self) -> *const i8 {
+        self.buf[self.off..].as_ptr()
     }
 
     /// `len` values in `buf`'s allocation (grown if too small): all `fill` when `fill` is set,
@@ -44,6 +52,11 @@ impl AlignedI8 {
         }
         let off = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
         AlignedI8 { buf, off, len }
+    }
+
+    #[cfg(test)]
+    fn readable_after_offset(&self) -> usize {
+        self.buf.len() - self.off
     }
 
     /// The vector behind it, for reuse.
@@ -91,6 +104,7 @@ mod tests {
             let a = AlignedI8::new_in(reused, len, fill);
             assert_eq!(a.as_ptr() as usize % ALIGN, 0, "len {len}");
             assert_eq!(a.len(), len);
+            assert!(a.readable_after_offset() >= len + SLACK, "len {len}");
             if let Some(v) = fill {
                 assert!(a.iter().all(|x| *x == v), "len {len}");
             }

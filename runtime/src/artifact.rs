@@ -37,12 +37,13 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::DType;
+use crate::engine::plan::{GemmWeight, Layout, ModelParts, Shape, Src, Step, WeightData};
+use crate::engine::{Model, PartsError};
 use crate::kernel::CODE_ALIGN;
-use crate::model::{GemmWeight, Model, ModelParts, PartsError, Shape, Src, Step, WeightData};
 use crate::pack;
 
 /// Version of the layout above and of the plan's encoding; bumped on any change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"\x89TCM\r\n\x1a\n";
@@ -93,46 +94,7 @@ pub fn host_target() -> String {
 /// Whether this CPU has the feature `name` (a `std::arch` name); `None` for a name this runtime
 /// does not know (an artifact from a newer compiler, or another architecture).
 pub fn cpu_has(name: &str) -> Option<bool> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! known {
-            ($($f:tt),*) => {
-                match name {
-                    $($f => Some(std::arch::is_x86_feature_detected!($f)),)*
-                    _ => None,
-                }
-            };
-        }
-        known!(
-            "sse2",
-            "sse3",
-            "ssse3",
-            "sse4.1",
-            "sse4.2",
-            "popcnt",
-            "avx",
-            "avx2",
-            "fma",
-            "bmi1",
-            "bmi2",
-            "lzcnt",
-            "f16c",
-            "cmpxchg16b",
-            "avx512f",
-            "avx512vl",
-            "avx512dq",
-            "avx512bw",
-            "avx512vbmi",
-            "avx512bitalg",
-            "avx512vnni",
-            "avxvnni"
-        )
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = name;
-        None
-    }
+    crate::cpu::has_feature(name)
 }
 
 /// Why an artifact could not be loaded.
@@ -214,8 +176,19 @@ struct Tensor {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum StoredData {
-    Tq2 { trits: Range, kernel: usize, tile: usize, f32_x: bool },
-    Dense { w_t: Tensor },
+    Tq2 {
+        trits: Range,
+        kernel: usize,
+        tile: usize,
+        f32_x: bool,
+    },
+    /// A convolution's trits (re-laid out at load).
+    Trits {
+        trits: Range,
+    },
+    Dense {
+        w_t: Tensor,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -239,6 +212,7 @@ struct Plan {
     steps: Vec<Step>,
     frees: Vec<Vec<usize>>,
     slots: usize,
+    layouts: Vec<Layout>,
     kernels: Vec<Range>,
 }
 
@@ -319,6 +293,12 @@ pub fn to_bytes(parts: &ModelParts, meta: &Meta) -> Result<(Vec<u8>, SizeReport)
                     let trits = data.push(&stored, DATA_ALIGN);
                     StoredData::Tq2 { trits, kernel: *kernel, tile: *tile, f32_x: *f32_x }
                 }
+                WeightData::Trits { packed } => {
+                    let stored = pack::pack_trit5(&pack::unpack_tq2(packed, w.n, w.k));
+                    data.sizes.trits += stored.len();
+                    data.sizes.trit_count += w.n * w.k;
+                    StoredData::Trits { trits: data.push(&stored, DATA_ALIGN) }
+                }
                 WeightData::Dense { w_t } => StoredData::Dense { w_t: data.tensor(&[w.k, w.n], w_t.iter().copied()) },
             };
             StoredWeight { name: w.name.clone(), n: w.n, k: w.k, alpha, data: stored }
@@ -334,6 +314,7 @@ pub fn to_bytes(parts: &ModelParts, meta: &Meta) -> Result<(Vec<u8>, SizeReport)
         steps: parts.steps.clone(),
         frees: parts.frees.clone(),
         slots: parts.slots,
+        layouts: parts.layouts.clone(),
         kernels,
     };
     let meta_bytes = postcard::to_allocvec(meta).map_err(|e| format!("cannot encode the metadata: {e}"))?;
@@ -467,7 +448,7 @@ pub fn size_report(bytes: &[u8]) -> Result<(SizeReport, usize), LoadError> {
             tensor(&mut s, a);
         }
         match &w.data {
-            StoredData::Tq2 { trits, .. } => {
+            StoredData::Tq2 { trits, .. } | StoredData::Trits { trits } => {
                 s.trits += trits.len as usize;
                 s.trit_count += w.n * w.k;
             }
@@ -560,6 +541,16 @@ fn decode(plan: Plan, data: &[u8]) -> Result<ModelParts, String> {
                     let packed = pack::trit5_to_tq2(bytes, w.n, w.k).map_err(|e| format!("{what}: {e}"))?;
                     WeightData::Tq2 { packed, kernel, tile, f32_x, dense: std::sync::OnceLock::new() }
                 }
+                StoredData::Trits { trits } => {
+                    let bytes = range(data, trits, &what)?;
+                    let expected = w.n.checked_mul(w.k).map(pack::trit5_bytes);
+                    if expected != Some(bytes.len()) {
+                        return Err(format!("{what} [{}, {}] holds {} bytes", w.n, w.k, bytes.len()));
+                    }
+                    WeightData::Trits {
+                        packed: pack::trit5_to_tq2(bytes, w.n, w.k).map_err(|e| format!("{what}: {e}"))?,
+                    }
+                }
                 StoredData::Dense { w_t } => {
                     let values = tensor_values(data, &w_t, &what)?;
                     let w_t = Array2::from_shape_vec((w.k, w.n), values).map_err(|e| format!("{what}: {e}"))?;
@@ -585,6 +576,7 @@ fn decode(plan: Plan, data: &[u8]) -> Result<ModelParts, String> {
         steps: plan.steps,
         frees: plan.frees,
         slots: plan.slots,
+        layouts: plan.layouts,
         kernels,
     })
 }

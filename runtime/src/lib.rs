@@ -4,17 +4,22 @@
 //! only runs models links nothing of the compiler. Facts both sides must agree on (element types,
 //! how many bytes a stored tensor takes, the packed weight layout, the kernel ABI, element-wise
 //! semantics) live here and the compiler imports them.
+//!
+//! Modules: [`engine`] (a model's parts and how they run), [`kernels`] (microkernels per
+//! instruction set), [`cpu`] (feature detection, the one place), [`artifact`] (files),
+//! [`ops`] (element-wise and quantization semantics), [`pack`] (weight formats), [`kernel`]
+//! (JIT kernel ABI and code memory).
 
 pub mod aligned;
 pub mod artifact;
+pub mod cpu;
 pub mod dtype;
+pub mod engine;
 pub mod kernel;
-pub mod model;
+pub mod kernels;
 pub mod ops;
 pub mod pack;
-pub mod sgemm;
-pub mod wide;
 
 pub use artifact::{LoadError, Meta};
 pub use dtype::{DType, StorageSize};
-pub use model::{ADD_SUB_MAX_ROWS, Model, PartsError, RunError};
+pub use engine::{ADD_SUB_MAX_ROWS, Model, PartsError, RunError};

@@ -23,8 +23,12 @@ impl UnaryOp {
     /// The op on one f32 value (docs/language.md, "Activations").
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            UnaryOp::Relu => x.max(0.0),
-            UnaryOp::Relu6 => x.clamp(0.0, 6.0),
+            // NaN propagates (as in PyTorch): `x < 0` and `y > 6` are false for NaN.
+            UnaryOp::Relu => relu(x),
+            UnaryOp::Relu6 => {
+                let y = relu(x);
+                if y > 6.0 { 6.0 } else { y }
+            }
             UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             UnaryOp::Silu => x / (1.0 + (-x).exp()),
             UnaryOp::Tanh => x.tanh(),
@@ -49,6 +53,19 @@ impl UnaryOp {
             UnaryOp::Sqrt => "sqrt",
         }
     }
+}
+
+/// `x < 0 ? 0 : x`: NaN and `-0.0` pass through.
+#[inline(always)]
+fn relu(x: f32) -> f32 {
+    if x < 0.0 { 0.0 } else { x }
+}
+
+/// The running maximum of a max pooling: the larger value, and NaN once any value is NaN (as
+/// PyTorch's max pooling propagates it); ties keep the earlier value.
+#[inline(always)]
+pub fn pool_max(acc: f32, v: f32) -> f32 {
+    if v.is_nan() || v > acc { v } else { acc }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -84,10 +101,12 @@ impl BinaryOp {
 
 /// Per-sample absmax int8 quantization of one sample's values: `(scale, factor)` with
 /// `q = round_ties_even(v * factor)` clamped to `[-127, 127]` and `v ~ q * scale`. An all-zero
-/// sample gets scale 1 and factor 0.
+/// sample gets scale 1 and factor 0. A sample holding a NaN or an infinity gets scale NaN and
+/// factor 0: its codes are 0 and everything computed from them is NaN (the NaN contract,
+/// docs/language.md).
 pub fn absmax_scale(values: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if crate::wide::available() {
+    if crate::cpu::has_avx2() {
         // SAFETY: the CPU has AVX2.
         return unsafe { absmax_scale_avx2(values) };
     }
@@ -95,45 +114,52 @@ pub fn absmax_scale(values: &[f32]) -> (f32, f32) {
 }
 
 /// 32 values per step in four independent running maxima (one chain was latency-bound: 7% of
-/// the MNIST MLP at batch 64). `vmaxps(|v|, m)` returns `m` when `|v|` is NaN, so NaN is
-/// ignored as `f32::max` ignores it, and the result equals the generic function's.
+/// the MNIST MLP at batch 64). The maxima are of `|v|`'s bits as integers: non-negative floats
+/// order as their bits do, and NaN and infinity have the largest bits, so one integer max finds
+/// both the absmax and any non-finite value; the result equals the generic function's.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn absmax_scale_avx2(values: &[f32]) -> (f32, f32) {
     use std::arch::x86_64::*;
-    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let mut m = [_mm256_setzero_ps(); 4];
+    let abs = _mm256_set1_epi32(0x7fff_ffff);
+    let mut m = [_mm256_setzero_si256(); 4];
     let mut chunks = values.chunks_exact(32);
     for c in &mut chunks {
         for (j, mj) in m.iter_mut().enumerate() {
             // SAFETY: 8 j + 8 <= 32 = c.len().
-            let v = _mm256_and_ps(unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) }, abs);
-            *mj = _mm256_max_ps(v, *mj);
+            let v = _mm256_and_si256(unsafe { _mm256_loadu_si256(c.as_ptr().add(8 * j).cast()) }, abs);
+            *mj = _mm256_max_epi32(v, *mj);
         }
     }
-    let v = _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3]));
-    let mut lanes = [0.0f32; 8];
-    // SAFETY: 8 floats into an 8-float array.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+    let v = _mm256_max_epi32(_mm256_max_epi32(m[0], m[1]), _mm256_max_epi32(m[2], m[3]));
+    let mut lanes = [0u32; 8];
+    // SAFETY: 8 lanes into an 8-lane array.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
     scale_of_absmax(&lanes, chunks.remainder())
 }
 
-/// `(scale, factor)` from the running maxima of `|v|` and the values they did not cover (see
-/// [`absmax_scale`]).
-fn scale_of_absmax(lanes: &[f32; 8], rest: &[f32]) -> (f32, f32) {
-    let m = rest.iter().fold(lanes.iter().fold(0.0f32, |a, l| a.max(*l)), |a, v| a.max(v.abs()));
-    if m > 0.0 { (m / 127.0, 127.0 / m) } else { (1.0, 0.0) }
+/// `(scale, factor)` from the running maxima of `|v|`'s bits and the values they did not
+/// cover (see [`absmax_scale`]).
+fn scale_of_absmax(lanes: &[u32; 8], rest: &[f32]) -> (f32, f32) {
+    let bits = rest.iter().fold(lanes.iter().fold(0u32, |a, l| a.max(*l)), |a, v| a.max(v.to_bits() & 0x7fff_ffff));
+    let m = f32::from_bits(bits);
+    if !m.is_finite() {
+        (f32::NAN, 0.0)
+    } else if m > 0.0 {
+        (m / 127.0, 127.0 / m)
+    } else {
+        (1.0, 0.0)
+    }
 }
 
 #[inline(always)]
 fn absmax_scale_generic(values: &[f32]) -> (f32, f32) {
-    // Eight running maxima (so it vectorizes), then their max: `max` ignores NaN and is
-    // associative otherwise, so this is the max of all `|v|` in any order.
-    let mut lanes = [0.0f32; 8];
+    // Eight running maxima of the bits of |v| (so it vectorizes), then their max.
+    let mut lanes = [0u32; 8];
     let mut chunks = values.chunks_exact(8);
     for c in &mut chunks {
         for (l, v) in lanes.iter_mut().zip(c) {
-            *l = l.max(v.abs());
+            *l = (*l).max(v.to_bits() & 0x7fff_ffff);
         }
     }
     scale_of_absmax(&lanes, chunks.remainder())
@@ -143,7 +169,7 @@ fn absmax_scale_generic(values: &[f32]) -> (f32, f32) {
 /// Same values as the scalar function on every CPU; on AVX2 it runs 8 values per instruction.
 pub fn quantize_into(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
     #[cfg(target_arch = "x86_64")]
-    if crate::wide::available() {
+    if crate::cpu::has_avx2() {
         // SAFETY: the CPU has AVX2.
         return unsafe { quantize_into_avx2(src, factor, dst) };
     }
@@ -238,8 +264,8 @@ mod tests {
         }
     }
 
-    /// The dispatched absmax (AVX2 where the CPU has it) equals the generic one: NaN ignored,
-    /// infinities kept, the maximum found in any lane and in the tail past the 32-value step.
+    /// The dispatched absmax (AVX2 where the CPU has it) equals the generic one: a NaN or an
+    /// infinity anywhere gives scale NaN and factor 0, the maximum is found in any lane and in the tail past the 32-value step.
     #[test]
     fn absmax_scale_equals_the_generic_one() {
         for len in [0usize, 1, 7, 31, 32, 33, 63, 64, 65, 784] {
@@ -256,7 +282,15 @@ mod tests {
             }
         }
         assert_eq!(absmax_scale(&[0.0; 40]), (1.0, 0.0));
-        assert_eq!(absmax_scale(&[f32::NAN; 40]), (1.0, 0.0));
+        assert_eq!(absmax_scale(&[-254.0; 40]), (2.0, 0.5));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for len in [1, 40] {
+                let mut v = vec![1.0; len];
+                v[len / 2] = bad;
+                let (scale, factor) = absmax_scale(&v);
+                assert!(scale.is_nan() && factor == 0.0, "{bad} in {len} values: ({scale}, {factor})");
+            }
+        }
     }
 
     #[test]

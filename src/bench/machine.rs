@@ -67,7 +67,7 @@ impl Machine {
             triton_version: env!("CARGO_PKG_VERSION").into(),
             cranelift_version: triton_compiler::codegen::isa::CRANELIFT_VERSION.into(),
             rustc_version: env!("TRITON_RUSTC_VERSION").into(),
-            int8_kernel: triton_runtime::wide::best().map_or("none (JIT kernels)".into(), |i| format!("{i:?}")),
+            int8_kernel: triton_runtime::cpu::best().to_string(),
         }
     }
 

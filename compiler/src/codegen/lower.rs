@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use ndarray::Array2;
 use triton_runtime::DType;
-use triton_runtime::model::{
-    ConvGeom, Epilogue, GemmWeight, ModelParts, PoolGeom, Requantize, RtDim, Shape, Src, Step, WeightData,
+use triton_runtime::engine::plan::{
+    ConvGeom, Epilogue, GEMM_ALIGN, GemmWeight, ModelParts, PoolGeom, Requantize, RtDim, Shape, Src, Step, WeightData,
 };
 use triton_runtime::ops::UnaryOp;
 use triton_runtime::pack;
@@ -38,6 +38,8 @@ struct Lowering<'a, 'b> {
     statics: Vec<Option<Value>>,
     plan: Option<&'a KernelPlan>,
     parts: ModelParts,
+    /// Per value slot, its rank.
+    ranks: Vec<usize>,
     /// Where each node's value is.
     src: Vec<Option<Src>>,
     consts: HashMap<NodeId, usize>,
@@ -127,7 +129,7 @@ impl Lowering<'_, '_> {
         w: NodeId,
         x_integer: bool,
         epi: &Epilogue,
-        groups: usize,
+        conv: bool,
     ) -> Result<usize, CodegenError> {
         let Op::Param { index } = self.g.node(w).op else {
             return Err(CodegenError::Unsupported(format!("%{}: a weight that is not a parameter", node.index())));
@@ -149,11 +151,18 @@ impl Lowering<'_, '_> {
             Value::Trit { codes, alpha } => {
                 let codes_flat: Vec<i8> = codes.iter().copied().collect();
                 let alpha = Some(alpha.to_vec());
-                if matches!(format, WeightFormat::Tq2 { .. }) {
+                if conv {
+                    // Convolutions run on the engine's kernels, which re-lay the trits out at
+                    // load (`triton_runtime::engine`): no JIT kernel.
+                    let start = Instant::now();
+                    let packed = pack::pack_tq2(&codes_flat, n, k);
+                    self.report.packing += start.elapsed();
+                    (WeightData::Trits { packed }, alpha)
+                } else if matches!(format, WeightFormat::Tq2 { .. }) {
                     let t =
                         choice.and_then(|c| c.tile).unwrap_or_else(|| kernel_plan::tile(n as u64, format, k as u64));
                     let spec = GemmSpec {
-                        n: n / groups.max(1),
+                        n,
                         k,
                         tile: t.channels.clamp(1, 4) as usize,
                         // The add/subtract kernel: one block per iteration, the int8 kernel's rows
@@ -233,7 +242,7 @@ impl Lowering<'_, '_> {
                     self.src[id.index()] = Some(Src::Value(x));
                     return Ok(());
                 }
-                Step::Quantize { x, out: self.new_slot(), fixed: *scale }
+                Step::Quantize { x, out: self.new_slot(), fixed: *scale, align: GEMM_ALIGN }
             }
             Op::Dequantize => {
                 let x = self.value_slot(node.args[0])?;
@@ -276,8 +285,7 @@ impl Lowering<'_, '_> {
                     Some(a) => Some(self.conv_geom(id, &a)?),
                     None => None,
                 };
-                let groups = geom.map_or(1, |g| g.groups);
-                let weight = self.weight(id, node.args[1], x_integer, &epilogue, groups)?;
+                let weight = self.weight(id, node.args[1], x_integer, &epilogue, geom.is_some())?;
                 if let WeightData::Tq2 { .. } = self.parts.weights[weight].data {
                     epilogue.act_in_kernel = matches!(epilogue.act, Some(UnaryOp::Relu | UnaryOp::Relu6));
                 }
@@ -313,6 +321,7 @@ impl Lowering<'_, '_> {
                     mean: mean?,
                     var: var?,
                     eps: *eps,
+                    axis: 1,
                 }
             }
             Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
@@ -324,6 +333,7 @@ impl Lowering<'_, '_> {
         let out = step.out();
         self.src[id.index()] = Some(Src::Value(out));
         self.parts.steps.push(step);
+        self.ranks.resize(self.parts.slots, node.ty.shape.len());
         Ok(())
     }
 }
@@ -352,16 +362,16 @@ fn fuse_requantize(parts: &mut ModelParts) {
     let mut i = 0;
     while i + 1 < parts.steps.len() {
         let fold = match (&parts.steps[i], &parts.steps[i + 1]) {
-            (Step::Gemm { out, epilogue, .. }, Step::Quantize { x, out: q, fixed })
+            (Step::Gemm { out, epilogue, .. }, Step::Quantize { x, out: q, fixed, align })
                 if x == out && epilogue.quantize.is_none() && readers.get(out) == Some(&1) && !is_output(*out) =>
             {
-                Some((*q, *fixed))
+                Some((*q, *fixed, *align))
             }
             _ => None,
         };
-        if let (Some((q, fixed)), Step::Gemm { out, epilogue, .. }) = (fold, &mut parts.steps[i]) {
+        if let (Some((q, fixed, align)), Step::Gemm { out, epilogue, .. }) = (fold, &mut parts.steps[i]) {
             *out = q;
-            epilogue.quantize = Some(Requantize { fixed });
+            epilogue.quantize = Some(Requantize { fixed, align });
             parts.steps.remove(i + 1);
         }
         i += 1;
@@ -439,8 +449,10 @@ pub fn compile_graph_with(
             weights: Vec::new(),
             steps: Vec::new(),
             frees: Vec::new(),
+            layouts: Vec::new(),
             kernels: Vec::new(),
         },
+        ranks: g.inputs.iter().map(|(_, id)| g.node(*id).ty.shape.len()).collect(),
         src: vec![None; g.nodes.len()],
         consts: HashMap::new(),
         kernels: HashMap::new(),
@@ -463,9 +475,11 @@ pub fn compile_graph_with(
             Ok((name, rt_shape(&g.node(*o).ty.shape)?))
         })
         .collect::<Result<Vec<_>, CodegenError>>()?;
-    let mut parts = l.parts;
+    let (mut parts, mut ranks) = (l.parts, l.ranks);
+    ranks.resize(parts.slots, 0);
     parts.outputs = outputs;
     parts.output_sig = output_sig;
+    super::layout::assign(&mut parts, ranks);
     fuse_requantize(&mut parts);
     // Free every slot after its last reader (outputs are kept). An input freed while still in
     // the caller's array is never copied into the arena (see `Model::run`).

@@ -13,6 +13,7 @@
 //!   wrong answer.
 
 pub mod isa;
+mod layout;
 pub mod lower;
 pub mod ternary_gemm;
 

@@ -321,10 +321,10 @@ fn emit_epilogue(
     if let Some(act) = s.act {
         let z = b.ins().f32const(0.0);
         let zero = b.ins().splat(F32X4, z);
-        // max(y, 0) as Rust computes it (a NaN becomes 0): y > 0 ? y : 0.
-        let pos = b.ins().fcmp(FloatCC::GreaterThan, y, zero);
-        let pos = b.ins().bitcast(F32X4, le(), pos);
-        y = b.ins().bitselect(pos, y, zero);
+        // `UnaryOp::Relu`: y < 0 ? 0 : y (a NaN stays NaN, -0.0 stays -0.0).
+        let neg = b.ins().fcmp(FloatCC::LessThan, y, zero);
+        let neg = b.ins().bitcast(F32X4, le(), neg);
+        y = b.ins().bitselect(neg, zero, y);
         if act == Act::Relu6 {
             let six = b.ins().f32const(6.0);
             let six = b.ins().splat(F32X4, six);

@@ -1,7 +1,7 @@
 //! f32 kernels for training: each op forward and its vector-Jacobian product.
 //!
 //! Rules:
-//! - Products run on the runtime's GEMM ([`triton_runtime::sgemm::sgemm`], both cores);
+//! - Products run on the runtime's GEMM ([`triton_runtime::kernels::sgemm::sgemm`], both cores);
 //!   convolutions are im2col + GEMM per group (columns built in parallel over the batch).
 //! - Shapes were checked by the verifier; these functions index without further checks.
 //! - Semantics equal the reference interpreter's at FP32 (docs/language.md): average pooling
@@ -9,8 +9,8 @@
 
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn, s};
 use rayon::prelude::*;
-use triton_runtime::model::ConvGeom;
-use triton_runtime::sgemm::sgemm;
+use triton_runtime::engine::plan::ConvGeom;
+use triton_runtime::kernels::sgemm::sgemm;
 
 use crate::ir::{BinaryOp, ConvAttrs, PoolAttrs, UnaryOp};
 

@@ -267,7 +267,9 @@ fn eval(
             let (b, c) = (x.shape()[0], x.shape()[1]);
             let flat =
                 x.view().into_shape_with_order((b, c, x.len() / (b * c).max(1))).unwrap_or_else(|_| unreachable!());
-            let mean = flat.mean_axis(Axis(2)).unwrap_or_else(|| unreachable!("spatial size >= 1"));
+            // The pixels summed in order, then divided by their count (docs/language.md).
+            let n = flat.shape()[2] as f32;
+            let mean = flat.map_axis(Axis(2), |lane| lane.iter().fold(0.0f32, |a, v| a + v) / n);
             Value::F32(mean.into_dyn())
         }
         Op::Reshape { .. } => {
@@ -586,7 +588,7 @@ fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> ArrayD<f32> {
                     0.0
                 };
                 if max {
-                    acc = acc.max(val);
+                    acc = triton_runtime::ops::pool_max(acc, val);
                 } else {
                     acc += val;
                 }

@@ -1,0 +1,408 @@
+//! Convolution steps, channels-last in and out: weights re-laid out once at load
+//! ([`Prepared`]), then per sample and block of output pixels a gather into rows and a
+//! product on the matrix-product kernels (implicit GEMM), a plain GEMM for 1x1 convolutions,
+//! or the depthwise kernels.
+//!
+//! Rules:
+//! - Int8 activations with ternary weights run on the tq2 kernels at the model's level
+//!   (`kernels::tq2`): exact sums, the epilogue in the interpreter's order, so every level
+//!   and thread count gives the interpreter's bits. A pointwise convolution (1x1, stride 1,
+//!   no padding, one group) over rows padded to whole tq2 blocks multiplies the activations
+//!   in place: no gather at all.
+//! - F32 activations (and int8 codes of int8 weights) run on the f32 GEMM over gathered rows,
+//!   then the weight's scale; they differ from the interpreter's f64 sums by rounding only.
+//! - Depthwise convolutions (one input and output channel per group) never run as products.
+//! - Threads: blocks of output pixels of every sample split over the pool when the work is
+//!   worth it (`Model::pool_for`); each block writes its own output rows.
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
+use rayon::prelude::*;
+
+use super::arena::Arena;
+use super::gemm::finish;
+use super::plan::{ConvGeom, Epilogue, GemmWeight, Kind, WeightData};
+use super::quant::{QUANTIZE_WORK, quantize_rows};
+use super::value::{QTensor, Val};
+use super::{Model, RunError, internal, shaped};
+use crate::kernel::GemmArgs;
+use crate::kernels::conv::{ChannelEpilogue, Window, depthwise_f32, depthwise_i8, im2col_f32, im2col_i8};
+use crate::pack;
+
+/// A convolution's weight in the order its kernels stream.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// Int8 activations x trits: per output channel, tq2-packed rows in `(u, v, c)` order
+    /// (`k` values padded to `k_pad`); the rows of group `g` start at channel `g * og`.
+    Tq2 { packed: Vec<u8>, k_pad: usize, pointwise: bool },
+    /// Depthwise int8 codes `[tap][c]`.
+    DepthwiseI8 { w: Vec<i8> },
+    /// Depthwise f32 values (or codes) `[tap][c]`.
+    DepthwiseF32 { w: Vec<f32> },
+    /// `[k, o]` f32 values (or codes) with `k` in `(u, v, c)` order.
+    Dense { w_t: Array2<f32>, pointwise: bool },
+}
+
+/// A whole-tq2-block row of int8 values: what the pointwise path needs of its input.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0] && g.groups == 1
+}
+
+fn window(g: &ConvGeom) -> Window {
+    Window { h: g.h, w: g.w, kh: g.kh, kw: g.kw, stride: g.stride, pad: g.pad, dil: g.dil, oh: g.oh, ow: g.ow }
+}
+
+impl Prepared {
+    /// Re-lays out `w` for a convolution of geometry `g` over values of kind `x`.
+    pub fn new(w: &GemmWeight, g: &ConvGeom, x: Kind) -> Result<Prepared, String> {
+        let (o, k, cg, taps) = (g.o, g.k(), g.cg(), g.kh * g.kw);
+        // Codes (or values) per output channel in the stored `(c, u, v)` order.
+        let values: Vec<f32> = match &w.data {
+            WeightData::Trits { packed } => pack::unpack_tq2(packed, o, k).into_iter().map(f32::from).collect(),
+            WeightData::Dense { w_t } => (0..o).flat_map(|c| w_t.column(c).to_vec()).collect(),
+            WeightData::Tq2 { .. } => {
+                return Err(format!("convolution weight `{}` packed for a matrix product", w.name));
+            }
+        };
+        // Index in `(c, u, v)` order of position `t` of the `(u, v, c)` order.
+        let from = |t: usize| (t % cg) * taps + t / cg;
+        let depthwise = cg == 1 && g.og() == 1;
+        let codes_i8 = matches!(w.data, WeightData::Trits { .. })
+            || (w.alpha.is_some() && values.iter().all(|v| v.fract() == 0.0 && v.abs() <= 127.0));
+        Ok(match (x, depthwise) {
+            (Kind::Int8, true) if codes_i8 => {
+                Prepared::DepthwiseI8 { w: (0..taps * o).map(|i| values[(i % o) * k + i / o] as i8).collect() }
+            }
+            (Kind::F32, true) => {
+                Prepared::DepthwiseF32 { w: (0..taps * o).map(|i| values[(i % o) * k + i / o]).collect() }
+            }
+            (Kind::Int8, false) if matches!(w.data, WeightData::Trits { .. }) => {
+                let codes: Vec<i8> = (0..o * k).map(|i| values[(i / k) * k + from(i % k)] as i8).collect();
+                Prepared::Tq2 {
+                    packed: pack::pack_tq2(&codes, o, k),
+                    k_pad: pack::padded_k(k),
+                    pointwise: is_pointwise(g),
+                }
+            }
+            _ => Prepared::Dense {
+                w_t: Array2::from_shape_fn((k, o), |(t, c)| values[c * k + from(t)]),
+                pointwise: is_pointwise(g),
+            },
+        })
+    }
+
+    /// The kernel's name, as `--emit plan` prints it.
+    pub fn kernel_name(&self) -> &'static str {
+        match self {
+            Prepared::Tq2 { pointwise: true, .. } => "int8 tq2 pointwise",
+            Prepared::Tq2 { .. } => "int8 tq2 implicit-gemm",
+            Prepared::DepthwiseI8 { .. } => "int8 depthwise",
+            Prepared::DepthwiseF32 { .. } => "f32 depthwise",
+            Prepared::Dense { pointwise: true, .. } => "f32 gemm pointwise",
+            Prepared::Dense { .. } => "f32 im2col-gemm",
+        }
+    }
+}
+
+/// Pointers that cross threads; each block writes its own rows.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every task writes disjoint output rows (its own pixels of its own sample).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+impl Out {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Gathered rows per block: about 64 KB of int8 values, at least 16 rows, whole row groups.
+fn block_rows(k_pad: usize) -> usize {
+    (65536 / k_pad.max(1)).clamp(16, 256) / 8 * 8
+}
+
+impl Model {
+    /// Runs a convolution step (see the module rules).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv(
+        &self,
+        si: usize,
+        x: &Val,
+        w: &GemmWeight,
+        prep: &Prepared,
+        g: &ConvGeom,
+        e: &Epilogue,
+        vals: &[Option<Val>],
+        arena: &mut Arena,
+    ) -> Result<Val, RunError> {
+        let (p, o) = (g.pixels(), g.o);
+        let in_shape = match x {
+            Val::F32(a) => a.shape().to_vec(),
+            Val::Q(q) => q.shape.clone(),
+        };
+        let b = in_shape.first().copied().unwrap_or(0);
+        if in_shape != [b, g.h, g.w, g.c] || w.n != o || w.k != g.k() {
+            return Err(internal(
+                si,
+                format!("conv input {in_shape:?} or weight [{}, {}] does not fit {g:?}", w.n, w.k),
+            ));
+        }
+        let (scale, bias) = self.epilogue_vectors(si, w, e)?;
+        let residual = self.residual(si, e, vals, b * p * o)?;
+        let mut out = arena.f32_overwritten(b * p * o);
+        let win = window(g);
+        let alpha = w.alpha.as_deref();
+        match (prep, x) {
+            (Prepared::Tq2 { packed, k_pad, pointwise }, Val::Q(q)) => {
+                let alpha = alpha.ok_or_else(|| internal(si, "ternary conv without scales"))?;
+                let fits = q.k == g.c
+                    && q.rows() == b * g.h * g.w
+                    && q.data.len() == q.rows() * q.k_pad
+                    && packed.len() == o * k_pad / 4
+                    && alpha.len() == o;
+                if !fits {
+                    return Err(internal(si, "conv buffers do not match its weight"));
+                }
+                if *pointwise && q.k_pad == *k_pad {
+                    let args = GemmArgs {
+                        x: q.data.as_ptr(),
+                        w: packed.as_ptr(),
+                        alpha: alpha.as_ptr(),
+                        scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
+                        bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
+                        residual: residual.map_or(std::ptr::null(), |s| s.as_ptr()),
+                        out: out.as_mut_ptr(),
+                        xsum: q.row_sum.as_ptr(),
+                        sx: q.row_scale.as_ptr(),
+                        rows: q.rows() as u64,
+                        tile_begin: 0,
+                        tile_end: o as u64,
+                    };
+                    // SAFETY: x holds rows of k_pad codes with their sums and scales, the
+                    // weight o rows of k_pad / 4 bytes, the per-channel vectors o values (all
+                    // checked above), out and residual rows of o values.
+                    unsafe { self.call_tq2(None, args, *k_pad, o, Some((e.act, 1)), None) }
+                        .map_err(|e| internal(si, e))?;
+                } else {
+                    self.conv_tq2(q, packed, *k_pad, alpha, g, &win, (scale, bias), residual, e, &mut out);
+                }
+            }
+            (Prepared::DepthwiseI8 { w: wd }, Val::Q(q)) => {
+                let fits = q.k == g.c && q.rows() == b * g.h * g.w && wd.len() == win.taps() * o && o == g.c;
+                let alpha = alpha.filter(|a| a.len() == o);
+                if !fits || alpha.is_none() {
+                    return Err(internal(si, "depthwise buffers do not match its weight"));
+                }
+                let alpha = alpha.unwrap_or_default();
+                let per = g.h * g.w * q.k_pad;
+                let mut mult = vec![0.0; o];
+                for n in 0..b {
+                    let sx = q.row_scale[n * g.h * g.w];
+                    mult.iter_mut().zip(alpha).for_each(|(m, a)| *m = sx * a);
+                    let epi = ChannelEpilogue { mult: Some(&mult), scale, bias, act: e.act };
+                    let xs = &q.data[n * per..(n + 1) * per];
+                    let res = residual.map(|r| &r[n * p * o..(n + 1) * p * o]);
+                    let dst = &mut out[n * p * o..(n + 1) * p * o];
+                    depthwise_i8(self.isa, xs, q.k_pad, wd, o, &win, 0..p, &epi, res, dst);
+                }
+            }
+            (Prepared::DepthwiseF32 { w: wd }, Val::F32(a)) => {
+                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                if wd.len() != win.taps() * o || o != g.c || alpha.is_some_and(|a| a.len() != o) {
+                    return Err(internal(si, "depthwise buffers do not match its weight"));
+                }
+                let per = g.h * g.w * g.c;
+                let epi = ChannelEpilogue { mult: alpha, scale, bias, act: e.act };
+                for n in 0..b {
+                    let res = residual.map(|r| &r[n * p * o..(n + 1) * p * o]);
+                    let dst = &mut out[n * p * o..(n + 1) * p * o];
+                    depthwise_f32(self.isa, &xs[n * per..(n + 1) * per], wd, o, &win, 0..p, &epi, res, dst);
+                }
+            }
+            (Prepared::Dense { w_t, pointwise }, x) => {
+                if w_t.dim() != (g.k(), o) || alpha.is_some_and(|a| a.len() != o) {
+                    return Err(internal(si, "conv weight does not match its geometry"));
+                }
+                self.conv_dense(si, x, w_t, *pointwise, g, &win, alpha, &mut out, arena)?;
+                finish(&mut out, o, scale, bias, residual, e.act);
+            }
+            _ => return Err(internal(si, "convolution prepared for another kind of input")),
+        }
+        let y = shaped(si, &[b, g.oh, g.ow, o], out)?;
+        Ok(match e.quantize {
+            Some(rq) => {
+                let q = quantize_rows(y.view(), rq.fixed, rq.align, arena, |n| self.pool_for(n * QUANTIZE_WORK));
+                arena.recycle(Val::F32(y));
+                Val::Q(q)
+            }
+            None => Val::F32(y),
+        })
+    }
+
+    /// The implicit-GEMM int8 path: per sample, group and block of output pixels, a gather
+    /// into rows and the tq2 kernel over them.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_tq2(
+        &self,
+        q: &QTensor,
+        packed: &[u8],
+        k_pad: usize,
+        alpha: &[f32],
+        g: &ConvGeom,
+        win: &Window,
+        (scale, bias): (Option<&[f32]>, Option<&[f32]>),
+        residual: Option<&[f32]>,
+        e: &Epilogue,
+        out: &mut [f32],
+    ) {
+        let (p, o, og, cg) = (g.pixels(), g.o, g.og(), g.cg());
+        let b = q.rows() / (g.h * g.w).max(1);
+        let rows = block_rows(k_pad);
+        let blocks = p.div_ceil(rows);
+        let per = g.h * g.w * q.k_pad;
+        let row_bytes = k_pad / 4;
+        let out_ptr = Out(out.as_mut_ptr());
+        // One block: (sample, first pixel), with its buffers.
+        let task = |bufs: &mut (Vec<i8>, Vec<i32>, Vec<f32>, Vec<f32>), t: usize| {
+            let (n, p0) = (t / blocks, (t % blocks) * rows);
+            let p1 = (p0 + rows).min(p);
+            let nr = p1 - p0;
+            let (cols, xsum, sx, tmp) = bufs;
+            sx.clear();
+            sx.resize(nr, q.row_scale[n * g.h * g.w]);
+            let xs = &q.data[n * per..(n + 1) * per];
+            for gi in 0..g.groups {
+                let c0 = gi * og;
+                im2col_i8(xs, q.k_pad, gi * cg, cg, win, p0..p1, cols, k_pad, xsum);
+                let row0 = n * p + p0;
+                let (dst, res, act) = if g.groups == 1 {
+                    // SAFETY: rows row0 .. row0 + nr of `out` (o values each) are this task's.
+                    (
+                        unsafe { out_ptr.get().add(row0 * o) },
+                        residual.map_or(std::ptr::null(), |r| r[row0 * o..].as_ptr()),
+                        e.act,
+                    )
+                } else {
+                    (tmp.as_mut_ptr(), std::ptr::null(), None)
+                };
+                let args = GemmArgs {
+                    x: cols.as_ptr(),
+                    w: packed[c0 * row_bytes..].as_ptr(),
+                    alpha: alpha[c0..].as_ptr(),
+                    scale: scale.map_or(std::ptr::null(), |s| s[c0..].as_ptr()),
+                    bias: bias.map_or(std::ptr::null(), |s| s[c0..].as_ptr()),
+                    residual: res,
+                    out: dst,
+                    xsum: xsum.as_ptr(),
+                    sx: sx.as_ptr(),
+                    rows: nr as u64,
+                    tile_begin: 0,
+                    tile_end: og as u64,
+                };
+                // SAFETY: cols holds nr rows of k_pad codes, xsum and sx nr values; the group's
+                // weight rows, scales and biases start at channel c0 of o (sizes checked by
+                // the caller); dst (and res) hold nr rows of og values (groups > 1: tmp) or of
+                // o = og values (one group).
+                unsafe { crate::kernels::tq2::gemm(self.isa, &args, og, k_pad, act, 0..og) };
+                if g.groups > 1 {
+                    for r in 0..nr {
+                        // SAFETY: row row0 + r of `out` is this task's; channels c0 .. c0 + og.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((row0 + r) * o + c0), og) };
+                        dst.copy_from_slice(&tmp[r * og..(r + 1) * og]);
+                        if let Some(rs) = residual {
+                            dst.iter_mut().zip(&rs[(row0 + r) * o + c0..]).for_each(|(v, x)| *v += x);
+                        }
+                        if let Some(a) = e.act {
+                            dst.iter_mut().for_each(|v| *v = a.apply(*v));
+                        }
+                    }
+                }
+            }
+        };
+        let new_bufs = || (vec![0i8; rows * k_pad], vec![0i32; rows], Vec::with_capacity(rows), vec![0f32; rows * og]);
+        let work = b * p * o * k_pad / 4;
+        match self.pool_for(work).filter(|_| b * blocks > 1) {
+            Some(pool) => pool.install(|| (0..b * blocks).into_par_iter().for_each_init(new_bufs, task)),
+            None => {
+                let mut bufs = new_bufs();
+                (0..b * blocks).for_each(|t| task(&mut bufs, t));
+            }
+        }
+    }
+
+    /// The f32 path: a GEMM over the input rows (1x1) or over gathered rows per sample and
+    /// group, then the weight's scale (times the activation scale for int8 input).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_dense(
+        &self,
+        si: usize,
+        x: &Val,
+        w_t: &Array2<f32>,
+        pointwise: bool,
+        g: &ConvGeom,
+        win: &Window,
+        alpha: Option<&[f32]>,
+        out: &mut [f32],
+        arena: &mut Arena,
+    ) -> Result<(), RunError> {
+        let (p, o, og, cg, k) = (g.pixels(), g.o, g.og(), g.cg(), g.k());
+        let pixels_in = g.h * g.w;
+        let b = out.len() / (p * o).max(1);
+        let err = |e: ndarray::ShapeError| internal(si, e.to_string());
+        match x {
+            Val::F32(a) if pointwise => {
+                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                let xm = ArrayView2::from_shape((b * p, g.c), xs).map_err(err)?;
+                let mut om = ArrayViewMut2::from_shape((b * p, o), &mut out[..]).map_err(err)?;
+                self.sgemm(&xm, &w_t.view(), &mut om);
+                if let Some(alpha) = alpha {
+                    out.chunks_mut(o).for_each(|r| r.iter_mut().zip(alpha).for_each(|(v, a)| *v *= a));
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let mut cols = arena.f32_overwritten(p * k);
+        for n in 0..b {
+            for gi in 0..g.groups {
+                let sx = match x {
+                    Val::F32(a) => {
+                        let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                        im2col_f32(
+                            &xs[n * pixels_in * g.c..][..pixels_in * g.c],
+                            g.c,
+                            gi * cg,
+                            cg,
+                            win,
+                            0..p,
+                            &mut cols,
+                        );
+                        None
+                    }
+                    Val::Q(q) => {
+                        let xs = &q.data[n * pixels_in * q.k_pad..][..pixels_in * q.k_pad];
+                        im2col_f32(xs, q.k_pad, gi * cg, cg, win, 0..p, &mut cols);
+                        Some(q.row_scale[n * pixels_in])
+                    }
+                };
+                let xm = ArrayView2::from_shape((p, k), &cols[..]).map_err(err)?;
+                let wg = w_t.slice(s![.., gi * og..(gi + 1) * og]);
+                let mut om = ArrayViewMut2::from_shape((p, o), &mut out[n * p * o..(n + 1) * p * o]).map_err(err)?;
+                let mut og_view = om.slice_mut(s![.., gi * og..(gi + 1) * og]);
+                self.sgemm(&xm, &wg, &mut og_view);
+                match (alpha, sx) {
+                    (Some(alpha), Some(sx)) => og_view
+                        .rows_mut()
+                        .into_iter()
+                        .for_each(|mut r| r.iter_mut().zip(&alpha[gi * og..]).for_each(|(v, a)| *v *= sx * a)),
+                    (Some(alpha), None) => og_view
+                        .rows_mut()
+                        .into_iter()
+                        .for_each(|mut r| r.iter_mut().zip(&alpha[gi * og..]).for_each(|(v, a)| *v *= a)),
+                    (None, _) => {}
+                }
+            }
+        }
+        arena.f32s.push(cols);
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! Steps that are not products: batch norm, unary and binary element-wise steps, concat and
+//! relayout, each into a pooled buffer of the arena.
+//!
+//! Rules:
+//! - Every value is computed with the interpreter's f32 operations in the same order (the
+//!   semantics are `crate::ops`), so these steps are bit-exact.
+//! - Shapes are physical: a binary step broadcasts physical shapes (the compiler permutes
+//!   constants read against channels-last values), axes are physical axes.
+//! - Results are standard-layout arrays in pooled buffers, whatever layout ndarray would give
+//!   (a concat along an inner axis, say), so every reader may take `as_slice()`.
+
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Zip};
+
+use super::arena::Arena;
+use super::plan::Layout;
+use super::{RunError, internal, shaped};
+use crate::ops::{BinaryOp, UnaryOp};
+
+/// Copies `a` in logical (row-major) order into `dst` of the same length.
+pub(crate) fn copy_into(dst: &mut [f32], a: &ArrayViewD<'_, f32>) {
+    match a.as_slice() {
+        Some(s) => dst.copy_from_slice(s),
+        None => dst.iter_mut().zip(a.iter()).for_each(|(d, v)| *d = *v),
+    }
+}
+
+/// `a` copied into a pooled buffer (standard layout).
+pub(crate) fn pooled_copy(si: usize, a: &ArrayViewD<'_, f32>, arena: &mut Arena) -> Result<ArrayD<f32>, RunError> {
+    let mut buf = arena.f32_overwritten(a.len());
+    copy_into(&mut buf, a);
+    shaped(si, a.shape(), buf)
+}
+
+/// Inference batch norm along physical axis `axis`: `(x - mean) * (1 / sqrt(var + eps)) * gamma
+/// + beta`, the interpreter's order.
+pub(crate) fn batch_norm(
+    si: usize,
+    x: &ArrayD<f32>,
+    vecs: [Option<&ArrayD<f32>>; 4],
+    eps: f32,
+    axis: usize,
+    arena: &mut Arena,
+) -> Result<ArrayD<f32>, RunError> {
+    let c =
+        *x.shape().get(axis).ok_or_else(|| internal(si, format!("batch norm over axis {axis} of {:?}", x.shape())))?;
+    let inner: usize = x.shape()[axis + 1..].iter().product();
+    let vec = |a: Option<&ArrayD<f32>>| -> Result<Vec<f32>, RunError> {
+        a.and_then(|a| a.as_slice())
+            .filter(|v| v.len() == c)
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| internal(si, format!("batch-norm vector of another size than {c} channels")))
+    };
+    let [g, be, m, v] = [vec(vecs[0])?, vec(vecs[1])?, vec(vecs[2])?, vec(vecs[3])?];
+    let inv: Vec<f32> = v.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let mut y = pooled_copy(si, &x.view(), arena)?;
+    let ys = y.as_slice_mut().ok_or_else(|| internal(si, "fresh buffer not contiguous"))?;
+    if inner == 1 {
+        // Channels last: rows of c.
+        for row in ys.chunks_mut(c.max(1)) {
+            for (k, t) in row.iter_mut().enumerate() {
+                *t = (*t - m[k]) * inv[k] * g[k] + be[k];
+            }
+        }
+    } else {
+        for (i, run) in ys.chunks_mut(inner).enumerate() {
+            let k = i % c;
+            run.iter_mut().for_each(|t| *t = (*t - m[k]) * inv[k] * g[k] + be[k]);
+        }
+    }
+    Ok(y)
+}
+
+pub(crate) fn unary(si: usize, x: &ArrayD<f32>, op: UnaryOp, arena: &mut Arena) -> Result<ArrayD<f32>, RunError> {
+    let mut y = pooled_copy(si, &x.view(), arena)?;
+    y.iter_mut().for_each(|v| *v = op.apply(*v));
+    Ok(y)
+}
+
+/// `a op b` with broadcasting over physical shapes.
+pub(crate) fn binary(
+    si: usize,
+    a: &ArrayD<f32>,
+    b: &ArrayD<f32>,
+    op: BinaryOp,
+    arena: &mut Arena,
+) -> Result<ArrayD<f32>, RunError> {
+    let (ra, rb) = (a.ndim(), b.ndim());
+    let rank = ra.max(rb);
+    let dim = |s: &[usize], i: usize| if i + s.len() >= rank { s[i + s.len() - rank] } else { 1 };
+    let shape: Vec<usize> = (0..rank)
+        .map(|i| {
+            let (x, y) = (dim(a.shape(), i), dim(b.shape(), i));
+            if x == y || y == 1 {
+                Ok(x)
+            } else if x == 1 {
+                Ok(y)
+            } else {
+                Err(internal(si, format!("operands {:?} and {:?} do not broadcast", a.shape(), b.shape())))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let buf = arena.f32_overwritten(shape.iter().product());
+    let mut y = shaped(si, &shape, buf)?;
+    let (av, bv) = (a.broadcast(IxDyn(&shape)), b.broadcast(IxDyn(&shape)));
+    let (Some(av), Some(bv)) = (av, bv) else {
+        return Err(internal(si, format!("operands {:?} and {:?} do not broadcast", a.shape(), b.shape())));
+    };
+    Zip::from(&mut y).and(&av).and(&bv).for_each(|o, x, z| *o = op.apply(*x, *z));
+    Ok(y)
+}
+
+/// Concatenation along physical axis `axis`, into one contiguous buffer.
+pub(crate) fn concat(
+    si: usize,
+    views: &[ArrayViewD<'_, f32>],
+    axis: usize,
+    arena: &mut Arena,
+) -> Result<ArrayD<f32>, RunError> {
+    let first = views.first().ok_or_else(|| internal(si, "concat of nothing"))?;
+    if axis >= first.ndim() {
+        return Err(internal(si, format!("concat along axis {axis} of a rank-{} value", first.ndim())));
+    }
+    let mut shape = first.shape().to_vec();
+    shape[axis] = 0;
+    for v in views {
+        let fits = v.ndim() == shape.len() && (0..shape.len()).all(|i| i == axis || v.shape()[i] == shape[i]);
+        if !fits {
+            return Err(internal(si, format!("concat of {:?} and {:?} along {axis}", first.shape(), v.shape())));
+        }
+        shape[axis] += v.shape()[axis];
+    }
+    let buf = arena.f32_overwritten(shape.iter().product());
+    let mut y = shaped(si, &shape, buf)?;
+    let mut at = 0;
+    for v in views {
+        let n = v.shape()[axis];
+        y.slice_axis_mut(Axis(axis), (at..at + n).into()).assign(v);
+        at += n;
+    }
+    Ok(y)
+}
+
+/// A rank-4 value converted to layout `to`: `[B, C, H, W]` to `[B, H, W, C]` or back.
+pub(crate) fn relayout(si: usize, x: &ArrayD<f32>, to: Layout, arena: &mut Arena) -> Result<ArrayD<f32>, RunError> {
+    if x.ndim() != 4 {
+        return Err(internal(si, format!("relayout of a rank-{} value", x.ndim())));
+    }
+    let perm = match to {
+        Layout::Nhwc => [0, 2, 3, 1],
+        Layout::Plain => [0, 3, 1, 2],
+    };
+    let v = x.view().permuted_axes(IxDyn(&perm));
+    pooled_copy(si, &v, arena)
+}

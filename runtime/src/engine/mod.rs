@@ -1,0 +1,430 @@
+//! The execution engine: a compiled model ([`plan::ModelParts`]) made runnable, and the loop
+//! that runs its steps over value slots.
+//!
+//! Rules:
+//! - [`Model::run`] validates every input against the signature before any step runs; a wrong
+//!   rank, size or batch is a [`RunError`] naming the expected shape, never undefined behaviour.
+//! - Steps compute exactly what the interpreter's ops compute, in the same order of f32
+//!   operations where the result is meant to be bit-exact (integer products and their
+//!   epilogues, pooling, element-wise steps); float GEMMs run on [`crate::kernels::sgemm`] and
+//!   differ from the interpreter's f64 accumulation by rounding only.
+//! - Values are kept in their slot's physical layout ([`plan::Layout`]): channels-last between
+//!   convolutions, plain at the model's boundary; the compiler inserts the conversions.
+//! - Weights are re-laid out once, in [`Model::from_parts`], into the order the kernels stream
+//!   (`conv::Prepared`); the parts themselves stay ISA-independent (artifacts store them).
+//! - Before a kernel is called, every buffer it reads or writes is checked against the sizes
+//!   its contract implies; a mismatch is an internal error, not a call.
+//! - A `Model` is `Send + Sync`: `run` takes `&self` and keeps its values in a per-call
+//!   [`arena::Arena`], so many threads may run one model at once.
+//! - Submodules: [`plan`] (what a model is made of), `arena`, `value`, `quant`, `gemm` (matrix
+//!   products), `conv` (convolutions), `pool` (pooling), `elementwise` (the other steps).
+
+mod arena;
+mod conv;
+mod elementwise;
+mod gemm;
+pub mod plan;
+mod pool;
+mod quant;
+mod value;
+
+use std::fmt;
+use std::sync::Mutex;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::cpu::{self, Isa};
+use crate::kernel::{CodeMemory, MapError};
+use arena::Arena;
+use plan::{ModelParts, Shape, Src, Step, WeightData};
+use quant::{QUANTIZE_WORK, quantize_rows};
+use value::Val;
+
+pub use plan::ADD_SUB_MAX_ROWS;
+
+/// Parts that cannot become a model.
+#[derive(Debug, thiserror::Error)]
+pub enum PartsError {
+    #[error("invalid model: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error("the model takes {expected} inputs, got {got}")]
+    InputCount { expected: usize, got: usize },
+    #[error("input `{name}` must have shape f32{expected}, got f32{got:?}: {why}")]
+    InputShape { name: String, expected: String, got: Vec<usize>, why: String },
+    #[error("internal error in step {step}: {why}")]
+    Internal { step: usize, why: String },
+}
+
+pub(crate) fn internal(step: usize, why: impl Into<String>) -> RunError {
+    RunError::Internal { step, why: why.into() }
+}
+
+/// A runnable model.
+pub struct Model {
+    parts: ModelParts,
+    code: CodeMemory,
+    pool: Option<rayon::ThreadPool>,
+    /// Scratch storage of finished calls, reused by the next ones.
+    arenas: Mutex<Vec<Arena>>,
+    /// The microkernels' instruction-set level.
+    isa: Isa,
+    /// Int8 matrix products run on their JIT kernels instead of the runtime's.
+    jit_gemm: bool,
+    /// Work (multiply-adds) from which a step may split over the pool.
+    parallel_min: usize,
+    /// Per step: a convolution's weights in the kernels' order.
+    convs: Vec<Option<conv::Prepared>>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.parts.name)
+            .field("steps", &self.parts.steps.len())
+            .field("isa", &self.isa)
+            .field("code", &self.code)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Checks the parts, maps the kernels, re-lays out convolution weights and prepares a
+    /// thread pool of `threads` threads (0: all cores; 1: run on the calling thread).
+    pub fn from_parts(parts: ModelParts, threads: usize) -> Result<Model, PartsError> {
+        parts.validate().map_err(PartsError::Invalid)?;
+        let code = CodeMemory::new(&parts.kernels)?;
+        let pool = match threads {
+            1 => None,
+            n => rayon::ThreadPoolBuilder::new().num_threads(n).build().ok(),
+        };
+        let kinds = parts.kinds();
+        let convs = parts
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Conv { x, weight, geom, .. } => {
+                    conv::Prepared::new(&parts.weights[*weight], geom, kinds[*x]).map(Some).map_err(PartsError::Invalid)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut model = Model {
+            parts,
+            code,
+            pool,
+            arenas: Mutex::new(Vec::new()),
+            isa: cpu::best(),
+            jit_gemm: false,
+            parallel_min: crate::kernels::sgemm::PARALLEL_MIN_MACS,
+            convs,
+        };
+        model.jit_gemm = cpu::best() == Isa::Generic && model.has_int8_jit_kernels();
+        Ok(model)
+    }
+
+    /// Runs the microkernels at instruction-set level `isa`, capped at what the CPU has
+    /// ([`cpu::best`], the default). Every level gives the same bits on integer paths; this is
+    /// for tests and benchmarks.
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = isa.min(cpu::best());
+    }
+
+    /// The microkernels' level in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Runs int8 matrix products on their JIT kernels (when the model has them all) instead of
+    /// the runtime's kernels at [`Model::isa`]. Same bits either way. Default: only on a CPU
+    /// without AVX2, where the JIT's 128-bit kernels beat the portable ones.
+    pub fn set_jit_gemm(&mut self, on: bool) {
+        self.jit_gemm = on && self.has_int8_jit_kernels();
+    }
+
+    /// Whether int8 matrix products run on JIT kernels.
+    pub fn jit_gemm(&self) -> bool {
+        self.jit_gemm
+    }
+
+    /// Sets the work (multiply-adds) from which a product splits over the model's threads
+    /// (default [`crate::kernels::sgemm::PARALLEL_MIN_MACS`]); 0 splits every product, so
+    /// tests can reach the split paths on small models. Results are the same either way.
+    pub fn set_parallel_threshold(&mut self, macs: usize) {
+        self.parallel_min = macs;
+    }
+
+    /// The model's pool, when it has more than one thread and `work` reaches the threshold.
+    pub(crate) fn pool_for(&self, work: usize) -> Option<&rayon::ThreadPool> {
+        self.pool.as_ref().filter(|p| work >= self.parallel_min && p.current_num_threads() > 1)
+    }
+
+    /// Whether every int8 matrix product has its JIT kernel.
+    pub fn has_int8_jit_kernels(&self) -> bool {
+        self.parts.weights.iter().all(|w| match &w.data {
+            WeightData::Tq2 { kernel, f32_x: false, .. } => {
+                self.parts.kernels.get(*kernel).is_some_and(|k| !k.is_empty())
+            }
+            _ => true,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.parts.name
+    }
+
+    pub fn parts(&self) -> &ModelParts {
+        &self.parts
+    }
+
+    /// Inputs' names and shapes (`B` is the free batch size).
+    pub fn inputs(&self) -> &[(String, Shape)] {
+        &self.parts.inputs
+    }
+
+    /// Outputs' names and shapes (`B` is the batch size of the inputs).
+    pub fn outputs(&self) -> &[(String, Shape)] {
+        &self.parts.output_sig
+    }
+
+    /// Bytes of machine code mapped.
+    pub fn code_bytes(&self) -> usize {
+        self.code.code_bytes()
+    }
+
+    /// Bytes of scratch buffers kept between calls (the arenas of finished calls): after a call
+    /// at batch `B`, what running again at `B` needs beyond the weights, inputs and outputs.
+    pub fn arena_bytes(&self) -> usize {
+        let arenas = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+        arenas.iter().map(Arena::bytes).sum()
+    }
+
+    /// Per step, how it runs: the kernel (and level) of products, for `--emit plan`.
+    pub fn step_kernels(&self) -> Vec<String> {
+        self.parts
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match (s, &self.convs[i]) {
+                (Step::Conv { .. }, Some(p)) => format!("{} ({})", p.kernel_name(), self.isa),
+                (Step::Gemm { weight, .. }, _) => match &self.parts.weights[*weight].data {
+                    WeightData::Tq2 { f32_x: true, .. } => "f32 add/sub (jit) or sgemm".into(),
+                    WeightData::Tq2 { .. } if self.jit_gemm => "int8 tq2 (jit)".into(),
+                    WeightData::Tq2 { .. } => format!("int8 tq2 ({})", self.isa),
+                    _ => "sgemm".into(),
+                },
+                _ => s.name().into(),
+            })
+            .collect()
+    }
+
+    fn batch_of(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<usize, RunError> {
+        if inputs.len() != self.parts.inputs.len() {
+            return Err(RunError::InputCount { expected: self.parts.inputs.len(), got: inputs.len() });
+        }
+        let mut batch = None;
+        for ((name, shape), x) in self.parts.inputs.iter().zip(inputs) {
+            let fail = |why: String| RunError::InputShape {
+                name: name.clone(),
+                expected: shape.to_string(),
+                got: x.shape().to_vec(),
+                why,
+            };
+            if shape.0.len() != x.ndim() {
+                return Err(fail(format!("expected {} dimensions, got {}", shape.0.len(), x.ndim())));
+            }
+            for (i, (d, &n)) in shape.0.iter().zip(x.shape()).enumerate() {
+                if d.batch == 0 {
+                    if n != d.fixed {
+                        return Err(fail(format!("dimension {i} is {n}, expected {}", d.fixed)));
+                    }
+                    continue;
+                }
+                let b = n.checked_sub(d.fixed).filter(|r| r % d.batch == 0).map(|r| r / d.batch);
+                match (b, batch) {
+                    (Some(b), None) if b >= 1 => batch = Some(b),
+                    (Some(b), Some(prev)) if b == prev => {}
+                    (Some(0), _) => return Err(fail("the batch `B` must be at least 1".into())),
+                    (_, Some(prev)) => {
+                        return Err(fail(format!("dimension {i} is {n}, expected {} with B = {prev}", d.eval(prev))));
+                    }
+                    (None, None) => return Err(fail(format!("dimension {i} is {n}, not of the form {d}"))),
+                    (Some(b), None) => return Err(fail(format!("dimension {i} gives B = {b}"))),
+                }
+            }
+        }
+        Ok(batch.unwrap_or(1))
+    }
+
+    /// Runs the model on f32 inputs (batch dimension free); returns its outputs.
+    pub fn run(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
+        let batch = self.batch_of(inputs)?;
+        let lock = || self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut arena = lock().pop().unwrap_or_default();
+        // Steps run on the calling thread; only products and passes big enough to gain from a
+        // second core enter the pool: entering it wakes a worker and the caller, which cost
+        // more than a small model's whole run.
+        let result = self.run_steps(inputs, batch, &mut arena);
+        lock().push(arena);
+        result
+    }
+
+    fn run_steps(
+        &self,
+        inputs: &[ArrayViewD<'_, f32>],
+        batch: usize,
+        arena: &mut Arena,
+    ) -> Result<Vec<ArrayD<f32>>, RunError> {
+        let p = &self.parts;
+        let mut vals: Vec<Option<Val>> = vec![None; p.slots];
+        // Inputs stay in the caller's arrays while only quantize steps read them (the int8 rows
+        // are made straight from the caller's values); they are copied into the arena before the
+        // first other step, unless already freed. Saves a copy of the whole input per call.
+        let mut borrowed = vec![true; inputs.len()];
+        let copy_inputs = |vals: &mut [Option<Val>], borrowed: &mut [bool], arena: &mut Arena| {
+            for (i, x) in inputs.iter().enumerate() {
+                if !borrowed[i] {
+                    continue;
+                }
+                let mut buf = arena.f32_overwritten(x.len());
+                elementwise::copy_into(&mut buf, x);
+                let a = ArrayD::from_shape_vec(x.raw_dim(), buf).map_err(|e| internal(0, e.to_string()))?;
+                vals[i] = Some(Val::F32(a));
+                borrowed[i] = false;
+            }
+            Ok::<(), RunError>(())
+        };
+        for (si, step) in p.steps.iter().enumerate() {
+            let (out, v) = match *step {
+                Step::Quantize { x, out, fixed, align } if borrowed.get(x) == Some(&true) => {
+                    let pool = |n| self.pool_for(n * QUANTIZE_WORK);
+                    (out, Val::Q(quantize_rows(inputs[x].view(), fixed, align, arena, pool)))
+                }
+                _ => {
+                    copy_inputs(&mut vals, &mut borrowed, arena)?;
+                    (step.out(), self.step(si, step, &vals, batch, arena)?)
+                }
+            };
+            vals[out] = Some(v);
+            for &f in &p.frees[si] {
+                if let Some(b) = borrowed.get_mut(f) {
+                    *b = false;
+                }
+                if let Some(v) = vals[f].take() {
+                    arena.recycle(v);
+                }
+            }
+        }
+        copy_inputs(&mut vals, &mut borrowed, arena)?;
+        let result = p
+            .outputs
+            .iter()
+            .map(|o| match *o {
+                Src::Const(c) => Ok(p.consts[c].clone()),
+                Src::Value(v) => match vals[v].take() {
+                    Some(Val::F32(a)) => Ok(a),
+                    Some(Val::Q(q)) => Ok(q.dequantize()),
+                    None => Err(internal(p.steps.len(), format!("output slot {v} was not computed"))),
+                },
+            })
+            .collect();
+        for v in vals.into_iter().flatten() {
+            arena.recycle(v);
+        }
+        result
+    }
+
+    pub(crate) fn f32_of<'a>(
+        &'a self,
+        si: usize,
+        vals: &'a [Option<Val>],
+        s: Src,
+    ) -> Result<&'a ArrayD<f32>, RunError> {
+        match s {
+            Src::Const(c) => self.parts.consts.get(c).ok_or_else(|| internal(si, format!("no constant {c}"))),
+            Src::Value(v) => match vals.get(v) {
+                Some(Some(Val::F32(a))) => Ok(a),
+                _ => Err(internal(si, format!("slot {v} holds no f32 value"))),
+            },
+        }
+    }
+
+    fn step(
+        &self,
+        si: usize,
+        step: &Step,
+        vals: &[Option<Val>],
+        batch: usize,
+        arena: &mut Arena,
+    ) -> Result<Val, RunError> {
+        let f32v = |s: Src| self.f32_of(si, vals, s);
+        Ok(match step {
+            Step::Quantize { x, fixed, align, .. } => {
+                let pool = |n| self.pool_for(n * QUANTIZE_WORK);
+                Val::Q(quantize_rows(f32v(Src::Value(*x))?.view(), *fixed, *align, arena, pool))
+            }
+            Step::Dequantize { x, .. } => match &vals[*x] {
+                Some(Val::Q(q)) => {
+                    let mut buf = arena.f32_overwritten(q.rows() * q.k);
+                    q.dequantize_into(&mut buf);
+                    Val::F32(shaped(si, &q.shape, buf)?)
+                }
+                _ => return Err(internal(si, "dequantize of a value that is not quantized")),
+            },
+            Step::Gemm { x, weight, epilogue, .. } => {
+                let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
+                let x = vals[*x].as_ref().ok_or_else(|| internal(si, "gemm input missing"))?;
+                self.gemm(si, x, w, epilogue, vals, arena)?
+            }
+            Step::Conv { x, weight, geom, epilogue, .. } => {
+                let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
+                let prep = self.convs[si].as_ref().ok_or_else(|| internal(si, "convolution not prepared"))?;
+                let x = vals[*x].as_ref().ok_or_else(|| internal(si, "conv input missing"))?;
+                self.conv(si, x, w, prep, geom, epilogue, vals, arena)?
+            }
+            Step::Pool { x, geom, .. } => Val::F32(pool::pool(si, f32v(Src::Value(*x))?, geom, self.isa, arena)?),
+            Step::GlobalAvgPool { x, .. } => Val::F32(pool::global_avg(si, f32v(Src::Value(*x))?, self.isa, arena)?),
+            Step::BatchNorm { x, gamma, beta, mean, var, eps, axis, .. } => {
+                let vecs = [*gamma, *beta, *mean, *var].map(|c| self.parts.consts.get(c));
+                Val::F32(elementwise::batch_norm(si, f32v(Src::Value(*x))?, vecs, *eps, *axis, arena)?)
+            }
+            Step::Unary { x, op, .. } => Val::F32(elementwise::unary(si, f32v(Src::Value(*x))?, *op, arena)?),
+            Step::Binary { a, b, op, .. } => Val::F32(elementwise::binary(si, f32v(*a)?, f32v(*b)?, *op, arena)?),
+            Step::Softmax { x, axis, .. } => {
+                let x = f32v(Src::Value(*x))?;
+                if *axis >= x.ndim() {
+                    return Err(internal(si, format!("softmax over axis {axis} of a rank-{} value", x.ndim())));
+                }
+                let y = crate::ops::softmax(x, *axis);
+                let mut buf = arena.f32_overwritten(y.len());
+                elementwise::copy_into(&mut buf, &y.view());
+                Val::F32(shaped(si, y.shape(), buf)?)
+            }
+            Step::Reshape { x, shape, .. } => {
+                let a = f32v(*x)?;
+                let dims = shape.eval(batch);
+                if dims.iter().product::<usize>() != a.len() {
+                    return Err(internal(si, format!("reshape of {:?} to {dims:?}", a.shape())));
+                }
+                let mut buf = arena.f32_overwritten(a.len());
+                elementwise::copy_into(&mut buf, &a.view());
+                Val::F32(shaped(si, &dims, buf)?)
+            }
+            Step::Concat { xs, axis, .. } => {
+                let views: Vec<_> = xs.iter().map(|s| f32v(*s).map(|a| a.view())).collect::<Result<_, _>>()?;
+                Val::F32(elementwise::concat(si, &views, *axis, arena)?)
+            }
+            Step::Relayout { x, to, .. } => Val::F32(elementwise::relayout(si, f32v(Src::Value(*x))?, *to, arena)?),
+        })
+    }
+}
+
+/// A pooled buffer as an array of `shape`.
+pub(crate) fn shaped(si: usize, shape: &[usize], buf: Vec<f32>) -> Result<ArrayD<f32>, RunError> {
+    ArrayD::from_shape_vec(IxDyn(shape), buf).map_err(|e| internal(si, e.to_string()))
+}
