@@ -87,6 +87,12 @@ impl CompiledModel {
         &self.model
     }
 
+    /// Runs the runtime's microkernels at level `isa` (capped at what the CPU has); see
+    /// [`Model::set_isa`].
+    pub fn set_isa(&mut self, isa: triton_runtime::cpu::Isa) {
+        self.model.set_isa(isa);
+    }
+
     /// Runs a one-input, one-output model. The batch dimension is free; a wrong shape is an error
     /// naming the expected one.
     pub fn run(&self, input: &ArrayViewD<'_, f32>) -> Result<ArrayD<f32>, RunError> {

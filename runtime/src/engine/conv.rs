@@ -25,7 +25,8 @@ use super::quant::{QUANTIZE_WORK, quantize_rows};
 use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
 use crate::kernel::GemmArgs;
-use crate::kernels::conv::{ChannelEpilogue, Window, depthwise_f32, depthwise_i8, im2col_f32, im2col_i8};
+use crate::kernels::ChannelEpilogue;
+use crate::kernels::conv::{Window, depthwise_f32, depthwise_i8, im2col_f32, im2col_i8};
 use crate::pack;
 
 /// A convolution's weight in the order its kernels stream.

@@ -477,18 +477,5 @@ pub(crate) fn finish(
     residual: Option<&[f32]>,
     act: Option<UnaryOp>,
 ) {
-    for (r, row) in out.chunks_mut(n).enumerate() {
-        if let Some(s) = scale {
-            row.iter_mut().zip(s).for_each(|(v, s)| *v *= s);
-        }
-        if let Some(b) = bias {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-        }
-        if let Some(res) = residual {
-            row.iter_mut().zip(&res[r * n..(r + 1) * n]).for_each(|(v, x)| *v += x);
-        }
-        if let Some(a) = act {
-            row.iter_mut().for_each(|v| *v = a.apply(*v));
-        }
-    }
+    crate::kernels::ChannelEpilogue { mult: None, scale, bias, act }.apply_rows(out, n, residual);
 }

@@ -14,8 +14,8 @@
 
 use std::ops::Range;
 
+use super::ChannelEpilogue;
 use crate::cpu::Isa;
-use crate::ops::UnaryOp;
 
 /// A convolution window over one sample.
 #[derive(Clone, Copy, Debug)]
@@ -32,13 +32,29 @@ pub struct Window {
 }
 
 impl Window {
-    /// The input pixel tap `(u, v)` of output pixel `p` reads, if inside the image.
+    /// The input row tap row `u` of output row `i` reads, if inside the image.
     #[inline(always)]
-    pub fn tap(&self, p: usize, u: usize, v: usize) -> Option<usize> {
+    pub fn row(&self, i: usize, u: usize) -> Option<usize> {
+        (i * self.stride[0] + u * self.dil[0]).checked_sub(self.pad[0]).filter(|y| *y < self.h)
+    }
+
+    /// The input column tap column `v` of output column `j` reads, if inside the image.
+    #[inline(always)]
+    pub fn col(&self, j: usize, v: usize) -> Option<usize> {
+        (j * self.stride[1] + v * self.dil[1]).checked_sub(self.pad[1]).filter(|x| *x < self.w)
+    }
+
+    /// Calls `f(tap, input pixel)` for every tap of output pixel `p` in `(u, v)` order, with
+    /// `None` for a tap outside the image.
+    #[inline(always)]
+    pub fn for_taps(&self, p: usize, mut f: impl FnMut(usize, Option<usize>)) {
         let (i, j) = (p / self.ow, p % self.ow);
-        let y = (i * self.stride[0] + u * self.dil[0]).checked_sub(self.pad[0]).filter(|y| *y < self.h)?;
-        let x = (j * self.stride[1] + v * self.dil[1]).checked_sub(self.pad[1]).filter(|x| *x < self.w)?;
-        Some(y * self.w + x)
+        for u in 0..self.kh {
+            let y = self.row(i, u);
+            for v in 0..self.kw {
+                f(u * self.kw + v, y.zip(self.col(j, v)).map(|(y, x)| y * self.w + x));
+            }
+        }
     }
 
     pub fn taps(&self) -> usize {
@@ -62,15 +78,13 @@ pub fn im2col_i8(
 ) {
     for (r, p) in pixels.enumerate() {
         let row = &mut cols[r * kp..(r + 1) * kp];
-        for u in 0..win.kh {
-            for v in 0..win.kw {
-                let dst = &mut row[(u * win.kw + v) * cg..][..cg];
-                match win.tap(p, u, v) {
-                    Some(src) => dst.copy_from_slice(&x[src * stride + c0..][..cg]),
-                    None => dst.fill(0),
-                }
+        win.for_taps(p, |t, src| {
+            let dst = &mut row[t * cg..(t + 1) * cg];
+            match src {
+                Some(src) => dst.copy_from_slice(&x[src * stride + c0..][..cg]),
+                None => dst.fill(0),
             }
-        }
+        });
         row[win.taps() * cg..].fill(0);
         xsum[r] = row.iter().map(|v| i32::from(*v)).sum();
     }
@@ -90,49 +104,13 @@ pub fn im2col_f32<T: Copy + Into<f32>>(
     let k = win.taps() * cg;
     for (r, p) in pixels.enumerate() {
         let row = &mut cols[r * k..(r + 1) * k];
-        for u in 0..win.kh {
-            for v in 0..win.kw {
-                let dst = &mut row[(u * win.kw + v) * cg..][..cg];
-                match win.tap(p, u, v) {
-                    Some(src) => dst.iter_mut().zip(&x[src * stride + c0..][..cg]).for_each(|(d, s)| *d = (*s).into()),
-                    None => dst.fill(0.0),
-                }
+        win.for_taps(p, |t, src| {
+            let dst = &mut row[t * cg..(t + 1) * cg];
+            match src {
+                Some(src) => dst.iter_mut().zip(&x[src * stride + c0..][..cg]).for_each(|(d, s)| *d = (*s).into()),
+                None => dst.fill(0.0),
             }
-        }
-    }
-}
-
-/// The per-channel epilogue of a convolution's output pixel: `acc * mult`, `* scale`,
-/// `+ bias`, `+ residual`, activation, each rounded in f32 (the interpreter's order).
-#[derive(Clone, Copy, Debug)]
-pub struct ChannelEpilogue<'a> {
-    pub mult: Option<&'a [f32]>,
-    pub scale: Option<&'a [f32]>,
-    pub bias: Option<&'a [f32]>,
-    pub act: Option<UnaryOp>,
-}
-
-impl ChannelEpilogue<'_> {
-    /// Applies the epilogue to one pixel's `y` (the product's sums as f32), with that pixel's
-    /// residual row.
-    #[inline(always)]
-    pub fn apply(&self, y: &mut [f32], residual: Option<&[f32]>) {
-        let n = y.len();
-        if let Some(m) = self.mult {
-            y.iter_mut().zip(&m[..n]).for_each(|(v, m)| *v *= m);
-        }
-        if let Some(s) = self.scale {
-            y.iter_mut().zip(&s[..n]).for_each(|(v, s)| *v *= s);
-        }
-        if let Some(b) = self.bias {
-            y.iter_mut().zip(&b[..n]).for_each(|(v, b)| *v += b);
-        }
-        if let Some(r) = residual {
-            y.iter_mut().zip(&r[..n]).for_each(|(v, r)| *v += r);
-        }
-        if let Some(a) = self.act {
-            y.iter_mut().for_each(|v| *v = a.apply(*v));
-        }
+        });
     }
 }
 
@@ -237,20 +215,18 @@ fn depthwise_i8_generic(
             let n = (c - c0).min(DW_CHUNK);
             let acc = &mut acc[..n];
             acc.fill(0);
-            for u in 0..win.kh {
-                for v in 0..win.kw {
-                    if let Some(src) = win.tap(p, u, v) {
-                        let xs = &x[src * stride + c0..][..n];
-                        let ws = &w[(u * win.kw + v) * c + c0..][..n];
-                        for ((a, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
-                            *a += i32::from(*xv) * i32::from(*wv);
-                        }
+            win.for_taps(p, |t, src| {
+                if let Some(src) = src {
+                    let xs = &x[src * stride + c0..][..n];
+                    let ws = &w[t * c + c0..][..n];
+                    for ((a, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a += i32::from(*xv) * i32::from(*wv);
                     }
                 }
-            }
+            });
             y[c0..c0 + n].iter_mut().zip(acc.iter()).for_each(|(d, a)| *d = *a as f32);
         }
-        apply_epilogue(epi, y, residual.map(|r| &r[p * c..(p + 1) * c]));
+        epi.apply(y, residual.map(|r| &r[p * c..(p + 1) * c]));
     }
 }
 
@@ -273,24 +249,17 @@ fn depthwise_f32_generic(
             let n = (c - c0).min(DW_CHUNK);
             let acc = &mut acc[..n];
             acc.fill(0.0);
-            for u in 0..win.kh {
-                for v in 0..win.kw {
-                    if let Some(src) = win.tap(p, u, v) {
-                        let xs = &x[src * c + c0..][..n];
-                        let ws = &w[(u * win.kw + v) * c + c0..][..n];
-                        for ((a, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
-                            *a += xv * wv;
-                        }
+            win.for_taps(p, |t, src| {
+                if let Some(src) = src {
+                    let xs = &x[src * c + c0..][..n];
+                    let ws = &w[t * c + c0..][..n];
+                    for ((a, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a += xv * wv;
                     }
                 }
-            }
+            });
             y[c0..c0 + n].copy_from_slice(acc);
         }
-        apply_epilogue(epi, y, residual.map(|r| &r[p * c..(p + 1) * c]));
+        epi.apply(y, residual.map(|r| &r[p * c..(p + 1) * c]));
     }
-}
-
-#[inline(always)]
-fn apply_epilogue(epi: &ChannelEpilogue<'_>, y: &mut [f32], residual: Option<&[f32]>) {
-    epi.apply(y, residual)
 }
