@@ -21,12 +21,11 @@ use rayon::prelude::*;
 use super::arena::Arena;
 use super::gemm::finish;
 use super::plan::{ConvGeom, Epilogue, GemmWeight, Kind, WeightData};
-use super::quant::{QUANTIZE_WORK, quantize_rows};
 use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
 use crate::kernel::GemmArgs;
 use crate::kernels::ChannelEpilogue;
-use crate::kernels::conv::{Window, depthwise_f32, depthwise_i8, im2col_f32, im2col_i8};
+use crate::kernels::conv::{Window, depthwise, im2col_f32, im2col_i8};
 use crate::pack;
 
 /// A convolution's weight in the order its kernels stream.
@@ -203,7 +202,7 @@ impl Model {
                     let xs = &q.data[n * per..(n + 1) * per];
                     let res = residual.map(|r| &r[n * p * o..(n + 1) * p * o]);
                     let dst = &mut out[n * p * o..(n + 1) * p * o];
-                    depthwise_i8(self.isa, xs, q.k_pad, wd, o, &win, 0..p, &epi, res, dst);
+                    depthwise(self.isa, xs, q.k_pad, wd, o, &win, 0..p, &epi, res, dst);
                 }
             }
             (Prepared::DepthwiseF32 { w: wd }, Val::F32(a)) => {
@@ -216,7 +215,7 @@ impl Model {
                 for n in 0..b {
                     let res = residual.map(|r| &r[n * p * o..(n + 1) * p * o]);
                     let dst = &mut out[n * p * o..(n + 1) * p * o];
-                    depthwise_f32(self.isa, &xs[n * per..(n + 1) * per], wd, o, &win, 0..p, &epi, res, dst);
+                    depthwise(self.isa, &xs[n * per..(n + 1) * per], g.c, wd, o, &win, 0..p, &epi, res, dst);
                 }
             }
             (Prepared::Dense { w_t, pointwise }, x) => {
@@ -230,11 +229,7 @@ impl Model {
         }
         let y = shaped(si, &[b, g.oh, g.ow, o], out)?;
         Ok(match e.quantize {
-            Some(rq) => {
-                let q = quantize_rows(y.view(), rq.fixed, rq.align, arena, |n| self.pool_for(n * QUANTIZE_WORK));
-                arena.recycle(Val::F32(y));
-                Val::Q(q)
-            }
+            Some(rq) => self.requantize(y, rq, arena),
             None => Val::F32(y),
         })
     }

@@ -12,7 +12,7 @@ use ndarray::{Array2, ArrayD};
 use rayon::prelude::*;
 
 use super::arena::Arena;
-use super::plan::{ADD_SUB_MAX_ROWS, Epilogue, GemmWeight, WeightData, padded_len};
+use super::plan::{ADD_SUB_MAX_ROWS, Epilogue, GemmWeight, Requantize, WeightData, padded_len};
 use super::quant::{QUANTIZE_WORK, quantize_rows, quantize_sample};
 use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
@@ -63,13 +63,16 @@ impl Model {
         };
         // Fused requantization that the product's path did not do itself.
         Ok(match (y, e.quantize) {
-            (Val::F32(a), Some(rq)) => {
-                let q = quantize_rows(a.view(), rq.fixed, rq.align, arena, |n| self.pool_for(n * QUANTIZE_WORK));
-                arena.recycle(Val::F32(a));
-                Val::Q(q)
-            }
+            (Val::F32(a), Some(rq)) => self.requantize(a, rq, arena),
             (y, _) => y,
         })
+    }
+
+    /// A product's finished f32 result quantized as its epilogue asks (its buffer recycled).
+    pub(crate) fn requantize(&self, y: ArrayD<f32>, rq: Requantize, arena: &mut Arena) -> Val {
+        let q = quantize_rows(y.view(), rq.fixed, rq.align, arena, |n| self.pool_for(n * QUANTIZE_WORK));
+        arena.recycle(Val::F32(y));
+        Val::Q(q)
     }
 
     pub(crate) fn epilogue_vectors<'a>(

@@ -114,15 +114,46 @@ pub fn im2col_f32<T: Copy + Into<f32>>(
     }
 }
 
-/// Depthwise convolution of one int8 sample: `x` rows of `stride` codes, `w` the codes as
-/// `[tap][c]`; output pixels `pixels` into `out` (`c` values per pixel, indexed from pixel 0),
-/// residual likewise.
+/// A depthwise input element: int8 codes sum exactly in i32, f32 values in f32.
+pub trait DepthwiseValue: Copy {
+    type Acc: Copy + Default + std::ops::AddAssign;
+    fn mul(self, w: Self) -> Self::Acc;
+    fn to_f32(acc: Self::Acc) -> f32;
+}
+
+impl DepthwiseValue for i8 {
+    type Acc = i32;
+    #[inline(always)]
+    fn mul(self, w: i8) -> i32 {
+        i32::from(self) * i32::from(w)
+    }
+    #[inline(always)]
+    fn to_f32(acc: i32) -> f32 {
+        acc as f32
+    }
+}
+
+impl DepthwiseValue for f32 {
+    type Acc = f32;
+    #[inline(always)]
+    fn mul(self, w: f32) -> f32 {
+        self * w
+    }
+    #[inline(always)]
+    fn to_f32(acc: f32) -> f32 {
+        acc
+    }
+}
+
+/// Depthwise convolution of one sample: `x` rows of `stride` values per input pixel (`c`
+/// channels, then padding), `w` the weight as `[tap][c]` (codes for int8 input); output
+/// pixels `pixels` into `out` (`c` values per pixel, indexed from pixel 0), residual likewise.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_i8(
+pub fn depthwise<T: DepthwiseValue>(
     isa: Isa,
-    x: &[i8],
+    x: &[T],
     stride: usize,
-    w: &[i8],
+    w: &[T],
     c: usize,
     win: &Window,
     pixels: Range<usize>,
@@ -133,39 +164,18 @@ pub fn depthwise_i8(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's level is capped at what the CPU has (`Model::set_isa`).
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { depthwise_i8_avx2(x, stride, w, c, win, pixels, epi, residual, out) },
-        _ => depthwise_i8_generic(x, stride, w, c, win, pixels, epi, residual, out),
-    }
-}
-
-/// [`depthwise_i8`] for f32 values and weights (mult: the weight's scale, if any).
-#[allow(clippy::too_many_arguments)]
-pub fn depthwise_f32(
-    isa: Isa,
-    x: &[f32],
-    w: &[f32],
-    c: usize,
-    win: &Window,
-    pixels: Range<usize>,
-    epi: &ChannelEpilogue<'_>,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `depthwise_i8`.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { depthwise_f32_avx2(x, w, c, win, pixels, epi, residual, out) },
-        _ => depthwise_f32_generic(x, w, c, win, pixels, epi, residual, out),
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { depthwise_avx2(x, stride, w, c, win, pixels, epi, residual, out) },
+        _ => depthwise_generic(x, stride, w, c, win, pixels, epi, residual, out),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-fn depthwise_i8_avx2(
-    x: &[i8],
+fn depthwise_avx2<T: DepthwiseValue>(
+    x: &[T],
     stride: usize,
-    w: &[i8],
+    w: &[T],
     c: usize,
     win: &Window,
     pixels: Range<usize>,
@@ -173,34 +183,18 @@ fn depthwise_i8_avx2(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    depthwise_i8_generic(x, stride, w, c, win, pixels, epi, residual, out)
+    depthwise_generic(x, stride, w, c, win, pixels, epi, residual, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn depthwise_f32_avx2(
-    x: &[f32],
-    w: &[f32],
-    c: usize,
-    win: &Window,
-    pixels: Range<usize>,
-    epi: &ChannelEpilogue<'_>,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    depthwise_f32_generic(x, w, c, win, pixels, epi, residual, out)
-}
-
-/// Channels per pass of the depthwise kernels: the sums stay in registers.
+/// Channels per pass of the depthwise kernel: the sums stay in registers.
 const DW_CHUNK: usize = 64;
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn depthwise_i8_generic(
-    x: &[i8],
+fn depthwise_generic<T: DepthwiseValue>(
+    x: &[T],
     stride: usize,
-    w: &[i8],
+    w: &[T],
     c: usize,
     win: &Window,
     pixels: Range<usize>,
@@ -208,57 +202,23 @@ fn depthwise_i8_generic(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let mut acc = [0i32; DW_CHUNK];
+    let mut acc = [T::Acc::default(); DW_CHUNK];
     for p in pixels {
         let y = &mut out[p * c..(p + 1) * c];
         for c0 in (0..c).step_by(DW_CHUNK) {
             let n = (c - c0).min(DW_CHUNK);
             let acc = &mut acc[..n];
-            acc.fill(0);
+            acc.fill(T::Acc::default());
             win.for_taps(p, |t, src| {
                 if let Some(src) = src {
                     let xs = &x[src * stride + c0..][..n];
                     let ws = &w[t * c + c0..][..n];
                     for ((a, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
-                        *a += i32::from(*xv) * i32::from(*wv);
+                        *a += xv.mul(*wv);
                     }
                 }
             });
-            y[c0..c0 + n].iter_mut().zip(acc.iter()).for_each(|(d, a)| *d = *a as f32);
-        }
-        epi.apply(y, residual.map(|r| &r[p * c..(p + 1) * c]));
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn depthwise_f32_generic(
-    x: &[f32],
-    w: &[f32],
-    c: usize,
-    win: &Window,
-    pixels: Range<usize>,
-    epi: &ChannelEpilogue<'_>,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    let mut acc = [0f32; DW_CHUNK];
-    for p in pixels {
-        let y = &mut out[p * c..(p + 1) * c];
-        for c0 in (0..c).step_by(DW_CHUNK) {
-            let n = (c - c0).min(DW_CHUNK);
-            let acc = &mut acc[..n];
-            acc.fill(0.0);
-            win.for_taps(p, |t, src| {
-                if let Some(src) = src {
-                    let xs = &x[src * c + c0..][..n];
-                    let ws = &w[t * c + c0..][..n];
-                    for ((a, xv), wv) in acc.iter_mut().zip(xs).zip(ws) {
-                        *a += xv * wv;
-                    }
-                }
-            });
-            y[c0..c0 + n].copy_from_slice(acc);
+            y[c0..c0 + n].iter_mut().zip(acc.iter()).for_each(|(d, a)| *d = T::to_f32(*a));
         }
         epi.apply(y, residual.map(|r| &r[p * c..(p + 1) * c]));
     }
