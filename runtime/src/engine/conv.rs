@@ -25,15 +25,21 @@ use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
 use crate::kernel::GemmArgs;
 use crate::kernels::ChannelEpilogue;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::avx512::conv::{Call, Panel};
 use crate::kernels::conv::{Window, depthwise, im2col_f32, im2col_i8};
 use crate::pack;
+#[cfg(not(target_arch = "x86_64"))]
+use no_vnni::Panel;
 
 /// A convolution's weight in the order its kernels stream.
 #[derive(Debug)]
 pub(crate) enum Prepared {
     /// Int8 activations x trits: per output channel, tq2-packed rows in `(u, v, c)` order
     /// (`k` values padded to `k_pad`); the rows of group `g` start at channel `g * og`.
-    Tq2 { packed: Vec<u8>, k_pad: usize, pointwise: bool },
+    /// `panel`: the same trits as int8 panels for the AVX-512 VNNI kernel, made only on CPUs
+    /// that have it.
+    Tq2 { packed: Vec<u8>, k_pad: usize, pointwise: bool, panel: Option<Panel> },
     /// Depthwise int8 codes `[tap][c]`.
     DepthwiseI8 { w: Vec<i8> },
     /// Depthwise f32 values (or codes) `[tap][c]`.
@@ -77,11 +83,10 @@ impl Prepared {
             }
             (Kind::Int8, false) if matches!(w.data, WeightData::Trits { .. }) => {
                 let codes: Vec<i8> = (0..o * k).map(|i| values[(i / k) * k + from(i % k)] as i8).collect();
-                Prepared::Tq2 {
-                    packed: pack::pack_tq2(&codes, o, k),
-                    k_pad: pack::padded_k(k),
-                    pointwise: is_pointwise(g),
-                }
+                let k_pad = pack::padded_k(k);
+                let panel = (crate::cpu::best() >= crate::cpu::Isa::Avx512Vnni)
+                    .then(|| Panel::new(&codes, g.groups, g.og(), k, k_pad));
+                Prepared::Tq2 { packed: pack::pack_tq2(&codes, o, k), k_pad, pointwise: is_pointwise(g), panel }
             }
             _ => Prepared::Dense {
                 w_t: Array2::from_shape_fn((k, o), |(t, c)| values[c * k + from(t)]),
@@ -93,8 +98,8 @@ impl Prepared {
     /// The kernel's name, as `--emit plan` prints it.
     pub fn kernel_name(&self) -> &'static str {
         match self {
-            Prepared::Tq2 { pointwise: true, .. } => "int8 tq2 pointwise",
-            Prepared::Tq2 { .. } => "int8 tq2 implicit-gemm",
+            Prepared::Tq2 { pointwise: true, .. } => "int8 pointwise gemm",
+            Prepared::Tq2 { .. } => "int8 implicit-gemm",
             Prepared::DepthwiseI8 { .. } => "int8 depthwise",
             Prepared::DepthwiseF32 { .. } => "f32 depthwise",
             Prepared::Dense { pointwise: true, .. } => "f32 gemm pointwise",
@@ -152,7 +157,7 @@ impl Model {
         let win = window(g);
         let alpha = w.alpha.as_deref();
         match (prep, x) {
-            (Prepared::Tq2 { packed, k_pad, pointwise }, Val::Q(q)) => {
+            (Prepared::Tq2 { packed, k_pad, pointwise, panel }, Val::Q(q)) => {
                 let alpha = alpha.ok_or_else(|| internal(si, "ternary conv without scales"))?;
                 let fits = q.k == g.c
                     && q.rows() == b * g.h * g.w
@@ -162,7 +167,17 @@ impl Model {
                 if !fits {
                     return Err(internal(si, "conv buffers do not match its weight"));
                 }
-                if *pointwise && q.k_pad == *k_pad {
+                let panel = panel.as_ref().filter(|_| self.isa >= crate::cpu::Isa::Avx512Vnni);
+                #[cfg(target_arch = "x86_64")]
+                let vnni_pointwise = *pointwise && q.k_pad == *k_pad && panel.is_some();
+                #[cfg(not(target_arch = "x86_64"))]
+                let vnni_pointwise = false;
+                if vnni_pointwise {
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(panel) = panel {
+                        self.pointwise_vnni(q, panel, alpha, (scale, bias), residual, e, &mut out);
+                    }
+                } else if *pointwise && q.k_pad == *k_pad {
                     let args = GemmArgs {
                         x: q.data.as_ptr(),
                         w: packed.as_ptr(),
@@ -183,7 +198,7 @@ impl Model {
                     unsafe { self.call_tq2(None, args, *k_pad, o, Some((e.act, 1)), None) }
                         .map_err(|e| internal(si, e))?;
                 } else {
-                    self.conv_tq2(q, packed, *k_pad, alpha, g, &win, (scale, bias), residual, e, &mut out);
+                    self.conv_tq2(q, (packed, panel), *k_pad, alpha, g, &win, (scale, bias), residual, e, &mut out);
                 }
             }
             (Prepared::DepthwiseI8 { w: wd }, Val::Q(q)) => {
@@ -240,7 +255,7 @@ impl Model {
     fn conv_tq2(
         &self,
         q: &QTensor,
-        packed: &[u8],
+        (packed, panel): (&[u8], Option<&Panel>),
         k_pad: usize,
         alpha: &[f32],
         g: &ConvGeom,
@@ -268,7 +283,7 @@ impl Model {
             let xs = &q.data[n * per..(n + 1) * per];
             for gi in 0..g.groups {
                 let c0 = gi * og;
-                im2col_i8(xs, q.k_pad, gi * cg, cg, win, p0..p1, cols, k_pad, xsum);
+                im2col_i8(xs, q.k_pad, gi * cg, cg, win, p0..p1, cols, k_pad, xsum, panel.is_some());
                 let row0 = n * p + p0;
                 let (dst, res, act) = if g.groups == 1 {
                     // SAFETY: rows row0 .. row0 + nr of `out` (o values each) are this task's.
@@ -294,11 +309,36 @@ impl Model {
                     tile_begin: 0,
                     tile_end: og as u64,
                 };
-                // SAFETY: cols holds nr rows of k_pad codes, xsum and sx nr values; the group's
-                // weight rows, scales and biases start at channel c0 of o (sizes checked by
-                // the caller); dst (and res) hold nr rows of og values (groups > 1: tmp) or of
-                // o = og values (one group).
-                unsafe { crate::kernels::tq2::gemm(self.isa, &args, og, k_pad, act, 0..og) };
+                match panel {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(panel) => {
+                        let call = Call {
+                            x: cols.as_ptr(),
+                            stride: k_pad,
+                            rows: nr,
+                            sx: sx.as_ptr(),
+                            out: dst,
+                            n: og,
+                            residual: res,
+                            og,
+                            group: gi,
+                            alpha: &alpha[c0..c0 + og],
+                            scale: scale.map(|s| &s[c0..c0 + og]),
+                            bias: bias.map(|s| &s[c0..c0 + og]),
+                            act,
+                            flipped: true,
+                        };
+                        // SAFETY: the model's level (capped at the CPU's) has AVX-512 VNNI; cols
+                        // holds nr rows of k_pad codes, sx nr values, dst (and res) nr rows of
+                        // og = n values, the vectors og values of this group.
+                        unsafe { crate::kernels::avx512::conv::product(panel, &call) };
+                    }
+                    // SAFETY: cols holds nr rows of k_pad codes, xsum and sx nr values; the
+                    // group's weight rows, scales and biases start at channel c0 of o (sizes
+                    // checked by the caller); dst (and res) hold nr rows of og values (groups
+                    // > 1: tmp) or of o = og values (one group).
+                    _ => unsafe { crate::kernels::tq2::gemm(self.isa, &args, og, k_pad, act, 0..og) },
+                }
                 if g.groups > 1 {
                     for r in 0..nr {
                         // SAFETY: row row0 + r of `out` is this task's; channels c0 .. c0 + og.
@@ -322,6 +362,55 @@ impl Model {
                 let mut bufs = new_bufs();
                 (0..b * blocks).for_each(|t| task(&mut bufs, t));
             }
+        }
+    }
+
+    /// A pointwise convolution on the AVX-512 VNNI kernel, in place on the int8 rows: chunks
+    /// of rows split over the pool when the work is worth it.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn pointwise_vnni(
+        &self,
+        q: &QTensor,
+        panel: &Panel,
+        alpha: &[f32],
+        (scale, bias): (Option<&[f32]>, Option<&[f32]>),
+        residual: Option<&[f32]>,
+        e: &Epilogue,
+        out: &mut [f32],
+    ) {
+        let (rows, o) = (q.rows(), alpha.len());
+        const CHUNK: usize = 96;
+        let out_ptr = Out(out.as_mut_ptr());
+        let run = |chunk: usize| {
+            let r0 = chunk * CHUNK;
+            let nr = (rows - r0).min(CHUNK);
+            let call = Call {
+                x: q.data[r0 * q.k_pad..].as_ptr(),
+                stride: q.k_pad,
+                rows: nr,
+                sx: q.row_scale[r0..].as_ptr(),
+                // SAFETY: rows r0 .. r0 + nr of `out` are this chunk's.
+                out: unsafe { out_ptr.get().add(r0 * o) },
+                n: o,
+                residual: residual.map_or(std::ptr::null(), |r| r[r0 * o..].as_ptr()),
+                og: o,
+                group: 0,
+                alpha,
+                scale,
+                bias,
+                act: e.act,
+                flipped: false,
+            };
+            // SAFETY: the model's level has AVX-512 VNNI (`Model::set_isa` caps it); the int8
+            // rows r0 .. r0 + nr hold k_pad codes each (checked by the caller), out and the
+            // residual o values per row, the vectors o values.
+            unsafe { crate::kernels::avx512::conv::product(panel, &call) };
+        };
+        let chunks = rows.div_ceil(CHUNK);
+        match self.pool_for(rows * o * q.k_pad / 4).filter(|_| chunks > 1) {
+            Some(pool) => pool.install(|| (0..chunks).into_par_iter().for_each(run)),
+            None => (0..chunks).for_each(run),
         }
     }
 
@@ -400,5 +489,18 @@ impl Model {
         }
         arena.f32s.push(cols);
         Ok(())
+    }
+}
+
+/// Without x86-64 there is no VNNI panel (never made: `cpu::best()` is `Generic` there).
+#[cfg(not(target_arch = "x86_64"))]
+mod no_vnni {
+    #[derive(Debug)]
+    pub(crate) struct Panel;
+
+    impl Panel {
+        pub fn new(_: &[i8], _: usize, _: usize, _: usize, _: usize) -> Panel {
+            Panel
+        }
     }
 }

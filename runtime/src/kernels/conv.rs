@@ -63,7 +63,9 @@ impl Window {
 }
 
 /// Gathers output pixels `pixels` of one sample's channels `c0 .. c0 + cg` into rows of `kp`
-/// int8 values (`cols`, zero past `taps * cg`) and their sums (`xsum`).
+/// int8 values (`cols`, zero past `taps * cg`) and their sums (`xsum`); with `flip`, the
+/// bytes are stored as `x ^ 0x80` (`x + 128` unsigned, what `vpdpbusd` multiplies; the sums
+/// are of `x`).
 #[allow(clippy::too_many_arguments)]
 pub fn im2col_i8(
     x: &[i8],
@@ -75,6 +77,7 @@ pub fn im2col_i8(
     cols: &mut [i8],
     kp: usize,
     xsum: &mut [i32],
+    flip: bool,
 ) {
     for (r, p) in pixels.enumerate() {
         let row = &mut cols[r * kp..(r + 1) * kp];
@@ -87,6 +90,9 @@ pub fn im2col_i8(
         });
         row[win.taps() * cg..].fill(0);
         xsum[r] = row.iter().map(|v| i32::from(*v)).sum();
+        if flip {
+            row.iter_mut().for_each(|v| *v ^= i8::MIN);
+        }
     }
 }
 
