@@ -267,7 +267,7 @@ impl Model {
     ) {
         let (p, o, og, cg) = (g.pixels(), g.o, g.og(), g.cg());
         let b = q.rows() / (g.h * g.w).max(1);
-        let rows = block_rows(k_pad);
+        let rows = block_rows(k_pad).min(p.next_multiple_of(8));
         let blocks = p.div_ceil(rows);
         let per = g.h * g.w * q.k_pad;
         let row_bytes = k_pad / 4;

@@ -99,6 +99,23 @@ pub(crate) fn binary(
             }
         })
         .collect::<Result<_, _>>()?;
+    // Fast paths on contiguous values: equal shapes, or `b` a vector along the last axis (a
+    // per-channel vector of a channels-last value).
+    if let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice()) {
+        let last = *shape.last().unwrap_or(&1);
+        let per_last = b.shape().iter().rev().skip(1).all(|d| *d == 1) && ys.len() == last;
+        if a.shape() == shape.as_slice() && (a.shape() == b.shape() || per_last) {
+            let mut buf = arena.f32_overwritten(xs.len());
+            if a.shape() == b.shape() {
+                buf.iter_mut().zip(xs.iter().zip(ys)).for_each(|(o, (x, z))| *o = op.apply(*x, *z));
+            } else {
+                for (o, x) in buf.chunks_exact_mut(last.max(1)).zip(xs.chunks_exact(last.max(1))) {
+                    o.iter_mut().zip(x.iter().zip(ys)).for_each(|(o, (x, z))| *o = op.apply(*x, *z));
+                }
+            }
+            return shaped(si, &shape, buf);
+        }
+    }
     let buf = arena.f32_overwritten(shape.iter().product());
     let mut y = shaped(si, &shape, buf)?;
     let (av, bv) = (a.broadcast(IxDyn(&shape)), b.broadcast(IxDyn(&shape)));
@@ -145,10 +162,24 @@ pub(crate) fn relayout(si: usize, x: &ArrayD<f32>, to: Layout, arena: &mut Arena
     if x.ndim() != 4 {
         return Err(internal(si, format!("relayout of a rank-{} value", x.ndim())));
     }
-    let perm = match to {
-        Layout::Nhwc => [0, 2, 3, 1],
-        Layout::Plain => [0, 3, 1, 2],
+    let (perm, shape) = match (to, x.shape()) {
+        (Layout::Nhwc, &[b, c, h, w]) => ([0, 2, 3, 1], (b, c, h * w)),
+        (Layout::Plain, &[b, h, w, c]) => ([0, 3, 1, 2], (b, h * w, c)),
+        _ => return Err(internal(si, format!("relayout of a rank-{} value", x.ndim()))),
     };
-    let v = x.view().permuted_axes(IxDyn(&perm));
-    pooled_copy(si, &v, arena)
+    let Some(xs) = x.as_slice() else {
+        return pooled_copy(si, &x.view().permuted_axes(IxDyn(&perm)), arena);
+    };
+    // A transpose of each sample's `[r, s]` matrix into `[s, r]`.
+    let (b, r, s) = shape;
+    let mut buf = arena.f32_overwritten(xs.len());
+    for (src, dst) in xs.chunks_exact((r * s).max(1)).zip(buf.chunks_exact_mut((r * s).max(1))).take(b) {
+        for (i, row) in src.chunks_exact(s.max(1)).enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                dst[j * r + i] = *v;
+            }
+        }
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|a| x.shape()[*a]).collect();
+    shaped(si, &out_shape, buf)
 }

@@ -62,6 +62,57 @@ impl Window {
     }
 }
 
+/// Gathers the window of output pixel `p` (channels `c0 .. c0 + cg` of rows `stride` apart)
+/// into `row` (`taps * cg` values in `(u, v, c)` order, zero outside the image), converting
+/// each value with `f`. Where a window row's pixels are contiguous in memory (no dilation, all
+/// channels of unpadded rows) its taps are one run.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gather<T: Copy, U: Copy + Default>(
+    x: &[T],
+    stride: usize,
+    c0: usize,
+    cg: usize,
+    win: &Window,
+    p: usize,
+    row: &mut [U],
+    f: impl Fn(T) -> U,
+) {
+    let (i, j) = (p / win.ow, p % win.ow);
+    let span = win.kw * cg;
+    let contiguous = win.dil[1] == 1 && stride == cg;
+    for u in 0..win.kh {
+        let dst = &mut row[u * span..(u + 1) * span];
+        let Some(y) = win.row(i, u) else {
+            dst.fill(U::default());
+            continue;
+        };
+        if contiguous {
+            // Taps v0 .. v1 read input columns x0 + v0 .. x0 + v1.
+            let x0 = (j * win.stride[1]) as isize - win.pad[1] as isize;
+            let v0 = (-x0).clamp(0, win.kw as isize) as usize;
+            let v1 = (win.w as isize - x0).clamp(v0 as isize, win.kw as isize) as usize;
+            dst[..v0 * cg].fill(U::default());
+            dst[v1 * cg..].fill(U::default());
+            if v1 > v0 {
+                let at = (y * win.w + (x0 + v0 as isize) as usize) * stride + c0;
+                let src = &x[at..at + (v1 - v0) * cg];
+                dst[v0 * cg..v1 * cg].iter_mut().zip(src).for_each(|(d, s)| *d = f(*s));
+            }
+        } else {
+            for v in 0..win.kw {
+                let d = &mut dst[v * cg..(v + 1) * cg];
+                match win.col(j, v) {
+                    Some(xc) => {
+                        d.iter_mut().zip(&x[(y * win.w + xc) * stride + c0..][..cg]).for_each(|(d, s)| *d = f(*s))
+                    }
+                    None => d.fill(U::default()),
+                }
+            }
+        }
+    }
+}
+
 /// Gathers output pixels `pixels` of one sample's channels `c0 .. c0 + cg` into rows of `kp`
 /// int8 values (`cols`, zero past `taps * cg`) and their sums (`xsum`); with `flip`, the
 /// bytes are stored as `x ^ 0x80` (`x + 128` unsigned, what `vpdpbusd` multiplies; the sums
@@ -81,13 +132,7 @@ pub fn im2col_i8(
 ) {
     for (r, p) in pixels.enumerate() {
         let row = &mut cols[r * kp..(r + 1) * kp];
-        win.for_taps(p, |t, src| {
-            let dst = &mut row[t * cg..(t + 1) * cg];
-            match src {
-                Some(src) => dst.copy_from_slice(&x[src * stride + c0..][..cg]),
-                None => dst.fill(0),
-            }
-        });
+        gather(x, stride, c0, cg, win, p, row, |v| v);
         row[win.taps() * cg..].fill(0);
         xsum[r] = row.iter().map(|v| i32::from(*v)).sum();
         if flip {
@@ -109,14 +154,7 @@ pub fn im2col_f32<T: Copy + Into<f32>>(
 ) {
     let k = win.taps() * cg;
     for (r, p) in pixels.enumerate() {
-        let row = &mut cols[r * k..(r + 1) * k];
-        win.for_taps(p, |t, src| {
-            let dst = &mut row[t * cg..(t + 1) * cg];
-            match src {
-                Some(src) => dst.iter_mut().zip(&x[src * stride + c0..][..cg]).for_each(|(d, s)| *d = (*s).into()),
-                None => dst.fill(0.0),
-            }
-        });
+        gather(x, stride, c0, cg, win, p, &mut cols[r * k..(r + 1) * k], |v| v.into());
     }
 }
 
