@@ -170,9 +170,19 @@ fn compile_emits_the_kernel_plan() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
     let lines: Vec<&str> = plan.lines().collect();
-    assert_eq!(lines.len(), 3, "{plan}");
+    assert_eq!(lines.len(), 6, "{plan}");
     assert!(lines[0].contains("fc1.w [256 x 784] gemm tq2(k_pad=832) act=i8 tile=4ch x 2rows 4/iter"), "{plan}");
     assert!(lines[2].contains("head.w [10 x 128] gemm f32 act=f32"), "{plan}");
+    // Then the engine: which kernel and level runs each product here.
+    let best = triton::runtime::cpu::best();
+    let engine = &lines[3..];
+    assert!(engine[0].contains("fc1.w") && engine[0].contains("runs int8 tq2"), "{plan}");
+    assert!(engine[2].contains("head.w") && engine[2].contains("runs sgemm"), "{plan}");
+    if best != triton::runtime::cpu::Isa::Generic {
+        assert!(engine[0].contains(&format!("({best})")), "{plan}");
+    }
+    let cnn = text(&triton(&["compile", "examples/resnet18_cifar10.tri", "-O3", "--emit", "plan"]).stdout);
+    assert!(cnn.contains("int8 implicit-gemm") && cnn.contains("relayout to nhwc"), "{cnn}");
     let f32 =
         text(&triton(&["compile", "examples/mnist_mlp.tri", "-O3", "--emit", "plan", "--f32-activations"]).stdout);
     assert!(f32.contains("fc1.w [256 x 784] gemm tq2(k_pad=832) act=f32"), "{f32}");

@@ -216,6 +216,50 @@ fn timing_json(b: &Build, total: Duration) -> String {
     .to_string()
 }
 
+/// The engine's side of `--emit plan`: the model compiled (seeded weights when none are
+/// given; the kernels do not depend on the values) and, per product step, the kernel and
+/// instruction-set level that run it on this CPU; the layout conversions too.
+fn print_engine_plan(
+    a: &Args<'_>,
+    model: &triton_compiler::CheckedModel,
+    weights: Option<&triton_compiler::interp::Weights>,
+) {
+    let seeded;
+    let w = match weights {
+        Some(w) => w,
+        None => {
+            seeded = triton_compiler::interp::Weights::init(model.params(), a.seed);
+            &seeded
+        }
+    };
+    let opts = triton::Options {
+        opt: OptLevel::from_number(a.opt).unwrap_or(OptLevel::O3),
+        precision: a.precision,
+        threads: 1,
+        int8_activations: !a.f32_activations,
+        ..triton::Options::default()
+    };
+    let compiled = match triton::compile_model(model, w, &opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("note: no engine plan: {e}");
+            return;
+        }
+    };
+    let m = compiled.model();
+    let parts = m.parts();
+    for (i, (step, kernel)) in parts.steps.iter().zip(m.step_kernels()).enumerate() {
+        use triton_runtime::engine::plan::Step;
+        match step {
+            Step::Conv { weight, .. } | Step::Gemm { weight, .. } => {
+                println!("step {i:>3} {:<8} {:<24} runs {kernel}", step.name(), parts.weights[*weight].name)
+            }
+            Step::Relayout { to, .. } => println!("step {i:>3} relayout to {}", to.name()),
+            _ => {}
+        }
+    }
+}
+
 /// `--emit summary|ir|plan`: the front end and the optimizer, no code.
 fn inspect(a: &Args<'_>, style: Style) -> ExitCode {
     let start = Instant::now();
@@ -239,10 +283,15 @@ fn inspect(a: &Args<'_>, style: Style) -> ExitCode {
     };
     match a.emit {
         Emit::Ir => print!("{}", optimized.graph),
-        Emit::Plan => match &optimized.kernels {
-            Some(plan) => print!("{plan}"),
-            None => eprintln!("note: kernels are planned from -O2 on; -O{} runs every op as written", a.opt),
-        },
+        Emit::Plan => {
+            match &optimized.kernels {
+                Some(plan) => print!("{plan}"),
+                None => eprintln!("note: kernels are planned from -O2 on; -O{} runs every op as written", a.opt),
+            }
+            if optimized.kernels.is_some() {
+                print_engine_plan(a, &model, weights.as_ref());
+            }
+        }
         Emit::Summary | Emit::Artifact => {
             let g = &optimized.graph;
             let mut line = format!(

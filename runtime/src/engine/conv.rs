@@ -95,15 +95,24 @@ impl Prepared {
         })
     }
 
-    /// The kernel's name, as `--emit plan` prints it.
-    pub fn kernel_name(&self) -> &'static str {
+    /// The kernel that runs at level `isa`, as `--emit plan` prints it.
+    pub fn kernel_name(&self, isa: crate::cpu::Isa) -> String {
+        use crate::cpu::Isa;
+        // Gathers, depthwise and pooling have no AVX-512 code: AVX2 runs at that level.
+        let vector = isa.min(Isa::Avx2);
         match self {
-            Prepared::Tq2 { pointwise: true, .. } => "int8 pointwise gemm",
-            Prepared::Tq2 { .. } => "int8 implicit-gemm",
-            Prepared::DepthwiseI8 { .. } => "int8 depthwise",
-            Prepared::DepthwiseF32 { .. } => "f32 depthwise",
-            Prepared::Dense { pointwise: true, .. } => "f32 gemm pointwise",
-            Prepared::Dense { .. } => "f32 im2col-gemm",
+            Prepared::Tq2 { pointwise, panel, .. } => {
+                let what = if *pointwise { "int8 pointwise gemm" } else { "int8 implicit-gemm" };
+                if panel.is_some() && isa >= Isa::Avx512Vnni {
+                    format!("{what} (avx512vnni vpdpbusd panel)")
+                } else {
+                    format!("{what} (tq2 {isa})")
+                }
+            }
+            Prepared::DepthwiseI8 { .. } => format!("int8 depthwise ({vector})"),
+            Prepared::DepthwiseF32 { .. } => format!("f32 depthwise ({vector})"),
+            Prepared::Dense { pointwise: true, .. } => "f32 pointwise gemm (gemm crate)".into(),
+            Prepared::Dense { .. } => "f32 im2col-gemm (gemm crate)".into(),
         }
     }
 }

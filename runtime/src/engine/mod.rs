@@ -211,7 +211,7 @@ impl Model {
             .iter()
             .enumerate()
             .map(|(i, s)| match (s, &self.convs[i]) {
-                (Step::Conv { .. }, Some(p)) => format!("{} ({})", p.kernel_name(), self.isa),
+                (Step::Conv { .. }, Some(p)) => p.kernel_name(self.isa),
                 (Step::Gemm { weight, .. }, _) => match &self.parts.weights[*weight].data {
                     WeightData::Tq2 { f32_x: true, .. } => "f32 add/sub (jit) or sgemm".into(),
                     WeightData::Tq2 { .. } if self.jit_gemm => "int8 tq2 (jit)".into(),
