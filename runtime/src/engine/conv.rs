@@ -19,7 +19,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
 use super::arena::Arena;
-use super::gemm::finish;
+use super::gemm::{finish, int8_args};
 use super::plan::{ConvGeom, Epilogue, GemmWeight, Kind, WeightData};
 use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
@@ -187,20 +187,7 @@ impl Model {
                         self.pointwise_vnni(q, panel, alpha, (scale, bias), residual, e, &mut out);
                     }
                 } else if *pointwise && q.k_pad == *k_pad {
-                    let args = GemmArgs {
-                        x: q.data.as_ptr(),
-                        w: packed.as_ptr(),
-                        alpha: alpha.as_ptr(),
-                        scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
-                        bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
-                        residual: residual.map_or(std::ptr::null(), |s| s.as_ptr()),
-                        out: out.as_mut_ptr(),
-                        xsum: q.row_sum.as_ptr(),
-                        sx: q.row_scale.as_ptr(),
-                        rows: q.rows() as u64,
-                        tile_begin: 0,
-                        tile_end: o as u64,
-                    };
+                    let args = int8_args(q, packed, alpha, (scale, bias), residual, &mut out, o);
                     // SAFETY: x holds rows of k_pad codes with their sums and scales, the
                     // weight o rows of k_pad / 4 bytes, the per-channel vectors o values (all
                     // checked above), out and residual rows of o values.

@@ -299,20 +299,7 @@ impl Model {
                 if !sizes_ok {
                     return Err(internal(si, "kernel buffers do not match its specialization"));
                 }
-                let args = GemmArgs {
-                    x: q.data.as_ptr(),
-                    w: packed.as_ptr(),
-                    alpha: alpha.as_ptr(),
-                    scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
-                    bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
-                    residual: residual.map_or(std::ptr::null(), |s| s.as_ptr()),
-                    out: out.as_mut_ptr(),
-                    xsum: q.row_sum.as_ptr(),
-                    sx: q.row_scale.as_ptr(),
-                    rows: rows as u64,
-                    tile_begin: 0,
-                    tile_end: tiles as u64,
-                };
+                let args = int8_args(q, packed, alpha, (scale, bias), residual, &mut out, tiles);
                 /// Where fused requantization writes: rows of `q`, read from rows of `out`.
                 struct Requant {
                     out: *const f32,
@@ -468,6 +455,33 @@ impl Model {
             *l = w.n;
         }
         shaped(si, &shape, out)
+    }
+}
+
+/// The kernel arguments of a product over all rows of `q` (tiles `0..tiles`), with the
+/// epilogue vectors that are present.
+pub(crate) fn int8_args(
+    q: &QTensor,
+    packed: &[u8],
+    alpha: &[f32],
+    (scale, bias): ScaleBias<'_>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    tiles: usize,
+) -> GemmArgs {
+    GemmArgs {
+        x: q.data.as_ptr(),
+        w: packed.as_ptr(),
+        alpha: alpha.as_ptr(),
+        scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
+        bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
+        residual: residual.map_or(std::ptr::null(), |s| s.as_ptr()),
+        out: out.as_mut_ptr(),
+        xsum: q.row_sum.as_ptr(),
+        sx: q.row_scale.as_ptr(),
+        rows: q.rows() as u64,
+        tile_begin: 0,
+        tile_end: tiles as u64,
     }
 }
 
