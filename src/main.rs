@@ -129,6 +129,16 @@ enum Command {
         /// Which model, when the file defines several.
         #[arg(long)]
         model: Option<String>,
+        /// Also run the input --repeat times and print, per engine step, which kernel ran it and
+        /// its median time (on stderr).
+        #[arg(long)]
+        timing: bool,
+        /// Calls timed by --timing.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+        /// Threads of the engine (0: every core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Train a model on MNIST (quantization-aware for ternary layers) and write its weights.
     Train {
@@ -508,22 +518,36 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
-        Command::Run { file, input, weights, precision, opt, f32_activations, engine, out, seed, model } => {
-            cmd::run::run(
-                &cmd::run::Args {
-                    engine,
-                    file,
-                    input,
-                    weights,
-                    precision: precision.into(),
-                    opt,
-                    f32_activations,
-                    out,
-                    seed,
-                    model,
-                },
-                style,
-            )
-        }
+        Command::Run {
+            file,
+            input,
+            weights,
+            precision,
+            opt,
+            f32_activations,
+            engine,
+            out,
+            seed,
+            model,
+            timing,
+            repeat,
+            threads,
+        } => cmd::run::run(
+            &cmd::run::Args {
+                engine,
+                file,
+                input,
+                weights,
+                precision: precision.into(),
+                opt,
+                f32_activations,
+                out,
+                seed,
+                model,
+                timing: timing.then_some(repeat as usize),
+                threads,
+            },
+            style,
+        ),
     }
 }

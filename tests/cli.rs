@@ -177,7 +177,8 @@ fn compile_emits_the_kernel_plan() {
     let best = triton::runtime::cpu::best();
     let engine = &lines[3..];
     assert!(engine[0].contains("fc1.w") && engine[0].contains("runs int8 tq2"), "{plan}");
-    assert!(engine[2].contains("head.w") && engine[2].contains("runs sgemm"), "{plan}");
+    let panel = triton::runtime::kernels::fconv::kernel_name(best);
+    assert!(engine[2].contains("head.w") && engine[2].contains(&format!("runs f32 gemm ({panel})")), "{plan}");
     if best != triton::runtime::cpu::Isa::Generic {
         assert!(engine[0].contains(&format!("({best})")), "{plan}");
     }
@@ -254,6 +255,57 @@ fn run_prints_or_writes_the_output_and_levels_agree() {
     let (u, v) = (numbers(&text(&cnn.stdout)), numbers(&text(&cnn_interp.stdout)));
     assert_eq!(u.len(), v.len(), "{}", text(&cnn.stdout));
     assert!(u.iter().zip(&v).all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + q.abs())), "{u:?} vs {v:?}");
+}
+
+/// `run --timing`: the output as without it on stdout, and on stderr one row per engine step
+/// (its op, weight and kernel) with a median time, and the total; artifacts and the
+/// interpreter say what they time.
+#[test]
+fn run_timing_prints_one_row_per_engine_step() {
+    let img = npy("timing.npy", &[2, 1, 28, 28], &(0..1568).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect::<Vec<_>>());
+    let img = img.to_str().expect("utf-8");
+    let plain = triton(&["run", "examples/mnist_cnn.tri", "--input", img, "-O3"]);
+    let timed = triton(&[
+        "run",
+        "examples/mnist_cnn.tri",
+        "--input",
+        img,
+        "-O3",
+        "--timing",
+        "--repeat",
+        "3",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(timed.status.code(), Some(0), "{}", text(&timed.stderr));
+    assert_eq!(text(&timed.stdout), text(&plain.stdout), "timing leaves the output alone");
+    let table = text(&timed.stderr);
+    let plan = text(&triton(&["compile", "examples/mnist_cnn.tri", "-O3", "--emit", "plan"]).stdout);
+    // Every product of the plan is a row naming its weight and the kernel the plan names.
+    let products: Vec<&str> = plan.lines().filter(|l| l.starts_with("step") && l.contains(" runs ")).collect();
+    assert!(!products.is_empty(), "{plan}");
+    for line in products {
+        let weight = line.split_whitespace().nth(3).expect("a weight column");
+        let kernel = line.split(" runs ").nth(1).expect("a kernel").trim();
+        assert!(
+            table.lines().any(|r| r.contains(weight) && r.contains(kernel)),
+            "{weight} on {kernel} missing:\n{table}"
+        );
+    }
+    assert!(table.contains("median ms") && table.contains("3 calls"), "{table}");
+    let total: f64 = table
+        .lines()
+        .find(|l| l.contains("per call"))
+        .and_then(|l| l.split("median ").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .expect("a total");
+    assert!(total > 0.0, "{table}");
+    let interp = triton(&["run", "examples/mnist_cnn.tri", "--input", img, "--engine", "interp", "--timing"]);
+    assert_eq!(interp.status.code(), Some(0), "{}", text(&interp.stderr));
+    assert!(text(&interp.stderr).contains("interpreter"), "{}", text(&interp.stderr));
+    let bad = triton(&["run", "examples/mnist_cnn.tri", "--input", img, "--timing", "--repeat", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! geometries (odd channels, kernels 1/3/5/7, strides, padding, dilation, groups including
 //! depthwise), residuals, concat, every pooling, every activation, batch 1..5, every
 //! instruction-set level the CPU runs, 1 and 2 threads. On integer paths the results are the
-//! interpreter's bits. Also: the NaN contract and a concat feeding a pooling at batch 3.
+//! interpreter's bits; on f32 paths (FP32 convolutions on the panel kernels) within the f32
+//! summation bound of the interpreter's f64 sums. Also: the NaN contract and a concat feeding
+//! a pooling at batch 3.
 
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
@@ -186,6 +188,136 @@ fn wide_blocks_equal_the_interpreter() {
     check_block(&base, 3, 1).expect("pointwise");
     check_block(&Block { k: 3, pad: 1, groups: 2, c: 35, o_per_group: 40, ..base.clone() }, 2, 2).expect("grouped 3x3");
     check_block(&Block { k: 5, pad: 2, stride: 2, pool_max: false, ..base }, 5, 3).expect("5x5 stride 2");
+}
+
+/// An FP32 convolution `x -> conv -> * s + b (+ r) -> act` of the block's geometry, or only
+/// the convolution (`bare`, to measure the sums' magnitude on |x| and |w|).
+fn f32_conv_graph(b: &Block, residual: bool, bare: bool) -> Option<Graph> {
+    let (c, o, g) = (b.c * b.groups, b.o_per_group * b.groups, b.groups);
+    let oh = out_size(b.hw, b.k, b.stride, b.pad, b.dil)?;
+    let (cg, k, s, p, d, hw) = (b.c, b.k, b.stride, b.pad, b.dil, b.hw);
+    let y = format!("f32[B, {o}, {oh}, {oh}]");
+    let mut text = format!(
+        "graph C\n\
+param 0 \"w\": f32[{o}, {cg}, {k}, {k}] weight init=kaiming\n\
+param 1 \"s\": f32[{o}, 1, 1] param init=kaiming\n\
+param 2 \"b\": f32[{o}, 1, 1] param init=kaiming\n\
+%0 = input \"x\" : f32[B, {c}, {hw}, {hw}]\n%1 = input \"r\" : {y}\n\
+%2 = param 0 : f32[{o}, {cg}, {k}, {k}]\n%3 = param 1 : f32[{o}, 1, 1]\n%4 = param 2 : f32[{o}, 1, 1]\n\
+%5 = conv2d %0, %2 {{stride=[{s}, {s}], padding=[{p}, {p}], dilation=[{d}, {d}], groups={g}}} : {y}\n"
+    );
+    if bare {
+        text += "output %5\n";
+    } else {
+        text += &format!("%6 = mul %5, %3 : {y}\n%7 = add %6, %4 : {y}\n");
+        let last = if residual {
+            text += &format!("%8 = add %7, %1 : {y}\n");
+            8
+        } else {
+            7
+        };
+        text += &format!("%{n} = {} %{last} : {y}\noutput %{n}\n", b.act1, n = last + 1);
+    }
+    Some(ir::parse(&text, FileId(0)).unwrap_or_else(|e| panic!("{e}\n{text}")))
+}
+
+/// Geometries for the FP32 convolutions: up to 36 channels per group (partial and several
+/// blocks of 16), reductions past the kernels' chunk of 512 (up to 23 x 49).
+fn f32_block() -> impl Strategy<Value = Block> {
+    (block(), 1usize..24, 1usize..37, prop::sample::select(vec![1usize, 2]), 3usize..11)
+        .prop_map(|(b, c, o_per_group, groups, hw)| Block { c, o_per_group, groups, hw, ..b })
+}
+
+fn check_f32_conv(b: &Block, residual: bool, batch: usize, seed: u64) -> Result<(), TestCaseError> {
+    let (Some(g), Some(bare)) = (f32_conv_graph(b, residual, false), f32_conv_graph(b, residual, true)) else {
+        prop_assume!(false, "the window does not fit");
+        return Ok(());
+    };
+    ir::verify(&g).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+    let w = Weights::init(&g.params, seed);
+    let oh = out_size(b.hw, b.k, b.stride, b.pad, b.dil).unwrap_or(0);
+    let o = b.o_per_group * b.groups;
+    let xs =
+        [input(&[batch, b.c * b.groups, b.hw, b.hw], seed as usize), input(&[batch, o, oh, oh], seed as usize + 3)];
+    // The magnitude of every sum: the bare convolution of |x| with |w|.
+    let mut wa = w.clone();
+    wa.tensors.values_mut().for_each(|t| t.mapv_inplace(f32::abs));
+    let pa = interp::prepare(&bare, &wa, Precision::Fp32).expect("weights");
+    let mag = interp::run(&bare, &pa, &[xs[0].mapv(f32::abs), xs[1].clone()], Precision::Fp32).expect("runs").remove(0);
+    let reduction = b.c * b.k * b.k;
+    for level in [OptLevel::O0, OptLevel::O3] {
+        let opt =
+            passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) }).expect("valid");
+        let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Fp32)
+            .expect("compiles");
+        let p = interp::prepare(&opt.graph, &w, Precision::Fp32).expect("weights");
+        let r = interp::run(&opt.graph, &p, &xs, Precision::Fp32).expect("runs").remove(0);
+        for (threads, isa) in Isa::available().flat_map(|i| [(1, i), (2, i)]) {
+            let mut model = triton::runtime::Model::from_parts(parts.clone(), threads).expect("maps");
+            model.set_isa(isa);
+            model.set_parallel_threshold(0);
+            let y = model.run(&[xs[0].view(), xs[1].view()]).expect("runs").remove(0);
+            prop_assert_eq!(y.shape(), r.shape());
+            for ((idx, got), want) in y.indexed_iter().zip(&r) {
+                let s = w.tensors["s"][[idx[1], 0, 0]].abs();
+                // |f32 sum - exact| <= (k + 2) eps sum |x w| in any order; then the epilogue's
+                // roundings, through an activation of slope at most 1.1.
+                let bound = 2.0 * ((reduction + 2) as f32 * f32::EPSILON * mag[&idx] * s)
+                    + 8.0 * f32::EPSILON * (1.0 + want.abs());
+                prop_assert!(
+                    (got - want).abs() <= bound,
+                    "{:?} batch {} {:?} {} threads {} at {:?}: {} vs interpreter {} (bound {})",
+                    b,
+                    batch,
+                    level,
+                    isa,
+                    threads,
+                    idx,
+                    got,
+                    want,
+                    bound
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_f32_convs_are_within_the_summation_bound(
+        b in f32_block(), residual in any::<bool>(), batch in 1usize..6, seed in 0u64..1000) {
+        check_f32_conv(&b, residual, batch, seed)?;
+    }
+}
+
+/// FP32 convolutions the proptest reaches rarely: a long reduction (3 chunks), a wide layer
+/// (several channel chunks split over threads), depthwise-like groups with 2 channels each.
+#[test]
+fn wide_f32_convs_are_within_the_summation_bound() {
+    let base = Block {
+        c: 48,
+        hw: 9,
+        o_per_group: 70,
+        groups: 1,
+        k: 5,
+        stride: 1,
+        pad: 2,
+        dil: 1,
+        act1: "relu",
+        act2: "relu",
+        pool_max: true,
+        pool_k: 2,
+        pool_stride: 2,
+        pool_pad: 0,
+    };
+    check_f32_conv(&base, true, 2, 1).expect("k = 1200");
+    check_f32_conv(&Block { k: 1, pad: 0, c: 64, o_per_group: 130, hw: 12, ..base.clone() }, true, 3, 2)
+        .expect("pointwise");
+    check_f32_conv(&Block { c: 2, o_per_group: 2, groups: 24, k: 3, pad: 1, stride: 2, ..base }, false, 2, 3)
+        .expect("groups");
 }
 
 fn temp_model(name: &str, text: &str) -> std::path::PathBuf {

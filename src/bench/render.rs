@@ -21,7 +21,7 @@ pub struct Section {
 }
 
 impl Section {
-    fn new(title: impl Into<String>, header: &[&str]) -> Section {
+    pub fn new(title: impl Into<String>, header: &[&str]) -> Section {
         Section {
             title: title.into(),
             header: header.iter().map(|h| h.to_string()).collect(),
@@ -30,7 +30,7 @@ impl Section {
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 

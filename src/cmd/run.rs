@@ -31,6 +31,10 @@ pub struct Args {
     pub out: Option<PathBuf>,
     pub seed: u64,
     pub model: Option<String>,
+    /// `--timing`: time this many calls per step after the run.
+    pub timing: Option<usize>,
+    /// Engine threads (0: every core).
+    pub threads: usize,
 }
 
 /// Reads a float32 or float64 `.npy` array.
@@ -66,7 +70,7 @@ fn run_artifact(a: &Args) -> ExitCode {
             a.file.display()
         ));
     }
-    let model = match Model::load(&a.file) {
+    let model = match Model::load_with_threads(&a.file, a.threads) {
         Ok(m) => m,
         Err(e) => return user_error(format!("{}: {e}", a.file.display())),
     };
@@ -75,9 +79,65 @@ fn run_artifact(a: &Args) -> ExitCode {
         Err(e) => return user_error(e),
     };
     match model.run(&[input.view()]) {
-        Ok(outputs) => write_output(a, model.name(), &outputs[0]),
+        Ok(outputs) => {
+            let code = write_output(a, model.name(), &outputs[0]);
+            if let Some(n) = a.timing {
+                print_step_timing(&model, &input, n);
+            }
+            code
+        }
         Err(e) => user_error(e),
     }
+}
+
+/// `--timing`: per engine step, the kernel that runs it and the median of `calls` timed calls.
+fn print_step_timing(model: &Model, input: &ArrayD<f32>, calls: usize) {
+    use triton_runtime::engine::plan::Step;
+    let steps = &model.parts().steps;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(calls); steps.len()];
+    let mut totals = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        match model.run_profiled(&[input.view()]) {
+            Ok((_, times)) => {
+                totals.push(times.iter().map(|t| t.as_secs_f64() * 1e3).sum::<f64>());
+                for (s, t) in samples.iter_mut().zip(times) {
+                    s.push(t.as_secs_f64() * 1e3);
+                }
+            }
+            Err(e) => {
+                eprintln!("note: no timing: {e}");
+                return;
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        triton::bench::stats::median(v)
+    };
+    let total = median(&mut totals);
+    let mut table = triton::bench::render::Section::new(
+        format!("{}: engine steps on input {:?}", model.name(), input.shape()),
+        &["step", "op", "weight", "runs on", "median ms", "share"],
+    );
+    let kernels = model.step_kernels();
+    for (i, (step, s)) in steps.iter().zip(samples.iter_mut()).enumerate() {
+        let ms = median(s);
+        let weight = match step {
+            Step::Conv { weight, .. } | Step::Gemm { weight, .. } => model.parts().weights[*weight].name.clone(),
+            _ => String::new(),
+        };
+        let share = if total > 0.0 { 100.0 * ms / total } else { 0.0 };
+        table.row(vec![
+            i.to_string(),
+            step.name().to_string(),
+            weight,
+            kernels[i].clone(),
+            format!("{ms:.4}"),
+            format!("{share:.1}%"),
+        ]);
+    }
+    table.notes.push(format!("{} steps, {calls} calls: median {total:.4} ms per call (sum of steps)", steps.len()));
+    eprint!("{}", table.terminal());
 }
 
 fn write_output(a: &Args, name: &str, y: &ArrayD<f32>) -> ExitCode {
@@ -120,7 +180,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
     let jit = match a.engine {
         Engine::Interp => None,
         Engine::Jit => match codegen::compile_graph(graph, optimized.kernels.as_ref(), &weights, a.precision) {
-            Ok(parts) => match Model::from_parts(parts, 0) {
+            Ok(parts) => match Model::from_parts(parts, a.threads) {
                 Ok(m) => Some(m),
                 Err(e) => return user_error(e),
             },
@@ -131,15 +191,22 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
             Err(e) => return user_error(e),
         },
     };
+    if let (Some(n), None) = (a.timing, &jit) {
+        eprintln!("note: --timing times the engine's steps; the reference interpreter has none ({n} calls skipped)");
+    }
     let result = match &jit {
         Some(m) => m.run(&[input.view()]).map_err(|e| e.to_string()),
         None => interp::prepare(graph, &weights, a.precision)
-            .and_then(|p| interp::run(graph, &p, &[input], a.precision))
+            .and_then(|p| interp::run(graph, &p, std::slice::from_ref(&input), a.precision))
             .map_err(|e| e.to_string()),
     };
     let outputs = match result {
         Ok(o) => o,
         Err(e) => return user_error(e),
     };
-    write_output(a, &model.name, &outputs[0])
+    let code = write_output(a, &model.name, &outputs[0]);
+    if let (Some(n), Some(m)) = (a.timing, &jit) {
+        print_step_timing(m, &input, n);
+    }
+    code
 }

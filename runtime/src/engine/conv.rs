@@ -9,8 +9,11 @@
 //!   and thread count gives the interpreter's bits. A pointwise convolution (1x1, stride 1,
 //!   no padding, one group) over rows padded to whole tq2 blocks multiplies the activations
 //!   in place: no gather at all.
-//! - F32 activations (and int8 codes of int8 weights) run on the f32 GEMM over gathered rows,
-//!   then the weight's scale; they differ from the interpreter's f64 sums by rounding only.
+//! - F32 activations run on the f32 panel kernels (`kernels::fconv`: weights in blocks of 16
+//!   channels, re-laid out once; AVX-512, AVX2 + FMA or portable by the model's level) over
+//!   gathered rows, or over the input rows themselves for 1x1, with the epilogue per register
+//!   tile; int8 activations with non-ternary weights on the f32 GEMM over gathered rows, then
+//!   the weight's scale. Both differ from the interpreter's f64 sums by rounding only.
 //! - Depthwise convolutions (one input and output channel per group) never run as products.
 //! - Threads: blocks of output pixels of every sample split over the pool when the work is
 //!   worth it (`Model::pool_for`); each block writes its own output rows.
@@ -28,6 +31,7 @@ use crate::kernels::ChannelEpilogue;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::avx512::conv::{Call, Panel};
 use crate::kernels::conv::{Window, depthwise, im2col_f32, im2col_i8};
+use crate::kernels::fconv::{self, F32Panel, FCall};
 use crate::pack;
 #[cfg(not(target_arch = "x86_64"))]
 use no_vnni::Panel;
@@ -44,18 +48,24 @@ pub(crate) enum Prepared {
     DepthwiseI8 { w: Vec<i8> },
     /// Depthwise f32 values (or codes) `[tap][c]`.
     DepthwiseF32 { w: Vec<f32> },
-    /// `[k, o]` f32 values (or codes) with `k` in `(u, v, c)` order.
-    Dense { w_t: Array2<f32>, pointwise: bool },
+    /// `[k, o]` f32 values (or int8 codes) with `k` in `(u, v, c)` order, for int8 input
+    /// without a tq2 weight.
+    Dense { w_t: Array2<f32> },
+    /// f32 values (or codes) as panels of 16 channels for the f32 kernels (f32 input).
+    Panel { panel: F32Panel, pointwise: bool },
 }
 
-/// A whole-tq2-block row of int8 values: what the pointwise path needs of its input.
+/// A 1x1 convolution with stride 1, no padding and one group: a plain product over pixels.
 fn is_pointwise(g: &ConvGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0] && g.groups == 1
 }
 
-fn window(g: &ConvGeom) -> Window {
+pub(crate) fn window(g: &ConvGeom) -> Window {
     Window { h: g.h, w: g.w, kh: g.kh, kw: g.kw, stride: g.stride, pad: g.pad, dil: g.dil, oh: g.oh, ow: g.ow }
 }
+
+/// A product's per-channel vectors: integer-to-real multipliers, scale and bias.
+type ChannelVecs<'a> = (Option<&'a [f32]>, Option<&'a [f32]>, Option<&'a [f32]>);
 
 impl Prepared {
     /// Re-lays out `w` for a convolution of geometry `g` over values of kind `x`.
@@ -88,10 +98,11 @@ impl Prepared {
                     .then(|| Panel::new(&codes, g.groups, g.og(), k, k_pad));
                 Prepared::Tq2 { packed: pack::pack_tq2(&codes, o, k), k_pad, pointwise: is_pointwise(g), panel }
             }
-            _ => Prepared::Dense {
-                w_t: Array2::from_shape_fn((k, o), |(t, c)| values[c * k + from(t)]),
+            (Kind::F32, false) => Prepared::Panel {
+                panel: F32Panel::new(g.groups, g.og(), k, |t, c| values[c * k + from(t)]),
                 pointwise: is_pointwise(g),
             },
+            (Kind::Int8, _) => Prepared::Dense { w_t: Array2::from_shape_fn((k, o), |(t, c)| values[c * k + from(t)]) },
         })
     }
 
@@ -111,8 +122,11 @@ impl Prepared {
             }
             Prepared::DepthwiseI8 { .. } => format!("int8 depthwise ({vector})"),
             Prepared::DepthwiseF32 { .. } => format!("f32 depthwise ({vector})"),
-            Prepared::Dense { pointwise: true, .. } => "f32 pointwise gemm (gemm crate)".into(),
-            Prepared::Dense { .. } => "f32 im2col-gemm (gemm crate)".into(),
+            Prepared::Panel { pointwise, .. } => {
+                let what = if *pointwise { "f32 pointwise gemm" } else { "f32 implicit-gemm" };
+                format!("{what} ({})", fconv::kernel_name(isa))
+            }
+            Prepared::Dense { .. } => "int8 x f32 im2col-gemm (gemm crate)".into(),
         }
     }
 }
@@ -229,11 +243,23 @@ impl Model {
                     depthwise(self.isa, &xs[n * per..(n + 1) * per], g.c, wd, o, &win, 0..p, &epi, res, dst);
                 }
             }
-            (Prepared::Dense { w_t, pointwise }, x) => {
+            (Prepared::Panel { panel, pointwise }, Val::F32(a)) => {
+                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                let fits = xs.len() == b * g.h * g.w * g.c
+                    && panel.k == g.k()
+                    && panel.blocks == g.og().div_ceil(16)
+                    && panel.bytes() == g.groups * panel.blocks * panel.k * 64
+                    && alpha.is_none_or(|a| a.len() == o);
+                if !fits {
+                    return Err(internal(si, "conv buffers do not match its weight"));
+                }
+                self.conv_f32_panel(xs, panel, *pointwise, g, &win, (alpha, scale, bias), residual, e, &mut out);
+            }
+            (Prepared::Dense { w_t }, Val::Q(q)) => {
                 if w_t.dim() != (g.k(), o) || alpha.is_some_and(|a| a.len() != o) {
                     return Err(internal(si, "conv weight does not match its geometry"));
                 }
-                self.conv_dense(si, x, w_t, *pointwise, g, &win, alpha, &mut out, arena)?;
+                self.conv_dense(si, q, w_t, g, &win, alpha, &mut out, arena)?;
                 finish(&mut out, o, scale, bias, residual, e.act);
             }
             _ => return Err(internal(si, "convolution prepared for another kind of input")),
@@ -410,15 +436,97 @@ impl Model {
         }
     }
 
-    /// The f32 path: a GEMM over the input rows (1x1) or over gathered rows per sample and
-    /// group, then the weight's scale (times the activation scale for int8 input).
+    /// The f32 path on the panel kernels: per sample and block of output pixels, a
+    /// gather into rows (none for 1x1: the input rows themselves) and the product with the
+    /// epilogue in registers. Tasks are (sample, pixel block, channel chunk); channels split
+    /// only when there are too few pixel blocks to keep the pool busy.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv_f32_panel(
+        &self,
+        xs: &[f32],
+        panel: &F32Panel,
+        pointwise: bool,
+        g: &ConvGeom,
+        win: &Window,
+        (mult, scale, bias): ChannelVecs<'_>,
+        residual: Option<&[f32]>,
+        e: &Epilogue,
+        out: &mut [f32],
+    ) {
+        let (p, o, og, cg, k) = (g.pixels(), g.o, g.og(), g.cg(), g.k());
+        let pixels_in = g.h * g.w;
+        let b = out.len() / (p * o).max(1);
+        // Rows per block: about 256 KB of gathered values, whole register tiles.
+        let rows = ((262_144 / (4 * k).max(1)).clamp(fconv::MR, 240) / fconv::MR * fconv::MR).min(p);
+        let pblocks = p.div_ceil(rows);
+        let work = b * p * o * k;
+        let pool = self.pool_for(work);
+        let threads = pool.map_or(1, |p| p.current_num_threads());
+        let nblocks = panel.blocks;
+        let chunks = if b * pblocks >= 2 * threads { 1 } else { nblocks.div_ceil(fconv::NB).min(2 * threads) };
+        let per_chunk = nblocks.div_ceil(chunks).div_ceil(fconv::NB) * fconv::NB;
+        let chunks = nblocks.div_ceil(per_chunk);
+        let out_ptr = Out(out.as_mut_ptr());
+        let task = |cols: &mut Vec<f32>, t: usize| {
+            let (n, rest) = (t / (pblocks * chunks), t % (pblocks * chunks));
+            let (pb, ch) = (rest / chunks, rest % chunks);
+            let p0 = pb * rows;
+            let nr = (p0 + rows).min(p) - p0;
+            let blocks = ch * per_chunk..((ch + 1) * per_chunk).min(nblocks);
+            let row0 = n * p + p0;
+            let sample = &xs[n * pixels_in * g.c..][..pixels_in * g.c];
+            for gi in 0..g.groups {
+                let c0 = gi * og;
+                let (x, stride) = if pointwise {
+                    (sample[p0 * g.c..].as_ptr(), g.c)
+                } else {
+                    im2col_f32(sample, g.c, gi * cg, cg, win, p0..p0 + nr, cols);
+                    (cols.as_ptr(), k)
+                };
+                let call = FCall {
+                    x,
+                    stride,
+                    rows: nr,
+                    // SAFETY: rows row0 .. row0 + nr of `out` are this task's (its channels).
+                    out: unsafe { out_ptr.get().add(row0 * o + c0) },
+                    n: o,
+                    residual: residual.map_or(std::ptr::null(), |r| r[row0 * o + c0..].as_ptr()),
+                    og,
+                    group: gi,
+                    mult: mult.map(|m| &m[c0..c0 + og]),
+                    scale: scale.map(|s| &s[c0..c0 + og]),
+                    bias: bias.map(|s| &s[c0..c0 + og]),
+                    act: e.act,
+                    blocks: blocks.clone(),
+                };
+                // SAFETY: the model's level is capped at the CPU's; x holds nr rows
+                // of `stride >= k` floats (the gathered rows, or the sample's input rows from
+                // pixel p0, which exist: 1x1 stride 1 keeps pixels), out and the residual nr
+                // rows of o floats from channel c0, the vectors og values (checked by the
+                // caller); `blocks` is within the panel's.
+                unsafe { fconv::product(self.isa, panel, &call) };
+            }
+        };
+        let tasks = b * pblocks * chunks;
+        let cols_len = if pointwise { 0 } else { rows * k };
+        match pool.filter(|_| tasks > 1) {
+            Some(pool) => pool.install(|| (0..tasks).into_par_iter().for_each_init(|| vec![0f32; cols_len], task)),
+            None => {
+                let mut cols = vec![0f32; cols_len];
+                (0..tasks).for_each(|t| task(&mut cols, t));
+            }
+        }
+    }
+
+    /// Int8 activations with a weight that is not ternary (f32 values or int8 codes): a GEMM
+    /// over gathered rows per sample and group, then the weight's scale times the sample's
+    /// activation scale.
     #[allow(clippy::too_many_arguments)]
     fn conv_dense(
         &self,
         si: usize,
-        x: &Val,
+        q: &QTensor,
         w_t: &Array2<f32>,
-        pointwise: bool,
         g: &ConvGeom,
         win: &Window,
         alpha: Option<&[f32]>,
@@ -428,58 +536,26 @@ impl Model {
         let (p, o, og, cg, k) = (g.pixels(), g.o, g.og(), g.cg(), g.k());
         let pixels_in = g.h * g.w;
         let b = out.len() / (p * o).max(1);
-        let err = |e: ndarray::ShapeError| internal(si, e.to_string());
-        match x {
-            Val::F32(a) if pointwise => {
-                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
-                let xm = ArrayView2::from_shape((b * p, g.c), xs).map_err(err)?;
-                let mut om = ArrayViewMut2::from_shape((b * p, o), &mut out[..]).map_err(err)?;
-                self.sgemm(&xm, &w_t.view(), &mut om);
-                if let Some(alpha) = alpha {
-                    out.chunks_mut(o).for_each(|r| r.iter_mut().zip(alpha).for_each(|(v, a)| *v *= a));
-                }
-                return Ok(());
-            }
-            _ => {}
+        if q.data.len() < b * pixels_in * q.k_pad || q.row_scale.len() < b * pixels_in {
+            return Err(internal(si, "conv input does not match its geometry"));
         }
+        let err = |e: ndarray::ShapeError| internal(si, e.to_string());
         let mut cols = arena.f32_overwritten(p * k);
         for n in 0..b {
+            let xs = &q.data[n * pixels_in * q.k_pad..][..pixels_in * q.k_pad];
+            let sx = q.row_scale[n * pixels_in];
             for gi in 0..g.groups {
-                let sx = match x {
-                    Val::F32(a) => {
-                        let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
-                        im2col_f32(
-                            &xs[n * pixels_in * g.c..][..pixels_in * g.c],
-                            g.c,
-                            gi * cg,
-                            cg,
-                            win,
-                            0..p,
-                            &mut cols,
-                        );
-                        None
-                    }
-                    Val::Q(q) => {
-                        let xs = &q.data[n * pixels_in * q.k_pad..][..pixels_in * q.k_pad];
-                        im2col_f32(xs, q.k_pad, gi * cg, cg, win, 0..p, &mut cols);
-                        Some(q.row_scale[n * pixels_in])
-                    }
-                };
+                im2col_f32(xs, q.k_pad, gi * cg, cg, win, 0..p, &mut cols);
                 let xm = ArrayView2::from_shape((p, k), &cols[..]).map_err(err)?;
                 let wg = w_t.slice(s![.., gi * og..(gi + 1) * og]);
                 let mut om = ArrayViewMut2::from_shape((p, o), &mut out[n * p * o..(n + 1) * p * o]).map_err(err)?;
                 let mut og_view = om.slice_mut(s![.., gi * og..(gi + 1) * og]);
                 self.sgemm(&xm, &wg, &mut og_view);
-                match (alpha, sx) {
-                    (Some(alpha), Some(sx)) => og_view
+                if let Some(alpha) = alpha {
+                    og_view
                         .rows_mut()
                         .into_iter()
-                        .for_each(|mut r| r.iter_mut().zip(&alpha[gi * og..]).for_each(|(v, a)| *v *= sx * a)),
-                    (Some(alpha), None) => og_view
-                        .rows_mut()
-                        .into_iter()
-                        .for_each(|mut r| r.iter_mut().zip(&alpha[gi * og..]).for_each(|(v, a)| *v *= a)),
-                    (None, _) => {}
+                        .for_each(|mut r| r.iter_mut().zip(&alpha[gi * og..]).for_each(|(v, a)| *v *= sx * a));
                 }
             }
         }

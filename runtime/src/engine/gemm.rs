@@ -12,7 +12,8 @@ use ndarray::{Array2, ArrayD};
 use rayon::prelude::*;
 
 use super::arena::Arena;
-use super::plan::{ADD_SUB_MAX_ROWS, Epilogue, GemmWeight, Requantize, WeightData, padded_len};
+use super::conv::{Prepared, window};
+use super::plan::{ADD_SUB_MAX_ROWS, ConvGeom, Epilogue, GemmWeight, Requantize, WeightData, padded_len};
 use super::quant::{QUANTIZE_WORK, quantize_rows, quantize_sample};
 use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
@@ -48,18 +49,20 @@ impl GemmWeight {
 
 impl Model {
     /// A matrix product of an int8 or f32 value.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(
         &self,
         si: usize,
         x: &Val,
         w: &GemmWeight,
+        prep: Option<&Prepared>,
         e: &Epilogue,
         vals: &[Option<Val>],
         arena: &mut Arena,
     ) -> Result<Val, RunError> {
         let y = match x {
             Val::Q(q) => self.gemm_q(si, q, w, e, vals, arena)?,
-            Val::F32(a) => Val::F32(self.gemm_f32(si, a, w, e, vals, arena)?),
+            Val::F32(a) => Val::F32(self.gemm_f32(si, a, w, prep, e, vals, arena)?),
         };
         // Fused requantization that the product's path did not do itself.
         Ok(match (y, e.quantize) {
@@ -376,13 +379,16 @@ impl Model {
         Ok(Val::F32(shaped(si, &shape, out)?))
     }
 
-    /// Float product: f32 activations with f32 weights, trit/int8 codes scaled by alpha, or
-    /// packed trits on the add/subtract kernel.
+    /// Float product: f32 activations with f32 weights (on the panel kernels when the model
+    /// prepared them), trit/int8 codes scaled by alpha, or packed trits on the add/subtract
+    /// kernel.
+    #[allow(clippy::too_many_arguments)]
     fn gemm_f32(
         &self,
         si: usize,
         x: &ArrayD<f32>,
         w: &GemmWeight,
+        prep: Option<&Prepared>,
         e: &Epilogue,
         vals: &[Option<Val>],
         arena: &mut Arena,
@@ -395,8 +401,36 @@ impl Model {
         let (scale, bias) = self.epilogue_vectors(si, w, e)?;
         let residual = self.residual(si, e, vals, rows * w.n)?;
         let mut out = arena.f32_overwritten(rows * w.n);
-        match (w.dense(rows), &w.data) {
-            (Some(w_t), _) => {
+        match (prep, w.dense(rows), &w.data) {
+            (Some(Prepared::Panel { panel, .. }), _, _) => {
+                let xs = x.as_slice().ok_or_else(|| internal(si, "gemm input not contiguous"))?;
+                let fits = panel.k == w.k
+                    && panel.blocks == w.n.div_ceil(16)
+                    && panel.bytes() == panel.blocks * w.k * 64
+                    && w.alpha.as_ref().is_none_or(|a| a.len() == w.n);
+                if !fits {
+                    return Err(internal(si, "gemm buffers do not match its weight"));
+                }
+                // The rows as the pixels of a 1x1 convolution.
+                let g = ConvGeom {
+                    c: w.k,
+                    h: rows,
+                    w: 1,
+                    o: w.n,
+                    kh: 1,
+                    kw: 1,
+                    stride: [1, 1],
+                    pad: [0, 0],
+                    dil: [1, 1],
+                    groups: 1,
+                    oh: rows,
+                    ow: 1,
+                };
+                let vecs = (w.alpha.as_deref(), scale, bias);
+                self.conv_f32_panel(xs, panel, true, &g, &window(&g), vecs, residual, e, &mut out);
+            }
+            (Some(_), _, _) => return Err(internal(si, "matrix product prepared as a convolution")),
+            (None, Some(w_t), _) => {
                 let mut acc = ndarray::ArrayViewMut2::from_shape((rows, w.n), &mut out[..])
                     .map_err(|e| internal(si, e.to_string()))?;
                 self.sgemm(&x2, &w_t.view(), &mut acc);
@@ -407,10 +441,10 @@ impl Model {
                 }
                 finish(&mut out, w.n, scale, bias, residual, e.act);
             }
-            (None, WeightData::Dense { .. } | WeightData::Trits { .. }) => {
+            (None, None, WeightData::Dense { .. } | WeightData::Trits { .. }) => {
                 return Err(internal(si, "a dense weight without its matrix"));
             }
-            (None, WeightData::Tq2 { packed, kernel, tile, f32_x, .. }) => {
+            (None, None, WeightData::Tq2 { packed, kernel, tile, f32_x, .. }) => {
                 let alpha = w.alpha.as_deref().ok_or_else(|| internal(si, "ternary product without alpha"))?;
                 let k_pad = pack::padded_k(w.k);
                 let sizes_ok = *f32_x

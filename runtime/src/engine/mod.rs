@@ -6,12 +6,15 @@
 //!   rank, size or batch is a [`RunError`] naming the expected shape, never undefined behaviour.
 //! - Steps compute exactly what the interpreter's ops compute, in the same order of f32
 //!   operations where the result is meant to be bit-exact (integer products and their
-//!   epilogues, pooling, element-wise steps); float GEMMs run on [`crate::kernels::sgemm`] and
-//!   differ from the interpreter's f64 accumulation by rounding only.
+//!   epilogues, pooling, element-wise steps); float products (f32 panels of
+//!   [`crate::kernels::fconv`], or [`crate::kernels::sgemm`]) differ from the interpreter's
+//!   f64 accumulation by rounding only.
 //! - Values are kept in their slot's physical layout ([`plan::Layout`]): channels-last between
 //!   convolutions, plain at the model's boundary; the compiler inserts the conversions.
 //! - Weights are re-laid out once, in [`Model::from_parts`], into the order the kernels stream
-//!   (`conv::Prepared`); the parts themselves stay ISA-independent (artifacts store them).
+//!   (`conv::Prepared`: convolutions, and f32 matrix products of f32 activations); the parts
+//!   are ISA-independent (artifacts store them), and a model drops the parts' copy of each
+//!   weight it re-laid out, so it holds every weight once.
 //! - Before a kernel is called, every buffer it reads or writes is checked against the sizes
 //!   its contract implies; a mismatch is an internal error, not a call.
 //! - A `Model` is `Send + Sync`: `run` takes `&self` and keeps its values in a per-call
@@ -35,8 +38,9 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::cpu::{self, Isa};
 use crate::kernel::{CodeMemory, MapError};
+use crate::kernels::fconv::F32Panel;
 use arena::Arena;
-use plan::{ModelParts, Shape, Src, Step, WeightData};
+use plan::{Kind, ModelParts, Shape, Src, Step, WeightData};
 use quant::{QUANTIZE_WORK, quantize_rows};
 use value::Val;
 
@@ -78,7 +82,7 @@ pub struct Model {
     jit_gemm: bool,
     /// Work (multiply-adds) from which a step may split over the pool.
     parallel_min: usize,
-    /// Per step: a convolution's weights in the kernels' order.
+    /// Per step: a convolution's (or an f32 matrix product's) weights in the kernels' order.
     convs: Vec<Option<conv::Prepared>>,
 }
 
@@ -104,16 +108,36 @@ impl Model {
             n => rayon::ThreadPoolBuilder::new().num_threads(n).build().ok(),
         };
         let kinds = parts.kinds();
-        let convs = parts
-            .steps
-            .iter()
-            .map(|s| match s {
+        let mut parts = parts;
+        let mut prepared = Vec::with_capacity(parts.steps.len());
+        for s in &parts.steps {
+            prepared.push(match s {
                 Step::Conv { x, weight, geom, .. } => {
-                    conv::Prepared::new(&parts.weights[*weight], geom, kinds[*x]).map(Some).map_err(PartsError::Invalid)
+                    Some(conv::Prepared::new(&parts.weights[*weight], geom, kinds[*x]).map_err(PartsError::Invalid)?)
                 }
-                _ => Ok(None),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                Step::Gemm { x, weight, .. } if kinds[*x] == Kind::F32 => match &parts.weights[*weight].data {
+                    WeightData::Dense { w_t } => Some(conv::Prepared::Panel {
+                        panel: F32Panel::new(1, w_t.ncols(), w_t.nrows(), |t, c| w_t[[t, c]]),
+                        pointwise: true,
+                    }),
+                    _ => None,
+                },
+                _ => None,
+            });
+        }
+        // The re-laid-out copy is the one the kernels read: the parts' own goes (a model holds
+        // each weight once).
+        for (s, p) in parts.steps.iter().zip(&prepared) {
+            if let (Some(w), Some(_)) = (s.weight(), p) {
+                let data = &mut parts.weights[w].data;
+                match data {
+                    WeightData::Dense { w_t } => *w_t = ndarray::Array2::zeros((0, 0)),
+                    WeightData::Trits { packed } => *packed = Vec::new(),
+                    WeightData::Tq2 { .. } => {}
+                }
+            }
+        }
+        let convs = prepared;
         let mut model = Model {
             parts,
             code,
@@ -212,6 +236,7 @@ impl Model {
             .enumerate()
             .map(|(i, s)| match (s, &self.convs[i]) {
                 (Step::Conv { .. }, Some(p)) => p.kernel_name(self.isa),
+                (Step::Gemm { .. }, Some(_)) => format!("f32 gemm ({})", crate::kernels::fconv::kernel_name(self.isa)),
                 (Step::Gemm { weight, .. }, _) => match &self.parts.weights[*weight].data {
                     WeightData::Tq2 { f32_x: true, .. } => "f32 add/sub (jit) or sgemm".into(),
                     WeightData::Tq2 { .. } if self.jit_gemm => "int8 tq2 (jit)".into(),
@@ -269,9 +294,25 @@ impl Model {
         // Steps run on the calling thread; only products and passes big enough to gain from a
         // second core enter the pool: entering it wakes a worker and the caller, which cost
         // more than a small model's whole run.
-        let result = self.run_steps(inputs, batch, &mut arena);
+        let result = self.run_steps(inputs, batch, &mut arena, None);
         lock().push(arena);
         result
+    }
+
+    /// Runs the model like [`Model::run`] and also returns how long each step took (one entry
+    /// per step of [`ModelParts::steps`], in order), for `triton run --timing`. The outputs are
+    /// the same bits as `run`'s.
+    pub fn run_profiled(
+        &self,
+        inputs: &[ArrayViewD<'_, f32>],
+    ) -> Result<(Vec<ArrayD<f32>>, Vec<std::time::Duration>), RunError> {
+        let batch = self.batch_of(inputs)?;
+        let lock = || self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut arena = lock().pop().unwrap_or_default();
+        let mut times = vec![std::time::Duration::ZERO; self.parts.steps.len()];
+        let result = self.run_steps(inputs, batch, &mut arena, Some(&mut times));
+        lock().push(arena);
+        result.map(|outs| (outs, times))
     }
 
     fn run_steps(
@@ -279,6 +320,7 @@ impl Model {
         inputs: &[ArrayViewD<'_, f32>],
         batch: usize,
         arena: &mut Arena,
+        mut times: Option<&mut [std::time::Duration]>,
     ) -> Result<Vec<ArrayD<f32>>, RunError> {
         let p = &self.parts;
         let mut vals: Vec<Option<Val>> = vec![None; p.slots];
@@ -300,6 +342,7 @@ impl Model {
             Ok::<(), RunError>(())
         };
         for (si, step) in p.steps.iter().enumerate() {
+            let start = times.as_ref().map(|_| std::time::Instant::now());
             let (out, v) = match *step {
                 Step::Quantize { x, out, fixed, align } if borrowed.get(x) == Some(&true) => {
                     let pool = |n| self.pool_for(n * QUANTIZE_WORK);
@@ -311,6 +354,9 @@ impl Model {
                 }
             };
             vals[out] = Some(v);
+            if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
+                t[si] = start.elapsed();
+            }
             for &f in &p.frees[si] {
                 if let Some(b) = borrowed.get_mut(f) {
                     *b = false;
@@ -379,7 +425,7 @@ impl Model {
             Step::Gemm { x, weight, epilogue, .. } => {
                 let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;
                 let x = vals[*x].as_ref().ok_or_else(|| internal(si, "gemm input missing"))?;
-                self.gemm(si, x, w, epilogue, vals, arena)?
+                self.gemm(si, x, w, self.convs[si].as_ref(), epilogue, vals, arena)?
             }
             Step::Conv { x, weight, geom, epilogue, .. } => {
                 let w = self.parts.weights.get(*weight).ok_or_else(|| internal(si, "no such weight"))?;

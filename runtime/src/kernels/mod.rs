@@ -14,6 +14,7 @@
 //!   pooling), [`sgemm`] (the f32 GEMM of matrix products, on the `gemm` crate).
 
 pub mod conv;
+pub mod fconv;
 pub mod pool;
 pub mod sgemm;
 pub mod tq2;

@@ -1,5 +1,6 @@
 //! AVX2 + FMA microkernels (x86-64): 256-bit integer and float vectors.
 
+pub(crate) mod fconv;
 pub(crate) mod tq2;
 
 use std::arch::x86_64::*;

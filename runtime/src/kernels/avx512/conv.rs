@@ -160,37 +160,9 @@ unsafe fn epilogue(p: &Panel, c: &Call<'_>, row: usize, block: usize, acc: __m51
     unsafe {
         let corr = _mm512_loadu_si512(p.corr.as_ptr().add((c.group * p.blocks + block) * 16).cast());
         let accf = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, corr));
-        let load = |v: &[f32]| _mm512_maskz_loadu_ps(m, v.as_ptr().add(ch));
-        let mult = _mm512_mul_ps(_mm512_set1_ps(*c.sx.add(row)), load(c.alpha));
-        let mut y = _mm512_mul_ps(accf, mult);
-        if let Some(s) = c.scale {
-            y = _mm512_mul_ps(y, load(s));
-        }
-        if let Some(b) = c.bias {
-            y = _mm512_add_ps(y, load(b));
-        }
-        if !c.residual.is_null() {
-            y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, c.residual.add(row * c.n + ch)));
-        }
-        y = match c.act {
-            None => y,
-            Some(op @ (UnaryOp::Relu | UnaryOp::Relu6)) => {
-                let zero = _mm512_setzero_ps();
-                let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, zero), y, zero);
-                if op == UnaryOp::Relu6 {
-                    let six = _mm512_set1_ps(6.0);
-                    _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, six), y, six)
-                } else {
-                    y
-                }
-            }
-            Some(op) => {
-                let mut v = [0.0f32; 16];
-                _mm512_storeu_ps(v.as_mut_ptr(), y);
-                v.iter_mut().for_each(|t| *t = op.apply(*t));
-                _mm512_loadu_ps(v.as_ptr())
-            }
-        };
-        _mm512_mask_storeu_ps(c.out.add(row * c.n + ch), m, y);
+        let mult = _mm512_mul_ps(_mm512_set1_ps(*c.sx.add(row)), _mm512_maskz_loadu_ps(m, c.alpha.as_ptr().add(ch)));
+        let y = _mm512_mul_ps(accf, mult);
+        let res = if c.residual.is_null() { std::ptr::null() } else { c.residual.add(row * c.n) };
+        super::tail16(y, m, ch, c.scale, c.bias, res, c.act, c.out.add(row * c.n));
     }
 }
