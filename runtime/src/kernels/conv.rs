@@ -63,12 +63,12 @@ impl Window {
 }
 
 /// Gathers the window of output pixel `p` (channels `c0 .. c0 + cg` of rows `stride` apart)
-/// into `row` (`taps * cg` values in `(u, v, c)` order, zero outside the image), converting
-/// each value with `f`. Where a window row's pixels are contiguous in memory (no dilation, all
+/// into `row` (`taps * cg` values in `(u, v, c)` order, `zero` outside the image), converting
+/// each value with `f` (`zero` is `f` of a zero input). Where a window row's pixels are contiguous in memory (no dilation, all
 /// channels of unpadded rows) its taps are one run.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gather<T: Copy, U: Copy + Default>(
+fn gather<T: Copy, U: Copy>(
     x: &[T],
     stride: usize,
     c0: usize,
@@ -76,6 +76,7 @@ fn gather<T: Copy, U: Copy + Default>(
     win: &Window,
     p: usize,
     row: &mut [U],
+    zero: U,
     f: impl Fn(T) -> U,
 ) {
     let (i, j) = (p / win.ow, p % win.ow);
@@ -84,7 +85,7 @@ fn gather<T: Copy, U: Copy + Default>(
     for u in 0..win.kh {
         let dst = &mut row[u * span..(u + 1) * span];
         let Some(y) = win.row(i, u) else {
-            dst.fill(U::default());
+            dst.fill(zero);
             continue;
         };
         if contiguous {
@@ -92,8 +93,8 @@ fn gather<T: Copy, U: Copy + Default>(
             let x0 = (j * win.stride[1]) as isize - win.pad[1] as isize;
             let v0 = (-x0).clamp(0, win.kw as isize) as usize;
             let v1 = (win.w as isize - x0).clamp(v0 as isize, win.kw as isize) as usize;
-            dst[..v0 * cg].fill(U::default());
-            dst[v1 * cg..].fill(U::default());
+            dst[..v0 * cg].fill(zero);
+            dst[v1 * cg..].fill(zero);
             if v1 > v0 {
                 let at = (y * win.w + (x0 + v0 as isize) as usize) * stride + c0;
                 let src = &x[at..at + (v1 - v0) * cg];
@@ -106,7 +107,7 @@ fn gather<T: Copy, U: Copy + Default>(
                     Some(xc) => {
                         d.iter_mut().zip(&x[(y * win.w + xc) * stride + c0..][..cg]).for_each(|(d, s)| *d = f(*s))
                     }
-                    None => d.fill(U::default()),
+                    None => d.fill(zero),
                 }
             }
         }
@@ -115,8 +116,9 @@ fn gather<T: Copy, U: Copy + Default>(
 
 /// Gathers output pixels `pixels` of one sample's channels `c0 .. c0 + cg` into rows of `kp`
 /// int8 values (`cols`, zero past `taps * cg`) and their sums (`xsum`); with `flip`, the
-/// bytes are stored as `x ^ 0x80` (`x + 128` unsigned, what `vpdpbusd` multiplies; the sums
-/// are of `x`).
+/// bytes are stored as `x ^ 0x80` (`x + 128` unsigned, what `vpdpbusd` multiplies, in the
+/// same pass as the gather) and `xsum` is left alone (that kernel corrects with the weights'
+/// sums instead).
 #[allow(clippy::too_many_arguments)]
 pub fn im2col_i8(
     x: &[i8],
@@ -132,11 +134,13 @@ pub fn im2col_i8(
 ) {
     for (r, p) in pixels.enumerate() {
         let row = &mut cols[r * kp..(r + 1) * kp];
-        gather(x, stride, c0, cg, win, p, row, |v| v);
-        row[win.taps() * cg..].fill(0);
-        xsum[r] = row.iter().map(|v| i32::from(*v)).sum();
         if flip {
-            row.iter_mut().for_each(|v| *v ^= i8::MIN);
+            gather(x, stride, c0, cg, win, p, row, i8::MIN, |v| v ^ i8::MIN);
+            row[win.taps() * cg..].fill(0);
+        } else {
+            gather(x, stride, c0, cg, win, p, row, 0, |v| v);
+            row[win.taps() * cg..].fill(0);
+            xsum[r] = row.iter().map(|v| i32::from(*v)).sum();
         }
     }
 }
@@ -154,7 +158,7 @@ pub fn im2col_f32<T: Copy + Into<f32>>(
 ) {
     let k = win.taps() * cg;
     for (r, p) in pixels.enumerate() {
-        gather(x, stride, c0, cg, win, p, &mut cols[r * k..(r + 1) * k], |v| v.into());
+        gather(x, stride, c0, cg, win, p, &mut cols[r * k..(r + 1) * k], 0.0, |v| v.into());
     }
 }
 

@@ -5,11 +5,15 @@
 //! definition of the layout; vectorized by the compiler for the target's baseline).
 //!
 //! Rules:
-//! - The panel ([`F32Panel`]) holds, per group, per block of 16 output channels and per
-//!   reduction index, 16 floats (one per channel of the block); padding channels are 0, so a
-//!   kernel may compute them but never stores them.
-//! - The reduction runs in equal chunks of at most a kernel's `kc` values, so a tile's weights
-//!   stay in cache (L1 for AVX2, L2 for AVX-512's wider tiles) while it walks the rows. Each
+//! - The panel ([`F32Panel`]) holds, per group and per run of [`NB`] blocks of 16 output
+//!   channels, per reduction index, the run's blocks of 16 floats side by side (one float
+//!   per channel): a tile of a whole run reads one sequential stream, which at batch 1 (a few
+//!   rows, weights from L3 or memory) is what the prefetchers keep up with. The last run of a
+//!   group may be shorter; padding channels are 0, so a kernel may compute them but never
+//!   stores them. [`F32Panel::at`] and [`F32Panel::step`] address it.
+//! - Per run of blocks, the reduction runs in equal chunks of at most a kernel's `kc` values,
+//!   so a tile's weights stay in cache (L1 for AVX2, L2 for AVX-512's wider tiles) while it
+//!   walks the rows; runs are the outer loop, so the panel is read front to back. Each
 //!   chunk sums in fresh registers and then adds the sum of the chunks before it, which waits
 //!   in the output rows (only real channels are read or written): two-level summation, so
 //!   the rounding error grows with the chunk length plus the number of chunks, not with `k`.
@@ -21,6 +25,7 @@
 use std::ops::Range;
 
 use super::ChannelEpilogue;
+use super::lines::Lines;
 use crate::cpu::Isa;
 use crate::ops::UnaryOp;
 
@@ -34,8 +39,9 @@ pub const NB: usize = 4;
 /// A convolution's f32 weight for these kernels (one per model, all groups).
 #[derive(Debug)]
 pub struct F32Panel {
-    /// Per group, per block of 16 channels, per reduction index: 16 floats.
-    pub(crate) data: Vec<f32>,
+    /// Per group, per run of up to [`NB`] blocks, per reduction index: the run's blocks of 16
+    /// floats (cache lines).
+    data: Lines,
     /// Reduction values per row.
     pub k: usize,
     /// Blocks of 16 channels per group.
@@ -47,27 +53,51 @@ impl F32Panel {
     /// channel `c` of `groups * og`.
     pub fn new(groups: usize, og: usize, k: usize, w: impl Fn(usize, usize) -> f32) -> F32Panel {
         let blocks = og.div_ceil(16);
-        let mut data = vec![0.0f32; groups * blocks * k * 16];
+        let mut data = Lines::zeroed_f32(groups * blocks * k * 16);
+        let mut p = F32Panel { data: Lines::zeroed(0), k, blocks };
+        let d = data.f32s_mut();
         for g in 0..groups {
             for c in 0..og {
                 let (b, lane) = (c / 16, c % 16);
+                let (at, step) = (p.at(g, b, 0), p.step(b));
                 for t in 0..k {
-                    data[((g * blocks + b) * k + t) * 16 + lane] = w(t, g * og + c);
+                    d[at + t * step + lane] = w(t, g * og + c);
                 }
             }
         }
-        F32Panel { data, k, blocks }
+        p.data = data;
+        p
     }
 
-    /// The 16 weights of block `b` of group `g` at reduction index `t`, from `data`'s start.
+    /// Every weight, in the panel's order (cache-line aligned).
+    #[inline(always)]
+    pub(crate) fn data(&self) -> &[f32] {
+        self.data.f32s()
+    }
+
+    /// Where the 16 weights of block `b` of group `g` at reduction index `t` start in
+    /// [`F32Panel::data`]; the block's next reduction index is [`F32Panel::step`] further.
     #[inline(always)]
     pub(crate) fn at(&self, g: usize, b: usize, t: usize) -> usize {
-        ((g * self.blocks + b) * self.k + t) * 16
+        let run = b / NB * NB;
+        ((g * self.blocks + run) * self.k + t * self.run_len(b) + (b - run)) * 16
+    }
+
+    /// Floats from one reduction index of block `b` to the next: its run's width.
+    #[inline(always)]
+    pub(crate) fn step(&self, b: usize) -> usize {
+        self.run_len(b) * 16
+    }
+
+    /// Blocks in the run of block `b`.
+    #[inline(always)]
+    fn run_len(&self, b: usize) -> usize {
+        (self.blocks - b / NB * NB).min(NB)
     }
 
     /// Bytes of weight held.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.len()
     }
 }
 
@@ -149,9 +179,10 @@ pub unsafe fn product(isa: Isa, p: &F32Panel, c: &FCall<'_>) {
     }
 }
 
-/// The chunk, block and row-tile loops every kernel shares: `tile(r, mr, b, nb, ks)` computes
-/// rows `r .. r + mr` (`mr <= mr_max`) of blocks `b .. b + nb` (`nb <= nb_max`) over
-/// reduction `ks` (chunks of equal length, at most `kc`).
+/// The block, chunk and row-tile loops every kernel shares: `tile(r, mr, b, nb, ks)` computes
+/// rows `r .. r + mr` (`mr <= mr_max`) of blocks `b .. b + nb` (`nb <= nb_max`, all in one
+/// run of the panel, so they share [`F32Panel::step`]) over reduction `ks` (chunks of equal
+/// length, at most `kc`).
 #[inline(always)]
 pub(crate) fn for_tiles(
     p: &F32Panel,
@@ -161,21 +192,24 @@ pub(crate) fn for_tiles(
 ) {
     let chunks = p.k.div_ceil(kc).max(1);
     let kc = p.k.div_ceil(chunks);
-    let mut k0 = 0;
-    while k0 < p.k {
-        let k1 = (k0 + kc).min(p.k);
-        let mut b = c.blocks.start;
-        while b < c.blocks.end {
-            let nb = (c.blocks.end - b).min(nb_max);
+    let mut b = c.blocks.start;
+    while b < c.blocks.end {
+        let nb = (c.blocks.end - b).min(nb_max).min(NB - b % NB);
+        let mut k0 = 0;
+        loop {
+            let k1 = (k0 + kc).min(p.k);
             let mut r = 0;
             while r < c.rows {
                 let mr = (c.rows - r).min(mr_max);
                 tile(r, mr, b, nb, k0..k1);
                 r += mr;
             }
-            b += nb;
+            k0 = k1;
+            if k0 >= p.k {
+                break;
+            }
         }
-        k0 = k1;
+        b += nb;
     }
 }
 
@@ -205,9 +239,9 @@ unsafe fn tile_generic<const R: usize>(p: &F32Panel, c: &FCall<'_>, r0: usize, b
     // SAFETY (every access below): rows r0 .. r0 + R and block b are inside the call
     // (caller); only the block's `n` real channels of an output row are read or written.
     unsafe {
-        let w = &p.data[p.at(c.group, b, 0)..][..p.k * 16];
+        let (w, step) = (&p.data()[p.at(c.group, b, 0)..], p.step(b));
         for kk in ks.clone() {
-            let wk = &w[kk * 16..kk * 16 + 16];
+            let wk = &w[kk * step..kk * step + 16];
             for (ri, a) in acc.iter_mut().enumerate() {
                 let x = *c.x.add((r0 + ri) * c.stride + kk);
                 a.iter_mut().zip(wk).for_each(|(a, w)| *a += x * w);

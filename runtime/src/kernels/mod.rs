@@ -15,6 +15,7 @@
 
 pub mod conv;
 pub mod fconv;
+pub(crate) mod lines;
 pub mod pool;
 pub mod sgemm;
 pub mod tq2;

@@ -42,12 +42,12 @@ unsafe fn tile<const R: usize>(p: &F32Panel, c: &FCall<'_>, r0: usize, b: usize,
     // (caller); of an output row only the block's `n` real channels are read or written (a
     // partial block goes through a stack copy).
     unsafe {
-        let w = p.data.as_ptr().add(p.at(c.group, b, 0));
+        let (w, step) = (p.data().as_ptr().add(p.at(c.group, b, 0)), p.step(b));
         // One pointer per row, so each broadcast is a base + index load.
         let xs: [*const f32; R] = std::array::from_fn(|ri| c.x.add((r0 + ri) * c.stride));
         for kk in ks.clone() {
-            let w0 = _mm256_loadu_ps(w.add(kk * 16));
-            let w1 = _mm256_loadu_ps(w.add(kk * 16 + 8));
+            let w0 = _mm256_loadu_ps(w.add(kk * step));
+            let w1 = _mm256_loadu_ps(w.add(kk * step + 8));
             for (a, x) in acc.iter_mut().zip(&xs) {
                 let xv = _mm256_broadcast_ss(&*x.add(kk));
                 a[0] = _mm256_fmadd_ps(xv, w0, a[0]);

@@ -14,7 +14,9 @@
 //!   residual, activation, no fused multiply-add): bit for bit the portable kernels' results.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
+use crate::kernels::lines::Lines;
 use crate::ops::UnaryOp;
 
 /// Rows per register tile.
@@ -25,8 +27,9 @@ pub(crate) const NB: usize = 4;
 /// A convolution weight for this kernel (one per model, all groups).
 #[derive(Debug)]
 pub(crate) struct Panel {
-    /// Per group, per block of 16 channels, per group of 4 reduction values: 64 bytes.
-    pub data: Vec<i8>,
+    /// Per group, per block of 16 channels, per group of 4 reduction values: 64 bytes (a
+    /// cache line).
+    pub data: Lines,
     /// Per group and padded channel: `128 * sum(w)`.
     pub corr: Vec<i32>,
     /// Reduction values per row, a multiple of 4 (the activations' row stride may be larger).
@@ -40,7 +43,8 @@ impl Panel {
     pub fn new(codes: &[i8], groups: usize, og: usize, k: usize, k_pad: usize) -> Panel {
         let blocks = og.div_ceil(16);
         let k4 = k_pad / 4;
-        let mut data = vec![0i8; groups * blocks * k4 * 64];
+        let mut data = Lines::zeroed(groups * blocks * k4 * 64);
+        let d = data.i8s_mut();
         let mut corr = vec![0i32; groups * blocks * 16];
         for g in 0..groups {
             for c in 0..og {
@@ -48,7 +52,7 @@ impl Panel {
                 let (b, lane) = (c / 16, c % 16);
                 corr[(g * blocks + b) * 16 + lane] = 128 * row.iter().map(|v| i32::from(*v)).sum::<i32>();
                 for (kk, w) in row.iter().enumerate() {
-                    data[((g * blocks + b) * k4 + kk / 4) * 64 + lane * 4 + kk % 4] = *w;
+                    d[((g * blocks + b) * k4 + kk / 4) * 64 + lane * 4 + kk % 4] = *w;
                 }
             }
         }
@@ -77,7 +81,16 @@ pub(crate) struct Call<'a> {
     pub flipped: bool,
 }
 
+/// Groups of 4 reduction values per chunk: 4 blocks x 64 x 64 bytes = 16 KB of weights, which
+/// stay in L1 while the chunk walks the rows (unchunked, ResNet-18's 3x3 x 64 panel, 37 KB,
+/// shared L1 with the streaming rows and ran at a third of the kernel's in-cache speed).
+const KC4: usize = 64;
+
 /// Computes every row and channel of `c` against group `c.group` of `p`.
+///
+/// The reduction runs in chunks of at most [`KC4`] steps; between chunks each tile's exact
+/// i32 sums wait in its output row (as raw bits, only real channels), and the last chunk
+/// applies the epilogue: the result is the unchunked one, bit for bit.
 ///
 /// # Safety
 /// The CPU has AVX512-F/BW/VL and VNNI; `c.x` holds `c.rows` rows of `c.stride >= 4 * p.k4`
@@ -85,65 +98,125 @@ pub(crate) struct Call<'a> {
 /// `c.n >= c.og` floats; the vectors hold `c.og` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn product(p: &Panel, c: &Call<'_>) {
-    let mut b = 0;
-    while b < p.blocks {
-        let nb = (p.blocks - b).min(NB);
-        let mut r = 0;
-        while r < c.rows {
-            let mr = (c.rows - r).min(MR);
-            // SAFETY: rows r .. r + mr and blocks b .. b + nb are inside (caller).
-            unsafe {
-                if c.flipped {
-                    tiles::<true>(p, c, r, mr, b, nb);
-                } else {
-                    tiles::<false>(p, c, r, mr, b, nb);
+    let chunks = p.k4.div_ceil(KC4).max(1);
+    let kc = p.k4.div_ceil(chunks);
+    let mut k0 = 0;
+    loop {
+        let ks = k0..(k0 + kc).min(p.k4);
+        let mut b = 0;
+        while b < p.blocks {
+            let nb = (p.blocks - b).min(NB);
+            let mut r = 0;
+            while r < c.rows {
+                let mr = (c.rows - r).min(MR);
+                // SAFETY: rows r .. r + mr and blocks b .. b + nb are inside (caller).
+                unsafe {
+                    if c.flipped {
+                        tiles::<true>(p, c, r, mr, b, nb, ks.clone());
+                    } else {
+                        tiles::<false>(p, c, r, mr, b, nb, ks.clone());
+                    }
                 }
+                r += mr;
             }
-            r += mr;
+            b += nb;
         }
-        b += nb;
-    }
-}
-
-/// Rows `r .. r + mr` against blocks `b .. b + nb`, in the largest tiles that fit.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-unsafe fn tiles<const FLIPPED: bool>(p: &Panel, c: &Call<'_>, r: usize, mr: usize, b: usize, nb: usize) {
-    // SAFETY: forwarded from `product`.
-    unsafe {
-        match (mr, nb) {
-            (MR, NB) => tile::<MR, NB, FLIPPED>(p, c, r, b),
-            (MR, _) => (b..b + nb).for_each(|b| tile::<MR, 1, FLIPPED>(p, c, r, b)),
-            (_, NB) => (r..r + mr).for_each(|r| tile::<1, NB, FLIPPED>(p, c, r, b)),
-            _ => (r..r + mr).for_each(|r| (b..b + nb).for_each(|b| tile::<1, 1, FLIPPED>(p, c, r, b))),
+        k0 = ks.end;
+        if k0 >= p.k4 {
+            break;
         }
     }
 }
 
+/// Rows `r .. r + mr` against blocks `b .. b + nb` over reduction steps `ks`, in the largest
+/// tiles that fit.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(p: &Panel, c: &Call<'_>, r0: usize, b0: usize) {
+unsafe fn tiles<const FLIPPED: bool>(
+    p: &Panel,
+    c: &Call<'_>,
+    r: usize,
+    mr: usize,
+    b: usize,
+    nb: usize,
+    ks: Range<usize>,
+) {
+    macro_rules! pick {
+        ($($r:literal),*) => {
+            match (mr, nb) {
+                $(($r, 1) => tile::<$r, 1, FLIPPED>(p, c, r, b, ks),
+                  ($r, 2) => tile::<$r, 2, FLIPPED>(p, c, r, b, ks),
+                  ($r, 3) => tile::<$r, 3, FLIPPED>(p, c, r, b, ks),
+                  ($r, _) => tile::<$r, 4, FLIPPED>(p, c, r, b, ks),)*
+                _ => {}
+            }
+        };
+    }
+    // SAFETY: forwarded from `product`; every shape up to MR x NB has its own tile (a
+    // remainder of rows run one at a time re-streamed the weights once per row).
+    unsafe { pick!(1, 2, 3, 4, 5, 6) }
+}
+
+/// The lanes of block `block` that are real channels of the group.
+#[inline(always)]
+fn lanes(og: usize, block: usize) -> __mmask16 {
+    let n = (og - block * 16).min(16);
+    if n == 16 { 0xffff } else { (1u16 << n) - 1 }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(
+    p: &Panel,
+    c: &Call<'_>,
+    r0: usize,
+    b0: usize,
+    ks: Range<usize>,
+) {
+    let (first, last) = (ks.start == 0, ks.end == p.k4);
     let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
     let mut acc = [[_mm512_setzero_si512(); B]; R];
-    let w0 = (c.group * p.blocks + b0) * p.k4 * 64;
-    for kk in 0..p.k4 {
-        // SAFETY: the panel holds blocks b0 .. b0 + B of this group (caller), k4 steps each.
-        let w: [__m512i; B] = std::array::from_fn(|j| unsafe {
-            _mm512_loadu_si512(p.data.as_ptr().add(w0 + (j * p.k4 + kk) * 64).cast())
-        });
-        for (ri, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: row r0 + ri < rows, byte 4 kk + 3 < 4 k4 <= stride (caller).
-            let v = unsafe { (c.x.add((r0 + ri) * c.stride + 4 * kk) as *const i32).read_unaligned() };
-            let x = if FLIPPED { _mm512_set1_epi32(v) } else { _mm512_xor_si512(_mm512_set1_epi32(v), flip) };
-            for (a, w) in acc.iter_mut().zip(&w) {
-                *a = _mm512_dpbusd_epi32(*a, x, *w);
+    // SAFETY (every access below): the panel holds blocks b0 .. b0 + B of this group, k4 steps
+    // each; rows r0 .. r0 + R < rows, byte 4 kk + 3 < 4 k4 <= stride (caller); output rows
+    // are touched only in the group's real channels (masks).
+    unsafe {
+        let w = p.data.i8s().as_ptr().add((c.group * p.blocks + b0) * p.k4 * 64);
+        let mut ws = [w; B];
+        for (j, wj) in ws.iter_mut().enumerate() {
+            *wj = w.add(j * p.k4 * 64);
+        }
+        let mut xs = [c.x; R];
+        for (ri, x) in xs.iter_mut().enumerate() {
+            *x = c.x.add((r0 + ri) * c.stride);
+        }
+        for kk in ks {
+            let mut wv = [_mm512_setzero_si512(); B];
+            for j in 0..B {
+                wv[j] = _mm512_loadu_si512(ws[j].add(kk * 64).cast());
+            }
+            for ri in 0..R {
+                let v = (xs[ri].add(4 * kk) as *const i32).read_unaligned();
+                let x = if FLIPPED { _mm512_set1_epi32(v) } else { _mm512_xor_si512(_mm512_set1_epi32(v), flip) };
+                for j in 0..B {
+                    acc[ri][j] = _mm512_dpbusd_epi32(acc[ri][j], x, wv[j]);
+                }
             }
         }
-    }
-    for (ri, acc) in acc.iter().enumerate() {
-        for (j, a) in acc.iter().enumerate() {
-            // SAFETY: as above.
-            unsafe { epilogue(p, c, r0 + ri, b0 + j, *a) };
+        // The rest indexes its own copy, so the loop's accumulators stay in registers.
+        let mut acc = std::hint::black_box(acc);
+        for (ri, row) in acc.iter_mut().enumerate() {
+            let at = c.out.add((r0 + ri) * c.n).cast::<i32>();
+            for (j, a) in row.iter_mut().enumerate() {
+                let (m, ch) = (lanes(c.og, b0 + j), (b0 + j) * 16);
+                if !first {
+                    *a = _mm512_add_epi32(*a, _mm512_maskz_loadu_epi32(m, at.add(ch)));
+                }
+                if last {
+                    epilogue(p, c, r0 + ri, b0 + j, *a);
+                } else {
+                    _mm512_mask_storeu_epi32(at.add(ch), m, *a);
+                }
+            }
         }
     }
 }

@@ -50,20 +50,39 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
     let first = ks.start == 0;
     let last = ks.end == p.k;
     let masks: [__mmask16; B] = std::array::from_fn(|j| lanes(c.og, b0 + j));
+    let mut acc = [[_mm512_setzero_ps(); B]; R];
     // SAFETY (every access below): rows r0 .. r0 + R < rows and blocks b0 .. b0 + B are inside
     // (caller); the masks keep to the group's real channels of each output row.
-    let mut acc = [[_mm512_setzero_ps(); B]; R];
-    let w0 = p.at(c.group, b0, 0);
-    for kk in ks {
-        let w: [__m512; B] =
-            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(p.data.as_ptr().add(w0 + (j * p.k + kk) * 16)) });
-        for (ri, row) in acc.iter_mut().enumerate() {
-            let x = unsafe { _mm512_set1_ps(*c.x.add((r0 + ri) * c.stride + kk)) };
-            for (a, w) in row.iter_mut().zip(&w) {
-                *a = _mm512_fmadd_ps(x, *w, *a);
+    unsafe {
+        // One pointer per row and per block, so every load in the loop is base + index
+        // (array-building closures in the loop made LLVM keep the accumulators on the stack).
+        // The tile's blocks are in one run (`for_tiles`), so they share one step. (A step per
+        // block cost four more registers and LLVM spilled accumulators.)
+        let step = p.step(b0);
+        let mut ws = [p.data().as_ptr(); B];
+        for (j, wj) in ws.iter_mut().enumerate() {
+            *wj = wj.add(p.at(c.group, b0 + j, 0));
+        }
+        let mut xs = [c.x; R];
+        for (ri, x) in xs.iter_mut().enumerate() {
+            *x = c.x.add((r0 + ri) * c.stride);
+        }
+        for kk in ks {
+            let mut wv = [_mm512_setzero_ps(); B];
+            for j in 0..B {
+                wv[j] = _mm512_loadu_ps(ws[j].add(kk * step));
+            }
+            for ri in 0..R {
+                let xv = _mm512_set1_ps(*xs[ri].add(kk));
+                for j in 0..B {
+                    acc[ri][j] = _mm512_fmadd_ps(xv, wv[j], acc[ri][j]);
+                }
             }
         }
     }
+    // The epilogue indexes its own copy: the loop's accumulators then stay in registers
+    // (indexed in place, LLVM kept them on the stack and stored each after every FMA).
+    let mut acc = std::hint::black_box(acc);
     if !first {
         for (ri, row) in acc.iter_mut().enumerate() {
             for (j, a) in row.iter_mut().enumerate() {
