@@ -291,6 +291,16 @@ proptest! {
         b in f32_block(), residual in any::<bool>(), batch in 1usize..6, seed in 0u64..1000) {
         check_f32_conv(&b, residual, batch, seed)?;
     }
+
+    /// Depthwise f32 convolutions (their own kernel): channel counts across 16-lane blocks,
+    /// every kernel size, stride, padding and dilation, so both the interior tiles and the
+    /// checked edge pixels run.
+    #[test]
+    fn random_f32_depthwise_convs_are_within_the_summation_bound(
+        b in f32_block(), residual in any::<bool>(), batch in 1usize..6, seed in 0u64..1000) {
+        let b = depthwise(Block { o_per_group: 1, hw: b.hw + 4, ..b });
+        check_f32_conv(&b, residual, batch, seed)?;
+    }
 }
 
 /// FP32 convolutions the proptest reaches rarely: a long reduction (3 chunks), a wide layer

@@ -109,8 +109,11 @@ impl Prepared {
     /// The kernel that runs at level `isa`, as `--emit plan` prints it.
     pub fn kernel_name(&self, isa: crate::cpu::Isa) -> String {
         use crate::cpu::Isa;
-        // Gathers, depthwise and pooling have no AVX-512 code: AVX2 runs at that level.
-        let vector = isa.min(Isa::Avx2);
+        let depthwise = match isa {
+            Isa::Avx512Vnni => "avx512 8-pixel tiles",
+            Isa::Avx2 => "avx2 auto-vectorized",
+            Isa::Generic => "generic",
+        };
         match self {
             Prepared::Tq2 { pointwise, panel, .. } => {
                 let what = if *pointwise { "int8 pointwise gemm" } else { "int8 implicit-gemm" };
@@ -120,8 +123,8 @@ impl Prepared {
                     format!("{what} (tq2 {isa})")
                 }
             }
-            Prepared::DepthwiseI8 { .. } => format!("int8 depthwise ({vector})"),
-            Prepared::DepthwiseF32 { .. } => format!("f32 depthwise ({vector})"),
+            Prepared::DepthwiseI8 { .. } => format!("int8 depthwise ({depthwise})"),
+            Prepared::DepthwiseF32 { .. } => format!("f32 depthwise ({depthwise})"),
             Prepared::Panel { pointwise, .. } => {
                 let what = if *pointwise { "f32 pointwise gemm" } else { "f32 implicit-gemm" };
                 format!("{what} ({})", fconv::kernel_name(isa))

@@ -64,8 +64,8 @@ impl Window {
 
 /// Gathers the window of output pixel `p` (channels `c0 .. c0 + cg` of rows `stride` apart)
 /// into `row` (`taps * cg` values in `(u, v, c)` order, `zero` outside the image), converting
-/// each value with `f` (`zero` is `f` of a zero input). Where a window row's pixels are contiguous in memory (no dilation, all
-/// channels of unpadded rows) its taps are one run.
+/// each value with `f` (`zero` is `f` of a zero input). Where a window row's pixels are
+/// contiguous in memory (no dilation, all channels of unpadded rows) its taps are one run.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn gather<T: Copy, U: Copy>(
@@ -162,6 +162,17 @@ pub fn im2col_f32<T: Copy + Into<f32>>(
     }
 }
 
+/// A depthwise element with a kernel per instruction set.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait DepthwiseLanes: super::avx512::depthwise::Lanes {}
+#[cfg(target_arch = "x86_64")]
+impl<T: super::avx512::depthwise::Lanes> DepthwiseLanes for T {}
+/// A depthwise element with a kernel per instruction set.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) trait DepthwiseLanes: DepthwiseValue {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<T: DepthwiseValue> DepthwiseLanes for T {}
+
 /// A depthwise input element: int8 codes sum exactly in i32, f32 values in f32.
 pub trait DepthwiseValue: Copy {
     type Acc: Copy + Default + std::ops::AddAssign;
@@ -197,7 +208,7 @@ impl DepthwiseValue for f32 {
 /// channels, then padding), `w` the weight as `[tap][c]` (codes for int8 input); output
 /// pixels `pixels` into `out` (`c` values per pixel, indexed from pixel 0), residual likewise.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise<T: DepthwiseValue>(
+pub(crate) fn depthwise<T: DepthwiseLanes>(
     isa: Isa,
     x: &[T],
     stride: usize,
@@ -212,7 +223,12 @@ pub fn depthwise<T: DepthwiseValue>(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's level is capped at what the CPU has (`Model::set_isa`).
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { depthwise_avx2(x, stride, w, c, win, pixels, epi, residual, out) },
+        Isa::Avx512Vnni => unsafe {
+            super::avx512::depthwise::depthwise(x, stride, w, c, win, pixels, epi, residual, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { depthwise_avx2(x, stride, w, c, win, pixels, epi, residual, out) },
         _ => depthwise_generic(x, stride, w, c, win, pixels, epi, residual, out),
     }
 }
@@ -239,7 +255,7 @@ const DW_CHUNK: usize = 64;
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn depthwise_generic<T: DepthwiseValue>(
+pub(crate) fn depthwise_generic<T: DepthwiseValue>(
     x: &[T],
     stride: usize,
     w: &[T],

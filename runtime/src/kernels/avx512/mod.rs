@@ -1,9 +1,10 @@
 //! AVX-512 microkernels (x86-64 with AVX512-F/BW/VL and VNNI): the tq2 matrix product on
 //! `vpdpbusd`, the convolution product over int8 weight panels ([`conv`]) and over f32 weight
-//! panels ([`fconv`]); gathers, depthwise and pooling run the AVX2 code at this level (see
-//! `kernels::conv`).
+//! panels ([`fconv`]), the depthwise convolution ([`depthwise`]); gathers and pooling run the
+//! AVX2 code at this level (see `kernels::conv`).
 
 pub(crate) mod conv;
+pub(crate) mod depthwise;
 pub(crate) mod fconv;
 pub(crate) mod tq2;
 
