@@ -7,8 +7,9 @@
 //! - Steps compute exactly what the interpreter's ops compute, in the same order of f32
 //!   operations where the result is meant to be bit-exact (integer products and their
 //!   epilogues, pooling, element-wise steps); float products (f32 panels of
-//!   [`crate::kernels::fconv`], or [`crate::kernels::sgemm`]) differ from the interpreter's
-//!   f64 accumulation by rounding only.
+//!   [`crate::kernels::fconv`], f32 depthwise, or [`crate::kernels::sgemm`]) differ from the
+//!   interpreter's f64 accumulation by rounding only, and on AVX-512 their sigmoid and SiLU
+//!   epilogues by at most 4 ulp (a vector `exp`); integer paths keep the scalar activations.
 //! - Values are kept in their slot's physical layout ([`plan::Layout`]): channels-last between
 //!   convolutions, plain at the model's boundary; the compiler inserts the conversions.
 //! - Weights are re-laid out once, in [`Model::from_parts`], into the order the kernels stream

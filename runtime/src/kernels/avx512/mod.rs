@@ -15,7 +15,9 @@ use crate::ops::UnaryOp;
 /// The shared tail of the products' epilogues on 16 channels `ch .. ch + 16` of one output
 /// row (lanes outside `m` untouched): `y * scale`, `+ bias`, `+ residual` (the row's, when
 /// not null), activation, then a masked store at `out + ch`. Each step rounds in f32, no
-/// fused multiply-add: the portable epilogue's bits.
+/// fused multiply-add: the portable epilogue's bits, except that with `fast_act` (the f32
+/// paths, whose contract is a rounding bound) sigmoid and SiLU run on [`exp16`] instead of
+/// the scalar `exp` per lane.
 ///
 /// # Safety
 /// The CPU has AVX512-F; the lanes of `m` are valid channels of `scale`, `bias`, the residual
@@ -31,6 +33,7 @@ pub(crate) unsafe fn tail16(
     bias: Option<&[f32]>,
     residual: *const f32,
     act: Option<UnaryOp>,
+    fast_act: bool,
     out: *mut f32,
 ) {
     // SAFETY: masked loads and stores touch only the lanes of `m` (caller).
@@ -57,6 +60,14 @@ pub(crate) unsafe fn tail16(
                     y
                 }
             }
+            Some(UnaryOp::Sigmoid) if fast_act => {
+                let one = _mm512_set1_ps(1.0);
+                _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), y))))
+            }
+            Some(UnaryOp::Silu) if fast_act => {
+                let one = _mm512_set1_ps(1.0);
+                _mm512_div_ps(y, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), y))))
+            }
             Some(op) => {
                 let mut v = [0.0f32; 16];
                 _mm512_storeu_ps(v.as_mut_ptr(), y);
@@ -65,5 +76,97 @@ pub(crate) unsafe fn tail16(
             }
         };
         _mm512_mask_storeu_ps(out.add(ch), m, y);
+    }
+}
+
+/// `e^x` in 16 lanes: `x = n ln 2 + r` (|r| <= ln 2 / 2, ln 2 in two parts), a degree-7
+/// polynomial for `e^r` (Cephes `expf`'s coefficients), `2^n` by `vscalefps` (which overflows
+/// to infinity and underflows to zero as `exp` does). Within 2 ulp of `f32::exp` over the
+/// normal range (tested); NaN stays NaN, `-inf` gives 0 and `inf` infinity.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn exp16(x: __m512) -> __m512 {
+    let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-150.0)), _mm512_set1_ps(128.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        xc,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), xc);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    let y = _mm512_scalef_ps(p, n);
+    // max/min return their second operand for a NaN: put the NaN back.
+    _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), y, x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        if a == b || (a.is_nan() && b.is_nan()) {
+            return 0;
+        }
+        let key = |v: f32| if v.to_bits() >> 31 == 1 { !v.to_bits() } else { v.to_bits() | 1 << 31 };
+        key(a).abs_diff(key(b))
+    }
+
+    #[test]
+    fn exp16_and_the_fast_activations_are_within_a_few_ulp() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut xs: Vec<f32> = (0..=40_000).map(|i| -100.0 + i as f32 * 0.005).collect();
+        xs.extend([0.0, -0.0, 1e-30, -1e-30, 88.5, -87.0, -103.0, 200.0, -200.0]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE]);
+        let (mut worst_exp, mut worst_act) = (0, 0);
+        for chunk in xs.chunks(16) {
+            let mut v = [0.0f32; 16];
+            v[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: AVX512-F is present (checked above).
+            let e = unsafe {
+                let mut out = [0.0f32; 16];
+                _mm512_storeu_ps(out.as_mut_ptr(), exp16(_mm512_loadu_ps(v.as_ptr())));
+                out
+            };
+            for (x, got) in v.iter().zip(e) {
+                let want = x.exp();
+                // Subnormal results: the polynomial's relative accuracy does not reach them.
+                if want >= f32::MIN_POSITIVE || want == 0.0 && got == 0.0 || !want.is_finite() {
+                    worst_exp = worst_exp.max(ulps(got, want));
+                }
+            }
+            for op in [UnaryOp::Sigmoid, UnaryOp::Silu] {
+                let mut out = [0.0f32; 16];
+                // SAFETY: as above; every lane is in the mask.
+                unsafe {
+                    tail16(
+                        _mm512_loadu_ps(v.as_ptr()),
+                        0xffff,
+                        0,
+                        None,
+                        None,
+                        std::ptr::null(),
+                        Some(op),
+                        true,
+                        out.as_mut_ptr(),
+                    )
+                };
+                for (x, got) in v.iter().zip(out) {
+                    let want = op.apply(*x);
+                    if want.abs() >= f32::MIN_POSITIVE || want == 0.0 || !want.is_finite() {
+                        let d = ulps(got, want);
+                        assert!(d <= 4, "{op:?}({x}) = {got}, want {want} ({d} ulp)");
+                        worst_act = worst_act.max(d);
+                    }
+                }
+            }
+        }
+        assert!(worst_exp <= 2, "exp16 is {worst_exp} ulp off");
+        assert!(worst_act <= 4);
     }
 }
