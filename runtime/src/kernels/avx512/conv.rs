@@ -157,13 +157,6 @@ unsafe fn tiles<const FLIPPED: bool>(
     unsafe { pick!(1, 2, 3, 4, 5, 6) }
 }
 
-/// The lanes of block `block` that are real channels of the group.
-#[inline(always)]
-fn lanes(og: usize, block: usize) -> __mmask16 {
-    let n = (og - block * 16).min(16);
-    if n == 16 { 0xffff } else { (1u16 << n) - 1 }
-}
-
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(
@@ -207,7 +200,7 @@ unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(
         for (ri, row) in acc.iter_mut().enumerate() {
             let at = c.out.add((r0 + ri) * c.n).cast::<i32>();
             for (j, a) in row.iter_mut().enumerate() {
-                let (m, ch) = (lanes(c.og, b0 + j), (b0 + j) * 16);
+                let (m, ch) = (super::block_mask(c.og, b0 + j), (b0 + j) * 16);
                 if !first {
                     *a = _mm512_add_epi32(*a, _mm512_maskz_loadu_epi32(m, at.add(ch)));
                 }
@@ -225,10 +218,8 @@ unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn epilogue(p: &Panel, c: &Call<'_>, row: usize, block: usize, acc: __m512i) {
-    let ch = block * 16;
-    let lanes = (c.og - ch).min(16);
-    let m: __mmask16 = if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 };
-    // SAFETY: channels ch .. ch + lanes < og of every vector and output row `row` (caller); the
+    let (ch, m) = (block * 16, super::block_mask(c.og, block));
+    // SAFETY: the mask's channels ch .. < og of every vector and output row `row` (caller); the
     // masked loads and stores touch no other lane.
     unsafe {
         let corr = _mm512_loadu_si512(p.corr.as_ptr().add((c.group * p.blocks + block) * 16).cast());

@@ -161,11 +161,10 @@ unsafe fn tile<T: Lanes, const N: usize, const CHECKED: bool>(
     let (s, dil) = (win.stride[1], win.dil[1]);
     let mut c0 = 0;
     while c0 < c {
-        let lanes = (c - c0).min(16);
-        let m: __mmask16 = if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 };
+        let m = super::block_mask(c, c0 / 16);
         // SAFETY (every access below): interior columns (caller) and rows inside the image
-        // (`win.row`) address pixels of the sample; lanes of `m` are channels c0 .. c0 +
-        // lanes < c of `x` rows, the weights, the vectors, the residual and output pixels.
+        // (`win.row`) address pixels of the sample; the lanes of `m` are channels below `c` of
+        // the `x` rows, the weights, the vectors, the residual and the output pixels.
         unsafe {
             let mut acc = [T::zero(); N];
             for u in 0..win.kh {

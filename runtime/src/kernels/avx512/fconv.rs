@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::tail16;
+use super::{block_mask, tail16};
 use crate::kernels::fconv::{F32Panel, FCall, MR, NB, for_tiles};
 
 /// Computes rows `0..c.rows` and blocks `c.blocks` of group `c.group` of `p`.
@@ -37,19 +37,12 @@ unsafe fn tiles(p: &F32Panel, c: &FCall<'_>, r: usize, mr: usize, b: usize, nb: 
     unsafe { pick!(1, 2, 3, 4, 5, 6) }
 }
 
-/// The lanes of block `b` that are real channels of the group.
-#[inline(always)]
-fn lanes(og: usize, b: usize) -> __mmask16 {
-    let n = (og - b * 16).min(16);
-    if n == 16 { 0xffff } else { (1u16 << n) - 1 }
-}
-
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: usize, b0: usize, ks: Range<usize>) {
     let first = ks.start == 0;
     let last = ks.end == p.k;
-    let masks: [__mmask16; B] = std::array::from_fn(|j| lanes(c.og, b0 + j));
+    let masks: [__mmask16; B] = std::array::from_fn(|j| block_mask(c.og, b0 + j));
     let mut acc = [[_mm512_setzero_ps(); B]; R];
     // SAFETY (every access below): rows r0 .. r0 + R < rows and blocks b0 .. b0 + B are inside
     // (caller); the masks keep to the group's real channels of each output row.

@@ -12,6 +12,14 @@ use std::arch::x86_64::*;
 
 use crate::ops::UnaryOp;
 
+/// The lanes of 16-channel block `block` that are real channels of `n` (all 16 but for the
+/// last block).
+#[inline(always)]
+pub(crate) fn block_mask(n: usize, block: usize) -> __mmask16 {
+    let lanes = (n - block * 16).min(16);
+    if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 }
+}
+
 /// The shared tail of the products' epilogues on 16 channels `ch .. ch + 16` of one output
 /// row (lanes outside `m` untouched): `y * scale`, `+ bias`, `+ residual` (the row's, when
 /// not null), activation, then a masked store at `out + ch`. Each step rounds in f32, no
