@@ -27,6 +27,21 @@ pub(crate) mod avx512;
 
 use crate::ops::UnaryOp;
 
+/// Pointers to rows `r0 .. r0 + R` of `x` (`stride` elements apart): one per row of a
+/// register tile, so each of the tile's loads is one base + index address.
+///
+/// # Safety
+/// Rows `r0 .. r0 + R` start inside `x`'s allocation.
+#[inline(always)]
+pub(crate) unsafe fn row_ptrs<T, const R: usize>(x: *const T, r0: usize, stride: usize) -> [*const T; R] {
+    let mut xs = [x; R];
+    for (ri, p) in xs.iter_mut().enumerate() {
+        // SAFETY: inside the allocation (caller).
+        *p = unsafe { x.add((r0 + ri) * stride) };
+    }
+    xs
+}
+
 /// The per-channel epilogue of a product's output row (a convolution's pixel, a matrix
 /// product's row): `acc * mult`, `* scale`,
 /// `+ bias`, `+ residual`, activation, each rounded in f32 (the interpreter's order).

@@ -44,7 +44,7 @@ unsafe fn tile<const R: usize>(p: &F32Panel, c: &FCall<'_>, r0: usize, b: usize,
     unsafe {
         let (w, step) = (p.data().as_ptr().add(p.at(c.group, b, 0)), p.step(b));
         // One pointer per row, so each broadcast is a base + index load.
-        let xs: [*const f32; R] = std::array::from_fn(|ri| c.x.add((r0 + ri) * c.stride));
+        let xs: [_; R] = crate::kernels::row_ptrs(c.x, r0, c.stride);
         for kk in ks.clone() {
             let w0 = _mm256_loadu_ps(w.add(kk * step));
             let w1 = _mm256_loadu_ps(w.add(kk * step + 8));

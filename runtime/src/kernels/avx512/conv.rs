@@ -178,10 +178,7 @@ unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(
         for (j, wj) in ws.iter_mut().enumerate() {
             *wj = w.add(j * p.k4 * 64);
         }
-        let mut xs = [c.x; R];
-        for (ri, x) in xs.iter_mut().enumerate() {
-            *x = c.x.add((r0 + ri) * c.stride);
-        }
+        let xs: [_; R] = crate::kernels::row_ptrs(c.x, r0, c.stride);
         for kk in ks {
             let mut wv = [_mm512_setzero_si512(); B];
             for j in 0..B {

@@ -56,10 +56,7 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
         for (j, wj) in ws.iter_mut().enumerate() {
             *wj = wj.add(p.at(c.group, b0 + j, 0));
         }
-        let mut xs = [c.x; R];
-        for (ri, x) in xs.iter_mut().enumerate() {
-            *x = c.x.add((r0 + ri) * c.stride);
-        }
+        let xs: [_; R] = crate::kernels::row_ptrs(c.x, r0, c.stride);
         for kk in ks {
             let mut wv = [_mm512_setzero_ps(); B];
             for j in 0..B {
