@@ -115,6 +115,15 @@ fn print_step_timing(model: &Model, input: &ArrayD<f32>, calls: usize) {
         triton::bench::stats::median(v)
     };
     let total = median(&mut totals);
+    // The same calls end to end (`Model::run`, as `triton bench` times them), for the overhead
+    // outside the steps: arena, input and output conversion.
+    let mut walls: Vec<f64> = (0..calls)
+        .filter_map(|_| {
+            let t = std::time::Instant::now();
+            model.run(&[input.view()]).ok().map(|_| t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect();
+    let wall = median(&mut walls);
     let mut table = triton::bench::render::Section::new(
         format!("{}: engine steps on input {:?}", model.name(), input.shape()),
         &["step", "op", "weight", "runs on", "median ms", "share"],
@@ -136,7 +145,10 @@ fn print_step_timing(model: &Model, input: &ArrayD<f32>, calls: usize) {
             format!("{share:.1}%"),
         ]);
     }
-    table.notes.push(format!("{} steps, {calls} calls: median {total:.4} ms per call (sum of steps)", steps.len()));
+    table.notes.push(format!(
+        "{} steps, {calls} calls: median {total:.4} ms per call (sum of steps), {wall:.4} ms end to end",
+        steps.len()
+    ));
     eprint!("{}", table.terminal());
 }
 

@@ -18,6 +18,8 @@
 //! - Threads: blocks of output pixels of every sample split over the pool when the work is
 //!   worth it (`Model::pool_for`); each block writes its own output rows.
 
+use std::ops::Range;
+
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
@@ -53,6 +55,27 @@ pub(crate) enum Prepared {
     Dense { w_t: Array2<f32> },
     /// f32 values (or codes) as panels of 16 channels for the f32 kernels (f32 input).
     Panel { panel: F32Panel, pointwise: bool },
+    /// A ternary matrix product's trits (int8 input) as int8 panels for the AVX-512 VNNI
+    /// kernel, made only on CPUs that have it: products of [`VNNI_MIN_ROWS`] rows or more run
+    /// on it (fewer stream the 2-bit rows of the tq2 kernels, which memory bounds).
+    Rows { panel: Panel },
+}
+
+/// Rows from which a ternary matrix product runs on the VNNI panel rather than the tq2 rows.
+pub(crate) const VNNI_MIN_ROWS: usize = 4;
+
+impl Prepared {
+    /// The VNNI panel of a ternary matrix product weight over int8 activations, on CPUs with
+    /// AVX-512 VNNI.
+    pub fn rows(w: &GemmWeight) -> Option<Prepared> {
+        match &w.data {
+            WeightData::Tq2 { packed, f32_x: false, .. } if crate::cpu::best() >= crate::cpu::Isa::Avx512Vnni => {
+                let codes = pack::unpack_tq2(packed, w.n, w.k);
+                Some(Prepared::Rows { panel: Panel::new(&codes, 1, w.n, w.k, pack::padded_k(w.k)) })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A 1x1 convolution with stride 1, no padding and one group: a plain product over pixels.
@@ -130,6 +153,7 @@ impl Prepared {
                 format!("{what} ({})", fconv::kernel_name(isa))
             }
             Prepared::Dense { .. } => "int8 x f32 im2col-gemm (gemm crate)".into(),
+            Prepared::Rows { .. } => format!("int8 tq2 ({isa}); from {VNNI_MIN_ROWS} rows avx512vnni vpdpbusd panel"),
         }
     }
 }
@@ -146,9 +170,44 @@ impl Out {
     }
 }
 
-/// Gathered rows per block: about 64 KB of int8 values, at least 16 rows, whole row groups.
-fn block_rows(k_pad: usize) -> usize {
-    (65536 / k_pad.max(1)).clamp(16, 256) / 8 * 8
+/// Blocks of the product kernels' rows (`total`: output pixels of every sample, which a block
+/// may span): `(rows per block, blocks)`, rows a multiple of `tile` (but the last block's).
+/// Every block streams the whole weight panel, every run of its channels the block's rows
+/// (`row_bytes` each): a block holds about `small` bytes of rows (at most `cap` rows), which
+/// stay in cache while the panel streams by; a panel larger than 1 MB (from L3 or memory,
+/// each pass) takes blocks of up to 1 MB of rows instead, so it is streamed fewer times (at
+/// batch 16, ResNet-18's last f32 panels once instead of 16 times). Blocks are split evenly.
+fn row_blocks(
+    total: usize,
+    row_bytes: usize,
+    panel_bytes: usize,
+    tile: usize,
+    (small, cap): (usize, usize),
+) -> (usize, usize) {
+    if total == 0 {
+        return (0, 0);
+    }
+    let (budget, cap) = if panel_bytes > 1 << 20 { (1 << 20, 1024) } else { (small, cap) };
+    let most = (budget / row_bytes.max(1)).clamp(tile, cap.max(tile)) / tile * tile;
+    let blocks = total.div_ceil(most);
+    let rows = total.div_ceil(blocks).next_multiple_of(tile).min(total);
+    (rows, total.div_ceil(rows))
+}
+
+/// The samples' pieces of output rows `rows` (`p` pixels per sample): `(sample, its pixels,
+/// row offset in the block)`.
+fn sample_pieces(p: usize, rows: Range<usize>) -> impl Iterator<Item = (usize, Range<usize>, usize)> {
+    let start = rows.start;
+    let mut r = rows.start;
+    std::iter::from_fn(move || {
+        (r < rows.end && p > 0).then(|| {
+            let (n, p0) = (r / p, r % p);
+            let p1 = (p0 + rows.end - r).min(p);
+            let piece = (n, p0..p1, r - start);
+            r += p1 - p0;
+            piece
+        })
+    })
 }
 
 impl Model {
@@ -292,24 +351,29 @@ impl Model {
     ) {
         let (p, o, og, cg) = (g.pixels(), g.o, g.og(), g.cg());
         let b = q.rows() / (g.h * g.w).max(1);
-        let rows = block_rows(k_pad).min(p.next_multiple_of(8));
-        let blocks = p.div_ceil(rows);
+        // Gathered rows per block: about 64 KB of int8 values (at most 256 rows), in whole
+        // groups of 8 rows; larger for a panel that does not stay in cache (`row_blocks`).
+        let panel_bytes = panel.map_or(packed.len(), |pn| pn.data.len());
+        let (rows, blocks) = row_blocks(b * p, k_pad, panel_bytes, 8, (1 << 16, 256));
         let per = g.h * g.w * q.k_pad;
         let row_bytes = k_pad / 4;
         let out_ptr = Out(out.as_mut_ptr());
-        // One block: (sample, first pixel), with its buffers.
+        // One block of output rows (pixels of one or more samples), with its buffers.
         let task = |bufs: &mut (Vec<i8>, Vec<i32>, Vec<f32>, Vec<f32>), t: usize| {
-            let (n, p0) = (t / blocks, (t % blocks) * rows);
-            let p1 = (p0 + rows).min(p);
-            let nr = p1 - p0;
+            let row0 = t * rows;
+            let nr = (row0 + rows).min(b * p) - row0;
             let (cols, xsum, sx, tmp) = bufs;
             sx.clear();
-            sx.resize(nr, q.row_scale[n * g.h * g.w]);
-            let xs = &q.data[n * per..(n + 1) * per];
+            for (n, pixels, _) in sample_pieces(p, row0..row0 + nr) {
+                sx.extend(std::iter::repeat_n(q.row_scale[n * g.h * g.w], pixels.len()));
+            }
             for gi in 0..g.groups {
                 let c0 = gi * og;
-                im2col_i8(xs, q.k_pad, gi * cg, cg, win, p0..p1, cols, k_pad, xsum, panel.is_some());
-                let row0 = n * p + p0;
+                for (n, pixels, at) in sample_pieces(p, row0..row0 + nr) {
+                    let xs = &q.data[n * per..(n + 1) * per];
+                    let (c, s) = (&mut cols[at * k_pad..], &mut xsum[at..]);
+                    im2col_i8(xs, q.k_pad, gi * cg, cg, win, pixels, c, k_pad, s, panel.is_some());
+                }
                 let (dst, res, act) = if g.groups == 1 {
                     // SAFETY: rows row0 .. row0 + nr of `out` (o values each) are this task's.
                     (
@@ -381,11 +445,11 @@ impl Model {
         };
         let new_bufs = || (vec![0i8; rows * k_pad], vec![0i32; rows], Vec::with_capacity(rows), vec![0f32; rows * og]);
         let work = b * p * o * k_pad / 4;
-        match self.pool_for(work).filter(|_| b * blocks > 1) {
-            Some(pool) => pool.install(|| (0..b * blocks).into_par_iter().for_each_init(new_bufs, task)),
+        match self.pool_for(work).filter(|_| blocks > 1) {
+            Some(pool) => pool.install(|| (0..blocks).into_par_iter().for_each_init(new_bufs, task)),
             None => {
                 let mut bufs = new_bufs();
-                (0..b * blocks).for_each(|t| task(&mut bufs, t));
+                (0..blocks).for_each(|t| task(&mut bufs, t));
             }
         }
     }
@@ -394,7 +458,7 @@ impl Model {
     /// of rows split over the pool when the work is worth it.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
-    fn pointwise_vnni(
+    pub(crate) fn pointwise_vnni(
         &self,
         q: &QTensor,
         panel: &Panel,
@@ -439,10 +503,10 @@ impl Model {
         }
     }
 
-    /// The f32 path on the panel kernels: per sample and block of output pixels, a
-    /// gather into rows (none for 1x1: the input rows themselves) and the product with the
-    /// epilogue in registers. Tasks are (sample, pixel block, channel chunk); channels split
-    /// only when there are too few pixel blocks to keep the pool busy.
+    /// The f32 path on the panel kernels: per block of output rows (pixels of one or more
+    /// samples, [`row_blocks`]), a gather into rows (none for 1x1: the input rows themselves)
+    /// and the product with the epilogue in registers. Tasks are (row block, channel chunk);
+    /// channels split only when there are too few row blocks to keep the pool busy.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn conv_f32_panel(
         &self,
@@ -459,31 +523,30 @@ impl Model {
         let (p, o, og, cg, k) = (g.pixels(), g.o, g.og(), g.cg(), g.k());
         let pixels_in = g.h * g.w;
         let b = out.len() / (p * o).max(1);
-        // Rows per block: about 256 KB of gathered values, whole register tiles.
-        let rows = ((262_144 / (4 * k).max(1)).clamp(fconv::MR, 240) / fconv::MR * fconv::MR).min(p);
-        let pblocks = p.div_ceil(rows);
+        let (rows, pblocks) = row_blocks(b * p, 4 * k, panel.bytes(), fconv::MR, (1 << 18, 240));
         let work = b * p * o * k;
         let pool = self.pool_for(work);
         let threads = pool.map_or(1, |p| p.current_num_threads());
         let nblocks = panel.blocks;
-        let chunks = if b * pblocks >= 2 * threads { 1 } else { nblocks.div_ceil(fconv::NB).min(2 * threads) };
+        let chunks = if pblocks >= 2 * threads { 1 } else { nblocks.div_ceil(fconv::NB).min(2 * threads) };
         let per_chunk = nblocks.div_ceil(chunks).div_ceil(fconv::NB) * fconv::NB;
         let chunks = nblocks.div_ceil(per_chunk);
         let out_ptr = Out(out.as_mut_ptr());
         let task = |cols: &mut Vec<f32>, t: usize| {
-            let (n, rest) = (t / (pblocks * chunks), t % (pblocks * chunks));
-            let (pb, ch) = (rest / chunks, rest % chunks);
-            let p0 = pb * rows;
-            let nr = (p0 + rows).min(p) - p0;
+            let (pb, ch) = (t / chunks, t % chunks);
+            let row0 = pb * rows;
+            let nr = (row0 + rows).min(b * p) - row0;
             let blocks = ch * per_chunk..((ch + 1) * per_chunk).min(nblocks);
-            let row0 = n * p + p0;
-            let sample = &xs[n * pixels_in * g.c..][..pixels_in * g.c];
             for gi in 0..g.groups {
                 let c0 = gi * og;
                 let (x, stride) = if pointwise {
-                    (sample[p0 * g.c..].as_ptr(), g.c)
+                    // 1x1, stride 1: output row r reads input row r, across samples alike.
+                    (xs[row0 * g.c..].as_ptr(), g.c)
                 } else {
-                    im2col_f32(sample, g.c, gi * cg, cg, win, p0..p0 + nr, cols);
+                    for (n, pixels, at) in sample_pieces(p, row0..row0 + nr) {
+                        let sample = &xs[n * pixels_in * g.c..][..pixels_in * g.c];
+                        im2col_f32(sample, g.c, gi * cg, cg, win, pixels, &mut cols[at * k..]);
+                    }
                     (cols.as_ptr(), k)
                 };
                 let call = FCall {
@@ -503,14 +566,14 @@ impl Model {
                     blocks: blocks.clone(),
                 };
                 // SAFETY: the model's level is capped at the CPU's; x holds nr rows
-                // of `stride >= k` floats (the gathered rows, or the sample's input rows from
-                // pixel p0, which exist: 1x1 stride 1 keeps pixels), out and the residual nr
-                // rows of o floats from channel c0, the vectors og values (checked by the
-                // caller); `blocks` is within the panel's.
+                // of `stride >= k` floats (the gathered rows, or the input rows from row0,
+                // which exist: 1x1 stride 1 keeps pixels), out and the residual nr rows of o
+                // floats from channel c0, the vectors og values (checked by the caller);
+                // `blocks` is within the panel's.
                 unsafe { fconv::product(self.isa, panel, &call) };
             }
         };
-        let tasks = b * pblocks * chunks;
+        let tasks = pblocks * chunks;
         let cols_len = if pointwise { 0 } else { rows * k };
         match pool.filter(|_| tasks > 1) {
             Some(pool) => pool.install(|| (0..tasks).into_par_iter().for_each_init(|| vec![0f32; cols_len], task)),

@@ -61,7 +61,7 @@ impl Model {
         arena: &mut Arena,
     ) -> Result<Val, RunError> {
         let y = match x {
-            Val::Q(q) => self.gemm_q(si, q, w, e, vals, arena)?,
+            Val::Q(q) => self.gemm_q(si, q, w, prep, e, vals, arena)?,
             Val::F32(a) => Val::F32(self.gemm_f32(si, a, w, prep, e, vals, arena)?),
         };
         // Fused requantization that the product's path did not do itself.
@@ -248,11 +248,13 @@ impl Model {
     }
 
     /// Integer product of quantized rows.
+    #[allow(clippy::too_many_arguments)]
     fn gemm_q(
         &self,
         si: usize,
         q: &QTensor,
         w: &GemmWeight,
+        prep: Option<&Prepared>,
         e: &Epilogue,
         vals: &[Option<Val>],
         arena: &mut Arena,
@@ -289,6 +291,39 @@ impl Model {
                 row_sum: arena.i32_overwritten(rows),
             }
         });
+        // Several rows on AVX-512 VNNI: the int8 panel (exact sums, the same epilogue and bits).
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(Prepared::Rows { panel }), WeightData::Tq2 { .. }) = (prep, &w.data)
+            && rows >= super::conv::VNNI_MIN_ROWS
+            && self.isa >= crate::cpu::Isa::Avx512Vnni
+        {
+            let fits = q.k_pad == panel.k4 * 4
+                && panel.blocks == n.div_ceil(16)
+                && q.data.len() == rows * q.k_pad
+                && alpha.len() == n;
+            if !fits {
+                return Err(internal(si, "product buffers do not match its panel"));
+            }
+            self.pointwise_vnni(q, panel, alpha, (scale, bias), residual, e, &mut out);
+            if let (Some(mut t), Some(rq)) = (fused_q, fused) {
+                for r in 0..rows {
+                    let k_pad = t.k_pad;
+                    quantize_sample(
+                        &out[r * n..(r + 1) * n],
+                        n,
+                        rq.fixed,
+                        &mut t.data[r * k_pad..(r + 1) * k_pad],
+                        &mut t.row_scale[r..r + 1],
+                        &mut t.row_sum[r..r + 1],
+                    );
+                }
+                arena.f32s.push(out);
+                return Ok(Val::Q(t));
+            }
+            return Ok(Val::F32(shaped(si, &shape, out)?));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = prep;
         match &w.data {
             WeightData::Tq2 { packed, kernel, tile, f32_x, .. } => {
                 let (k_pad, tiles) = (pack::padded_k(w.k), n.div_ceil(*tile));

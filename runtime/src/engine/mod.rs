@@ -123,6 +123,7 @@ impl Model {
                     }),
                     _ => None,
                 },
+                Step::Gemm { weight, .. } => conv::Prepared::rows(&parts.weights[*weight]),
                 _ => None,
             });
         }
@@ -237,7 +238,12 @@ impl Model {
             .enumerate()
             .map(|(i, s)| match (s, &self.convs[i]) {
                 (Step::Conv { .. }, Some(p)) => p.kernel_name(self.isa),
-                (Step::Gemm { .. }, Some(_)) => format!("f32 gemm ({})", crate::kernels::fconv::kernel_name(self.isa)),
+                (Step::Gemm { .. }, Some(p @ conv::Prepared::Rows { .. })) if self.isa >= Isa::Avx512Vnni => {
+                    p.kernel_name(self.isa)
+                }
+                (Step::Gemm { .. }, Some(conv::Prepared::Panel { .. })) => {
+                    format!("f32 gemm ({})", crate::kernels::fconv::kernel_name(self.isa))
+                }
                 (Step::Gemm { weight, .. }, _) => match &self.parts.weights[*weight].data {
                     WeightData::Tq2 { f32_x: true, .. } => "f32 add/sub (jit) or sgemm".into(),
                     WeightData::Tq2 { .. } if self.jit_gemm => "int8 tq2 (jit)".into(),

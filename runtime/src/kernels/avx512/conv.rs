@@ -174,6 +174,19 @@ unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(
     // are touched only in the group's real channels (masks).
     unsafe {
         let w = p.data.i8s().as_ptr().add((c.group * p.blocks + b0) * p.k4 * 64);
+        if R == MR && B == NB {
+            let mut sums = [[_mm512_setzero_si512(); NB]; MR];
+            let (x, stride) = (c.x.add(r0 * c.stride + 4 * ks.start), c.stride);
+            let (w, q) = (w.add(ks.start * 64), p.k4 * 64);
+            if FLIPPED {
+                full_tile_flipped(x, stride, w, q, ks.len(), &mut sums);
+            } else {
+                full_tile(x, stride, w, q, ks.len(), &mut sums);
+            }
+            // The sums in the generic shape's array (the same type whenever this branch runs).
+            let acc: [[__m512i; B]; R] = std::mem::transmute_copy(&sums);
+            return finish_tile::<R, B>(p, c, r0, b0, first, last, acc);
+        }
         let mut ws = [w; B];
         for (j, wj) in ws.iter_mut().enumerate() {
             *wj = w.add(j * p.k4 * 64);
@@ -193,7 +206,29 @@ unsafe fn tile<const R: usize, const B: usize, const FLIPPED: bool>(
             }
         }
         // The rest indexes its own copy, so the loop's accumulators stay in registers.
-        let mut acc = std::hint::black_box(acc);
+        finish_tile::<R, B>(p, c, r0, b0, first, last, std::hint::black_box(acc));
+    }
+}
+
+/// Adds the chunks before (unless `first`) to the tile's exact sums and stores them, through
+/// the epilogue when `last`.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn finish_tile<const R: usize, const B: usize>(
+    p: &Panel,
+    c: &Call<'_>,
+    r0: usize,
+    b0: usize,
+    first: bool,
+    last: bool,
+    mut acc: [[__m512i; B]; R],
+) {
+    // SAFETY: output rows r0 .. r0 + R and blocks b0 .. b0 + B are inside (caller); the masks
+    // keep to the group's real channels.
+    unsafe {
         for (ri, row) in acc.iter_mut().enumerate() {
             let at = c.out.add((r0 + ri) * c.n).cast::<i32>();
             for (j, a) in row.iter_mut().enumerate() {
@@ -227,3 +262,114 @@ unsafe fn epilogue(p: &Panel, c: &Call<'_>, row: usize, block: usize, acc: __m51
         super::tail16(y, m, ch, c.scale, c.bias, res, c.act, false, c.out.add(row * c.n));
     }
 }
+
+/// The full 6 x 4 tile's reduction over `k4` steps of 4 bytes, in assembly (as the f32 tile,
+/// `kernels::avx512::fconv`): rows at `x + r * stride` (broadcast 4 bytes per step; with
+/// `$xor`, flipped to `x ^ 0x80` after the broadcast), blocks at `w + j * q` (64 bytes per
+/// step), exact sums from zero in `zmm0 ..= zmm23` (row `r`, block `j` in `zmm(4r + j)`),
+/// stored to `sums`.
+macro_rules! vnni_full_tile {
+    ($name:ident, $doc:literal, $($xor:literal),*) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// The CPU has AVX512-F and VNNI; 6 rows of `4 * k4` bytes at `x` (`stride` apart) and
+        /// 4 blocks of `64 * k4` bytes at `w` (`q` apart) are readable.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+        #[inline]
+        unsafe fn $name(x: *const i8, stride: usize, w: *const i8, q: usize, k4: usize, sums: &mut [[__m512i; NB]; MR]) {
+            let flip = 0x8080_8080u32;
+            // SAFETY: every load is inside the rows and the blocks (caller); the stores write `sums`.
+            unsafe {
+                std::arch::asm!(
+                    "vpxord zmm0, zmm0, zmm0", "vpxord zmm1, zmm1, zmm1", "vpxord zmm2, zmm2, zmm2",
+                    "vpxord zmm3, zmm3, zmm3", "vpxord zmm4, zmm4, zmm4", "vpxord zmm5, zmm5, zmm5",
+                    "vpxord zmm6, zmm6, zmm6", "vpxord zmm7, zmm7, zmm7", "vpxord zmm8, zmm8, zmm8",
+                    "vpxord zmm9, zmm9, zmm9", "vpxord zmm10, zmm10, zmm10", "vpxord zmm11, zmm11, zmm11",
+                    "vpxord zmm12, zmm12, zmm12", "vpxord zmm13, zmm13, zmm13", "vpxord zmm14, zmm14, zmm14",
+                    "vpxord zmm15, zmm15, zmm15", "vpxord zmm16, zmm16, zmm16", "vpxord zmm17, zmm17, zmm17",
+                    "vpxord zmm18, zmm18, zmm18", "vpxord zmm19, zmm19, zmm19", "vpxord zmm20, zmm20, zmm20",
+                    "vpxord zmm21, zmm21, zmm21", "vpxord zmm22, zmm22, zmm22", "vpxord zmm23, zmm23, zmm23",
+                    "lea {x3}, [{x} + 2*{s}]",
+                    "add {x3}, {s}",
+                    "lea {w3}, [{w} + 2*{q}]",
+                    "add {w3}, {q}",
+                    "test {n}, {n}",
+                    "jz 3f",
+                    "2:",
+                    "vpbroadcastd zmm26, dword ptr [{x}]",
+                    "vpbroadcastd zmm27, dword ptr [{x} + {s}]",
+                    "vpbroadcastd zmm28, dword ptr [{x} + 2*{s}]",
+                    "vpbroadcastd zmm29, dword ptr [{x3}]",
+                    "vpbroadcastd zmm30, dword ptr [{x3} + {s}]",
+                    "vpbroadcastd zmm31, dword ptr [{x3} + 2*{s}]",
+                    $($xor,)*
+                    "vmovdqu64 zmm24, zmmword ptr [{w}]",
+                    "vpdpbusd zmm0, zmm26, zmm24", "vpdpbusd zmm4, zmm27, zmm24",
+                    "vpdpbusd zmm8, zmm28, zmm24", "vpdpbusd zmm12, zmm29, zmm24",
+                    "vpdpbusd zmm16, zmm30, zmm24", "vpdpbusd zmm20, zmm31, zmm24",
+                    "vmovdqu64 zmm25, zmmword ptr [{w} + {q}]",
+                    "vpdpbusd zmm1, zmm26, zmm25", "vpdpbusd zmm5, zmm27, zmm25",
+                    "vpdpbusd zmm9, zmm28, zmm25", "vpdpbusd zmm13, zmm29, zmm25",
+                    "vpdpbusd zmm17, zmm30, zmm25", "vpdpbusd zmm21, zmm31, zmm25",
+                    "vmovdqu64 zmm24, zmmword ptr [{w} + 2*{q}]",
+                    "vpdpbusd zmm2, zmm26, zmm24", "vpdpbusd zmm6, zmm27, zmm24",
+                    "vpdpbusd zmm10, zmm28, zmm24", "vpdpbusd zmm14, zmm29, zmm24",
+                    "vpdpbusd zmm18, zmm30, zmm24", "vpdpbusd zmm22, zmm31, zmm24",
+                    "vmovdqu64 zmm25, zmmword ptr [{w3}]",
+                    "vpdpbusd zmm3, zmm26, zmm25", "vpdpbusd zmm7, zmm27, zmm25",
+                    "vpdpbusd zmm11, zmm28, zmm25", "vpdpbusd zmm15, zmm29, zmm25",
+                    "vpdpbusd zmm19, zmm30, zmm25", "vpdpbusd zmm23, zmm31, zmm25",
+                    "add {x}, 4",
+                    "add {x3}, 4",
+                    "add {w}, 64",
+                    "add {w3}, 64",
+                    "dec {n}",
+                    "jnz 2b",
+                    "3:",
+                    "/* {f} */",
+                    "vmovdqu64 zmmword ptr [{o}], zmm0", "vmovdqu64 zmmword ptr [{o} + 64], zmm1",
+                    "vmovdqu64 zmmword ptr [{o} + 128], zmm2", "vmovdqu64 zmmword ptr [{o} + 192], zmm3",
+                    "vmovdqu64 zmmword ptr [{o} + 256], zmm4", "vmovdqu64 zmmword ptr [{o} + 320], zmm5",
+                    "vmovdqu64 zmmword ptr [{o} + 384], zmm6", "vmovdqu64 zmmword ptr [{o} + 448], zmm7",
+                    "vmovdqu64 zmmword ptr [{o} + 512], zmm8", "vmovdqu64 zmmword ptr [{o} + 576], zmm9",
+                    "vmovdqu64 zmmword ptr [{o} + 640], zmm10", "vmovdqu64 zmmword ptr [{o} + 704], zmm11",
+                    "vmovdqu64 zmmword ptr [{o} + 768], zmm12", "vmovdqu64 zmmword ptr [{o} + 832], zmm13",
+                    "vmovdqu64 zmmword ptr [{o} + 896], zmm14", "vmovdqu64 zmmword ptr [{o} + 960], zmm15",
+                    "vmovdqu64 zmmword ptr [{o} + 1024], zmm16", "vmovdqu64 zmmword ptr [{o} + 1088], zmm17",
+                    "vmovdqu64 zmmword ptr [{o} + 1152], zmm18", "vmovdqu64 zmmword ptr [{o} + 1216], zmm19",
+                    "vmovdqu64 zmmword ptr [{o} + 1280], zmm20", "vmovdqu64 zmmword ptr [{o} + 1344], zmm21",
+                    "vmovdqu64 zmmword ptr [{o} + 1408], zmm22", "vmovdqu64 zmmword ptr [{o} + 1472], zmm23",
+                    x = inout(reg) x => _,
+                    x3 = out(reg) _,
+                    s = in(reg) stride,
+                    w = inout(reg) w => _,
+                    w3 = out(reg) _,
+                    q = in(reg) q,
+                    n = inout(reg) k4 => _,
+                    o = in(reg) sums.as_mut_ptr(),
+                    f = in(reg) &flip,
+                    out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
+                    out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                    out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _,
+                    out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                    out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _, out("zmm28") _, out("zmm29") _,
+                    out("zmm30") _, out("zmm31") _,
+                    options(nostack),
+                );
+            }
+        }
+    };
+}
+
+vnni_full_tile!(full_tile_flipped, "The full tile over rows stored flipped (gathered rows).",);
+vnni_full_tile!(
+    full_tile,
+    "The full tile over rows of plain int8 (pointwise input), flipped in registers.",
+    "vpxord zmm26, zmm26, dword ptr [{f}]{{1to16}}",
+    "vpxord zmm27, zmm27, dword ptr [{f}]{{1to16}}",
+    "vpxord zmm28, zmm28, dword ptr [{f}]{{1to16}}",
+    "vpxord zmm29, zmm29, dword ptr [{f}]{{1to16}}",
+    "vpxord zmm30, zmm30, dword ptr [{f}]{{1to16}}",
+    "vpxord zmm31, zmm31, dword ptr [{f}]{{1to16}}"
+);

@@ -8,6 +8,10 @@ use std::ops::Range;
 use super::{block_mask, tail16};
 use crate::kernels::fconv::{F32Panel, FCall, MR, NB, for_tiles};
 
+/// Reduction values per chunk: a run's chunk of weights (`KC * NB * 64` bytes, 128 KB) stays
+/// in L2 while the block's row tiles walk it (128 and 256, in L1, measured no faster).
+const KC: usize = 512;
+
 /// Computes rows `0..c.rows` and blocks `c.blocks` of group `c.group` of `p`.
 ///
 /// # Safety
@@ -15,7 +19,7 @@ use crate::kernels::fconv::{F32Panel, FCall, MR, NB, for_tiles};
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn product(p: &F32Panel, c: &FCall<'_>) {
     // SAFETY: forwarded; every tile is inside the call's rows and blocks.
-    for_tiles(p, c, (MR, NB, 512), |r, mr, b, nb, ks| unsafe { tiles(p, c, r, mr, b, nb, ks) });
+    for_tiles(p, c, (MR, NB, KC), |r, mr, b, nb, ks| unsafe { tiles(p, c, r, mr, b, nb, ks) });
 }
 
 /// One tile of `mr x nb`, each shape its own register allocation.
@@ -47,6 +51,15 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
     // SAFETY (every access below): rows r0 .. r0 + R < rows and blocks b0 .. b0 + B are inside
     // (caller); the masks keep to the group's real channels of each output row.
     unsafe {
+        if R == MR && B == NB && p.step(b0) == NB * 16 {
+            let mut sums = [[_mm512_setzero_ps(); NB]; MR];
+            let x = c.x.add(r0 * c.stride + ks.start);
+            let w = p.data().as_ptr().add(p.at(c.group, b0, ks.start));
+            full_tile(x, c.stride * 4, w, ks.len(), &mut sums);
+            // The sums in the generic shape's array (the same type whenever this branch runs).
+            acc = std::mem::transmute_copy(&sums);
+            return finish_tile::<R, B>(p, c, r0, b0, first, last, &masks, acc);
+        }
         // One pointer per row and per block, so every load in the loop is base + index
         // (array-building closures in the loop made LLVM keep the accumulators on the stack).
         // The tile's blocks are in one run (`for_tiles`), so they share one step. (A step per
@@ -72,7 +85,29 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
     }
     // The epilogue indexes its own copy: the loop's accumulators then stay in registers
     // (indexed in place, LLVM kept them on the stack and stored each after every FMA).
-    let mut acc = std::hint::black_box(acc);
+    // SAFETY: forwarded.
+    unsafe { finish_tile::<R, B>(p, c, r0, b0, first, last, &masks, std::hint::black_box(acc)) }
+}
+
+/// Adds the chunks before (unless `first`) and stores the tile's sums, through the epilogue
+/// when `last`.
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_tile<const R: usize, const B: usize>(
+    p: &F32Panel,
+    c: &FCall<'_>,
+    r0: usize,
+    b0: usize,
+    first: bool,
+    last: bool,
+    masks: &[__mmask16; B],
+    mut acc: [[__m512; B]; R],
+) {
+    let _ = p;
     if !first {
         for (ri, row) in acc.iter_mut().enumerate() {
             for (j, a) in row.iter_mut().enumerate() {
@@ -98,5 +133,91 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
                 tail16(y, masks[j], ch, c.scale, c.bias, res, c.act, true, c.out.add(at));
             }
         }
+    }
+}
+
+/// The full 6 x 4 tile's reduction over `kc` values, in assembly (the shape of ONNX Runtime's
+/// MLAS kernels: the intrinsics' version spent a third of its time on address arithmetic and
+/// a spilled pointer): rows at `x + r * stride_bytes` (two base registers and the stride,
+/// `x + 3 * stride` the second), the run's 4 blocks of 16 weights per reduction index one
+/// 256-byte line group at `w`, sums from zero into `zmm0 ..= zmm23` (row `r`, block `j` in
+/// `zmm(4r + j)`), stored to `sums`.
+///
+/// # Safety
+/// The CPU has AVX512-F; 6 rows of `kc` floats at `x` (`stride_bytes` apart) and `kc * 64`
+/// floats at `w` are readable.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn full_tile(x: *const f32, stride_bytes: usize, w: *const f32, kc: usize, sums: &mut [[__m512; NB]; MR]) {
+    // SAFETY: every load is inside the rows and the weights (caller); the stores write `sums`.
+    unsafe {
+        std::arch::asm!(
+            "vpxord zmm0, zmm0, zmm0", "vpxord zmm1, zmm1, zmm1", "vpxord zmm2, zmm2, zmm2",
+            "vpxord zmm3, zmm3, zmm3", "vpxord zmm4, zmm4, zmm4", "vpxord zmm5, zmm5, zmm5",
+            "vpxord zmm6, zmm6, zmm6", "vpxord zmm7, zmm7, zmm7", "vpxord zmm8, zmm8, zmm8",
+            "vpxord zmm9, zmm9, zmm9", "vpxord zmm10, zmm10, zmm10", "vpxord zmm11, zmm11, zmm11",
+            "vpxord zmm12, zmm12, zmm12", "vpxord zmm13, zmm13, zmm13", "vpxord zmm14, zmm14, zmm14",
+            "vpxord zmm15, zmm15, zmm15", "vpxord zmm16, zmm16, zmm16", "vpxord zmm17, zmm17, zmm17",
+            "vpxord zmm18, zmm18, zmm18", "vpxord zmm19, zmm19, zmm19", "vpxord zmm20, zmm20, zmm20",
+            "vpxord zmm21, zmm21, zmm21", "vpxord zmm22, zmm22, zmm22", "vpxord zmm23, zmm23, zmm23",
+            "lea {x3}, [{x} + 2*{s}]",
+            "add {x3}, {s}",
+            "test {n}, {n}",
+            "jz 3f",
+            "2:",
+            "vbroadcastss zmm26, dword ptr [{x}]",
+            "vbroadcastss zmm27, dword ptr [{x} + {s}]",
+            "vbroadcastss zmm28, dword ptr [{x} + 2*{s}]",
+            "vbroadcastss zmm29, dword ptr [{x3}]",
+            "vbroadcastss zmm30, dword ptr [{x3} + {s}]",
+            "vbroadcastss zmm31, dword ptr [{x3} + 2*{s}]",
+            "vmovups zmm24, zmmword ptr [{w}]",
+            "vfmadd231ps zmm0, zmm26, zmm24", "vfmadd231ps zmm4, zmm27, zmm24",
+            "vfmadd231ps zmm8, zmm28, zmm24", "vfmadd231ps zmm12, zmm29, zmm24",
+            "vfmadd231ps zmm16, zmm30, zmm24", "vfmadd231ps zmm20, zmm31, zmm24",
+            "vmovups zmm25, zmmword ptr [{w} + 64]",
+            "vfmadd231ps zmm1, zmm26, zmm25", "vfmadd231ps zmm5, zmm27, zmm25",
+            "vfmadd231ps zmm9, zmm28, zmm25", "vfmadd231ps zmm13, zmm29, zmm25",
+            "vfmadd231ps zmm17, zmm30, zmm25", "vfmadd231ps zmm21, zmm31, zmm25",
+            "vmovups zmm24, zmmword ptr [{w} + 128]",
+            "vfmadd231ps zmm2, zmm26, zmm24", "vfmadd231ps zmm6, zmm27, zmm24",
+            "vfmadd231ps zmm10, zmm28, zmm24", "vfmadd231ps zmm14, zmm29, zmm24",
+            "vfmadd231ps zmm18, zmm30, zmm24", "vfmadd231ps zmm22, zmm31, zmm24",
+            "vmovups zmm25, zmmword ptr [{w} + 192]",
+            "vfmadd231ps zmm3, zmm26, zmm25", "vfmadd231ps zmm7, zmm27, zmm25",
+            "vfmadd231ps zmm11, zmm28, zmm25", "vfmadd231ps zmm15, zmm29, zmm25",
+            "vfmadd231ps zmm19, zmm30, zmm25", "vfmadd231ps zmm23, zmm31, zmm25",
+            "add {x}, 4",
+            "add {x3}, 4",
+            "add {w}, 256",
+            "dec {n}",
+            "jnz 2b",
+            "3:",
+            "vmovups zmmword ptr [{o}], zmm0", "vmovups zmmword ptr [{o} + 64], zmm1",
+            "vmovups zmmword ptr [{o} + 128], zmm2", "vmovups zmmword ptr [{o} + 192], zmm3",
+            "vmovups zmmword ptr [{o} + 256], zmm4", "vmovups zmmword ptr [{o} + 320], zmm5",
+            "vmovups zmmword ptr [{o} + 384], zmm6", "vmovups zmmword ptr [{o} + 448], zmm7",
+            "vmovups zmmword ptr [{o} + 512], zmm8", "vmovups zmmword ptr [{o} + 576], zmm9",
+            "vmovups zmmword ptr [{o} + 640], zmm10", "vmovups zmmword ptr [{o} + 704], zmm11",
+            "vmovups zmmword ptr [{o} + 768], zmm12", "vmovups zmmword ptr [{o} + 832], zmm13",
+            "vmovups zmmword ptr [{o} + 896], zmm14", "vmovups zmmword ptr [{o} + 960], zmm15",
+            "vmovups zmmword ptr [{o} + 1024], zmm16", "vmovups zmmword ptr [{o} + 1088], zmm17",
+            "vmovups zmmword ptr [{o} + 1152], zmm18", "vmovups zmmword ptr [{o} + 1216], zmm19",
+            "vmovups zmmword ptr [{o} + 1280], zmm20", "vmovups zmmword ptr [{o} + 1344], zmm21",
+            "vmovups zmmword ptr [{o} + 1408], zmm22", "vmovups zmmword ptr [{o} + 1472], zmm23",
+            x = inout(reg) x => _,
+            x3 = out(reg) _,
+            s = in(reg) stride_bytes,
+            w = inout(reg) w => _,
+            n = inout(reg) kc => _,
+            o = in(reg) sums.as_mut_ptr(),
+            out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
+            out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+            out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _,
+            out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+            out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _, out("zmm28") _, out("zmm29") _,
+            out("zmm30") _, out("zmm31") _,
+            options(nostack),
+        );
     }
 }
