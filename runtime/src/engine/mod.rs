@@ -8,8 +8,9 @@
 //!   operations where the result is meant to be bit-exact (integer products and their
 //!   epilogues, pooling, element-wise steps); float products (f32 panels of
 //!   [`crate::kernels::fconv`], f32 depthwise, or [`crate::kernels::sgemm`]) differ from the
-//!   interpreter's f64 accumulation by rounding only, and on AVX-512 their sigmoid and SiLU
-//!   epilogues by at most 4 ulp (a vector `exp`); integer paths keep the scalar activations.
+//!   interpreter's f64 accumulation by rounding only. Sigmoid and SiLU are `ops::exp`'s,
+//!   which the AVX-512 epilogues compute in 16 lanes bit for bit (`kernels::avx512::exp16`),
+//!   so integer paths keep the interpreter's bits with vector activations.
 //! - Values are kept in their slot's physical layout ([`plan::Layout`]): channels-last between
 //!   convolutions, plain at the model's boundary; the compiler inserts the conversions.
 //! - Weights are re-laid out once, in [`Model::from_parts`], into the order the kernels stream

@@ -259,7 +259,7 @@ unsafe fn epilogue(p: &Panel, c: &Call<'_>, row: usize, block: usize, acc: __m51
         let mult = _mm512_mul_ps(_mm512_set1_ps(*c.sx.add(row)), _mm512_maskz_loadu_ps(m, c.alpha.as_ptr().add(ch)));
         let y = _mm512_mul_ps(accf, mult);
         let res = if c.residual.is_null() { std::ptr::null() } else { c.residual.add(row * c.n) };
-        super::tail16(y, m, ch, c.scale, c.bias, res, c.act, false, c.out.add(row * c.n));
+        super::tail16(y, m, ch, c.scale, c.bias, res, c.act, c.out.add(row * c.n));
     }
 }
 

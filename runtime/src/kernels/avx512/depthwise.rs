@@ -20,8 +20,6 @@ use crate::kernels::conv::{DepthwiseValue, Window};
 
 /// A depthwise element type in 16 lanes.
 pub(crate) trait Lanes: DepthwiseValue {
-    /// Results must be the portable kernel's bits (integer paths): no fast activations.
-    const EXACT: bool;
     type V: Copy;
     /// Zero sums.
     unsafe fn zero() -> Self::V;
@@ -34,7 +32,6 @@ pub(crate) trait Lanes: DepthwiseValue {
 }
 
 impl Lanes for f32 {
-    const EXACT: bool = false;
     type V = __m512;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
@@ -58,7 +55,6 @@ impl Lanes for f32 {
 }
 
 impl Lanes for i8 {
-    const EXACT: bool = true;
     type V = __m512i;
     #[inline(always)]
     unsafe fn zero() -> __m512i {
@@ -190,7 +186,7 @@ unsafe fn tile<T: Lanes, const N: usize, const CHECKED: bool>(
                     yv = _mm512_mul_ps(yv, _mm512_maskz_loadu_ps(m, mu.as_ptr().add(c0)));
                 }
                 let res = residual.map_or(std::ptr::null(), |r| r.as_ptr().add(p * c));
-                tail16(yv, m, c0, epi.scale, epi.bias, res, epi.act, !T::EXACT, out.as_mut_ptr().add(p * c));
+                tail16(yv, m, c0, epi.scale, epi.bias, res, epi.act, out.as_mut_ptr().add(p * c));
             }
         }
         c0 += 16;

@@ -130,7 +130,7 @@ unsafe fn finish_tile<const R: usize, const B: usize>(
                     None => *a,
                 };
                 let res = if c.residual.is_null() { std::ptr::null() } else { c.residual.add(at) };
-                tail16(y, masks[j], ch, c.scale, c.bias, res, c.act, true, c.out.add(at));
+                tail16(y, masks[j], ch, c.scale, c.bias, res, c.act, c.out.add(at));
             }
         }
     }
