@@ -253,6 +253,50 @@ fn quantize_into_avx2(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
     lanes.iter().sum::<i32>() + quantize_into_generic(&src[i..n], factor, &mut dst[i..n])
 }
 
+/// [`quantize_into`] of `src` into the first `src.len()` codes of `dst`, the rest of `dst`
+/// zeroed (a padded row): one pass. Returns the codes' sum.
+pub fn quantize_row_padded(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::best() >= crate::cpu::Isa::Avx512Vnni && src.len() <= dst.len() {
+        // SAFETY: the CPU has AVX-512 (the VNNI level implies F and BW).
+        return unsafe { quantize_row_avx512(src, factor, dst) };
+    }
+    let n = src.len().min(dst.len());
+    let sum = quantize_into(&src[..n], factor, &mut dst[..n]);
+    dst[n..].fill(0);
+    sum
+}
+
+/// 16 values per step, the padding in the same pass: lanes past `src` load as 0, which
+/// quantizes to 0. The same steps as the AVX2 version (NaN -> 0, clamp, round half to even);
+/// the saturating narrowing store is exact on integers in [-127, 127].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn quantize_row_avx512(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
+    use std::arch::x86_64::*;
+    let (n, len) = (src.len(), dst.len());
+    let (f, lo, hi) = (_mm512_set1_ps(factor), _mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+    let mask = |from: usize, end: usize| -> __mmask16 {
+        let lanes = end.saturating_sub(from).min(16);
+        if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 }
+    };
+    let mut acc = _mm512_setzero_si512();
+    let mut i = 0;
+    while i < len {
+        // SAFETY: the masks keep the load within `src` and the store within `dst`.
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(i, n), src.as_ptr().add(i)), f);
+            let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+            let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            let q = _mm512_cvtps_epi32(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v));
+            acc = _mm512_add_epi32(acc, q);
+            _mm512_mask_cvtsepi32_storeu_epi8(dst.as_mut_ptr().add(i).cast(), mask(i, len), q);
+        }
+        i += 16;
+    }
+    _mm512_reduce_add_epi32(acc)
+}
+
 #[inline(always)]
 fn quantize_into_generic(src: &[f32], factor: f32, dst: &mut [i8]) -> i32 {
     let mut sum = 0i32;
@@ -337,6 +381,36 @@ mod tests {
                 let want: Vec<i8> = src.iter().map(|v| quantize(*v, factor)).collect();
                 assert_eq!(dst, want, "len {len} factor {factor}");
                 assert_eq!(sum, want.iter().map(|q| i32::from(*q)).sum::<i32>(), "len {len}");
+            }
+        }
+    }
+
+    /// The padded-row version (AVX-512 where the CPU has it) writes the scalar codes, then
+    /// zeros to the end of the row, and their sum, for row and padding lengths around its
+    /// 16-value step.
+    #[test]
+    fn quantize_row_padded_equals_the_scalar_rounding_and_zeroes_the_padding() {
+        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5, -126.5, 1e9, -0.0];
+        for len in [0usize, 1, 15, 16, 17, 31, 96, 784] {
+            for pad in [0usize, 1, 15, 16, 33] {
+                let src: Vec<f32> =
+                    (0..len)
+                        .map(|i| {
+                            if i % 7 == 3 {
+                                special[i % special.len()]
+                            } else {
+                                ((i * 7919) % 1000) as f32 / 3.7 - 135.0
+                            }
+                        })
+                        .collect();
+                for factor in [1.0f32, 0.5, 127.0 / 135.0, 0.0] {
+                    let mut dst = vec![99i8; len + pad];
+                    let sum = quantize_row_padded(&src, factor, &mut dst);
+                    let mut want: Vec<i8> = src.iter().map(|v| quantize(*v, factor)).collect();
+                    want.resize(len + pad, 0);
+                    assert_eq!(dst, want, "len {len} pad {pad} factor {factor}");
+                    assert_eq!(sum, want.iter().map(|q| i32::from(*q)).sum::<i32>(), "len {len} pad {pad}");
+                }
             }
         }
     }

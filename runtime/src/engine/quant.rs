@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::arena::Arena;
 use super::plan::padded_len;
 use super::value::QTensor;
-use crate::ops::{absmax_scale, quantize_into};
+use crate::ops::{absmax_scale, quantize_row_padded};
 
 /// What quantizing one value weighs against an f32 multiply-add when deciding to split
 /// (`Model::pool_for`): a pass over memory, so 512k values reach the default threshold.
@@ -79,8 +79,7 @@ pub(crate) fn quantize_sample(
     };
     let k_pad = data.len() / scales.len().max(1);
     for (((row, dst), s), sum) in sample.chunks(k).zip(data.chunks_mut(k_pad)).zip(scales).zip(sums) {
-        *sum = quantize_into(row, factor, &mut dst[..k]);
-        dst[k..].fill(0);
+        *sum = quantize_row_padded(row, factor, dst);
         *s = scale;
     }
 }
