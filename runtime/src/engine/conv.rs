@@ -56,23 +56,33 @@ pub(crate) enum Prepared {
     /// f32 values (or codes) as panels of 16 channels for the f32 kernels (f32 input).
     Panel { panel: F32Panel, pointwise: bool },
     /// A ternary matrix product's trits (int8 input) as int8 panels for the AVX-512 VNNI
-    /// kernel, made only on CPUs that have it: products of [`VNNI_MIN_ROWS`] rows or more run
-    /// on it (fewer stream the 2-bit rows of the tq2 kernels, which memory bounds).
-    Rows { panel: Panel },
+    /// kernel, on CPUs that have it, made on the first product of [`VNNI_MIN_ROWS`] rows or
+    /// more (fewer rows stream the 2-bit rows of the tq2 kernels, which memory bounds; a model
+    /// only ever run at batch 1 never holds the byte-per-trit copy).
+    Rows { panel: std::sync::OnceLock<Panel> },
 }
 
 /// Rows from which a ternary matrix product runs on the VNNI panel rather than the tq2 rows.
 pub(crate) const VNNI_MIN_ROWS: usize = 4;
 
 impl Prepared {
-    /// The VNNI panel of a ternary matrix product weight over int8 activations, on CPUs with
-    /// AVX-512 VNNI.
+    /// A ternary matrix product weight over int8 activations, on CPUs with AVX-512 VNNI: the
+    /// place for its VNNI panel.
     pub fn rows(w: &GemmWeight) -> Option<Prepared> {
         match &w.data {
-            WeightData::Tq2 { packed, f32_x: false, .. } if crate::cpu::best() >= crate::cpu::Isa::Avx512Vnni => {
-                let codes = pack::unpack_tq2(packed, w.n, w.k);
-                Some(Prepared::Rows { panel: Panel::new(&codes, 1, w.n, w.k, pack::padded_k(w.k)) })
+            WeightData::Tq2 { f32_x: false, .. } if crate::cpu::best() >= crate::cpu::Isa::Avx512Vnni => {
+                Some(Prepared::Rows { panel: std::sync::OnceLock::new() })
             }
+            _ => None,
+        }
+    }
+
+    /// The panel of [`Prepared::Rows`] for weight `w` (made on first use).
+    pub fn rows_panel<'a>(panel: &'a std::sync::OnceLock<Panel>, w: &GemmWeight) -> Option<&'a Panel> {
+        match &w.data {
+            WeightData::Tq2 { packed, .. } => Some(
+                panel.get_or_init(|| Panel::new(&pack::unpack_tq2(packed, w.n, w.k), 1, w.n, w.k, pack::padded_k(w.k))),
+            ),
             _ => None,
         }
     }

@@ -293,9 +293,10 @@ impl Model {
         });
         // Several rows on AVX-512 VNNI: the int8 panel (exact sums, the same epilogue and bits).
         #[cfg(target_arch = "x86_64")]
-        if let (Some(Prepared::Rows { panel }), WeightData::Tq2 { .. }) = (prep, &w.data)
+        if let Some(Prepared::Rows { panel }) = prep
             && rows >= super::conv::VNNI_MIN_ROWS
             && self.isa >= crate::cpu::Isa::Avx512Vnni
+            && let Some(panel) = Prepared::rows_panel(panel, w)
         {
             let fits = q.k_pad == panel.k4 * 4
                 && panel.blocks == n.div_ceil(16)

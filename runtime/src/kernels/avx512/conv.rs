@@ -281,15 +281,7 @@ macro_rules! vnni_full_tile {
             let flip = 0x8080_8080u32;
             // SAFETY: every load is inside the rows and the blocks (caller); the stores write `sums`.
             unsafe {
-                std::arch::asm!(
-                    "vpxord zmm0, zmm0, zmm0", "vpxord zmm1, zmm1, zmm1", "vpxord zmm2, zmm2, zmm2",
-                    "vpxord zmm3, zmm3, zmm3", "vpxord zmm4, zmm4, zmm4", "vpxord zmm5, zmm5, zmm5",
-                    "vpxord zmm6, zmm6, zmm6", "vpxord zmm7, zmm7, zmm7", "vpxord zmm8, zmm8, zmm8",
-                    "vpxord zmm9, zmm9, zmm9", "vpxord zmm10, zmm10, zmm10", "vpxord zmm11, zmm11, zmm11",
-                    "vpxord zmm12, zmm12, zmm12", "vpxord zmm13, zmm13, zmm13", "vpxord zmm14, zmm14, zmm14",
-                    "vpxord zmm15, zmm15, zmm15", "vpxord zmm16, zmm16, zmm16", "vpxord zmm17, zmm17, zmm17",
-                    "vpxord zmm18, zmm18, zmm18", "vpxord zmm19, zmm19, zmm19", "vpxord zmm20, zmm20, zmm20",
-                    "vpxord zmm21, zmm21, zmm21", "vpxord zmm22, zmm22, zmm22", "vpxord zmm23, zmm23, zmm23",
+                super::tile_asm!(
                     "lea {x3}, [{x} + 2*{s}]",
                     "add {x3}, {s}",
                     "lea {w3}, [{w} + 2*{q}]",
@@ -327,19 +319,7 @@ macro_rules! vnni_full_tile {
                     "dec {n}",
                     "jnz 2b",
                     "3:",
-                    "/* {f} */",
-                    "vmovdqu64 zmmword ptr [{o}], zmm0", "vmovdqu64 zmmword ptr [{o} + 64], zmm1",
-                    "vmovdqu64 zmmword ptr [{o} + 128], zmm2", "vmovdqu64 zmmword ptr [{o} + 192], zmm3",
-                    "vmovdqu64 zmmword ptr [{o} + 256], zmm4", "vmovdqu64 zmmword ptr [{o} + 320], zmm5",
-                    "vmovdqu64 zmmword ptr [{o} + 384], zmm6", "vmovdqu64 zmmword ptr [{o} + 448], zmm7",
-                    "vmovdqu64 zmmword ptr [{o} + 512], zmm8", "vmovdqu64 zmmword ptr [{o} + 576], zmm9",
-                    "vmovdqu64 zmmword ptr [{o} + 640], zmm10", "vmovdqu64 zmmword ptr [{o} + 704], zmm11",
-                    "vmovdqu64 zmmword ptr [{o} + 768], zmm12", "vmovdqu64 zmmword ptr [{o} + 832], zmm13",
-                    "vmovdqu64 zmmword ptr [{o} + 896], zmm14", "vmovdqu64 zmmword ptr [{o} + 960], zmm15",
-                    "vmovdqu64 zmmword ptr [{o} + 1024], zmm16", "vmovdqu64 zmmword ptr [{o} + 1088], zmm17",
-                    "vmovdqu64 zmmword ptr [{o} + 1152], zmm18", "vmovdqu64 zmmword ptr [{o} + 1216], zmm19",
-                    "vmovdqu64 zmmword ptr [{o} + 1280], zmm20", "vmovdqu64 zmmword ptr [{o} + 1344], zmm21",
-                    "vmovdqu64 zmmword ptr [{o} + 1408], zmm22", "vmovdqu64 zmmword ptr [{o} + 1472], zmm23",
+                    "/* {f} */";
                     x = inout(reg) x => _,
                     x3 = out(reg) _,
                     s = in(reg) stride,
@@ -349,13 +329,6 @@ macro_rules! vnni_full_tile {
                     n = inout(reg) k4 => _,
                     o = in(reg) sums.as_mut_ptr(),
                     f = in(reg) &flip,
-                    out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
-                    out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-                    out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _,
-                    out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
-                    out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _, out("zmm28") _, out("zmm29") _,
-                    out("zmm30") _, out("zmm31") _,
-                    options(nostack),
                 );
             }
         }

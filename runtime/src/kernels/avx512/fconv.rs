@@ -151,15 +151,7 @@ unsafe fn finish_tile<const R: usize, const B: usize>(
 unsafe fn full_tile(x: *const f32, stride_bytes: usize, w: *const f32, kc: usize, sums: &mut [[__m512; NB]; MR]) {
     // SAFETY: every load is inside the rows and the weights (caller); the stores write `sums`.
     unsafe {
-        std::arch::asm!(
-            "vpxord zmm0, zmm0, zmm0", "vpxord zmm1, zmm1, zmm1", "vpxord zmm2, zmm2, zmm2",
-            "vpxord zmm3, zmm3, zmm3", "vpxord zmm4, zmm4, zmm4", "vpxord zmm5, zmm5, zmm5",
-            "vpxord zmm6, zmm6, zmm6", "vpxord zmm7, zmm7, zmm7", "vpxord zmm8, zmm8, zmm8",
-            "vpxord zmm9, zmm9, zmm9", "vpxord zmm10, zmm10, zmm10", "vpxord zmm11, zmm11, zmm11",
-            "vpxord zmm12, zmm12, zmm12", "vpxord zmm13, zmm13, zmm13", "vpxord zmm14, zmm14, zmm14",
-            "vpxord zmm15, zmm15, zmm15", "vpxord zmm16, zmm16, zmm16", "vpxord zmm17, zmm17, zmm17",
-            "vpxord zmm18, zmm18, zmm18", "vpxord zmm19, zmm19, zmm19", "vpxord zmm20, zmm20, zmm20",
-            "vpxord zmm21, zmm21, zmm21", "vpxord zmm22, zmm22, zmm22", "vpxord zmm23, zmm23, zmm23",
+        super::tile_asm!(
             "lea {x3}, [{x} + 2*{s}]",
             "add {x3}, {s}",
             "test {n}, {n}",
@@ -192,32 +184,13 @@ unsafe fn full_tile(x: *const f32, stride_bytes: usize, w: *const f32, kc: usize
             "add {w}, 256",
             "dec {n}",
             "jnz 2b",
-            "3:",
-            "vmovups zmmword ptr [{o}], zmm0", "vmovups zmmword ptr [{o} + 64], zmm1",
-            "vmovups zmmword ptr [{o} + 128], zmm2", "vmovups zmmword ptr [{o} + 192], zmm3",
-            "vmovups zmmword ptr [{o} + 256], zmm4", "vmovups zmmword ptr [{o} + 320], zmm5",
-            "vmovups zmmword ptr [{o} + 384], zmm6", "vmovups zmmword ptr [{o} + 448], zmm7",
-            "vmovups zmmword ptr [{o} + 512], zmm8", "vmovups zmmword ptr [{o} + 576], zmm9",
-            "vmovups zmmword ptr [{o} + 640], zmm10", "vmovups zmmword ptr [{o} + 704], zmm11",
-            "vmovups zmmword ptr [{o} + 768], zmm12", "vmovups zmmword ptr [{o} + 832], zmm13",
-            "vmovups zmmword ptr [{o} + 896], zmm14", "vmovups zmmword ptr [{o} + 960], zmm15",
-            "vmovups zmmword ptr [{o} + 1024], zmm16", "vmovups zmmword ptr [{o} + 1088], zmm17",
-            "vmovups zmmword ptr [{o} + 1152], zmm18", "vmovups zmmword ptr [{o} + 1216], zmm19",
-            "vmovups zmmword ptr [{o} + 1280], zmm20", "vmovups zmmword ptr [{o} + 1344], zmm21",
-            "vmovups zmmword ptr [{o} + 1408], zmm22", "vmovups zmmword ptr [{o} + 1472], zmm23",
+            "3:";
             x = inout(reg) x => _,
             x3 = out(reg) _,
             s = in(reg) stride_bytes,
             w = inout(reg) w => _,
             n = inout(reg) kc => _,
             o = in(reg) sums.as_mut_ptr(),
-            out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
-            out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-            out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _,
-            out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
-            out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _, out("zmm28") _, out("zmm29") _,
-            out("zmm30") _, out("zmm31") _,
-            options(nostack),
         );
     }
 }
