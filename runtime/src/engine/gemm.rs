@@ -272,6 +272,26 @@ impl Model {
             *l = n;
         }
         let mut out = arena.f32_overwritten(rows * n);
+        // Several rows on AVX-512 VNNI: the int8 panel (exact sums, the same epilogue and bits);
+        // `gemm` requantizes the result if the epilogue asks.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(Prepared::Rows { panel }) = prep
+            && rows >= super::conv::VNNI_MIN_ROWS
+            && self.isa >= crate::cpu::Isa::Avx512Vnni
+            && let Some(panel) = Prepared::rows_panel(panel, w)
+        {
+            let fits = q.k_pad == panel.k4 * 4
+                && panel.blocks == n.div_ceil(16)
+                && q.data.len() == rows * q.k_pad
+                && alpha.len() == n;
+            if !fits {
+                return Err(internal(si, "product buffers do not match its panel"));
+            }
+            self.pointwise_vnni(q, panel, alpha, (scale, bias), residual, e, &mut out);
+            return Ok(Val::F32(shaped(si, &shape, out)?));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = prep;
         // Requantization fused in: each block of rows is quantized as soon as the kernel wrote
         // it, while it is in L1. Needs the whole epilogue in the kernel and one row per sample
         // (a 2-D result) or a fixed scale; otherwise the step quantizes the finished result.
@@ -291,40 +311,6 @@ impl Model {
                 row_sum: arena.i32_overwritten(rows),
             }
         });
-        // Several rows on AVX-512 VNNI: the int8 panel (exact sums, the same epilogue and bits).
-        #[cfg(target_arch = "x86_64")]
-        if let Some(Prepared::Rows { panel }) = prep
-            && rows >= super::conv::VNNI_MIN_ROWS
-            && self.isa >= crate::cpu::Isa::Avx512Vnni
-            && let Some(panel) = Prepared::rows_panel(panel, w)
-        {
-            let fits = q.k_pad == panel.k4 * 4
-                && panel.blocks == n.div_ceil(16)
-                && q.data.len() == rows * q.k_pad
-                && alpha.len() == n;
-            if !fits {
-                return Err(internal(si, "product buffers do not match its panel"));
-            }
-            self.pointwise_vnni(q, panel, alpha, (scale, bias), residual, e, &mut out);
-            if let (Some(mut t), Some(rq)) = (fused_q, fused) {
-                for r in 0..rows {
-                    let k_pad = t.k_pad;
-                    quantize_sample(
-                        &out[r * n..(r + 1) * n],
-                        n,
-                        rq.fixed,
-                        &mut t.data[r * k_pad..(r + 1) * k_pad],
-                        &mut t.row_scale[r..r + 1],
-                        &mut t.row_sum[r..r + 1],
-                    );
-                }
-                arena.f32s.push(out);
-                return Ok(Val::Q(t));
-            }
-            return Ok(Val::F32(shaped(si, &shape, out)?));
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = prep;
         match &w.data {
             WeightData::Tq2 { packed, kernel, tile, f32_x, .. } => {
                 let (k_pad, tiles) = (pack::padded_k(w.k), n.div_ceil(*tile));

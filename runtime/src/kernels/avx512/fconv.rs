@@ -57,8 +57,8 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
             let w = p.data().as_ptr().add(p.at(c.group, b0, ks.start));
             full_tile(x, c.stride * 4, w, ks.len(), &mut sums);
             // The sums in the generic shape's array (the same type whenever this branch runs).
-            acc = std::mem::transmute_copy(&sums);
-            return finish_tile::<R, B>(p, c, r0, b0, first, last, &masks, acc);
+            let acc: [[__m512; B]; R] = std::mem::transmute_copy(&sums);
+            return finish_tile::<R, B>(c, r0, b0, first, last, &masks, acc);
         }
         // One pointer per row and per block, so every load in the loop is base + index
         // (array-building closures in the loop made LLVM keep the accumulators on the stack).
@@ -86,7 +86,7 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
     // The epilogue indexes its own copy: the loop's accumulators then stay in registers
     // (indexed in place, LLVM kept them on the stack and stored each after every FMA).
     // SAFETY: forwarded.
-    unsafe { finish_tile::<R, B>(p, c, r0, b0, first, last, &masks, std::hint::black_box(acc)) }
+    unsafe { finish_tile::<R, B>(c, r0, b0, first, last, &masks, std::hint::black_box(acc)) }
 }
 
 /// Adds the chunks before (unless `first`) and stores the tile's sums, through the epilogue
@@ -98,7 +98,6 @@ unsafe fn tile<const R: usize, const B: usize>(p: &F32Panel, c: &FCall<'_>, r0: 
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn finish_tile<const R: usize, const B: usize>(
-    p: &F32Panel,
     c: &FCall<'_>,
     r0: usize,
     b0: usize,
@@ -107,7 +106,6 @@ unsafe fn finish_tile<const R: usize, const B: usize>(
     masks: &[__mmask16; B],
     mut acc: [[__m512; B]; R],
 ) {
-    let _ = p;
     if !first {
         for (ri, row) in acc.iter_mut().enumerate() {
             for (j, a) in row.iter_mut().enumerate() {
