@@ -8,8 +8,12 @@ use triton::{Options, compile_file};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "examples/mnist_mlp.tri".into());
-    // -O3: fused layers, int8 activations, packed ternary kernels; seeded weights without a file.
-    let opts = Options { opt: OptLevel::O3, threads: 1, ..Options::default() };
+    // The weights the command line would use: `<stem>.safetensors` beside the model, else
+    // seeded initialisation (said, never silent).
+    let weights = triton::weights::Choice::resolve(std::path::Path::new(&path), None, 0);
+    eprintln!("{}", weights.line());
+    // -O3: fused layers, int8 activations, packed ternary kernels.
+    let opts = Options { opt: OptLevel::O3, threads: 1, weights: weights.path().map(Into::into), ..Options::default() };
     let model = compile_file(&path, &opts)?;
     let (name, shape) = &model.model().inputs()[0];
     println!(

@@ -99,6 +99,9 @@ fn options_key(k: &mut KeyBuilder, opts: &Options, weights: Option<&Key>) {
         .str(precision_name(opts.precision))
         .part(&[u8::from(opts.int8_activations)])
         .str(opts.model.as_deref().unwrap_or("\0"));
+    for (name, size) in &opts.shapes {
+        k.str("shape").str(name).part(&size.to_le_bytes());
+    }
     match weights {
         Some(w) => k.str("weights").part(w),
         None => k.str("seed").part(&opts.seed.to_le_bytes()),
@@ -159,6 +162,7 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
         }
     }
     let model = pick_model(path, checked.models, opts.model.as_deref()).map_err(CompileError::Model)?;
+    let model = crate::compile::specialized(model, &opts.shapes)?;
     let key = model_key.finish();
     let fp32_bytes: u64 = model.params().iter().map(|p| p.shape.iter().product::<u64>() * 4).sum();
 

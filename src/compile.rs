@@ -1,5 +1,6 @@
 //! `compile_file`: a `.tri` model to a runnable, JIT-compiled model in one call.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,9 @@ pub struct Options {
     pub int8_activations: bool,
     /// Which model, when the file defines several.
     pub model: Option<String>,
+    /// Sizes bound to the model's symbolic dimensions (`H = 64`); see
+    /// [`triton_compiler::ir::specialize`].
+    pub shapes: BTreeMap<String, i64>,
 }
 
 impl Default for Options {
@@ -39,6 +43,7 @@ impl Default for Options {
             threads: 0,
             int8_activations: true,
             model: None,
+            shapes: BTreeMap::new(),
         }
     }
 }
@@ -138,8 +143,19 @@ pub fn pick_model(path: &Path, models: Vec<CheckedModel>, which: Option<&str>) -
     Ok(models.into_iter().nth(index).unwrap_or_else(|| unreachable!("index checked")))
 }
 
-/// Reads a weights file for a model, or initialises the weights from `seed` without one.
+/// `model` with the symbolic sizes `shapes` bound (itself when there are none).
+pub fn specialized(mut model: CheckedModel, shapes: &BTreeMap<String, i64>) -> Result<CheckedModel, CompileError> {
+    if !shapes.is_empty() {
+        model.graph = triton_compiler::ir::specialize::specialize(&model.graph, shapes)
+            .map_err(|e| CompileError::Model(format!("model {}: {e}", model.name)))?;
+    }
+    Ok(model)
+}
+
+/// Reads a weights file for a model, or initialises the weights from `seed` without one. The
+/// weights must fit in memory ([`crate::limits::check_weights`]) before anything is allocated.
 pub fn read_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Result<Weights, String> {
+    crate::limits::check_weights(params)?;
     let Some(p) = path else { return Ok(Weights::init(params, seed)) };
     let bytes = std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
     Weights::from_safetensors(&bytes, params).map_err(|e| format!("{}: {e}", p.display()))
@@ -155,6 +171,7 @@ pub fn compile_file(path: impl AsRef<Path>, opts: &Options) -> Result<CompiledMo
         return Err(CompileError::Source(text));
     }
     let model = pick_model(path, checked.models, opts.model.as_deref()).map_err(CompileError::Model)?;
+    let model = specialized(model, &opts.shapes)?;
     let check_time = start.elapsed();
     let weights = read_weights(opts.weights.as_deref(), model.params(), opts.seed).map_err(CompileError::Weights)?;
     let mut compiled = compile_model(&model, &weights, opts)?;

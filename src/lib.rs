@@ -24,12 +24,16 @@ pub use triton_runtime as runtime;
 mod compile;
 pub use compile::{
     CompileError, CompiledModel, Options, compile_file, compile_model, pick_model, read_weights, sources_blake3,
+    specialized,
 };
 
 pub mod artifact;
 pub mod bench;
 pub mod cache;
 pub mod data;
+pub mod files;
+pub mod limits;
 pub mod train;
+pub mod weights;
 pub use artifact::{Build, Summary, build_artifact};
 pub use cache::Cache;

@@ -10,9 +10,9 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 use cmd::compile::Emit;
+use cmd::opts::PrecisionArg;
 use triton::train;
 use triton_compiler::diagnostics::render::Style;
-use triton_compiler::interp::Precision;
 use triton_compiler::passes::OptLevel;
 
 #[derive(Parser, Debug)]
@@ -51,43 +51,38 @@ enum Command {
     Compile {
         /// The .tri file defining the model.
         file: PathBuf,
-        /// Optimization level.
-        #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 2)]
-        opt: u8,
+        #[command(flatten)]
+        m: cmd::opts::ModelOpts,
         /// The artifact's path (default: `<file stem>.tcm` in the current folder).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// What to produce: the artifact, a summary of the optimizer, the optimized IR, or the
-        /// kernel plan (the last three print and write nothing).
+        /// What to produce: the artifact; a summary of the optimizer's work; the optimized IR
+        /// in its text form (one `%N = op(args) : type` line per node, as docs/ir.md describes);
+        /// or the kernel plan (which kernel runs each product on this CPU, and why). The last
+        /// three print and write nothing.
         #[arg(long, value_enum, default_value_t = Emit::Artifact)]
         emit: Emit,
-        /// Weights (.safetensors) to compile in; default: seeded initialisation.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Seed of the initialisation used without --weights.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// fp32 compiles the latent full-precision weights; ternary quantizes them.
-        #[arg(long, value_enum, default_value_t = PrecisionArg::Ternary)]
-        precision: PrecisionArg,
-        /// At -O3, keep the activations of ternary layers in f32 instead of int8.
-        #[arg(long)]
-        f32_activations: bool,
-        /// Print the time of every phase (a table on stderr, or `--timing=json` on stdout).
+        /// Sizes for the model's symbolic dimensions other than the batch `B`, as NAME=VALUE
+        /// (comma-separated or repeated), e.g. `--shape H=64,W=64` for a fully convolutional
+        /// model.
+        #[arg(long = "shape", value_name = "NAME=VALUE", value_delimiter = ',')]
+        shapes: Vec<String>,
+        /// Print the time of every phase (a table on stderr, or `--timing=json`: JSON alone on
+        /// stdout).
         #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "table")]
         timing: Option<cmd::compile::TimingFormat>,
         /// Verify the IR after every pass (always on in debug builds).
         #[arg(long)]
         verify_each: bool,
-        /// Which model, when the file defines several.
-        #[arg(long)]
-        model: Option<String>,
         /// Cache folder (default: $TRITON_CACHE_DIR, else the platform's cache folder).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
         /// Neither read nor write the compilation cache.
         #[arg(long, conflicts_with = "cache_dir")]
         no_cache: bool,
+        /// Print nothing on stderr but errors and warnings (no weights line).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Show or empty the compilation cache.
     Cache {
@@ -102,43 +97,37 @@ enum Command {
     Run {
         /// The .tcm artifact, or the .tri file defining the model.
         file: PathBuf,
-        /// Input tensor (.npy, float32 or float64), shaped as the model's input.
-        #[arg(long)]
-        input: PathBuf,
-        /// Weights (.safetensors) named like the model's parameters; default: seeded initialisation.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// fp32 runs the latent full-precision weights; ternary quantizes them.
-        #[arg(long, value_enum, default_value_t = PrecisionArg::Ternary)]
-        precision: PrecisionArg,
-        /// Optimization level.
-        #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 2)]
-        opt: u8,
-        /// At -O3, keep the activations of ternary layers in f32 instead of int8.
-        #[arg(long)]
-        f32_activations: bool,
-        /// What runs the model: JIT kernels, or the reference interpreter.
-        #[arg(long, value_enum, default_value_t = cmd::run::Engine::Jit)]
-        engine: cmd::run::Engine,
-        /// Write the output here (.npy) instead of printing it.
+        /// The model's inputs: one `--input` per model input, in order or as NAME=FILE, each a
+        /// NumPy `.npy` array (float32 or float64, shaped as the input: MNIST models take pixels
+        /// scaled to [0, 1]); or one `.npz` archive holding the inputs by name.
+        #[arg(long = "input", required = true, value_name = "[NAME=]FILE")]
+        inputs: Vec<String>,
+        #[command(flatten)]
+        m: cmd::opts::ModelOpts,
+        /// What runs a .tri model: JIT kernels, or the reference interpreter [default: jit].
+        #[arg(long, value_enum)]
+        engine: Option<cmd::run::Engine>,
+        /// Write the output here (.npy; .npz for a model with several outputs) instead of
+        /// printing it.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Seed of the initialisation used without --weights.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Which model, when the file defines several.
-        #[arg(long)]
-        model: Option<String>,
+        /// Print, per example, the K highest-scoring classes (index and score) instead of the
+        /// whole output (for classifiers: outputs shaped [B, classes]).
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+        top_k: Option<u32>,
         /// Also run the input --repeat times and print, per engine step, which kernel ran it and
         /// its median time (on stderr).
         #[arg(long)]
         timing: bool,
         /// Calls timed by --timing.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), requires = "timing")]
         repeat: u32,
         /// Threads of the engine (0: every core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Print nothing on stderr but errors and warnings (no weights line, no notes).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Train a model on MNIST (quantization-aware for ternary layers) and write its weights.
     Train {
@@ -151,17 +140,19 @@ enum Command {
         /// Where to write the weights (default: `<file stem>.safetensors`).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        #[arg(long, default_value_t = 10)]
+        /// Passes over the training images (at least 1).
+        #[arg(long, default_value_t = 10, value_parser = parse_count)]
         epochs: usize,
-        #[arg(long, default_value_t = 128)]
+        /// Images per step (at least 1).
+        #[arg(long, default_value_t = 128, value_parser = parse_count)]
         batch_size: usize,
-        /// Base learning rate.
-        #[arg(long, default_value_t = 2e-3)]
+        /// Base learning rate (a finite number > 0).
+        #[arg(long, default_value_t = 2e-3, value_parser = parse_positive, allow_negative_numbers = true)]
         lr: f32,
         #[arg(long, value_enum, default_value_t = train::OptimizerKind::Adam)]
         optimizer: train::OptimizerKind,
         /// Weight decay of weights (decoupled for Adam, L2 for SGD); biases are not decayed.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = parse_decay, allow_negative_numbers = true)]
         weight_decay: f32,
         #[arg(long, value_enum, default_value_t = train::Schedule::Cosine)]
         schedule: train::Schedule,
@@ -176,8 +167,8 @@ enum Command {
         /// Augment with random shifts of up to this many pixels.
         #[arg(long, default_value_t = 0)]
         shift: usize,
-        /// Train on the first N training images only.
-        #[arg(long)]
+        /// Train on the first N training images only (at least 1).
+        #[arg(long, value_parser = parse_count)]
         subset: Option<usize>,
         /// Start from these weights instead of the seeded initialisation.
         #[arg(long)]
@@ -186,7 +177,7 @@ enum Command {
         #[arg(long)]
         log_json: Option<PathBuf>,
         /// Worker threads (default: every core).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_count)]
         threads: Option<usize>,
         /// Which model, when the file defines several.
         #[arg(long)]
@@ -226,11 +217,15 @@ enum Command {
         #[arg(long, default_value_t = 1.0, value_parser = parse_non_negative)]
         max_seconds: f64,
         /// Optimization level of the main comparison (every level is in the compile table).
-        #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = 3)]
+        #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = cmd::opts::DEFAULT_OPT)]
         opt: u8,
         /// Skip the scaling tables (MLP widths and the zoo beside the model).
         #[arg(long)]
         no_scaling: bool,
+        /// Sizes for the model's symbolic dimensions other than the batch, as NAME=VALUE
+        /// (comma-separated or repeated), e.g. `--shape H=64,W=64`.
+        #[arg(long = "shape", value_name = "NAME=VALUE", value_delimiter = ',')]
+        shapes: Vec<String>,
         /// A target to judge PASS/FAIL, NAME=VALUE (accuracy-drop, compression, speedup,
         /// latency-ms, compile-ms, memory-mib); repeatable, overrides the defaults.
         #[arg(long = "target", value_name = "NAME=VALUE")]
@@ -300,6 +295,8 @@ enum ProbeCmd {
         seed: u64,
         #[arg(long)]
         model: Option<String>,
+        #[arg(long = "shape", value_name = "NAME=VALUE")]
+        shapes: Vec<String>,
     },
 }
 
@@ -308,6 +305,30 @@ fn parse_batch(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(b) if b >= 1 => Ok(b),
         _ => Err(format!("expected a batch size (an integer >= 1), got `{s}`")),
+    }
+}
+
+/// A count: an integer >= 1.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected an integer >= 1, got `{s}`")),
+    }
+}
+
+/// A learning rate: a finite number > 0.
+fn parse_positive(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a finite number > 0, got `{s}`")),
+    }
+}
+
+/// A weight decay: a finite number >= 0.
+fn parse_decay(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a finite number >= 0, got `{s}`")),
     }
 }
 
@@ -327,22 +348,21 @@ enum CacheAction {
     Clean,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum PrecisionArg {
-    Fp32,
-    Ternary,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Precision {
-        match p {
-            PrecisionArg::Fp32 => Precision::Fp32,
-            PrecisionArg::Ternary => Precision::Ternary,
-        }
+/// A closed pipe ends the program quietly, as in any Unix tool (`triton compile --emit ir |
+/// head`): Rust ignores SIGPIPE and would panic on the failed write instead.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     // Deep-but-legal programs recurse in the checker; give it room beyond the main thread's stack.
     let worker = std::thread::Builder::new().stack_size(64 * 1024 * 1024).spawn(move || run(cli));
@@ -370,21 +390,7 @@ fn run(cli: Cli) -> ExitCode {
     let style = style(cli.color);
     match cli.command {
         Command::Check { files, quiet, deny_warnings } => cmd::check::run(&files, quiet, deny_warnings, style),
-        Command::Compile {
-            file,
-            opt,
-            output,
-            emit,
-            weights,
-            seed,
-            precision,
-            f32_activations,
-            timing,
-            verify_each,
-            model,
-            cache_dir,
-            no_cache,
-        } => {
+        Command::Compile { file, m, output, emit, shapes, timing, verify_each, cache_dir, no_cache, quiet } => {
             let cache = match (no_cache, cache_dir.or_else(triton::Cache::default_dir)) {
                 (true, _) => triton::Cache::disabled(),
                 (false, Some(dir)) => triton::Cache::at(dir),
@@ -392,16 +398,13 @@ fn run(cli: Cli) -> ExitCode {
             };
             let args = cmd::compile::Args {
                 file: &file,
-                opt,
+                m: &m,
                 emit,
                 output: output.as_deref(),
+                shapes: &shapes,
                 timing,
                 verify_each,
-                f32_activations,
-                precision: precision.into(),
-                weights: weights.as_deref(),
-                seed,
-                model: model.as_deref(),
+                quiet,
                 cache,
             };
             cmd::compile::run(&args, style)
@@ -452,6 +455,7 @@ fn run(cli: Cli) -> ExitCode {
             max_seconds,
             opt,
             no_scaling,
+            shapes,
             targets,
             fail_on_target,
             json,
@@ -478,6 +482,10 @@ fn run(cli: Cli) -> ExitCode {
                 scaling: !no_scaling,
                 targets,
                 probe: std::env::current_exe().ok().map(|exe| triton::bench::memory::Probe { exe }),
+                shapes: match cmd::compile::parse_shapes(&shapes) {
+                    Ok(s) => s,
+                    Err(e) => return cmd::common::usage_error(e),
+                },
             };
             cmd::bench::run(&cmd::bench::Args {
                 config,
@@ -497,8 +505,13 @@ fn run(cli: Cli) -> ExitCode {
                     triton::bench::memory::probe_run(&artifact, batch, threads, calls)
                         .map(|r| serde_json::to_string(&r))
                 }
-                ProbeCmd::Compile { file, opt, precision, weights, seed, model } => {
+                ProbeCmd::Compile { file, opt, precision, weights, seed, model, shapes } => {
+                    let shapes = match cmd::compile::parse_shapes(&shapes) {
+                        Ok(s) => s,
+                        Err(e) => return cmd::common::usage_error(e),
+                    };
                     let opts = triton::Options {
+                        shapes,
                         opt: OptLevel::from_number(opt).unwrap_or(OptLevel::O2),
                         precision: precision.into(),
                         weights,
@@ -518,34 +531,17 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
-        Command::Run {
-            file,
-            input,
-            weights,
-            precision,
-            opt,
-            f32_activations,
-            engine,
-            out,
-            seed,
-            model,
-            timing,
-            repeat,
-            threads,
-        } => cmd::run::run(
+        Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, threads, quiet } => cmd::run::run(
             &cmd::run::Args {
                 engine,
                 file,
-                input,
-                weights,
-                precision: precision.into(),
-                opt,
-                f32_activations,
+                inputs,
+                m,
                 out,
-                seed,
-                model,
+                top_k: top_k.map(|k| k as usize),
                 timing: timing.then_some(repeat as usize),
                 threads,
+                quiet,
             },
             style,
         ),

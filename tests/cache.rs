@@ -131,10 +131,9 @@ fn a_second_process_hits_the_disk_cache_and_loads_run_the_same() {
         &["compile", "examples/mnist_mlp.tri", "-O3", "-o", out2.to_str().expect("utf-8"), "--timing=json"],
     );
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
-    let stdout = text(&second.stdout);
-    assert!(stdout.contains("(cache hit)"), "{stdout}");
-    let json: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("json line")).expect("--timing=json is JSON");
+    // `--timing=json`: the JSON alone on stdout, the summary line on stderr.
+    assert!(text(&second.stderr).contains("(cache hit)"), "{}", text(&second.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&second.stdout).expect("--timing=json is JSON");
     assert_eq!(json["cache"], "hit (disk)");
     assert!(json["total_ms"].as_f64().is_some() && json["lines"].as_u64() > Some(0), "{json}");
     assert_eq!(std::fs::read(&out1).expect("a"), std::fs::read(&out2).expect("b"));
@@ -203,7 +202,8 @@ fn a_corrupted_entry_is_reported_deleted_and_rebuilt() {
     assert_eq!(std::fs::read(&models[0]).expect("entry"), good);
     assert_eq!(std::fs::read(&kernels[0]).expect("entry"), k);
     let third = triton(&cache, &["compile", "examples/mnist_mlp.tri", "-O2", "-o", out_s]);
-    assert!(text(&third.stdout).contains("(cache hit)") && third.stderr.is_empty(), "{}", text(&third.stderr));
+    assert!(text(&third.stdout).contains("(cache hit)"), "{}", text(&third.stdout));
+    assert!(!text(&third.stderr).contains("warning"), "{}", text(&third.stderr));
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn no_cache_writes_nothing_and_stats_and_clean_report_entries() {
     let other = dir.path().join("elsewhere");
     let on = triton(
         &cache,
-        &["compile", "examples/mnist_mlp.tri", "-o", out_s, "--cache-dir", other.to_str().expect("utf-8")],
+        &["compile", "examples/mnist_mlp.tri", "-O2", "-o", out_s, "--cache-dir", other.to_str().expect("utf-8")],
     );
     assert_eq!(on.status.code(), Some(0), "{}", text(&on.stderr));
     assert!(!cache.exists() && entries(&other, "models").len() == 1);

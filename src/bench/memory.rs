@@ -86,6 +86,9 @@ impl Probe {
         if let Some(m) = &opts.model {
             cmd.args(["--model", m]);
         }
+        for (name, size) in &opts.shapes {
+            cmd.arg("--shape").arg(format!("{name}={size}"));
+        }
         self.output(cmd)
     }
 

@@ -105,6 +105,8 @@ pub struct Config {
     pub targets: Vec<TargetArg>,
     /// Where memory is measured: a child process (see [`memory`]), or this one when `None`.
     pub probe: Option<memory::Probe>,
+    /// Sizes bound to the model's symbolic dimensions (`--shape H=64`).
+    pub shapes: std::collections::BTreeMap<String, i64>,
 }
 
 /// Measurement settings, as recorded in the report.
@@ -321,9 +323,8 @@ pub struct WeightsChoice {
 /// Picks each side's weights (see the module rules).
 pub fn resolve_weights(file: &Path, weights: Option<&Path>, fp32_weights: Option<&Path>) -> WeightsChoice {
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = file.parent().unwrap_or(Path::new(""));
-    let shipped = |suffix: &str| Some(dir.join(format!("{stem}{suffix}"))).filter(|p| p.is_file());
-    let ternary = weights.map(Path::to_path_buf).or_else(|| shipped(".safetensors"));
+    let shipped = |suffix: &str| Some(crate::weights::beside_with(file, suffix)).filter(|p| p.is_file());
+    let ternary = crate::weights::Choice::resolve(file, weights, 0).path().map(Path::to_path_buf);
     let (fp32, fp32_note) = match fp32_weights.map(Path::to_path_buf).or_else(|| shipped(".fp32.safetensors")) {
         Some(p) => (Some(p), None),
         None => match &ternary {
@@ -391,6 +392,9 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
 
     // The model and its weights.
     progress.step("checking the model");
+    if let Some(why) = crate::files::misplaced(&cfg.file, "a .tri model", &[]) {
+        return Err(user(why));
+    }
     let checked = crate::check_file(&cfg.file);
     if checked.has_errors() {
         let text = triton_compiler::diagnostics::render::render_all(
@@ -430,6 +434,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         threads: 0,
         int8_activations: true,
         model: cfg.model.clone(),
+        shapes: cfg.shapes.clone(),
     };
 
     // Both sides compiled at the chosen level, uncached (the compile's memory is measured).
@@ -672,7 +677,12 @@ fn accuracy(
             return Ok(na(format!("no dataset for this model (MNIST is the one Triton reads): {e}")));
         }
     };
-    let mnist = match data::find_mnist(cfg.data.as_deref()).map_err(|e| e.to_string()).and_then(|d| {
+    // An explicit --data must be found; the default lookup falls back to the shipped sample.
+    let found = match cfg.data.as_deref() {
+        Some(d) => data::find_mnist(Some(d)),
+        None => data::find_mnist_or_sample(),
+    };
+    let mnist = match found.map_err(|e| e.to_string()).and_then(|d| {
         // An explicit --data that fails is an error; a default lookup that fails is n/a.
         data::load_mnist(&d).map_err(|e| e.to_string())
     }) {
@@ -710,7 +720,16 @@ fn accuracy(
     let ternary = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
     let fp32 = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
     Ok(Accuracy {
-        dataset: Some(format!("MNIST test split ({} images) from {}", test.len(), mnist.dir.display())),
+        dataset: Some(if data::is_sample(&mnist.dir) {
+            format!(
+                "the MNIST sample shipped with Triton ({} test images, from {}; the full MNIST was not found: \
+                 give --data or $TRITON_DATA for the 10,000-image test split)",
+                test.len(),
+                mnist.dir.display()
+            )
+        } else {
+            format!("MNIST test split ({} images) from {}", test.len(), mnist.dir.display())
+        }),
         fp32,
         ternary,
     })

@@ -69,9 +69,9 @@ impl Target {
         match self {
             Target::AccuracyDrop => Some(1.0),
             Target::Compression => Some(16.0),
-            Target::Speedup => Some(2.0),
-            Target::CompileMs => Some(1000.0),
-            Target::LatencyMs | Target::MemoryMib => None,
+            // Timings swing with the machine (up to 40% between minutes on shared VMs): a
+            // default verdict must not flip with noise, so speed targets are the user's to set.
+            Target::Speedup | Target::CompileMs | Target::LatencyMs | Target::MemoryMib => None,
         }
     }
 }
@@ -163,6 +163,9 @@ mod tests {
         assert!(b.contains(&(Target::LatencyMs, 2.0)));
         assert!(b.contains(&(Target::Compression, 16.0)));
         assert!(!b.iter().any(|(t, _)| *t == Target::MemoryMib));
+        // By default only the figures that do not swing with machine noise are judged.
+        let defaults: Vec<Target> = bounds(&[]).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(defaults, [Target::AccuracyDrop, Target::Compression]);
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub fn run(files: &[PathBuf], quiet: bool, deny_warnings: bool, style: Style) ->
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
     for path in files {
+        if let Some(why) = triton::files::misplaced(path, "a .tri model", &[]) {
+            let _ = writeln!(stderr, "error: {why}");
+            errors += 1;
+            continue;
+        }
         let checked = check_file(path);
         let diags = checked.diags();
         errors += diags.error_count();
@@ -60,9 +65,9 @@ fn summary(m: &triton_compiler::CheckedModel) -> String {
     let output = m.output().to_string();
     let ternary_pct = if s.parameters > 0 { 100.0 * s.ternary as f64 / s.parameters as f64 } else { 0.0 };
     format!(
-        "model {}: {} layers, {} parameters ({} ternary, {ternary_pct:.1}%), {} -> {}, FP32 {} -> packed {} ({:.1}x)",
+        "model {}: {}, {} parameters ({} ternary, {ternary_pct:.1}%), {} -> {}, FP32 {} -> packed {} ({:.1}x)",
         m.name,
-        m.layers,
+        count(m.layers, "layer"),
         group_digits(s.parameters),
         group_digits(s.ternary),
         inputs.join(", "),
@@ -75,6 +80,7 @@ fn summary(m: &triton_compiler::CheckedModel) -> String {
 
 fn bytes(n: u64) -> String {
     match n {
+        n if n >= 1_000_000_000 => format!("{:.2} GB", n as f64 / 1e9),
         n if n >= 1_000_000 => format!("{:.2} MB", n as f64 / 1e6),
         n if n >= 1_000 => format!("{:.1} KB", n as f64 / 1e3),
         n => format!("{n} B"),

@@ -15,8 +15,17 @@ pub fn user_error(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// A command line that cannot apply (a flag the input cannot take): printed, exit 2.
+pub fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
 /// Checks a file and picks one model; diagnostics are printed to stderr.
 pub fn load_model(file: &Path, which: Option<&str>, style: Style) -> Result<CheckedModel, ExitCode> {
+    if let Some(why) = triton::files::misplaced(file, "a .tri model", &[]) {
+        return Err(user_error(why));
+    }
     let checked = check_file(file);
     eprint!("{}", render::render_all(checked.diags().iter(), &checked.program.sources, style));
     if checked.has_errors() {

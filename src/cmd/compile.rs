@@ -1,6 +1,7 @@
 //! `triton compile`: a `.tri` model to a `.tcm` artifact (through the cache), or the optimized
 //! IR, the kernel plan or a summary of the optimizer's work; `--timing` reports every phase.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,10 +10,11 @@ use std::time::{Duration, Instant};
 use triton::{Build, Cache};
 use triton_compiler::diagnostics::render::Style;
 use triton_compiler::interp::Precision;
-use triton_compiler::passes::{OptLevel, Timings};
+use triton_compiler::passes::Timings;
 use triton_runtime::artifact::MAGIC;
 
-use super::common::{load_model, load_weights, optimize, options, user_error};
+use super::common::{load_model, load_weights, optimize, options, usage_error, user_error};
+use super::opts::ModelOpts;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emit {
@@ -20,8 +22,10 @@ pub enum Emit {
     Artifact,
     /// What the optimizer did: run-time nodes per level, the arena plan.
     Summary,
+    /// The optimized graph IR in its text form (docs/ir.md).
     Ir,
-    /// The kernel plan: layout and specialization choices per matmul and convolution.
+    /// The kernel plan: layout and specialization choices per matmul and convolution, then the
+    /// engine kernel that runs each product on this CPU.
     Plan,
 }
 
@@ -34,24 +38,71 @@ pub enum TimingFormat {
 
 pub struct Args<'a> {
     pub file: &'a Path,
-    pub opt: u8,
+    pub m: &'a ModelOpts,
     pub emit: Emit,
     pub output: Option<&'a Path>,
+    /// `--shape NAME=VALUE` items.
+    pub shapes: &'a [String],
     pub timing: Option<TimingFormat>,
     pub verify_each: bool,
-    pub f32_activations: bool,
-    pub precision: Precision,
-    pub weights: Option<&'a Path>,
-    pub seed: u64,
-    pub model: Option<&'a str>,
+    pub quiet: bool,
     pub cache: Cache,
 }
 
-pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
-    match a.emit {
-        Emit::Artifact => artifact(a),
-        _ => inspect(a, style),
+impl Args<'_> {
+    fn opt(&self) -> u8 {
+        self.m.opt()
     }
+
+    fn precision(&self) -> Precision {
+        self.m.precision()
+    }
+}
+
+pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
+    if let Some(why) = triton::files::misplaced(a.file, "a .tri model", &[]) {
+        return user_error(why);
+    }
+    let shapes = match parse_shapes(a.shapes) {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let choice = triton::weights::Choice::resolve(a.file, a.m.weights.as_deref(), a.m.seed());
+    if let Err(e) = super::opts::seed_applies(a.m, &choice) {
+        return usage_error(e);
+    }
+    if !a.quiet {
+        eprintln!("{}", choice.line());
+    }
+    match a.emit {
+        Emit::Artifact => artifact(a, &choice, shapes),
+        _ => inspect(a, &choice, &shapes, style),
+    }
+}
+
+/// `--shape` items, `NAME=VALUE` each.
+pub fn parse_shapes(items: &[String]) -> Result<BTreeMap<String, i64>, String> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let parsed = item.split_once('=').and_then(|(n, v)| {
+            let n = n.trim();
+            let ok = n.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            Some((n.to_string(), v.trim().parse::<i64>().ok().filter(|v| *v >= 1)?)).filter(|_| ok)
+        });
+        let Some((name, value)) = parsed else {
+            return Err(format!(
+                "--shape `{item}`: expected NAME=SIZE with NAME a symbolic dimension (uppercase first letter) and SIZE >= 1, e.g. --shape H=64,W=64"
+            ));
+        };
+        if name == "B" {
+            return Err("--shape B: the batch size `B` stays free (the runtime takes any batch)".into());
+        }
+        if out.insert(name.clone(), value).is_some_and(|old| old != value) {
+            return Err(format!("--shape gives `{name}` twice, with different sizes"));
+        }
+    }
+    Ok(out)
 }
 
 /// The default output: `<stem>.tcm` in the current folder.
@@ -74,16 +125,17 @@ fn check_overwrite(out: &Path) -> Result<(), String> {
     }
 }
 
-fn artifact(a: &Args<'_>) -> ExitCode {
+fn artifact(a: &Args<'_>, choice: &triton::weights::Choice, shapes: BTreeMap<String, i64>) -> ExitCode {
     let start = Instant::now();
     let opts = triton::Options {
-        opt: OptLevel::from_number(a.opt).unwrap_or(OptLevel::O2),
-        precision: a.precision,
-        weights: a.weights.map(Path::to_path_buf),
-        seed: a.seed,
+        opt: a.m.level(),
+        precision: a.precision(),
+        weights: choice.path().map(Path::to_path_buf),
+        seed: a.m.seed(),
         threads: 1,
-        int8_activations: !a.f32_activations,
-        model: a.model.map(str::to_string),
+        int8_activations: !a.m.f32_activations,
+        model: a.m.model.clone(),
+        shapes,
     };
     let out = a.output.map_or_else(|| default_output(a.file), Path::to_path_buf);
     if let Err(e) = check_overwrite(&out) {
@@ -99,6 +151,17 @@ fn artifact(a: &Args<'_>) -> ExitCode {
             eprint!("{diags}");
             eprintln!("error: {} has errors", a.file.display());
             return ExitCode::from(1);
+        }
+        Err(e @ triton::CompileError::Codegen(_)) => {
+            let free = free_sizes(a.file, a.m.model.as_deref());
+            if free.is_empty() {
+                return user_error(e);
+            }
+            return user_error(format!(
+                "{e}\nhint: the model's sizes {} are symbolic; compile for given sizes with --shape {}",
+                free.join(", "),
+                free.iter().map(|s| format!("{s}=64")).collect::<Vec<_>>().join(",")
+            ));
         }
         Err(e) => return user_error(e),
     };
@@ -120,26 +183,54 @@ fn artifact(a: &Args<'_>) -> ExitCode {
         None if a.cache.enabled() => "compiled, cached",
         None => "compiled, cache off",
     };
-    println!(
-        "{}: model {} -{} -> {}: {} bytes, {:.1}x smaller than its FP32 weights ({} bytes); {:.2} bits per ternary weight; {} kernels, {} bytes of code; {:.1} ms ({how})",
+    let line = format!(
+        "{}: model {} -{} -> {}: {} bytes, {} its FP32 weights ({} bytes); {:.2} bits per ternary weight; {} kernels, {} bytes of code; {:.1} ms ({how})",
         a.file.display(),
         s.model,
-        OptLevel::from_number(a.opt).unwrap_or(OptLevel::O2).name(),
+        a.m.level().name(),
         out.display(),
         s.artifact_bytes,
-        s.ratio(),
+        size_ratio(s.ratio()),
         s.fp32_bytes,
         if s.trit_count == 0 { 0.0 } else { s.trit_bytes as f64 * 8.0 / s.trit_count as f64 },
         s.kernels,
         s.code_bytes,
         total.as_secs_f64() * 1e3,
     );
+    // `--timing=json`: stdout carries the JSON alone.
     match a.timing {
-        Some(TimingFormat::Table) => eprint!("{}", timing_table(&build, total)),
-        Some(TimingFormat::Json) => println!("{}", timing_json(&build, total)),
-        None => {}
+        Some(TimingFormat::Json) => {
+            if !a.quiet {
+                eprintln!("{line}");
+            }
+            println!("{}", timing_json(&build, total));
+        }
+        Some(TimingFormat::Table) => {
+            println!("{line}");
+            eprint!("{}", timing_table(&build, total));
+        }
+        None => println!("{line}"),
     }
     ExitCode::SUCCESS
+}
+
+/// The symbolic sizes of a model's inputs other than the batch `B`.
+fn free_sizes(file: &Path, model: Option<&str>) -> Vec<String> {
+    let checked = triton::check_file(file);
+    triton::pick_model(file, checked.models, model)
+        .map(|m| triton_compiler::ir::specialize::input_symbols(&m.graph).into_iter().filter(|s| s != "B").collect())
+        .unwrap_or_default()
+}
+
+/// `17.1x smaller than` / `1.3x larger than` / `the same size as`.
+pub fn size_ratio(r: f64) -> String {
+    if r >= 1.05 {
+        format!("{r:.1}x smaller than")
+    } else if r > 0.0 && r <= 1.0 / 1.05 {
+        format!("{:.1}x larger than", 1.0 / r)
+    } else {
+        "about the size of".into()
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -228,15 +319,15 @@ fn print_engine_plan(
     let w = match weights {
         Some(w) => w,
         None => {
-            seeded = triton_compiler::interp::Weights::init(model.params(), a.seed);
+            seeded = triton_compiler::interp::Weights::init(model.params(), a.m.seed());
             &seeded
         }
     };
     let opts = triton::Options {
-        opt: OptLevel::from_number(a.opt).unwrap_or(OptLevel::O3),
-        precision: a.precision,
+        opt: a.m.level(),
+        precision: a.precision(),
         threads: 1,
-        int8_activations: !a.f32_activations,
+        int8_activations: !a.m.f32_activations,
         ..triton::Options::default()
     };
     let compiled = match triton::compile_model(model, w, &opts) {
@@ -261,22 +352,30 @@ fn print_engine_plan(
 }
 
 /// `--emit summary|ir|plan`: the front end and the optimizer, no code.
-fn inspect(a: &Args<'_>, style: Style) -> ExitCode {
+fn inspect(a: &Args<'_>, choice: &triton::weights::Choice, shapes: &BTreeMap<String, i64>, style: Style) -> ExitCode {
     let start = Instant::now();
     let mut t = Timings::new();
-    let model = match t.time("lex+parse+check+lower", || load_model(a.file, a.model, style)) {
+    let model = match t.time("lex+parse+check+lower", || load_model(a.file, a.m.model.as_deref(), style)) {
         Ok(m) => m,
         Err(code) => return code,
     };
+    let model = match triton::specialized(model, shapes) {
+        Ok(m) => m,
+        Err(e) => return user_error(e),
+    };
+    // The engine plan compiles the model with its weights: they must fit first.
+    if let Err(e) = triton::limits::check_weights(model.params()) {
+        return user_error(e);
+    }
     // Without a weights file the weights are not known at compile time: no zero-skip analysis.
-    let weights = match a.weights {
+    let weights = match choice.path() {
         Some(p) => match load_weights(Some(p), model.params(), 0) {
             Ok(w) => Some(w),
             Err(code) => return code,
         },
         None => None,
     };
-    let opts = options(a.opt, a.verify_each, a.f32_activations, weights.as_ref());
+    let opts = options(a.opt(), a.verify_each, a.m.f32_activations, weights.as_ref());
     let optimized = match optimize(&model, &opts) {
         Ok(o) => o,
         Err(code) => return code,
@@ -286,7 +385,7 @@ fn inspect(a: &Args<'_>, style: Style) -> ExitCode {
         Emit::Plan => {
             match &optimized.kernels {
                 Some(plan) => print!("{plan}"),
-                None => eprintln!("note: kernels are planned from -O2 on; -O{} runs every op as written", a.opt),
+                None => eprintln!("note: kernels are planned from -O2 on; -O{} runs every op as written", a.opt()),
             }
             if optimized.kernels.is_some() {
                 print_engine_plan(a, &model, weights.as_ref());
@@ -300,7 +399,7 @@ fn inspect(a: &Args<'_>, style: Style) -> ExitCode {
                 model.name,
                 model.graph.runtime_nodes(),
                 g.runtime_nodes(),
-                a.opt
+                a.opt()
             );
             let folded = g.static_compute_nodes();
             if folded > 0 {

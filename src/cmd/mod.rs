@@ -5,5 +5,6 @@ pub mod cache;
 pub mod check;
 pub mod common;
 pub mod compile;
+pub mod opts;
 pub mod run;
 pub mod train;

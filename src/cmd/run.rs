@@ -1,15 +1,31 @@
-//! `triton run`: a model on a NumPy input, JIT-compiled (or on the reference interpreter).
+//! `triton run`: a model on NumPy inputs, JIT-compiled (or on the reference interpreter), or a
+//! compiled artifact.
+//!
+//! Rules:
+//! - Inputs: one `--input` per model input, in order or as `NAME=FILE`, or one `.npz` archive
+//!   holding them by name ([`read_inputs`]).
+//! - A `.tri` model with symbolic sizes besides the batch (`H`, `W`) is compiled for the sizes
+//!   of the inputs given.
+//! - An artifact has its weights, precision, level and code built in: options that choose them
+//!   are refused (exit 2), never ignored.
+//! - The JIT path compiles through the artifact cache (`$TRITON_CACHE_DIR`, else the
+//!   platform's cache folder), keyed by the bound sizes too.
+//! - The weights line (`weights: ...`) goes to stderr unless `--quiet`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ndarray::ArrayD;
-use triton_compiler::codegen::{self, CodegenError};
+use triton::files::{self, Kind};
+use triton_compiler::codegen::CodegenError;
 use triton_compiler::diagnostics::render::Style;
-use triton_compiler::interp::{self, Precision};
+use triton_compiler::interp;
+use triton_compiler::ir::Dim;
 use triton_runtime::Model;
 
-use super::common::{load_model, load_weights, optimize, options, user_error};
+use super::common::{load_model, load_weights, optimize, options, usage_error, user_error};
+use super::opts::ModelOpts;
 
 /// What runs the model.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,68 +37,114 @@ pub enum Engine {
 }
 
 pub struct Args {
-    pub engine: Engine,
+    pub engine: Option<Engine>,
     pub file: PathBuf,
-    pub input: PathBuf,
-    pub weights: Option<PathBuf>,
-    pub precision: Precision,
-    pub opt: u8,
-    pub f32_activations: bool,
+    /// `--input` items: `FILE` or `NAME=FILE`.
+    pub inputs: Vec<String>,
+    pub m: ModelOpts,
     pub out: Option<PathBuf>,
-    pub seed: u64,
-    pub model: Option<String>,
+    pub top_k: Option<usize>,
     /// `--timing`: time this many calls per step after the run.
     pub timing: Option<usize>,
     /// Engine threads (0: every core).
     pub threads: usize,
+    pub quiet: bool,
 }
 
-/// Reads a float32 or float64 `.npy` array.
+/// Reads a float32 or float64 `.npy` array (its header checked against its size first).
 pub fn read_input(path: &Path) -> Result<ArrayD<f32>, String> {
-    let open = || std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()));
-    match <ArrayD<f32> as ndarray_npy::ReadNpyExt>::read_npy(open()?) {
-        Ok(a) => return Ok(a),
-        Err(ndarray_npy::ReadNpyError::WrongDescriptor(_)) => {}
-        Err(e) => return Err(format!("`{}` is not a readable .npy array: {e}", path.display())),
-    }
-    match <ArrayD<f64> as ndarray_npy::ReadNpyExt>::read_npy(open()?) {
-        Ok(a) => Ok(a.mapv(|v| v as f32)),
-        Err(ndarray_npy::ReadNpyError::WrongDescriptor(d)) => {
-            Err(format!("`{}` holds {d} values; expected a float32 or float64 array", path.display()))
-        }
-        Err(e) => Err(format!("`{}` is not a readable .npy array: {e}", path.display())),
-    }
+    files::read_npy(path)
 }
 
-/// Whether `path` is a compiled artifact (by its first bytes, whatever its name).
-fn is_artifact(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 8];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
-        && head == triton_runtime::artifact::MAGIC
+/// The model's inputs from the `--input` items, in the model's order. `names` are the
+/// model's input names; `sigs` their types, for messages.
+pub fn read_inputs(items: &[String], names: &[String], sigs: &[String]) -> Result<Vec<ArrayD<f32>>, String> {
+    let takes = || {
+        let list: Vec<String> = names.iter().zip(sigs).map(|(n, s)| format!("{n}: {s}")).collect();
+        format!("{} input{} ({})", names.len(), if names.len() == 1 { "" } else { "s" }, list.join(", "))
+    };
+    // One archive holding them all.
+    if let [one] = items
+        && files::sniff(Path::new(one)) == Some(Kind::Npz)
+    {
+        let arrays = files::read_npz(Path::new(one))?;
+        let mut by_name: BTreeMap<String, ArrayD<f32>> = arrays.iter().cloned().collect();
+        if names.iter().all(|n| by_name.contains_key(n)) {
+            return Ok(names.iter().filter_map(|n| by_name.remove(n)).collect());
+        }
+        let positional: Vec<String> = (0..arrays.len()).map(|i| format!("arr_{i}")).collect();
+        if arrays.len() == names.len() && arrays.iter().map(|(n, _)| n).eq(positional.iter()) {
+            return Ok(arrays.into_iter().map(|(_, a)| a).collect());
+        }
+        let held: Vec<&str> = arrays.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(format!("`{one}` holds {}; the model takes {}, by name", held.join(", "), takes()));
+    }
+    let mut slots: Vec<Option<ArrayD<f32>>> = vec![None; names.len()];
+    let mut positional = Vec::new();
+    for item in items {
+        match item.split_once('=').filter(|(n, _)| names.iter().any(|m| m == n)) {
+            Some((name, file)) => {
+                let i = names.iter().position(|m| m == name).unwrap_or_default();
+                if slots[i].is_some() {
+                    return Err(format!("input `{name}` is given twice"));
+                }
+                slots[i] = Some(read_input(Path::new(file))?);
+            }
+            None => {
+                if let Some((name, _)) = item.split_once('=')
+                    && !Path::new(item).exists()
+                {
+                    return Err(format!("--input {item}: the model has no input `{name}`; it takes {}", takes()));
+                }
+                positional.push(item);
+            }
+        }
+    }
+    let free = slots.iter().filter(|s| s.is_none()).count();
+    if positional.len() != free {
+        return Err(format!("the model takes {}; got {} --input", takes(), items.len()));
+    }
+    let mut positional = positional.into_iter();
+    for slot in slots.iter_mut().filter(|s| s.is_none()) {
+        if let Some(p) = positional.next() {
+            *slot = Some(read_input(Path::new(p))?);
+        }
+    }
+    Ok(slots.into_iter().flatten().collect())
 }
 
 /// Runs a compiled artifact; the compile options (weights, -O, precision) are in it.
 fn run_artifact(a: &Args) -> ExitCode {
-    if a.weights.is_some() || a.engine == Engine::Interp {
-        return user_error(format!(
-            "`{}` is a compiled artifact: its weights and code are fixed (run the .tri model for --weights or --engine interp)",
-            a.file.display()
+    let meta = std::fs::read(&a.file).ok().and_then(|b| triton_runtime::artifact::read_meta(&b).ok());
+    let built = meta.as_ref().map_or(String::new(), |m| format!(" (compiled {} at -{})", m.precision, m.opt_level));
+    let mut refused = a.m.given();
+    if a.engine.is_some() {
+        refused.push("--engine");
+    }
+    if !refused.is_empty() {
+        return usage_error(format!(
+            "`{}` is a compiled artifact{built}: its weights, precision, level and code are fixed, so {} cannot apply; run the .tri model to choose them",
+            a.file.display(),
+            refused.join(", ")
         ));
     }
     let model = match Model::load_with_threads(&a.file, a.threads) {
         Ok(m) => m,
         Err(e) => return user_error(format!("{}: {e}", a.file.display())),
     };
-    let input = match read_input(&a.input) {
+    let names: Vec<String> = model.inputs().iter().map(|(n, _)| n.clone()).collect();
+    let sigs: Vec<String> = model.inputs().iter().map(|(_, s)| s.to_string()).collect();
+    let inputs = match read_inputs(&a.inputs, &names, &sigs) {
         Ok(x) => x,
         Err(e) => return user_error(e),
     };
-    match model.run(&[input.view()]) {
+    let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
+    match model.run(&views) {
         Ok(outputs) => {
-            let code = write_output(a, model.name(), &outputs[0]);
+            let out_names: Vec<String> = model.outputs().iter().map(|(n, _)| n.clone()).collect();
+            let code = write_outputs(a, model.name(), &out_names, &outputs);
             if let Some(n) = a.timing {
-                print_step_timing(&model, &input, n);
+                print_step_timing(&model, &inputs, n);
             }
             code
         }
@@ -91,13 +153,14 @@ fn run_artifact(a: &Args) -> ExitCode {
 }
 
 /// `--timing`: per engine step, the kernel that runs it and the median of `calls` timed calls.
-fn print_step_timing(model: &Model, input: &ArrayD<f32>, calls: usize) {
+fn print_step_timing(model: &Model, inputs: &[ArrayD<f32>], calls: usize) {
     use triton_runtime::engine::plan::Step;
+    let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
     let steps = &model.parts().steps;
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(calls); steps.len()];
     let mut totals = Vec::with_capacity(calls);
     for _ in 0..calls {
-        match model.run_profiled(&[input.view()]) {
+        match model.run_profiled(&views) {
             Ok((_, times)) => {
                 totals.push(times.iter().map(|t| t.as_secs_f64() * 1e3).sum::<f64>());
                 for (s, t) in samples.iter_mut().zip(times) {
@@ -120,12 +183,13 @@ fn print_step_timing(model: &Model, input: &ArrayD<f32>, calls: usize) {
     let mut walls: Vec<f64> = (0..calls)
         .filter_map(|_| {
             let t = std::time::Instant::now();
-            model.run(&[input.view()]).ok().map(|_| t.elapsed().as_secs_f64() * 1e3)
+            model.run(&views).ok().map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect();
     let wall = median(&mut walls);
+    let shapes: Vec<_> = inputs.iter().map(|x| x.shape().to_vec()).collect();
     let mut table = triton::bench::render::Section::new(
-        format!("{}: engine steps on input {:?}", model.name(), input.shape()),
+        format!("{}: engine steps on input {shapes:?}", model.name()),
         &["step", "op", "weight", "runs on", "median ms", "share"],
     );
     let kernels = model.step_kernels();
@@ -152,73 +216,209 @@ fn print_step_timing(model: &Model, input: &ArrayD<f32>, calls: usize) {
     eprint!("{}", table.terminal());
 }
 
-fn write_output(a: &Args, name: &str, y: &ArrayD<f32>) -> ExitCode {
-    match &a.out {
-        Some(path) => {
-            let written = std::fs::File::create(path)
+/// The `k` best classes of each row of a `[B, C]` output, best first (ties: lower index).
+pub fn top_k(y: &ArrayD<f32>, k: usize) -> Result<Vec<Vec<(usize, f32)>>, String> {
+    if y.ndim() != 2 {
+        return Err(format!("--top-k needs an output shaped [B, classes]; this one is {:?}", y.shape()));
+    }
+    Ok(y.outer_iter()
+        .map(|row| {
+            let mut idx: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+            idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            idx.truncate(k);
+            idx
+        })
+        .collect())
+}
+
+fn write_outputs(a: &Args, name: &str, names: &[String], ys: &[ArrayD<f32>]) -> ExitCode {
+    use std::io::Write;
+    if let Some(path) = &a.out {
+        let written = if ys.len() == 1 {
+            std::fs::File::create(path)
                 .map_err(|e| e.to_string())
-                .and_then(|f| ndarray_npy::WriteNpyExt::write_npy(y, f).map_err(|e| e.to_string()));
-            if let Err(e) = written {
-                return user_error(format!("cannot write `{}`: {e}", path.display()));
-            }
-            eprintln!("wrote {name} output {:?} to {}", y.shape(), path.display());
+                .and_then(|f| ndarray_npy::WriteNpyExt::write_npy(&ys[0], f).map_err(|e| e.to_string()))
+        } else {
+            write_npz(path, names, ys)
+        };
+        if let Err(e) = written {
+            return user_error(format!("cannot write `{}`: {e}", path.display()));
         }
-        None => println!("{y:.6}"),
+        if !a.quiet {
+            let shapes: Vec<_> = ys.iter().map(|y| y.shape().to_vec()).collect();
+            eprintln!("wrote {name} output{} {shapes:?} to {}", if ys.len() == 1 { "" } else { "s" }, path.display());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut stdout = std::io::stdout().lock();
+    for (i, y) in ys.iter().enumerate() {
+        if ys.len() > 1 {
+            let _ = writeln!(stdout, "{}:", names.get(i).map_or("output", String::as_str));
+        }
+        match a.top_k {
+            Some(k) => match top_k(y, k) {
+                Ok(rows) => {
+                    for (r, best) in rows.iter().enumerate() {
+                        let items: Vec<String> = best.iter().map(|(c, s)| format!("{c} ({s:.6})")).collect();
+                        let _ = writeln!(stdout, "example {r}: {}", items.join(", "));
+                    }
+                }
+                Err(e) => return usage_error(e),
+            },
+            None => {
+                let _ = writeln!(stdout, "{y:.6}");
+            }
+        }
     }
     ExitCode::SUCCESS
 }
 
-pub fn run(a: &Args, style: Style) -> ExitCode {
-    if is_artifact(&a.file) {
-        return run_artifact(a);
+/// Several outputs as one `.npz` archive, by name.
+fn write_npz(path: &Path, names: &[String], ys: &[ArrayD<f32>]) -> Result<(), String> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        return Err(format!("the model has {} outputs: give a .npz path to hold them all", ys.len()));
     }
-    let model = match load_model(&a.file, a.model.as_deref(), style) {
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipWriter::new(file);
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (n, y) in names.iter().zip(ys) {
+        let mut bytes = Vec::new();
+        ndarray_npy::WriteNpyExt::write_npy(y, &mut bytes).map_err(|e| e.to_string())?;
+        zip.start_file(format!("{n}.npy"), stored).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut zip, &bytes).map_err(|e| e.to_string())?;
+    }
+    zip.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The symbolic sizes (other than the batch `B`) of a model's inputs, read off the arrays: a
+/// dimension that is exactly one symbol takes the array's size.
+fn bind_sizes(g: &triton_compiler::ir::Graph, inputs: &[ArrayD<f32>]) -> Result<BTreeMap<String, i64>, String> {
+    let mut sizes = BTreeMap::new();
+    for ((_, id), x) in g.inputs.iter().zip(inputs) {
+        let ty = &g.nodes[*id].ty;
+        if ty.rank() != x.ndim() {
+            // The engine's shape check says what is wrong, naming the expected shape.
+            continue;
+        }
+        for (d, &n) in ty.shape.iter().zip(x.shape()) {
+            let syms = d.symbols();
+            if let [s] = syms.as_slice()
+                && **s != *"B"
+                && *d == Dim::sym(s)
+            {
+                match sizes.insert(s.to_string(), n as i64) {
+                    Some(old) if old != n as i64 => {
+                        return Err(format!("`{s}` is {old} in one input dimension and {n} in another"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(sizes)
+}
+
+pub fn run(a: &Args, style: Style) -> ExitCode {
+    match files::sniff(&a.file) {
+        Some(Kind::Artifact) => return run_artifact(a),
+        Some(Kind::Other) | None => {}
+        Some(_) => {
+            if let Some(why) = files::misplaced(&a.file, "a .tri model or a compiled artifact (.tcm)", &[]) {
+                return user_error(why);
+            }
+        }
+    }
+    let model = match load_model(&a.file, a.m.model.as_deref(), style) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let weights = match load_weights(a.weights.as_deref(), model.params(), a.seed) {
-        Ok(w) => w,
-        Err(code) => return code,
-    };
-    let optimized = match optimize(&model, &options(a.opt, false, a.f32_activations, Some(&weights))) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
-    let input = match read_input(&a.input) {
+    let choice = triton::weights::Choice::resolve(&a.file, a.m.weights.as_deref(), a.m.seed());
+    if let Err(e) = super::opts::seed_applies(&a.m, &choice) {
+        return usage_error(e);
+    }
+    if !a.quiet {
+        eprintln!("{}", choice.line());
+    }
+    let names: Vec<String> = model.graph.inputs.iter().map(|(n, _)| n.clone()).collect();
+    let sigs: Vec<String> = model.inputs().iter().map(|(_, t)| t.to_string()).collect();
+    let inputs = match read_inputs(&a.inputs, &names, &sigs) {
         Ok(x) => x,
         Err(e) => return user_error(e),
     };
-    let graph = &optimized.graph;
-    let jit = match a.engine {
+    // A fully convolutional model is compiled for the sizes it is given.
+    let sizes = match bind_sizes(&model.graph, &inputs) {
+        Ok(s) => s,
+        Err(e) => return user_error(e),
+    };
+    let model = match triton::specialized(model, &sizes) {
+        Ok(m) => m,
+        Err(e) => return user_error(e),
+    };
+    let precision = a.m.precision();
+    // The JIT compiles through the artifact cache (keyed by sources, weights, options and the
+    // bound sizes): running the same model again, or at the same size, skips compiling.
+    let jit = match a.engine.unwrap_or(Engine::Jit) {
         Engine::Interp => None,
-        Engine::Jit => match codegen::compile_graph(graph, optimized.kernels.as_ref(), &weights, a.precision) {
-            Ok(parts) => match Model::from_parts(parts, a.threads) {
-                Ok(m) => Some(m),
-                Err(e) => return user_error(e),
-            },
-            Err(e @ CodegenError::Unsupported(_)) => {
-                eprintln!("note: {e}; running on the reference interpreter");
-                None
+        Engine::Jit => {
+            let opts = triton::Options {
+                opt: a.m.level(),
+                precision,
+                weights: choice.path().map(Path::to_path_buf),
+                seed: a.m.seed(),
+                threads: a.threads,
+                int8_activations: !a.m.f32_activations,
+                model: a.m.model.clone(),
+                shapes: sizes,
+            };
+            let cache = triton::Cache::default_dir().map_or_else(triton::Cache::memory_only, triton::Cache::at);
+            let built = triton::build_artifact(&a.file, &opts, &cache);
+            for w in cache.take_warnings() {
+                eprintln!("warning: {w}");
             }
-            Err(e) => return user_error(e),
-        },
+            match built {
+                Ok(b) => match Model::from_artifact(b.bytes.as_ref(), a.threads) {
+                    Ok(m) => Some(m),
+                    Err(e) => return user_error(e),
+                },
+                Err(triton::CompileError::Codegen(e @ CodegenError::Unsupported(_))) => {
+                    if !a.quiet {
+                        eprintln!("note: {e}; running on the reference interpreter");
+                    }
+                    None
+                }
+                Err(e) => return user_error(e),
+            }
+        }
     };
     if let (Some(n), None) = (a.timing, &jit) {
         eprintln!("note: --timing times the engine's steps; the reference interpreter has none ({n} calls skipped)");
     }
     let result = match &jit {
-        Some(m) => m.run(&[input.view()]).map_err(|e| e.to_string()),
-        None => interp::prepare(graph, &weights, a.precision)
-            .and_then(|p| interp::run(graph, &p, std::slice::from_ref(&input), a.precision))
-            .map_err(|e| e.to_string()),
+        Some(m) => m.run(&inputs.iter().map(|x| x.view()).collect::<Vec<_>>()).map_err(|e| e.to_string()),
+        None => {
+            let weights = match load_weights(choice.path(), model.params(), a.m.seed()) {
+                Ok(w) => w,
+                Err(code) => return code,
+            };
+            let optimized = match optimize(&model, &options(a.m.opt(), false, a.m.f32_activations, Some(&weights))) {
+                Ok(o) => o,
+                Err(code) => return code,
+            };
+            let graph = &optimized.graph;
+            interp::prepare(graph, &weights, precision)
+                .and_then(|p| interp::run(graph, &p, &inputs, precision))
+                .map_err(|e| e.to_string())
+        }
     };
     let outputs = match result {
         Ok(o) => o,
         Err(e) => return user_error(e),
     };
-    let code = write_output(a, &model.name, &outputs[0]);
+    let out_names: Vec<String> = (0..outputs.len()).map(|i| format!("output_{i}")).collect();
+    let code = write_outputs(a, &model.name, &out_names, &outputs);
     if let (Some(n), Some(m)) = (a.timing, &jit) {
-        print_step_timing(m, &input, n);
+        print_step_timing(m, &inputs, n);
     }
     code
 }

@@ -29,6 +29,9 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         // Only fails when a pool already exists (it does not yet here).
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
     }
+    if let Some(why) = triton::files::misplaced(&a.file, "a .tri model", &[]) {
+        return user_error(why);
+    }
     let checked = triton::check_file(&a.file);
     eprint!("{}", render::render_all(checked.diags().iter(), &checked.program.sources, style));
     if checked.has_errors() {
@@ -40,12 +43,29 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         Ok(m) => m,
         Err(e) => return user_error(e),
     };
-    let out = a.output.clone().unwrap_or_else(|| {
-        let stem = a.file.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
-        PathBuf::from(format!("{stem}.safetensors"))
-    });
+    let out = match &a.output {
+        Some(o) => o.clone(),
+        None => {
+            // Beside the model, where every command looks for its weights.
+            let default = triton::weights::beside(&a.file);
+            if default.exists() {
+                return user_error(format!(
+                    "`{}` exists: give -o to replace it (`-o {}`) or to write elsewhere; without -o, `triton train` never replaces a weights file",
+                    default.display(),
+                    default.display()
+                ));
+            }
+            default
+        }
+    };
     if let Err(e) = check_output(&out) {
         return user_error(e);
+    }
+    if train::training_graph(&model.graph).1 {
+        eprintln!(
+            "note: {} ends in softmax; training runs on the logits before it (the loss applies its own softmax)",
+            model.name
+        );
     }
     let dir = match data::find_mnist(a.data.as_deref()) {
         Ok(d) => d,
@@ -62,14 +82,15 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
     let c = &a.config;
     let used = c.subset.map_or(mnist.train.len(), |n| n.min(mnist.train.len()));
     eprintln!(
-        "training {} ({}) on MNIST from {}: {used} images, {} epochs, batch {}, {:?} lr {} ({:?}), {} precision, {} threads",
+        "training {} ({}) on MNIST from {}: {used} images, {} epoch{}, batch {}, {:?} lr {} ({:?}), {} precision, {} threads",
         model.name,
         a.file.display(),
         dir.display(),
         c.epochs,
+        if c.epochs == 1 { "" } else { "s" },
         c.batch_size,
         c.optim.kind,
-        c.lr,
+        if (1e-4..1e4).contains(&c.lr) { c.lr.to_string() } else { format!("{:e}", c.lr) },
         c.schedule,
         c.precision.name(),
         rayon::current_num_threads(),

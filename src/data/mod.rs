@@ -5,6 +5,9 @@
 //!   `mnist` folder inside, or the dataset's name; then `$TRITON_DATA`, `./data`,
 //!   `../shared/data` (each as the folder or its `mnist` folder). A dataset that is not found
 //!   is an error listing every place looked at.
+//! - The MNIST sample shipped in the repository (`data/mnist-sample`: 2,000 training and 1,000
+//!   test images, [`sample_dir`]) is never found by that lookup: a caller that can do with it
+//!   (benchmark accuracy, tests) asks for it by [`find_mnist_or_sample`] and says so.
 //! - Files may be gzip-compressed (`*.gz`) or raw; images and labels must agree in count and
 //!   labels must be digits.
 //! - Pixels are kept as bytes; [`Normalize`] and random shifts are applied per batch.
@@ -65,7 +68,7 @@ pub const CLASSES: usize = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
-    #[error("MNIST not found; looked for train-images-idx3-ubyte[.gz] and the three other IDX files in:\n{}", .0.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n"))]
+    #[error("MNIST not found; looked for train-images-idx3-ubyte[.gz] and the three other IDX files in:\n{}\n(a 2,000-image sample ships with Triton: --data data/mnist-sample)", .0.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n"))]
     NotFound(Vec<PathBuf>),
     #[error(transparent)]
     Idx(#[from] IdxError),
@@ -109,6 +112,23 @@ pub fn find_mnist(data: Option<&str>) -> Result<PathBuf, DataError> {
         looked.push(c);
     }
     Err(DataError::NotFound(looked))
+}
+
+/// The MNIST sample shipped with Triton (`data/mnist-sample`), looked for under the current
+/// folder, then under the source tree the binary was built from.
+pub fn sample_dir() -> Option<PathBuf> {
+    let rel = Path::new("data").join("mnist-sample");
+    [rel.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)].into_iter().find(|d| has_mnist(d))
+}
+
+/// Whether `dir` is the shipped sample (not the full dataset).
+pub fn is_sample(dir: &Path) -> bool {
+    dir.ends_with(Path::new("data").join("mnist-sample"))
+}
+
+/// [`find_mnist`] with the default lookup, else the shipped sample ([`sample_dir`]).
+pub fn find_mnist_or_sample() -> Result<PathBuf, DataError> {
+    find_mnist(None).or_else(|e| sample_dir().ok_or(e))
 }
 
 fn split(dir: &Path, images: &str, labels: &str) -> Result<Split, DataError> {

@@ -7,6 +7,11 @@
 //!   estimator (at `--precision fp32` the latent weights are used as they are).
 //! - Deterministic given the seed: initial weights, shuffling and shifts come from seeded
 //!   ChaCha streams, and the kernels' sums do not depend on thread timing.
+//! - A model whose output is a softmax over its classes trains on the logits before it
+//!   ([`training_graph`]): the loss applies its own softmax, and twice would flatten the
+//!   gradients. Its argmax, and so every accuracy, is the same either way.
+//! - A loss that is not finite stops training with [`TrainError::Diverged`]; nothing is
+//!   returned for the caller to save.
 //! - Batch norms train on batch statistics and keep running statistics (momentum 0.1, the
 //!   unbiased variance), which evaluation uses.
 
@@ -73,6 +78,25 @@ pub enum TrainError {
     Run(String),
     #[error("--batch-size must be at least 1")]
     Batch,
+    #[error(
+        "training diverged: the loss is {loss} at epoch {epoch}, batch {batch} (learning rate {lr}); nothing was written. Lower --lr (or check the weights given to --init)"
+    )]
+    Diverged { epoch: usize, batch: usize, loss: String, lr: String },
+}
+
+/// The graph training runs: `g` itself, or, when its output is a softmax over the class axis,
+/// `g` answering the logits before it (the second value says whether it was stripped).
+pub fn training_graph(g: &Graph) -> (std::borrow::Cow<'_, Graph>, bool) {
+    let Some(&out) = g.outputs.first() else { return (std::borrow::Cow::Borrowed(g), false) };
+    let node = &g.nodes[out];
+    match node.op {
+        triton_compiler::ir::Op::Softmax { axis } if g.outputs.len() == 1 && axis + 1 == node.ty.rank() => {
+            let mut stripped = g.clone();
+            stripped.outputs[0] = node.args[0];
+            (std::borrow::Cow::Owned(stripped), true)
+        }
+        _ => (std::borrow::Cow::Borrowed(g), false),
+    }
 }
 
 /// What a step reports to the caller (a progress bar).
@@ -149,6 +173,8 @@ pub fn train(
     if cfg.batch_size == 0 {
         return Err(TrainError::Batch);
     }
+    let (g, _) = training_graph(g);
+    let g = g.as_ref();
     let bw: Backward = grad::differentiate(g)?;
     check_output(g)?;
     let train_split = match cfg.subset {
@@ -188,6 +214,14 @@ pub fn train(
             let tape = grad::forward(g, &params, &[x], cfg.precision, Mode::Train)
                 .map_err(|e| TrainError::Run(e.to_string()))?;
             let (loss, dlogits, right) = grad::softmax_cross_entropy(tape.output(g), &labels);
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch: epoch + 1,
+                    batch: b + 1,
+                    loss: loss.to_string(),
+                    lr: format!("{lr:e}"),
+                });
+            }
             let grads = grad::backward_pass(g, &bw, &tape, dlogits);
             update_running_stats(&mut latent, &tape.bn_updates);
             opt.step(&mut latent.iter_mut().collect::<Vec<_>>(), &grads, &decay, lr);
@@ -214,6 +248,13 @@ pub fn train(
         };
         epoch_done(&log);
         logs.push(log);
+    }
+    if let Some(p) = latent.iter().position(|t| t.iter().any(|v| !v.is_finite())) {
+        let last = logs.last().map_or(0.0, |l: &EpochLog| l.loss as f32);
+        return Err(TrainError::Run(format!(
+            "training diverged: parameter `{}` holds values that are not finite (last mean loss {last}); nothing was written. Lower --lr",
+            g.params[p].name
+        )));
     }
     Ok(Trained { weights: to_weights(g, &latent), epochs: logs, wall: start.elapsed() })
 }

@@ -172,6 +172,21 @@ pub fn is_builtin(name: &str) -> bool {
     spec(name).is_some() || SCALAR_FNS.contains(&name)
 }
 
+/// Well-known ops of other frameworks that Triton does not have yet: a near-miss suggestion
+/// (`gelu` -> `relu`) would mislead, so the diagnostic says what they are instead.
+pub fn not_yet(name: &str) -> Option<&'static str> {
+    const KNOWN: [(&str, &str); 7] = [
+        ("gelu", "GELU"),
+        ("elu", "ELU"),
+        ("selu", "SELU"),
+        ("mish", "Mish"),
+        ("layer_norm", "layer normalisation"),
+        ("layernorm", "layer normalisation"),
+        ("rms_norm", "RMS normalisation"),
+    ];
+    KNOWN.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, what)| *what)
+}
+
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     OPS.iter().map(|s| s.name).chain(SCALAR_FNS.iter().copied())
 }

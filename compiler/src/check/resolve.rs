@@ -530,7 +530,12 @@ impl LayerResolver<'_> {
                             );
                             closest(&callee.name, candidates).map(str::to_string)
                         };
-                        if let Some(s) = suggestion {
+                        if let Some(what) = ops::not_yet(&callee.name) {
+                            d = d.help(format!(
+                                "{what} is not a built-in op of Triton yet; the built-in ops are: {}",
+                                ops::builtin_names().collect::<Vec<_>>().join(", ")
+                            ));
+                        } else if let Some(s) = suggestion {
                             d = d.help(format!("did you mean `{s}`?"));
                         }
                         self.diags.push(d);

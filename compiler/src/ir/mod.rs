@@ -3,7 +3,7 @@
 //!
 //! Layout: `entity` (typed arenas), `dim` and `types` (shapes), `op` (operations and their
 //! type rules), `graph` (nodes, parameters, inputs, outputs), `verify`, and the text form
-//! (`print`, `parse`).
+//! (`print`, `parse`); `specialize` binds symbolic sizes.
 
 pub mod dim;
 pub mod entity;
@@ -11,6 +11,7 @@ pub mod graph;
 pub mod op;
 pub mod parse;
 pub mod print;
+pub mod specialize;
 pub mod types;
 pub mod verify;
 

@@ -1,0 +1,102 @@
+//! Command-line options shared by the commands that compile a model (`compile`, `run`).
+//!
+//! Rules:
+//! - One default optimization level everywhere: [`DEFAULT_OPT`] (`triton bench` too).
+//! - Options keep whether the user gave them (`Option`), so a command that cannot apply one
+//!   (a compiled artifact has its weights, precision and level built in) refuses it by name
+//!   instead of ignoring it.
+
+use std::path::PathBuf;
+
+use triton_compiler::interp::Precision;
+use triton_compiler::passes::OptLevel;
+
+/// The optimization level of every command when `-O` is not given.
+pub const DEFAULT_OPT: u8 = 3;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrecisionArg {
+    Fp32,
+    Ternary,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Ternary => Precision::Ternary,
+        }
+    }
+}
+
+/// How a `.tri` model is compiled: weights, precision, level, which model.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ModelOpts {
+    /// Weights (.safetensors) named like the model's parameters [default: `<stem>.safetensors`
+    /// beside the model, else seeded initialisation; stderr says which].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Seed of the initialisation used when there is no weights file [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// fp32 runs the latent full-precision weights; ternary quantizes them [default: ternary].
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
+    /// Optimization level, 0-3 [default: 3].
+    #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub opt: Option<u8>,
+    /// At -O3, keep the activations of ternary layers in f32 instead of int8.
+    #[arg(long)]
+    pub f32_activations: bool,
+    /// Which model, when the file defines several.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+impl ModelOpts {
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(0)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision.unwrap_or(PrecisionArg::Ternary).into()
+    }
+
+    pub fn opt(&self) -> u8 {
+        self.opt.unwrap_or(DEFAULT_OPT)
+    }
+
+    pub fn level(&self) -> OptLevel {
+        OptLevel::from_number(self.opt()).unwrap_or(OptLevel::O3)
+    }
+
+    /// The options given on the command line, as the user spelled them (for refusals).
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let flags = [
+            (self.weights.is_some(), "--weights"),
+            (self.seed.is_some(), "--seed"),
+            (self.precision.is_some(), "--precision"),
+            (self.opt.is_some(), "-O"),
+            (self.f32_activations, "--f32-activations"),
+            (self.model.is_some(), "--model"),
+        ];
+        for (on, name) in flags {
+            if on {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+/// `--seed` chooses a seeded initialisation: with a weights file it cannot apply.
+pub fn seed_applies(m: &ModelOpts, choice: &triton::weights::Choice) -> Result<(), String> {
+    match (m.seed, choice.path()) {
+        (Some(_), Some(p)) => Err(format!(
+            "--seed cannot apply: the weights come from `{}` (the seed only initialises a model without a weights file)",
+            p.display()
+        )),
+        _ => Ok(()),
+    }
+}
