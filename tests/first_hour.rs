@@ -314,6 +314,28 @@ fn symbolic_sizes_are_bound_by_shape_or_by_the_input() {
 }
 
 #[test]
+fn wording_counts_and_ratios_read_right() {
+    let dir = tempfile::tempdir().expect("temp");
+    let model = dir.path().join("tiny.tri");
+    std::fs::write(
+        &model,
+        "use std::nn::{Linear}\nmodel Tiny {\n    fc = Linear(2, 2)\n    fn forward(x: f32[B, 2]) -> f32[B, 2] { return fc(x) }\n}\n",
+    )
+    .expect("write");
+    let check = triton(&["check", s(&model)]);
+    assert!(text(&check.stdout).contains("model Tiny: 1 layer, 6 parameters"), "{}", text(&check.stdout));
+    let out = triton(&["compile", s(&model), "-o", s(&dir.path().join("t.tcm")), "-q"]);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let line = text(&out.stdout);
+    assert!(line.contains("x larger than its FP32 weights (24 bytes)") && !line.contains("smaller"), "{line}");
+    assert!(line.contains("no ternary weights"), "{line}");
+    let help = text(&triton(&["compile", "--help"]).stdout);
+    assert!(help.contains("ir:") && help.contains("optimized graph IR"), "{help}");
+    let run_help = text(&triton(&["run", "--help"]).stdout);
+    assert!(run_help.contains("[0, 1]") && run_help.contains("NAME=FILE") && run_help.contains("--top-k"));
+}
+
+#[test]
 fn timing_json_is_the_only_thing_on_stdout() {
     let dir = tempfile::tempdir().expect("temp");
     let out = triton(&[

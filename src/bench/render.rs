@@ -132,6 +132,11 @@ pub fn less(ratio: f64) -> String {
     ratio_words(ratio, "less", "more")
 }
 
+/// A size ratio (FP32 over ternary) as `17.10x smaller` or `1.30x larger`.
+pub fn smaller(ratio: f64) -> String {
+    ratio_words(ratio, "smaller", "larger")
+}
+
 /// Percentage points with a sign; a zero change is `+0.00 pp`, never `-0.00 pp`.
 fn pp(v: f64) -> String {
     let v = if v.abs() < 0.005 { 0.0 } else { v };
@@ -223,7 +228,7 @@ pub fn summary(r: &Report) -> Section {
         "model size (artifact)".into(),
         bytes(z.fp32_artifact_bytes as u64),
         bytes(z.ternary_artifact_bytes as u64),
-        format!("{} smaller", times(z.fp32_artifact_bytes as f64 / z.ternary_artifact_bytes.max(1) as f64)),
+        smaller(z.fp32_artifact_bytes as f64 / z.ternary_artifact_bytes.max(1) as f64),
     ]);
     s.row(vec![
         "weights as FP32 / artifact".into(),
@@ -639,6 +644,8 @@ mod tests {
         assert_eq!(bytes(3 << 20), "3.00 MiB");
         assert_eq!(times(17.456), "17.46x");
         assert_eq!(times(250.0), "250x");
+        assert_eq!(smaller(17.1), "17.10x smaller");
+        assert_eq!(smaller(0.5), "2.00x larger");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(12), "12");
         assert_eq!(rate(2500.0), "2.5 k/s");

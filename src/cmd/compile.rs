@@ -184,15 +184,19 @@ fn artifact(a: &Args<'_>, choice: &triton::weights::Choice, shapes: BTreeMap<Str
         None => "compiled, cache off",
     };
     let line = format!(
-        "{}: model {} -{} -> {}: {} bytes, {} its FP32 weights ({} bytes); {:.2} bits per ternary weight; {} kernels, {} bytes of code; {:.1} ms ({how})",
+        "{}: model {} -{} -> {}: {} bytes, {} ({} bytes); {}; {} kernels, {} bytes of code; {:.1} ms ({how})",
         a.file.display(),
         s.model,
         a.m.level().name(),
         out.display(),
         s.artifact_bytes,
-        size_ratio(s.ratio()),
+        size_ratio(s.fp32_bytes, s.artifact_bytes as u64),
         s.fp32_bytes,
-        if s.trit_count == 0 { 0.0 } else { s.trit_bytes as f64 * 8.0 / s.trit_count as f64 },
+        if s.trit_count == 0 {
+            "no ternary weights".to_string()
+        } else {
+            format!("{:.2} bits per ternary weight", s.trit_bytes as f64 * 8.0 / s.trit_count as f64)
+        },
         s.kernels,
         s.code_bytes,
         total.as_secs_f64() * 1e3,
@@ -222,14 +226,19 @@ fn free_sizes(file: &Path, model: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `17.1x smaller than` / `1.3x larger than` / `the same size as`.
-pub fn size_ratio(r: f64) -> String {
+/// How the artifact compares with the model's FP32 weights: `17.1x smaller than its FP32
+/// weights`, `41.7x larger than ...`, `about the size of ...`.
+pub fn size_ratio(fp32: u64, artifact: u64) -> String {
+    if fp32 == 0 {
+        return "the model has no weights".into();
+    }
+    let r = fp32 as f64 / artifact.max(1) as f64;
     if r >= 1.05 {
-        format!("{r:.1}x smaller than")
-    } else if r > 0.0 && r <= 1.0 / 1.05 {
-        format!("{:.1}x larger than", 1.0 / r)
+        format!("{r:.1}x smaller than its FP32 weights")
+    } else if r <= 1.0 / 1.05 {
+        format!("{:.1}x larger than its FP32 weights", 1.0 / r)
     } else {
-        "about the size of".into()
+        "about the size of its FP32 weights".into()
     }
 }
 

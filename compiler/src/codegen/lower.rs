@@ -483,7 +483,8 @@ pub fn compile_graph_with(
     fuse_requantize(&mut parts);
     // Free every slot after its last reader (outputs are kept). An input freed while still in
     // the caller's array is never copied into the arena (see `Model::run`).
-    let mut last: HashMap<usize, usize> = HashMap::new();
+    // Ordered, so that the frees (and the artifact's bytes) do not depend on hashing.
+    let mut last: BTreeMap<usize, usize> = BTreeMap::new();
     for (i, s) in parts.steps.iter().enumerate() {
         for r in s.reads() {
             last.insert(r, i);
