@@ -17,15 +17,15 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use triton_compiler::codegen::ternary_gemm::{self, GemmSpec};
-use triton_compiler::codegen::{self, CodegenError, CodegenReport, isa};
-use triton_compiler::diagnostics::render::{self, Style};
+use triton_compiler::codegen::{CodegenError, CodegenReport, isa};
+use triton_compiler::driver;
 use triton_compiler::interp::Precision;
-use triton_compiler::passes::{self, Timings};
+use triton_compiler::passes::Timings;
 use triton_compiler::source::Origin;
 use triton_runtime::artifact::{self, Meta, SizeReport};
 
 use crate::cache::{self, Blob, Cache, Key, KeyBuilder, Kind, Level};
-use crate::compile::{CompileError, Options, pick_model, read_weights};
+use crate::compile::{CompileError, Options};
 
 /// What [`build_artifact`] made or found.
 #[derive(Debug)]
@@ -128,7 +128,8 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     let mut t = Timings::new();
     let lookup = Instant::now();
     let main = read(path)?;
-    let weights_key = opts.weights.as_deref().map(|w| read(w).map(|b| *blake3::hash(&b).as_bytes())).transpose()?;
+    let weights_bytes = opts.weights.as_deref().map(read).transpose()?;
+    let weights_key = weights_bytes.as_deref().map(|b| *blake3::hash(b).as_bytes());
     let main_path = path.canonicalize().unwrap_or_default();
     let dir = main_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut mk = KeyBuilder::new("triton-manifest-v1");
@@ -136,16 +137,17 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     options_key(&mut mk, opts, weights_key.as_ref());
     mk.str(&dir.to_string_lossy()).part(&main);
     let manifest_key = mk.finish();
-    if let Some(found) = cache.enabled().then(|| lookup_manifest(cache, &manifest_key)).flatten() {
+    if let Some(found) = (cache.enabled() && !opts.verify_each).then(|| lookup_manifest(cache, &manifest_key)).flatten()
+    {
         t.add("cache lookup", lookup.elapsed());
         return Ok(Build { timings: t, codegen: None, ..found });
     }
     t.add("cache lookup", lookup.elapsed());
 
-    let checked = triton_compiler::check_file_timed(path, &mut t);
+    let settings = opts.settings();
+    let checked = driver::check(path, &mut t);
     if checked.has_errors() {
-        let text = render::render_all(checked.diags().iter(), &checked.program.sources, Style::Plain);
-        return Err(CompileError::Source(text));
+        return Err(CompileError::Source(checked.render_plain()));
     }
     let mut lines = 0;
     let mut deps = Vec::new();
@@ -161,12 +163,12 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
             deps.push((p.to_string_lossy().into_owned(), blake3::hash(f.text.as_bytes()).to_hex().to_string()));
         }
     }
-    let model = pick_model(path, checked.models, opts.model.as_deref()).map_err(CompileError::Model)?;
-    let model = crate::compile::specialized(model, &opts.shapes)?;
+    let model = driver::select(path, checked, &settings)?;
     let key = model_key.finish();
     let fp32_bytes: u64 = model.params().iter().map(|p| p.shape.iter().product::<u64>() * 4).sum();
 
-    if cache.enabled() {
+    // `--verify-each` asks for the passes to run: a cached model would skip them.
+    if cache.enabled() && !opts.verify_each {
         let start = Instant::now();
         if let Some((bytes, level)) = cache.get(Kind::Model, &key, verify_artifact) {
             t.add("cache lookup", start.elapsed());
@@ -179,19 +181,8 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
         t.add("cache lookup", start.elapsed());
     }
 
-    let weights = t
-        .time("weights", || read_weights(opts.weights.as_deref(), model.params(), opts.seed))
-        .map_err(CompileError::Weights)?;
-    let popts = passes::Options {
-        level: opts.opt,
-        verify_each: false,
-        int8_activations: opts.int8_activations,
-        weights: Some(&weights),
-    };
-    let optimized = passes::optimize(&model.graph, &popts).map_err(|e| CompileError::Internal(e.to_string()))?;
-    for (name, d) in &optimized.timings.entries {
-        t.add(&format!("pass {name}"), *d);
-    }
+    let weights = crate::compile::load_weights(&model, opts, weights_bytes.as_deref(), &mut t)?;
+    let optimized = driver::optimize(&model.graph, Some(&weights), &settings, &mut t)?;
     let cpu_features = isa::host_cpu_features().map_err(CompileError::Codegen)?;
     // The artifact only loads on CPUs with every recorded feature; with AVX2 among them the
     // runtime's wide kernel runs every int8 product, so their JIT kernels would be dead code.
@@ -199,16 +190,7 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     let mut source = |spec: &GemmSpec| {
         if wide_runs_int8 && !spec.f32_x { Ok((Vec::new(), false)) } else { kernel(cache, spec) }
     };
-    let start = Instant::now();
-    let (parts, report) = codegen::compile_graph_with(
-        &optimized.graph,
-        optimized.kernels.as_ref(),
-        &weights,
-        opts.precision,
-        &mut source,
-    )
-    .map_err(CompileError::Codegen)?;
-    t.add("codegen", start.elapsed());
+    let (parts, report) = driver::codegen(&optimized, &weights, opts.precision, &mut source, &mut t)?;
     let meta = Meta {
         compiler_version: env!("CARGO_PKG_VERSION").into(),
         cranelift_version: isa::CRANELIFT_VERSION.into(),

@@ -5,12 +5,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, ArrayViewD};
-use triton_compiler::codegen::{self, CodegenError};
-use triton_compiler::diagnostics::render::{self, Style};
+use triton_compiler::CheckedModel;
+use triton_compiler::codegen::CodegenError;
+use triton_compiler::driver;
 use triton_compiler::interp::{Precision, Weights};
 use triton_compiler::ir::ParamInfo;
-use triton_compiler::passes::{self, OptLevel, Timings};
-use triton_compiler::{CheckedModel, check_file};
+use triton_compiler::passes::{OptLevel, Timings};
 use triton_runtime::{Model, RunError};
 
 /// How to compile.
@@ -31,6 +31,8 @@ pub struct Options {
     /// Sizes bound to the model's symbolic dimensions (`H = 64`); see
     /// [`triton_compiler::ir::specialize`].
     pub shapes: BTreeMap<String, i64>,
+    /// Verify the IR after every optimizer pass (`--verify-each`).
+    pub verify_each: bool,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             int8_activations: true,
             model: None,
             shapes: BTreeMap::new(),
+            verify_each: false,
         }
     }
 }
@@ -79,6 +82,18 @@ impl fmt::Display for CompileError {
 
 impl std::error::Error for CompileError {}
 
+impl From<driver::DriverError> for CompileError {
+    fn from(e: driver::DriverError) -> CompileError {
+        match e {
+            driver::DriverError::Source(d) => CompileError::Source(d),
+            driver::DriverError::Model(m) | driver::DriverError::Sizes(m) => CompileError::Model(m),
+            driver::DriverError::Weights(w) => CompileError::Weights(w),
+            driver::DriverError::Codegen(c) => CompileError::Codegen(c),
+            driver::DriverError::Internal(i) => CompileError::Internal(i),
+        }
+    }
+}
+
 /// A model ready to run, with what compiling it took.
 #[derive(Debug)]
 pub struct CompiledModel {
@@ -111,7 +126,6 @@ impl CompiledModel {
     }
 }
 
-/// Picks the model `which` (or the only one) of a file's models.
 /// blake3 (hex) of every source file a program read, names and texts in load order: how
 /// weights files (`triton train`) and bench reports record the source they came from.
 pub fn sources_blake3(sources: &triton_compiler::source::SourceMap) -> String {
@@ -123,77 +137,80 @@ pub fn sources_blake3(sources: &triton_compiler::source::SourceMap) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
+/// Picks the model `which` (or the only one) of a file's models ([`driver::pick`]).
 pub fn pick_model(path: &Path, models: Vec<CheckedModel>, which: Option<&str>) -> Result<CheckedModel, String> {
-    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-    let index = match which {
-        Some(w) => names
-            .iter()
-            .position(|n| n == w)
-            .ok_or_else(|| format!("{} has no model `{w}`; it defines: {}", path.display(), names.join(", ")))?,
-        None if names.len() == 1 => 0,
-        None if names.is_empty() => return Err(format!("{} defines no model", path.display())),
-        None => {
-            return Err(format!(
-                "{} defines several models ({}); choose one with --model",
-                path.display(),
-                names.join(", ")
-            ));
-        }
-    };
-    Ok(models.into_iter().nth(index).unwrap_or_else(|| unreachable!("index checked")))
+    driver::pick(path, models, which)
 }
 
-/// `model` with the symbolic sizes `shapes` bound (itself when there are none).
-pub fn specialized(mut model: CheckedModel, shapes: &BTreeMap<String, i64>) -> Result<CheckedModel, CompileError> {
-    if !shapes.is_empty() {
-        model.graph = triton_compiler::ir::specialize::specialize(&model.graph, shapes)
-            .map_err(|e| CompileError::Model(format!("model {}: {e}", model.name)))?;
-    }
-    Ok(model)
+/// `model` with the symbolic sizes `shapes` bound ([`driver::bind`]).
+pub fn specialized(model: CheckedModel, shapes: &BTreeMap<String, i64>) -> Result<CheckedModel, CompileError> {
+    Ok(driver::bind(model, shapes)?)
 }
 
-/// Reads a weights file for a model, or initialises the weights from `seed` without one. The
-/// weights must fit in memory ([`crate::limits::check_weights`]) before anything is allocated.
+/// Reads a weights file for a model, or initialises the weights from `seed` without one
+/// ([`driver::weights`]: they must fit in memory before anything is allocated).
 pub fn read_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Result<Weights, String> {
-    crate::limits::check_weights(params)?;
+    triton_compiler::limits::check_weights(params)?;
     let Some(p) = path else { return Ok(Weights::init(params, seed)) };
     let bytes = std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
     Weights::from_safetensors(&bytes, params).map_err(|e| format!("{}: {e}", p.display()))
 }
 
-/// Checks, optimizes and JIT-compiles the model in a `.tri` file.
+impl Options {
+    /// The driver's settings for these options.
+    pub fn settings(&self) -> driver::Settings {
+        driver::Settings {
+            level: self.opt,
+            verify_each: self.verify_each,
+            int8_activations: self.int8_activations,
+            precision: self.precision,
+            model: self.model.clone(),
+            shapes: self.shapes.clone(),
+        }
+    }
+}
+
+/// The weights a model is compiled with: the options' file, else the seed.
+pub(crate) fn load_weights(
+    model: &CheckedModel,
+    opts: &Options,
+    bytes: Option<&[u8]>,
+    timings: &mut Timings,
+) -> Result<Weights, CompileError> {
+    let name = opts.weights.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+    let from = match bytes {
+        Some(bytes) => driver::WeightsFrom::Safetensors { name: &name, bytes },
+        None => driver::WeightsFrom::Seed(opts.seed),
+    };
+    Ok(driver::weights(model, from, timings)?)
+}
+
+/// Checks, optimizes and JIT-compiles the model in a `.tri` file (the [`driver`]'s phases).
 pub fn compile_file(path: impl AsRef<Path>, opts: &Options) -> Result<CompiledModel, CompileError> {
     let path = path.as_ref();
-    let start = std::time::Instant::now();
-    let checked = check_file(path);
-    if checked.has_errors() {
-        let text = render::render_all(checked.diags().iter(), &checked.program.sources, Style::Plain);
-        return Err(CompileError::Source(text));
-    }
-    let model = pick_model(path, checked.models, opts.model.as_deref()).map_err(CompileError::Model)?;
-    let model = specialized(model, &opts.shapes)?;
-    let check_time = start.elapsed();
-    let weights = read_weights(opts.weights.as_deref(), model.params(), opts.seed).map_err(CompileError::Weights)?;
+    let mut timings = Timings::new();
+    let settings = opts.settings();
+    let checked = driver::check(path, &mut timings);
+    let model = driver::select(path, checked, &settings)?;
+    let bytes = match &opts.weights {
+        Some(p) => Some(std::fs::read(p).map_err(|e| CompileError::Io(format!("cannot read `{}`: {e}", p.display())))?),
+        None => None,
+    };
+    let weights = load_weights(&model, opts, bytes.as_deref(), &mut timings)?;
     let mut compiled = compile_model(&model, &weights, opts)?;
-    compiled.timings.entries.insert(0, ("parse+check+lower".into(), check_time));
+    let mut all = timings;
+    all.entries.append(&mut compiled.timings.entries);
+    compiled.timings = all;
     Ok(compiled)
 }
 
-/// Optimizes and JIT-compiles a checked model with its weights.
+/// Optimizes and JIT-compiles a checked model with its weights (the [`driver`]'s last phases).
 pub fn compile_model(model: &CheckedModel, weights: &Weights, opts: &Options) -> Result<CompiledModel, CompileError> {
-    let popts = passes::Options {
-        level: opts.opt,
-        verify_each: false,
-        int8_activations: opts.int8_activations,
-        weights: Some(weights),
-    };
-    let optimized = passes::optimize(&model.graph, &popts).map_err(|e| CompileError::Internal(e.to_string()))?;
-    let mut timings = optimized.timings.clone();
-    let parts = timings
-        .time("codegen", || {
-            codegen::compile_graph(&optimized.graph, optimized.kernels.as_ref(), weights, opts.precision)
-        })
-        .map_err(CompileError::Codegen)?;
+    let mut timings = Timings::new();
+    let settings = opts.settings();
+    let optimized = driver::optimize(&model.graph, Some(weights), &settings, &mut timings)?;
+    let mut source = driver::jit_kernels();
+    let (parts, _) = driver::codegen(&optimized, weights, opts.precision, &mut source, &mut timings)?;
     let model =
         timings.time("map", || Model::from_parts(parts, opts.threads)).map_err(|e| CompileError::Map(e.to_string()))?;
     Ok(CompiledModel { model, timings })

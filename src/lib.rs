@@ -19,6 +19,7 @@
 
 pub use triton_compiler as compiler;
 pub use triton_compiler::{CheckedModel, ModelStats, check_file, check_source};
+pub use triton_compiler::{driver, limits};
 pub use triton_runtime as runtime;
 
 mod compile;
@@ -32,7 +33,6 @@ pub mod bench;
 pub mod cache;
 pub mod data;
 pub mod files;
-pub mod limits;
 pub mod train;
 pub mod weights;
 pub use artifact::{Build, Summary, build_artifact};

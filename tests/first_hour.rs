@@ -415,3 +415,29 @@ fn the_readme_zoo_table_is_what_check_prints() {
         assert!(row.contains(fp32) && row.contains(packed), "README row `{row}` vs `{line}`");
     }
 }
+
+/// `--verify-each` reaches the optimizer through `triton compile`'s artifact path: the passes
+/// run (a cached model would skip them) and each is followed by the verifier.
+#[test]
+fn verify_each_runs_the_verifier_through_compile() {
+    let dir = tempfile::tempdir().expect("temp");
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("m.tcm");
+    let compile = |extra: &[&str]| {
+        let mut args = vec!["compile", "examples/mnist_cnn.tri", "-o", s(&out), "--cache-dir", s(&cache), "-q"];
+        args.extend(extra);
+        triton(&args)
+    };
+    assert_eq!(code(&compile(&[])), 0);
+    let hit = compile(&["--timing=json"]);
+    let hit: serde_json::Value = serde_json::from_slice(&hit.stdout).expect("json");
+    assert_eq!(hit["cache"], "hit (disk)");
+    let verified = compile(&["--timing=json", "--verify-each"]);
+    assert_eq!(code(&verified), 0, "{}", text(&verified.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("json");
+    assert_eq!(json["cache"], "miss", "--verify-each compiles: {json}");
+    let phases: Vec<&str> =
+        json["phases"].as_array().expect("phases").iter().filter_map(|p| p["name"].as_str()).collect();
+    let passes = phases.iter().filter(|p| p.starts_with("pass ") && **p != "pass verify").count();
+    assert!(passes >= 5 && phases.contains(&"pass verify"), "{phases:?}");
+}

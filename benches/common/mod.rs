@@ -2,9 +2,9 @@
 
 use ndarray::{ArrayD, IxDyn};
 use triton::compiler::interp::{Precision, Weights};
-use triton::compiler::ir;
 use triton::compiler::passes::{self, OptLevel};
 use triton::compiler::source::FileId;
+use triton::compiler::{driver, ir};
 
 /// The zoo: every `.tri` file in examples/, sorted.
 #[allow(dead_code, reason = "not every bench uses it")]
@@ -36,10 +36,11 @@ pub fn gemv_model(m: usize, k: usize) -> triton::runtime::Model {
     );
     let g = ir::parse(&text, FileId(0)).expect("parses");
     let w = Weights::init(&g.params, 1);
-    let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(OptLevel::O3) })
-        .expect("valid");
-    let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
-        .expect("compiles");
+    let settings = driver::Settings { level: OptLevel::O3, precision: Precision::Ternary, ..Default::default() };
+    let mut t = passes::Timings::new();
+    let opt = driver::optimize(&g, Some(&w), &settings, &mut t).expect("valid");
+    let (parts, _) =
+        driver::codegen(&opt, &w, Precision::Ternary, &mut driver::jit_kernels(), &mut t).expect("compiles");
     triton::runtime::Model::from_parts(parts, 1).expect("maps")
 }
 

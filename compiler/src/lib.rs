@@ -1,15 +1,19 @@
-//! The Triton compiler: `.tri` source to checked models (and, later, IR, passes and codegen).
+//! The Triton compiler: `.tri` source to the runtime's model parts.
 //!
 //! Pipeline, one folder per phase: `syntax` (lex, parse) -> `load` (files and imports) ->
-//! `check` (names, compile-time evaluation, dtypes, shapes) -> IR -> passes -> codegen.
-//! Errors are collected as [`diagnostics::Diag`] values and rendered to miette in one place.
+//! `check` (names, compile-time evaluation, dtypes, shapes, lowering) -> `ir` (graph, verifier)
+//! -> `passes` (optimizer) -> `codegen` (kernels, runtime steps). [`driver`] runs them in that
+//! order, one function per phase, for every entry point. Errors are collected as
+//! [`diagnostics::Diag`] values and rendered to miette in one place.
 
 pub mod check;
 pub mod codegen;
 pub mod diagnostics;
+pub mod driver;
 pub mod grad;
 pub mod interp;
 pub mod ir;
+pub mod limits;
 pub mod load;
 pub mod passes;
 pub mod source;

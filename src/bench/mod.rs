@@ -39,7 +39,7 @@ use triton_compiler::passes::OptLevel;
 use triton_compiler::{CheckedModel, ModelStats};
 use triton_runtime::Model;
 
-use crate::compile::{Options, pick_model};
+use crate::compile::Options;
 use crate::data::{self, CLASSES, Normalize};
 pub use machine::Machine;
 pub use measure::Budget;
@@ -395,7 +395,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     if let Some(why) = crate::files::misplaced(&cfg.file, "a .tri model", &[]) {
         return Err(user(why));
     }
-    let checked = crate::check_file(&cfg.file);
+    let checked = crate::driver::check(&cfg.file, &mut triton_compiler::passes::Timings::new());
     if checked.has_errors() {
         let text = triton_compiler::diagnostics::render::render_all(
             checked.diags().iter(),
@@ -405,7 +405,9 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         return Err(user(format!("{} has errors:\n{text}", cfg.file.display())));
     }
     let source_blake3 = crate::sources_blake3(&checked.program.sources);
-    let model = pick_model(&cfg.file, checked.models, cfg.model.as_deref()).map_err(user)?;
+    let settings =
+        crate::driver::Settings { model: cfg.model.clone(), shapes: cfg.shapes.clone(), ..Default::default() };
+    let model = crate::driver::select(&cfg.file, checked, &settings).map_err(user)?;
     let choice = resolve_weights(&cfg.file, cfg.weights.as_deref(), cfg.fp32_weights.as_deref());
     let mut infos = Vec::new();
     for side in Side::BOTH {
@@ -435,6 +437,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         int8_activations: true,
         model: cfg.model.clone(),
         shapes: cfg.shapes.clone(),
+        verify_each: false,
     };
 
     // Both sides compiled at the chosen level, uncached (the compile's memory is measured).

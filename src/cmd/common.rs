@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use triton_compiler::diagnostics::render::{self, Style};
 use triton_compiler::interp::Weights;
 use triton_compiler::ir::ParamInfo;
-use triton_compiler::passes::{self, OptLevel, Options};
-use triton_compiler::{CheckedModel, check_file};
+use triton_compiler::passes::{Optimized, Timings};
+use triton_compiler::{CheckedModel, driver};
 
 /// A user error outside the source (a missing input file, a bad weights file): printed, exit 1.
 pub fn user_error(msg: impl std::fmt::Display) -> ExitCode {
@@ -21,18 +21,24 @@ pub fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Checks a file and picks one model; diagnostics are printed to stderr.
-pub fn load_model(file: &Path, which: Option<&str>, style: Style) -> Result<CheckedModel, ExitCode> {
+/// Checks a file (timed into `timings`) and selects one model with its sizes bound (the
+/// driver's first phases); diagnostics are printed to stderr.
+pub fn load_model(
+    file: &Path,
+    settings: &driver::Settings,
+    timings: &mut Timings,
+    style: Style,
+) -> Result<CheckedModel, ExitCode> {
     if let Some(why) = triton::files::misplaced(file, "a .tri model", &[]) {
         return Err(user_error(why));
     }
-    let checked = check_file(file);
+    let checked = driver::check(file, timings);
     eprint!("{}", render::render_all(checked.diags().iter(), &checked.program.sources, style));
     if checked.has_errors() {
         eprintln!("error: {} has errors", file.display());
         return Err(ExitCode::from(1));
     }
-    triton::pick_model(file, checked.models, which).map_err(user_error)
+    driver::select(file, checked, settings).map_err(driver_error)
 }
 
 /// Reads a weights file for a model, or initialises the weights from `seed` without one.
@@ -40,16 +46,24 @@ pub fn load_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Res
     triton::read_weights(path, params, seed).map_err(user_error)
 }
 
-/// The optimizer options of the command line.
-pub fn options<'a>(opt: u8, verify_each: bool, f32_activations: bool, weights: Option<&'a Weights>) -> Options<'a> {
-    let level = OptLevel::from_number(opt).unwrap_or(OptLevel::O2);
-    Options { level, verify_each, int8_activations: !f32_activations, weights }
+/// The driver's optimizer phase. A graph a pass broke is an internal compiler error: reported
+/// as such (exit 1), never a panic.
+pub fn optimize(
+    model: &CheckedModel,
+    weights: Option<&Weights>,
+    settings: &driver::Settings,
+    timings: &mut Timings,
+) -> Result<Optimized, ExitCode> {
+    driver::optimize(&model.graph, weights, settings, timings).map_err(driver_error)
 }
 
-/// Runs the pipeline of an -O level. A malformed graph is an internal compiler error (exit 101).
-pub fn optimize(model: &CheckedModel, opts: &Options<'_>) -> Result<passes::Optimized, ExitCode> {
-    passes::optimize(&model.graph, opts).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(101)
-    })
+/// A driver error as the command's exit.
+pub fn driver_error(e: driver::DriverError) -> ExitCode {
+    match e {
+        driver::DriverError::Internal(_) => {
+            eprintln!("error: {e} (a bug in Triton: please report it with the model)");
+            ExitCode::from(1)
+        }
+        e => user_error(e),
+    }
 }

@@ -13,7 +13,7 @@ use triton_compiler::interp::Precision;
 use triton_compiler::passes::Timings;
 use triton_runtime::artifact::MAGIC;
 
-use super::common::{load_model, load_weights, optimize, options, usage_error, user_error};
+use super::common::{load_model, load_weights, optimize, usage_error, user_error};
 use super::opts::ModelOpts;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +136,7 @@ fn artifact(a: &Args<'_>, choice: &triton::weights::Choice, shapes: BTreeMap<Str
         int8_activations: !a.m.f32_activations,
         model: a.m.model.clone(),
         shapes,
+        verify_each: a.verify_each,
     };
     let out = a.output.map_or_else(|| default_output(a.file), Path::to_path_buf);
     if let Err(e) = check_overwrite(&out) {
@@ -220,8 +221,8 @@ fn artifact(a: &Args<'_>, choice: &triton::weights::Choice, shapes: BTreeMap<Str
 
 /// The symbolic sizes of a model's inputs other than the batch `B`.
 fn free_sizes(file: &Path, model: Option<&str>) -> Vec<String> {
-    let checked = triton::check_file(file);
-    triton::pick_model(file, checked.models, model)
+    let checked = triton::driver::check(file, &mut Timings::new());
+    triton::driver::pick(file, checked.models, model)
         .map(|m| triton_compiler::ir::specialize::input_symbols(&m.graph).into_iter().filter(|s| s != "B").collect())
         .unwrap_or_default()
 }
@@ -364,13 +365,10 @@ fn print_engine_plan(
 fn inspect(a: &Args<'_>, choice: &triton::weights::Choice, shapes: &BTreeMap<String, i64>, style: Style) -> ExitCode {
     let start = Instant::now();
     let mut t = Timings::new();
-    let model = match t.time("lex+parse+check+lower", || load_model(a.file, a.m.model.as_deref(), style)) {
+    let settings = a.m.settings(a.verify_each, shapes.clone());
+    let model = match load_model(a.file, &settings, &mut t, style) {
         Ok(m) => m,
         Err(code) => return code,
-    };
-    let model = match triton::specialized(model, shapes) {
-        Ok(m) => m,
-        Err(e) => return user_error(e),
     };
     // The engine plan compiles the model with its weights: they must fit first.
     if let Err(e) = triton::limits::check_weights(model.params()) {
@@ -384,8 +382,7 @@ fn inspect(a: &Args<'_>, choice: &triton::weights::Choice, shapes: &BTreeMap<Str
         },
         None => None,
     };
-    let opts = options(a.opt(), a.verify_each, a.m.f32_activations, weights.as_ref());
-    let optimized = match optimize(&model, &opts) {
+    let optimized = match optimize(&model, weights.as_ref(), &settings, &mut t) {
         Ok(o) => o,
         Err(code) => return code,
     };
@@ -423,9 +420,6 @@ fn inspect(a: &Args<'_>, choice: &triton::weights::Choice, shapes: &BTreeMap<Str
         }
     }
     if a.timing.is_some() {
-        for (name, d) in &optimized.timings.entries {
-            t.add(&format!("pass {name}"), *d);
-        }
         eprintln!("{:<28} {:>10}", "phase", "ms");
         for (name, d) in &t.entries {
             eprintln!("{name:<28} {:>10.3}", ms(*d));

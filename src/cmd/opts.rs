@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use triton_compiler::driver;
 use triton_compiler::interp::Precision;
 use triton_compiler::passes::OptLevel;
 
@@ -68,6 +69,18 @@ impl ModelOpts {
 
     pub fn level(&self) -> OptLevel {
         OptLevel::from_number(self.opt()).unwrap_or(OptLevel::O3)
+    }
+
+    /// The driver's settings for these options.
+    pub fn settings(&self, verify_each: bool, shapes: std::collections::BTreeMap<String, i64>) -> driver::Settings {
+        driver::Settings {
+            level: self.level(),
+            verify_each,
+            int8_activations: !self.f32_activations,
+            precision: self.precision(),
+            model: self.model.clone(),
+            shapes,
+        }
     }
 
     /// The options given on the command line, as the user spelled them (for refusals).

@@ -22,9 +22,10 @@ use triton_compiler::codegen::CodegenError;
 use triton_compiler::diagnostics::render::Style;
 use triton_compiler::interp;
 use triton_compiler::ir::Dim;
+use triton_compiler::passes::Timings;
 use triton_runtime::Model;
 
-use super::common::{load_model, load_weights, optimize, options, usage_error, user_error};
+use super::common::{load_model, load_weights, optimize, usage_error, user_error};
 use super::opts::ModelOpts;
 
 /// What runs the model.
@@ -329,7 +330,8 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
             }
         }
     }
-    let model = match load_model(&a.file, a.m.model.as_deref(), style) {
+    let mut timings = Timings::new();
+    let model = match load_model(&a.file, &a.m.settings(false, BTreeMap::new()), &mut timings, style) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -370,6 +372,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
                 int8_activations: !a.m.f32_activations,
                 model: a.m.model.clone(),
                 shapes: sizes,
+                verify_each: false,
             };
             let cache = triton::Cache::default_dir().map_or_else(triton::Cache::memory_only, triton::Cache::at);
             let built = triton::build_artifact(&a.file, &opts, &cache);
@@ -401,7 +404,8 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
                 Ok(w) => w,
                 Err(code) => return code,
             };
-            let optimized = match optimize(&model, &options(a.m.opt(), false, a.m.f32_activations, Some(&weights))) {
+            let settings = a.m.settings(false, BTreeMap::new());
+            let optimized = match optimize(&model, Some(&weights), &settings, &mut timings) {
                 Ok(o) => o,
                 Err(code) => return code,
             };

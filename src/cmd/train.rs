@@ -32,14 +32,15 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
     if let Some(why) = triton::files::misplaced(&a.file, "a .tri model", &[]) {
         return user_error(why);
     }
-    let checked = triton::check_file(&a.file);
+    let checked = triton::driver::check(&a.file, &mut triton::compiler::passes::Timings::new());
     eprint!("{}", render::render_all(checked.diags().iter(), &checked.program.sources, style));
     if checked.has_errors() {
         eprintln!("error: {} has errors", a.file.display());
         return ExitCode::from(1);
     }
     let source_hash = triton::sources_blake3(&checked.program.sources);
-    let model = match triton::pick_model(&a.file, checked.models, a.model.as_deref()) {
+    let settings = triton::driver::Settings { model: a.model.clone(), ..Default::default() };
+    let model = match triton::driver::select(&a.file, checked, &settings) {
         Ok(m) => m,
         Err(e) => return user_error(e),
     };

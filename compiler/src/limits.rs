@@ -8,7 +8,7 @@
 //! - A refusal names what needed the memory, the figure, and the limit.
 //! - Size arithmetic is checked: a product that overflows is refused like a too-large one.
 
-use triton_compiler::ir::ParamInfo;
+use crate::ir::ParamInfo;
 
 /// Bytes the process may still allocate, by the rule in the module docs.
 pub fn memory_limit() -> Option<u64> {
