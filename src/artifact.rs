@@ -182,7 +182,8 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     }
 
     let weights = crate::compile::load_weights(&model, opts, weights_bytes.as_deref(), &mut t)?;
-    let optimized = driver::optimize(&model.graph, Some(&weights), &settings, &mut t)?;
+    let quantized = driver::quantize(&model.graph, &weights, &mut t);
+    let optimized = driver::optimize(&model.graph, Some((&weights, &quantized)), &settings, &mut t)?;
     let cpu_features = isa::host_cpu_features().map_err(CompileError::Codegen)?;
     // The artifact only loads on CPUs with every recorded feature; with AVX2 among them the
     // runtime's wide kernel runs every int8 product, so their JIT kernels would be dead code.
@@ -190,7 +191,7 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     let mut source = |spec: &GemmSpec| {
         if wide_runs_int8 && !spec.f32_x { Ok((Vec::new(), false)) } else { kernel(cache, spec) }
     };
-    let (parts, report) = driver::codegen(&optimized, &weights, opts.precision, &mut source, &mut t)?;
+    let (parts, report) = driver::codegen(&optimized, (&weights, quantized), opts.precision, &mut source, &mut t)?;
     let meta = Meta {
         compiler_version: env!("CARGO_PKG_VERSION").into(),
         cranelift_version: isa::CRANELIFT_VERSION.into(),

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -291,53 +291,29 @@ pub fn same_contents(path: &Path, bytes: &[u8]) -> bool {
         && read_file(path).is_ok_and(|held| *held == *bytes)
 }
 
-/// An entry's bytes: read into memory, or (large files) mapped.
-#[derive(Debug)]
-pub enum Blob {
-    Owned(Vec<u8>),
-    Mapped(memmap2::Mmap),
-}
+/// An entry's bytes, read into memory. Never memory-mapped: a file cut short by another
+/// program while mapped would crash the reader (SIGBUS), and `same_contents` reads users'
+/// artifacts, which the cache's own rename discipline does not protect (the runtime's artifact
+/// loader reads for the same reason).
+#[derive(Debug, PartialEq)]
+pub struct Blob(Vec<u8>);
 
 impl std::ops::Deref for Blob {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match self {
-            Blob::Owned(v) => v,
-            Blob::Mapped(m) => m,
-        }
-    }
-}
-
-impl PartialEq for Blob {
-    fn eq(&self, other: &Blob) -> bool {
-        **self == **other
+        &self.0
     }
 }
 
 impl From<Vec<u8>> for Blob {
     fn from(v: Vec<u8>) -> Blob {
-        Blob::Owned(v)
+        Blob(v)
     }
 }
 
-/// Files from this size up are mapped rather than read: a fresh process pays a page fault per
-/// 4 KiB of a new buffer, the page cache's pages come mapped 64 KiB at a time.
-const MAP_FROM: u64 = 256 << 10;
-
-/// The bytes of a file, mapped when it is large.
+/// The bytes of a file.
 pub fn read_file(path: &Path) -> std::io::Result<Blob> {
-    let file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    if len < MAP_FROM {
-        let mut v = Vec::with_capacity(len as usize);
-        (&file).read_to_end(&mut v)?;
-        return Ok(Blob::Owned(v));
-    }
-    // SAFETY: files in the cache and artifacts are replaced by rename, never rewritten in
-    // place, so the mapped pages do not change under us while the map lives. (A file cut
-    // short by another program meanwhile would fault; the cache never does that.)
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-    Ok(Blob::Mapped(map))
+    Ok(Blob(fs::read(path)?))
 }
 
 /// An entry with a blake3 prefix over the rest (kernels and manifests).
@@ -388,14 +364,13 @@ mod tests {
     }
 
     #[test]
-    fn large_files_are_mapped_small_ones_read_and_both_compare_byte_for_byte() {
+    fn small_and_large_files_read_and_compare_byte_for_byte() {
         let dir = tempfile::tempdir().expect("temp dir");
-        for (name, len) in [("small", 1000_usize), ("large", MAP_FROM as usize + 4097)] {
+        for (name, len) in [("small", 1000_usize), ("large", (256 << 10) + 4097)] {
             let path = dir.path().join(name);
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             write_atomic(&path, &bytes).expect("write");
             let blob = read_file(&path).expect("read");
-            assert_eq!(matches!(blob, Blob::Mapped(_)), len as u64 >= MAP_FROM, "{name}");
             assert_eq!(*blob, bytes[..]);
             assert!(same_contents(&path, &bytes));
             let mut other = bytes.clone();

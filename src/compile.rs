@@ -208,9 +208,9 @@ pub fn compile_file(path: impl AsRef<Path>, opts: &Options) -> Result<CompiledMo
 pub fn compile_model(model: &CheckedModel, weights: &Weights, opts: &Options) -> Result<CompiledModel, CompileError> {
     let mut timings = Timings::new();
     let settings = opts.settings();
-    let optimized = driver::optimize(&model.graph, Some(weights), &settings, &mut timings)?;
     let mut source = driver::jit_kernels();
-    let (parts, _) = driver::codegen(&optimized, weights, opts.precision, &mut source, &mut timings)?;
+    let compiled = driver::build(model, weights, &settings, &mut source, &mut timings)?;
+    let parts = compiled.parts;
     let model =
         timings.time("map", || Model::from_parts(parts, opts.threads)).map_err(|e| CompileError::Map(e.to_string()))?;
     Ok(CompiledModel { model, timings })

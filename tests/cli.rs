@@ -1,5 +1,7 @@
 //! The `triton` binary: exit codes and output. 0 = ok, 1 = user errors, 2 = usage; never 101.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use triton::compiler::interp::Weights;
@@ -128,22 +130,9 @@ fn hostile_inputs_get_diagnostics_not_crashes() {
     }
 }
 
-/// Writes a float32 .npy file by hand (the format is a small header plus raw data).
+/// Writes a float32 .npy file.
 fn npy(name: &str, shape: &[usize], data: &[f32]) -> PathBuf {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    for v in data {
-        bytes.extend(v.to_le_bytes());
-    }
-    temp(name, &bytes)
+    temp(name, &common::npy_bytes(shape, data))
 }
 
 #[test]

@@ -6,19 +6,15 @@
 //! summation bound of the interpreter's f64 sums. Also: the NaN contract and a concat feeding
 //! a pooling at batch 3.
 
-use ndarray::{ArrayD, IxDyn};
+mod common;
+use common::input;
+
 use proptest::prelude::*;
 use triton::compiler::interp::{self, Precision, Weights};
 use triton::compiler::ir::{self, Graph};
 use triton::compiler::passes::{self, OptLevel};
 use triton::compiler::source::FileId;
 use triton::runtime::cpu::Isa;
-
-fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
-    let n: usize = shape.iter().product();
-    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| (((i + seed) * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
-        .expect("shape")
-}
 
 /// A random convolutional block's parameters.
 #[derive(Clone, Debug)]

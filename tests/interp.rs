@@ -1,6 +1,9 @@
 //! The reference interpreter: op semantics against hand-computed values (docs/language.md is
 //! the contract), and optimized graphs against unoptimized ones for the whole zoo.
 
+mod common;
+use common::rel_l2;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -144,13 +147,6 @@ fn inputs_are_validated_before_running() {
     let err = interp::run(&g, &p, &[arr(&[2, 5], &[0.; 10])], Precision::Fp32).expect_err("wrong shape");
     assert_eq!(err.to_string(), "input `x` must have shape f32[B, 4], got f32[2, 5]: dimension 1 is 5, expected 4");
     assert!(interp::run(&g, &p, &[], Precision::Fp32).is_err());
-}
-
-/// Relative L2 distance `|a - b| / |b|`.
-fn rel_l2(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let den: f32 = b.iter().map(|y| y * y).sum();
-    (num / den.max(f32::MIN_POSITIVE)).sqrt()
 }
 
 /// Every zoo model at every -O level computes what -O0 computes, at both precisions. -O3's int8

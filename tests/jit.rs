@@ -2,6 +2,9 @@
 //! paths (int8 activations x ternary weights, including the fused epilogue), within 1e-4
 //! relative on float paths (f32 GEMM accumulates in f32, the interpreter in f64).
 
+mod common;
+use common::{input, rel_l2};
+
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
@@ -12,12 +15,6 @@ use triton::compiler::passes::{self, OptLevel};
 use triton::compiler::source::FileId;
 use triton::runtime::cpu::Isa;
 use triton::{Options, compile_model};
-
-fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
-    let n: usize = shape.iter().product();
-    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| (((i + seed) * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
-        .expect("shape")
-}
 
 fn interpret(g: &Graph, w: &Weights, x: &ArrayD<f32>, precision: Precision, level: OptLevel) -> ArrayD<f32> {
     let opt = passes::optimize(g, &passes::Options { weights: Some(w), ..passes::Options::new(level) }).expect("valid");
@@ -306,12 +303,6 @@ fn an_input_read_after_its_quantization_is_still_the_callers_values() {
             assert_eq!(view, x.view());
         }
     }
-}
-
-fn rel_l2(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let den: f32 = b.iter().map(|y| y * y).sum();
-    (num / den.max(f32::MIN_POSITIVE)).sqrt()
 }
 
 /// Every zoo model runs on the JIT backend (no interpreter fallback) and matches the

@@ -38,9 +38,10 @@ pub fn gemv_model(m: usize, k: usize) -> triton::runtime::Model {
     let w = Weights::init(&g.params, 1);
     let settings = driver::Settings { level: OptLevel::O3, precision: Precision::Ternary, ..Default::default() };
     let mut t = passes::Timings::new();
-    let opt = driver::optimize(&g, Some(&w), &settings, &mut t).expect("valid");
+    let q = driver::quantize(&g, &w, &mut t);
+    let opt = driver::optimize(&g, Some((&w, &q)), &settings, &mut t).expect("valid");
     let (parts, _) =
-        driver::codegen(&opt, &w, Precision::Ternary, &mut driver::jit_kernels(), &mut t).expect("compiles");
+        driver::codegen(&opt, (&w, q), Precision::Ternary, &mut driver::jit_kernels(), &mut t).expect("compiles");
     triton::runtime::Model::from_parts(parts, 1).expect("maps")
 }
 

@@ -4,6 +4,7 @@
 //! check      load + lex + parse + check + lower        -> Checked (every model, diagnostics)
 //! select     pick the model, bind symbolic sizes        -> CheckedModel
 //! weights    a safetensors file, or seeded init         -> Weights (memory checked first)
+//! quantize   each quantized weight, once                -> QuantCache
 //! optimize   the -O level's passes (verifier between)   -> Optimized (graph, arena, kernel plan)
 //! codegen    kernels and runtime steps                  -> ModelParts (+ report)
 //! ```
@@ -24,6 +25,7 @@ use std::path::Path;
 use triton_runtime::engine::plan::ModelParts;
 
 use crate::codegen::{self, CodegenError, CodegenReport, KernelSource};
+use crate::interp::quant::QuantCache;
 use crate::interp::{Precision, Weights};
 use crate::ir::{Graph, specialize};
 use crate::passes::{self, OptLevel, Optimized, Timings};
@@ -154,11 +156,17 @@ pub fn weights(model: &CheckedModel, from: WeightsFrom<'_>, timings: &mut Timing
     })
 }
 
+/// Phase 3b: every quantized weight quantized once (timed as `quantize`), for the kernel plan
+/// and the code generator to share.
+pub fn quantize(graph: &Graph, weights: &Weights, timings: &mut Timings) -> QuantCache {
+    timings.time("quantize", || QuantCache::build(&graph.params, weights))
+}
+
 /// Phase 4: the -O level's passes, each timed as `pass NAME`, the IR verified after each when
 /// `settings.verify_each`. `weights`, when known, feed the kernel plan's zero-skip decisions.
 pub fn optimize(
     graph: &Graph,
-    weights: Option<&Weights>,
+    weights: Option<(&Weights, &QuantCache)>,
     settings: &Settings,
     timings: &mut Timings,
 ) -> Result<Optimized, DriverError> {
@@ -166,7 +174,8 @@ pub fn optimize(
         level: settings.level,
         verify_each: settings.verify_each,
         int8_activations: settings.int8_activations,
-        weights,
+        weights: weights.map(|(w, _)| w),
+        quantized: weights.map(|(_, q)| q),
     };
     let optimized = passes::optimize(graph, &opts).map_err(|e| DriverError::Internal(e.to_string()))?;
     for (name, d) in &optimized.timings.entries {
@@ -176,16 +185,18 @@ pub fn optimize(
 }
 
 /// Phase 5: the runtime's model parts, with kernels from `source` (a cache, or the JIT), timed
-/// as `codegen`.
+/// as `codegen`. It is the quantized weights' last reader: it takes them.
 pub fn codegen(
     optimized: &Optimized,
-    weights: &Weights,
+    weights: (&Weights, QuantCache),
     precision: Precision,
     source: &mut KernelSource<'_>,
     timings: &mut Timings,
 ) -> Result<(ModelParts, CodegenReport), DriverError> {
+    let (weights, mut quantized) = weights;
     timings.time("codegen", || {
-        codegen::compile_graph_with(&optimized.graph, optimized.kernels.as_ref(), weights, precision, source)
+        let plan = optimized.kernels.as_ref();
+        codegen::compile_graph_quantized(&optimized.graph, plan, weights, Some(&mut quantized), precision, source)
             .map_err(DriverError::Codegen)
     })
 }
@@ -198,7 +209,6 @@ pub fn jit_kernels() -> impl FnMut(&codegen::ternary_gemm::GemmSpec) -> Result<(
 /// Everything a whole compile made.
 #[derive(Debug)]
 pub struct Compiled {
-    pub model: CheckedModel,
     pub optimized: Optimized,
     pub parts: ModelParts,
     pub report: CodegenReport,
@@ -206,13 +216,14 @@ pub struct Compiled {
 
 /// Phases 4 and 5 for a selected model and its weights.
 pub fn build(
-    model: CheckedModel,
+    model: &CheckedModel,
     weights: &Weights,
     settings: &Settings,
     source: &mut KernelSource<'_>,
     timings: &mut Timings,
 ) -> Result<Compiled, DriverError> {
-    let optimized = optimize(&model.graph, Some(weights), settings, timings)?;
-    let (parts, report) = codegen(&optimized, weights, settings.precision, source, timings)?;
-    Ok(Compiled { model, optimized, parts, report })
+    let quantized = quantize(&model.graph, weights, timings);
+    let optimized = optimize(&model.graph, Some((weights, &quantized)), settings, timings)?;
+    let (parts, report) = codegen(&optimized, (weights, quantized), settings.precision, source, timings)?;
+    Ok(Compiled { optimized, parts, report })
 }

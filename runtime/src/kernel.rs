@@ -4,7 +4,7 @@
 //! Rules:
 //! - A kernel is a leaf function `extern "C" fn(*const GemmArgs)` with no relocations: every
 //!   pointer arrives in [`GemmArgs`], constants sit in the function's own RIP-relative pool. So
-//!   its bytes can be copied (or, later, mapped from an artifact) anywhere and run.
+//!   its bytes can be copied anywhere (from an artifact or the cache) and run.
 //! - [`CodeMemory`] owns the executable mapping; it is immutable once made (W^X: written while
 //!   anonymous read-write, then switched to read-execute).
 //! - Calling a kernel is `unsafe`: the caller guarantees the pointers in [`GemmArgs`] cover

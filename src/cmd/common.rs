@@ -54,7 +54,8 @@ pub fn optimize(
     settings: &driver::Settings,
     timings: &mut Timings,
 ) -> Result<Optimized, ExitCode> {
-    driver::optimize(&model.graph, weights, settings, timings).map_err(driver_error)
+    let quantized = weights.map(|w| driver::quantize(&model.graph, w, timings));
+    driver::optimize(&model.graph, weights.zip(quantized.as_ref()), settings, timings).map_err(driver_error)
 }
 
 /// A driver error as the command's exit.

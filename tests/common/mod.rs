@@ -1,6 +1,9 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test file uses some of them).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, IxDyn};
 
 /// Every `.tri` file in examples/, sorted.
 pub fn examples() -> Vec<PathBuf> {
@@ -12,4 +15,36 @@ pub fn examples() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// A deterministic input in [-1, 1) of `shape`; `seed` shifts the pattern.
+pub fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
+    let n: usize = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| (((i + seed) * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
+        .expect("shape")
+}
+
+/// Relative L2 distance `|a - b| / |b|`.
+pub fn rel_l2(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let den: f32 = b.iter().map(|y| y * y).sum();
+    (num / den.max(f32::MIN_POSITIVE)).sqrt()
+}
+
+/// A float32 `.npy` file's bytes (the format is a small header plus raw data).
+pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in data {
+        bytes.extend(v.to_le_bytes());
+    }
+    bytes
 }

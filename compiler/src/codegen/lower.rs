@@ -147,9 +147,9 @@ impl Lowering<'_, '_> {
             Ok(WeightData::Dense { w_t: m.t().as_standard_layout().into_owned() })
         };
         let (data, alpha) = match value {
-            Value::F32(a) => (dense(a.iter().copied().collect())?, None),
+            Value::F32(a) => (dense(flat(a))?, None),
             Value::Trit { codes, alpha } => {
-                let codes_flat: Vec<i8> = codes.iter().copied().collect();
+                let codes_flat: Vec<i8> = flat(codes);
                 let alpha = Some(alpha.to_vec());
                 if conv {
                     // Convolutions run on the engine's kernels, which re-lay the trits out at
@@ -348,6 +348,14 @@ fn pool_geom(a: &PoolAttrs, max: bool) -> Result<PoolGeom, CodegenError> {
     })
 }
 
+/// The values of `a` in row-major order (one copy when it is laid out so, as weights are).
+fn flat<T: Copy>(a: &ndarray::ArrayD<T>) -> Vec<T> {
+    match a.as_slice() {
+        Some(s) => s.to_vec(),
+        None => a.iter().copied().collect(),
+    }
+}
+
 /// Folds a quantize step into the product before it when it is that product's only reader: the
 /// runtime then quantizes each block of the product's rows while they are in cache (and the f32
 /// result never lives whole). Same values: the same quantization runs on the same numbers.
@@ -425,8 +433,22 @@ pub fn compile_graph_with(
     precision: Precision,
     source: &mut KernelSource<'_>,
 ) -> Result<(ModelParts, CodegenReport), CodegenError> {
+    compile_graph_quantized(g, plan, weights, None, precision, source)
+}
+
+/// [`compile_graph_with`], with the weights' codes taken from `quantized` (quantized once per
+/// compile).
+pub fn compile_graph_quantized(
+    g: &Graph,
+    plan: Option<&KernelPlan>,
+    weights: &Weights,
+    quantized: Option<&mut crate::interp::quant::QuantCache>,
+    precision: Precision,
+    source: &mut KernelSource<'_>,
+) -> Result<(ModelParts, CodegenReport), CodegenError> {
     let start = Instant::now();
-    let prepared = interp::prepare(g, weights, precision).map_err(|e| CodegenError::Weights(e.to_string()))?;
+    let prepared =
+        interp::prepare_with(g, weights, precision, quantized).map_err(|e| CodegenError::Weights(e.to_string()))?;
     let statics = interp::eval_statics(g, &prepared, precision);
     let mut report = CodegenReport { statics: start.elapsed(), ..CodegenReport::default() };
     let inputs = g

@@ -19,7 +19,7 @@ pub mod ternary_gemm;
 
 use std::fmt;
 
-pub use lower::{CodegenReport, KernelSource, KindStats, compile_graph, compile_graph_with};
+pub use lower::{CodegenReport, KernelSource, KindStats, compile_graph, compile_graph_quantized, compile_graph_with};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CodegenError {

@@ -110,6 +110,16 @@ pub struct Prepared {
 
 /// Turns latent weights into the values the graph's parameters take at `precision`.
 pub fn prepare(graph: &Graph, weights: &Weights, precision: Precision) -> Result<Prepared, RunError> {
+    prepare_with(graph, weights, precision, None)
+}
+
+/// [`prepare`], taking quantized weights out of `quantized` when it has them.
+pub fn prepare_with(
+    graph: &Graph,
+    weights: &Weights,
+    precision: Precision,
+    mut quantized: Option<&mut quant::QuantCache>,
+) -> Result<Prepared, RunError> {
     let mut values = Vec::with_capacity(graph.params.len());
     for p in &graph.params {
         let w = weights.tensors.get(&p.name).ok_or_else(|| RunError::MissingWeight(p.name.clone()))?;
@@ -119,7 +129,10 @@ pub fn prepare(graph: &Graph, weights: &Weights, precision: Precision) -> Result
                 let cols = w.len() / rows.max(1);
                 let view =
                     w.view().into_shape_with_order((rows, cols)).unwrap_or_else(|_| unreachable!("row-major weight"));
-                let q = quant::quantize(view, rule);
+                let q = match quantized.as_deref_mut().and_then(|c| c.take(&p.name)) {
+                    Some(q) => q,
+                    None => quant::quantize(view, rule),
+                };
                 let codes =
                     q.codes.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("same size"));
                 if p.dtype == DType::Trit {

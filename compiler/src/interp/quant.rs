@@ -36,8 +36,19 @@ pub fn quantize(w: ArrayView2<'_, f32>, rule: QuantRule) -> Quantized {
         match rule {
             QuantRule::Absmean => {
                 let d = mean_abs + ABSMEAN_EPS;
-                for (code, v) in codes.row_mut(r).iter_mut().zip(row.iter()) {
-                    *code = ternary_code(v / d);
+                let mut out = codes.row_mut(r);
+                match (row.as_slice(), out.as_slice_mut()) {
+                    // Contiguous rows: a loop the compiler vectorizes (the same divisions).
+                    (Some(src), Some(dst)) => {
+                        for (code, v) in dst.iter_mut().zip(src) {
+                            *code = ternary_code(v / d);
+                        }
+                    }
+                    _ => {
+                        for (code, v) in out.iter_mut().zip(row.iter()) {
+                            *code = ternary_code(v / d);
+                        }
+                    }
                 }
                 scale[r] = mean_abs;
             }
@@ -64,6 +75,43 @@ pub fn quantize(w: ArrayView2<'_, f32>, rule: QuantRule) -> Quantized {
         }
     }
     Quantized { codes, scale }
+}
+
+/// Every quantized weight of a model, quantized once per compile: the kernel plan's zero-skip
+/// analysis and the code generator's packing read the same codes.
+#[derive(Clone, Debug, Default)]
+pub struct QuantCache {
+    by_name: std::collections::HashMap<String, std::sync::Arc<Quantized>>,
+}
+
+impl QuantCache {
+    /// Quantizes every parameter of `params` that has a rule and a value in `weights` (as
+    /// `[N, K]` rows), weights in parallel.
+    pub fn build(params: &[crate::ir::ParamInfo], weights: &crate::interp::Weights) -> QuantCache {
+        use rayon::prelude::*;
+        let by_name = params
+            .par_iter()
+            .filter_map(|p| {
+                let rule = p.quant?;
+                let w = weights.tensors.get(&p.name)?;
+                let rows = p.shape.first().copied().unwrap_or(1) as usize;
+                let view = w.view().into_shape_with_order((rows, w.len() / rows.max(1))).ok()?;
+                Some((p.name.clone(), std::sync::Arc::new(quantize(view, rule))))
+            })
+            .collect();
+        QuantCache { by_name }
+    }
+
+    /// The codes and scales of parameter `name`, if it was quantized.
+    pub fn get(&self, name: &str) -> Option<&Quantized> {
+        self.by_name.get(name).map(|q| q.as_ref())
+    }
+
+    /// Parameter `name`'s codes and scales, taken out of the cache (no copy when nothing else
+    /// holds them): for the last reader, the code generator.
+    pub fn take(&mut self, name: &str) -> Option<Quantized> {
+        self.by_name.remove(name).map(|q| std::sync::Arc::try_unwrap(q).unwrap_or_else(|shared| (*shared).clone()))
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use std::fmt;
 
 use triton_runtime::DType;
 
-use crate::interp::{Weights, quant};
+use crate::interp::Weights;
+use crate::interp::quant::{self, QuantCache};
 use crate::ir::{ConvAttrs, FusedBase, Graph, NodeId, Op};
 
 use super::OptLevel;
@@ -171,7 +172,7 @@ fn stats(codes: &ndarray::Array2<i8>, format: WeightFormat) -> WeightStats {
 }
 
 /// Plans every product of `g` (-O2: layout; -O3: also tiles and, with `weights`, zero skipping).
-pub fn plan(g: &Graph, level: OptLevel, weights: Option<&Weights>) -> KernelPlan {
+pub fn plan(g: &Graph, level: OptLevel, weights: Option<&Weights>, quantized: Option<&QuantCache>) -> KernelPlan {
     let mut kernels = Vec::new();
     for (id, node) in g.nodes.iter() {
         let base = match node.op {
@@ -191,8 +192,13 @@ pub fn plan(g: &Graph, level: OptLevel, weights: Option<&Weights>) -> KernelPlan
         let tile = (level >= OptLevel::O3).then(|| tile(n, fmt, k));
         let stats = match (level >= OptLevel::O3, weights.and_then(|ws| ws.tensors.get(&info.name)), info.quant) {
             (true, Some(t), Some(rule)) if info.dtype == DType::Trit && t.len() as u64 == n * k => {
-                let rows = t.view().into_shape_with_order((n as usize, k as usize)).ok();
-                rows.map(|r| stats(&quant::quantize(r, rule).codes, fmt))
+                match quantized.and_then(|q| q.get(&info.name)) {
+                    Some(q) => Some(stats(&q.codes, fmt)),
+                    None => {
+                        let rows = t.view().into_shape_with_order((n as usize, k as usize)).ok();
+                        rows.map(|r| stats(&quant::quantize(r, rule).codes, fmt))
+                    }
+                }
             }
             _ => None,
         };

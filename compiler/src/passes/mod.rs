@@ -67,7 +67,7 @@ pub const BN_FOLD: Pass = Pass { name: "bn_fold", run: bn_fold::run };
 pub const FUSE: Pass = Pass { name: "fuse", run: fuse::run };
 pub const INT8_ACT: Pass = Pass { name: "int8_act", run: int8_act::run };
 
-/// Every pass, by name (for filetests and `--passes`).
+/// Every pass, by name (for the filetests in `tests/passes/`).
 pub const ALL: &[Pass] = &[CONST_FOLD, SHAPE_SIMPLIFY, CSE, DCE, BN_FOLD, FUSE, INT8_ACT];
 
 pub fn by_name(name: &str) -> Option<Pass> {
@@ -85,11 +85,13 @@ pub struct Options<'a> {
     pub int8_activations: bool,
     /// The weights, when known at compile time: the kernel plan's zero-skip decisions use them.
     pub weights: Option<&'a crate::interp::Weights>,
+    /// Their quantized codes, when the caller has them (quantized once per compile).
+    pub quantized: Option<&'a crate::interp::quant::QuantCache>,
 }
 
 impl Options<'_> {
     pub fn new(level: OptLevel) -> Options<'static> {
-        Options { level, verify_each: false, int8_activations: true, weights: None }
+        Options { level, verify_each: false, int8_activations: true, weights: None, quantized: None }
     }
 }
 
@@ -167,7 +169,8 @@ pub fn optimize(g: &Graph, opts: &Options<'_>) -> Result<Optimized, PassError> {
     if opts.level >= OptLevel::O2 {
         let plan = out.timings.time("memory_plan", || memory_plan::plan(&out.graph));
         out.plan = Some(plan);
-        let kernels = out.timings.time("kernel_plan", || kernel_plan::plan(&out.graph, opts.level, opts.weights));
+        let kernels =
+            out.timings.time("kernel_plan", || kernel_plan::plan(&out.graph, opts.level, opts.weights, opts.quantized));
         out.kernels = Some(kernels);
     }
     Ok(out)
