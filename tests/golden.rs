@@ -112,7 +112,7 @@ fn resnet_blocks_project_only_when_the_shape_changes() {
     assert!(has("layer2.0.shortcut.w"), "projection when downsampling");
     assert!(!has("layer2.1.shortcut.w"));
     let bn_mean = m.params().iter().find(|p| p.name == "layer2.0.bn1.mean").expect("running mean");
-    assert_eq!(bn_mean.kind, triton::compiler::syntax::ast::DeclKind::Buffer);
+    assert_eq!(bn_mean.kind, triton::compiler::ir::ParamKind::Buffer);
 }
 
 #[test]

@@ -12,12 +12,12 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use triton::compiler::interp::{self, Precision, Weights};
+use triton::compiler::ir::ParamKind;
 use triton::compiler::ir::{
     self, BinaryOp, ConvAttrs, Dim, Graph, Init, NodeId, Op, ParamInfo, PoolAttrs, QuantRule, TensorType, UnaryOp,
 };
 use triton::compiler::passes::{self, OptLevel, Options};
 use triton::compiler::source::{FileId, Span};
-use triton::compiler::syntax::ast::DeclKind;
 use triton::runtime::DType;
 
 /// Random inputs for a graph, with every symbolic dimension set to 3.
@@ -130,7 +130,7 @@ impl Builder {
             DType::I8 => Some(QuantRule::Absmax),
             _ => None,
         };
-        let kind = if shape.len() > 1 { DeclKind::Weight } else { DeclKind::Param };
+        let kind = if shape.len() > 1 { ParamKind::Weight } else { ParamKind::Param };
         self.g.add_param(ParamInfo { name, kind, dtype, shape, quant, init, span: Span::new(FileId(0), 0, 0) })
     }
 

@@ -25,10 +25,11 @@ use std::path::Path;
 use triton_runtime::engine::plan::ModelParts;
 
 use crate::codegen::{self, CodegenError, CodegenReport, KernelSource};
-use crate::interp::quant::QuantCache;
-use crate::interp::{Precision, Weights};
+use crate::interp::Precision;
 use crate::ir::{Graph, specialize};
 use crate::passes::{self, OptLevel, Optimized, Timings};
+use crate::weights::Weights;
+use crate::weights::quant::QuantCache;
 use crate::{Checked, CheckedModel};
 
 /// What a compile is asked to do (the inputs are the file and the weights).

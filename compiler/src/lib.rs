@@ -18,6 +18,7 @@ pub mod load;
 pub mod passes;
 pub mod source;
 pub mod syntax;
+pub mod weights;
 
 use std::path::Path;
 

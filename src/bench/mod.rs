@@ -18,6 +18,8 @@
 //! - The report ([`Report`]) is the single source of every output: the terminal table, the
 //!   Markdown report, the plots, the JSON and the comparison with a baseline.
 
+mod accuracy;
+mod choice;
 pub mod compare;
 pub mod machine;
 pub mod measure;
@@ -25,6 +27,7 @@ pub mod memory;
 pub mod metrics;
 pub mod plots;
 pub mod render;
+mod report;
 pub mod scaling;
 pub mod stats;
 pub mod targets;
@@ -41,10 +44,12 @@ use triton_runtime::Model;
 
 use crate::compile::Options;
 use crate::data::{self, CLASSES, Normalize};
+pub use choice::{WeightsChoice, resolve_weights};
 pub use machine::Machine;
 pub use measure::Budget;
 pub use memory::Peak;
 pub use metrics::Classification;
+pub use report::*;
 pub use stats::Latency;
 pub use targets::{Outcome, Target, TargetArg};
 
@@ -57,32 +62,6 @@ pub const RUN_CALLS: usize = 3;
 /// A latency case whose call would take longer than this many per-case budgets (of at least a
 /// second) is skipped.
 pub const LONGEST_CALL: f64 = 10.0;
-
-/// The two things compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Fp32,
-    Ternary,
-}
-
-impl Side {
-    pub const BOTH: [Side; 2] = [Side::Fp32, Side::Ternary];
-
-    pub fn precision(self) -> Precision {
-        match self {
-            Side::Fp32 => Precision::Fp32,
-            Side::Ternary => Precision::Ternary,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Side::Fp32 => "FP32",
-            Side::Ternary => "ternary",
-        }
-    }
-}
 
 /// What to benchmark and how.
 #[derive(Clone, Debug)]
@@ -109,198 +88,6 @@ pub struct Config {
     pub shapes: std::collections::BTreeMap<String, i64>,
 }
 
-/// Measurement settings, as recorded in the report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    pub opt: String,
-    pub batch_sizes: Vec<usize>,
-    pub threads: usize,
-    pub warmup: usize,
-    pub iters: usize,
-    pub max_seconds_per_case: f64,
-    pub seed: u64,
-}
-
-/// Where one side's weights came from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WeightsInfo {
-    pub side: Side,
-    /// The file, or `None` for seeded initialisation.
-    pub path: Option<String>,
-    /// The precision the file was trained at (its metadata), if it says.
-    pub trained_precision: Option<String>,
-    pub normalize: String,
-    /// A remark for the reader (e.g. FP32 running ternary-trained latent weights).
-    pub note: Option<String>,
-}
-
-impl WeightsInfo {
-    pub fn trained(&self) -> bool {
-        self.path.is_some()
-    }
-}
-
-/// Accuracy of one side: measured, or why not.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SideAccuracy {
-    Measured(Classification),
-    NotApplicable(String),
-}
-
-impl SideAccuracy {
-    pub fn measured(&self) -> Option<&Classification> {
-        match self {
-            SideAccuracy::Measured(c) => Some(c),
-            SideAccuracy::NotApplicable(_) => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Accuracy {
-    /// The dataset and split, when one was used.
-    pub dataset: Option<String>,
-    pub fp32: SideAccuracy,
-    pub ternary: SideAccuracy,
-}
-
-impl Accuracy {
-    pub fn side(&self, s: Side) -> &SideAccuracy {
-        match s {
-            Side::Fp32 => &self.fp32,
-            Side::Ternary => &self.ternary,
-        }
-    }
-
-    /// FP32 accuracy minus ternary accuracy, in percentage points.
-    pub fn delta_pp(&self) -> Option<f64> {
-        Some(100.0 * (self.fp32.measured()?.accuracy - self.ternary.measured()?.accuracy))
-    }
-}
-
-/// One latency case.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LatencyCase {
-    pub side: Side,
-    pub threads: usize,
-    pub batch: usize,
-    pub stats: Latency,
-    pub per_example_ms: f64,
-    /// Examples per second (from the median).
-    pub throughput: f64,
-    /// Every timed call, ms, in the order measured.
-    #[serde(default)]
-    pub samples_ms: Vec<f64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Size {
-    /// Trainable elements (weights and params).
-    pub parameters: u64,
-    /// Elements of ternary weights.
-    pub ternary_weights: u64,
-    /// Every weight, param and buffer as f32.
-    pub fp32_bytes: u64,
-    pub fp32_artifact_bytes: usize,
-    pub ternary_artifact_bytes: usize,
-    /// `fp32_bytes / ternary_artifact_bytes`.
-    pub compression: f64,
-    /// Machine code in the ternary artifact.
-    pub code_bytes: usize,
-    /// Packed trits in the ternary artifact.
-    pub trit_bytes: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MemoryCase {
-    pub side: Side,
-    /// Compiling the model (no cache); the same in every case of a side.
-    pub compile: Option<Peak>,
-    /// Loading the artifact and running it at `batch`, all threads.
-    pub inference: Option<Peak>,
-    pub batch: usize,
-    /// Scratch buffers the runtime keeps between calls at `batch`.
-    pub arena_bytes: usize,
-    /// Whether the peaks were measured in a process of their own (else in the benchmark's).
-    pub isolated: bool,
-}
-
-/// Compile speed and runtime latency of one -O level.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CompileCase {
-    pub side: Side,
-    pub opt: String,
-    pub lines: usize,
-    pub cold_ms: f64,
-    pub warm_ms: f64,
-    pub cold_samples: usize,
-    pub warm_samples: usize,
-    /// Every cold and warm compile, ms, in the order measured.
-    #[serde(default)]
-    pub cold_ms_samples: Vec<f64>,
-    #[serde(default)]
-    pub warm_ms_samples: Vec<f64>,
-    pub ms_per_line: f64,
-    /// Cold over warm.
-    pub cache_speedup: f64,
-    /// Median latency, one thread, at batch 1 and at `batch`.
-    pub latency_b1_ms: f64,
-    pub batch: usize,
-    pub latency_batch_ms: f64,
-}
-
-/// Everything `triton bench` measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub format: u32,
-    pub model: String,
-    pub file: String,
-    /// blake3 of every source file read.
-    pub source_blake3: String,
-    pub unix_time: u64,
-    pub wall_seconds: f64,
-    pub machine: Machine,
-    pub settings: Settings,
-    pub weights: Vec<WeightsInfo>,
-    pub accuracy: Accuracy,
-    pub latency: Vec<LatencyCase>,
-    pub size: Size,
-    pub memory: Vec<MemoryCase>,
-    pub compile: Vec<CompileCase>,
-    pub scaling: Option<scaling::Scaling>,
-    pub targets: Vec<Outcome>,
-    /// Cases not measured, with the reason.
-    #[serde(default)]
-    pub skipped: Vec<String>,
-}
-
-impl Report {
-    /// The latency case of `side`, `threads`, `batch`.
-    pub fn latency_of(&self, side: Side, threads: usize, batch: usize) -> Option<&LatencyCase> {
-        self.latency.iter().find(|c| c.side == side && c.threads == threads && c.batch == batch)
-    }
-
-    /// FP32 over ternary median latency.
-    pub fn speedup(&self, threads: usize, batch: usize) -> Option<f64> {
-        let f = self.latency_of(Side::Fp32, threads, batch)?;
-        let t = self.latency_of(Side::Ternary, threads, batch)?;
-        Some(f.stats.median_ms / t.stats.median_ms)
-    }
-
-    /// Thread counts measured, ascending.
-    pub fn thread_counts(&self) -> Vec<usize> {
-        let mut t: Vec<usize> = self.latency.iter().map(|c| c.threads).collect();
-        t.sort_unstable();
-        t.dedup();
-        t
-    }
-
-    pub fn weights_of(&self, side: Side) -> Option<&WeightsInfo> {
-        self.weights.iter().find(|w| w.side == side)
-    }
-}
-
 /// A failure that stops the benchmark (a user error: bad model, weights, data, options).
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -310,43 +97,6 @@ pub enum BenchError {
 
 fn user(e: impl std::fmt::Display) -> BenchError {
     BenchError::User(e.to_string())
-}
-
-/// The weights of each side: the file (or `None`: seeded) and a remark.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WeightsChoice {
-    pub ternary: Option<PathBuf>,
-    pub fp32: Option<PathBuf>,
-    pub fp32_note: Option<String>,
-}
-
-/// Picks each side's weights (see the module rules).
-pub fn resolve_weights(file: &Path, weights: Option<&Path>, fp32_weights: Option<&Path>) -> WeightsChoice {
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let shipped = |suffix: &str| Some(crate::weights::beside_with(file, suffix)).filter(|p| p.is_file());
-    let ternary = crate::weights::Choice::resolve(file, weights, 0).path().map(Path::to_path_buf);
-    let (fp32, fp32_note) = match fp32_weights.map(Path::to_path_buf).or_else(|| shipped(".fp32.safetensors")) {
-        Some(p) => (Some(p), None),
-        None => match &ternary {
-            Some(t) => (
-                Some(t.clone()),
-                Some(format!(
-                    "no FP32-trained weights ({stem}.fp32.safetensors or --fp32-weights): FP32 runs the latent weights of {}",
-                    t.display()
-                )),
-            ),
-            None => (None, None),
-        },
-    };
-    WeightsChoice { ternary, fp32, fp32_note }
-}
-
-/// A weights file's metadata (empty for none or a file without any).
-fn metadata(path: &Path) -> Result<HashMap<String, String>, BenchError> {
-    let bytes = std::fs::read(path).map_err(|e| user(format!("cannot read `{}`: {e}", path.display())))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| user(format!("`{}` is not a safetensors file: {e}", path.display())))?;
-    Ok(meta.metadata().clone().unwrap_or_default())
 }
 
 /// What a step of the run reports (for a progress bar).
@@ -415,7 +165,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
             Side::Fp32 => (choice.fp32.clone(), choice.fp32_note.clone()),
             Side::Ternary => (choice.ternary.clone(), None),
         };
-        let meta = path.as_deref().map(metadata).transpose()?.unwrap_or_default();
+        let meta = path.as_deref().map(choice::metadata).transpose()?.unwrap_or_default();
         let normalize = meta.get("normalize").and_then(|n| Normalize::from_name(n)).unwrap_or(Normalize::Unit);
         infos.push(WeightsInfo {
             side,
@@ -457,7 +207,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     let load = |c: &Compiled, threads: usize| Model::from_artifact(c.bytes.as_ref(), threads).map_err(user);
 
     // Accuracy.
-    let accuracy = accuracy(cfg, &model, &infos, &compiled, all_threads, progress)?;
+    let accuracy = accuracy::measure(cfg, &model, &infos, &compiled, all_threads, progress)?;
 
     // Latency per batch size, one thread and all; FP32 and ternary alternate. A case whose
     // call would take over LONGEST_CALL budgets (estimated from the smallest batch on one
@@ -653,89 +403,6 @@ pub fn judge(report: &Report, bounds: &[(Target, f64)]) -> Vec<Outcome> {
             Outcome::judge(t, bound, measured)
         })
         .collect()
-}
-
-/// Accuracy of both compiled sides on MNIST's test split, or why it is not applicable.
-fn accuracy(
-    cfg: &Config,
-    model: &CheckedModel,
-    infos: &[WeightsInfo],
-    compiled: &[Compiled],
-    threads: usize,
-    progress: &mut dyn Progress,
-) -> Result<Accuracy, BenchError> {
-    let na = |why: String| Accuracy {
-        dataset: None,
-        fp32: SideAccuracy::NotApplicable(why.clone()),
-        ternary: SideAccuracy::NotApplicable(why),
-    };
-    progress.step("loading the dataset");
-    let g = &model.graph;
-    let shape = match crate::train::input_shape(g, &data::Split { images: vec![], labels: vec![], rows: 28, cols: 28 })
-        .and_then(|s| crate::train::check_output(g).map(|()| s))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            progress.step("accuracy: not applicable");
-            return Ok(na(format!("no dataset for this model (MNIST is the one Triton reads): {e}")));
-        }
-    };
-    // An explicit --data must be found; the default lookup falls back to the shipped sample.
-    let found = match cfg.data.as_deref() {
-        Some(d) => data::find_mnist(Some(d)),
-        None => data::find_mnist_or_sample(),
-    };
-    let mnist = match found.map_err(|e| e.to_string()).and_then(|d| {
-        // An explicit --data that fails is an error; a default lookup that fails is n/a.
-        data::load_mnist(&d).map_err(|e| e.to_string())
-    }) {
-        Ok(m) => m,
-        Err(e) if cfg.data.is_some() => return Err(user(e)),
-        Err(e) => {
-            progress.step("accuracy: not applicable");
-            return Ok(na(e));
-        }
-    };
-    progress.step("accuracy on MNIST's test split");
-    let test = &mnist.test;
-    let mut sides = Vec::new();
-    for (c, info) in compiled.iter().zip(infos) {
-        if !info.trained() {
-            sides.push(SideAccuracy::NotApplicable(format!(
-                "seeded initialisation (seed {}): no trained weights; give --weights",
-                cfg.seed
-            )));
-            continue;
-        }
-        let m = Model::from_artifact(c.bytes.as_ref(), threads).map_err(user)?;
-        let norm = Normalize::from_name(&info.normalize).unwrap_or(Normalize::Unit);
-        let (mut labels, mut predicted) = (Vec::new(), Vec::new());
-        let order: Vec<usize> = (0..test.len()).collect();
-        for chunk in order.chunks(500) {
-            let (x, l) = data::batch(test, chunk, &shape, norm, 0, None);
-            let y = m.run(&[x.view()]).map_err(user)?.swap_remove(0);
-            let flat: Vec<f32> = y.iter().copied().collect();
-            predicted.extend(metrics::argmax_rows(&flat, CLASSES));
-            labels.extend(l);
-        }
-        sides.push(SideAccuracy::Measured(Classification::of(&labels, &predicted, CLASSES)));
-    }
-    let ternary = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
-    let fp32 = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
-    Ok(Accuracy {
-        dataset: Some(if data::is_sample(&mnist.dir) {
-            format!(
-                "the MNIST sample shipped with Triton ({} test images, from {}; the full MNIST was not found: \
-                 give --data or $TRITON_DATA for the 10,000-image test split)",
-                test.len(),
-                mnist.dir.display()
-            )
-        } else {
-            format!("MNIST test split ({} images) from {}", test.len(), mnist.dir.display())
-        }),
-        fp32,
-        ternary,
-    })
 }
 
 /// Seconds as a [`Duration`] for the budget (negative or NaN: zero).

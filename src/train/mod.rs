@@ -26,7 +26,7 @@ use triton_compiler::grad::{self, Backward, Mode};
 use triton_compiler::interp::weights::scale_name;
 use triton_compiler::interp::{Precision, Weights};
 use triton_compiler::ir::Graph;
-use triton_compiler::syntax::ast::DeclKind;
+use triton_compiler::ir::ParamKind;
 
 use crate::data::{self, CLASSES, Mnist, Normalize, Split};
 pub use optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
@@ -193,7 +193,7 @@ pub fn train(
                 .ok_or_else(|| TrainError::Run(format!("no value for parameter `{}`", p.name)))
         })
         .collect::<Result<_, _>>()?;
-    let decay: Vec<bool> = g.params.iter().map(|p| p.kind == DeclKind::Weight).collect();
+    let decay: Vec<bool> = g.params.iter().map(|p| p.kind == ParamKind::Weight).collect();
     let mut opt = Optimizer::new(cfg.optim, g.params.len());
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
     let batches = train_split.len().div_ceil(cfg.batch_size);

@@ -6,8 +6,8 @@ pub use crate::ir::{Init, ParamInfo, QuantRule};
 
 use super::value::TensorType;
 use crate::ir::Graph;
+use crate::ir::ParamKind;
 use crate::source::{FileId, Span};
-use crate::syntax::ast::DeclKind;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckedModel {
@@ -63,8 +63,8 @@ impl ModelStats {
         for p in model.params() {
             let n = p.elements();
             match p.kind {
-                DeclKind::Buffer => s.buffers += n,
-                DeclKind::Weight | DeclKind::Param => s.parameters += n,
+                ParamKind::Buffer => s.buffers += n,
+                ParamKind::Weight | ParamKind::Param => s.parameters += n,
             }
             match p.dtype {
                 DType::Trit => s.ternary += n,

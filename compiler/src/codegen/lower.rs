@@ -13,9 +13,10 @@ use triton_runtime::pack;
 
 use super::CodegenError;
 use super::ternary_gemm::{self, Act, GemmSpec};
-use crate::interp::{self, Precision, Value, Weights};
+use crate::interp::{self, Precision, Value};
 use crate::ir::{ConvAttrs, Dim, FusedBase, Graph, NodeId, Op, PoolAttrs};
 use crate::passes::kernel_plan::{self, KernelPlan, WeightFormat};
+use crate::weights::Weights;
 
 /// A dimension as `batch * B + fixed`, with every symbol standing for the batch size.
 fn rt_dim(d: &Dim) -> Result<RtDim, CodegenError> {
@@ -442,7 +443,7 @@ pub fn compile_graph_quantized(
     g: &Graph,
     plan: Option<&KernelPlan>,
     weights: &Weights,
-    quantized: Option<&mut crate::interp::quant::QuantCache>,
+    quantized: Option<&mut crate::weights::quant::QuantCache>,
     precision: Precision,
     source: &mut KernelSource<'_>,
 ) -> Result<(ModelParts, CodegenReport), CodegenError> {

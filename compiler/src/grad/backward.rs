@@ -12,7 +12,6 @@ use std::fmt;
 use triton_runtime::DType;
 
 use crate::ir::{Graph, NodeId, Op};
-use crate::syntax::ast::DeclKind;
 
 /// One step of the backward graph: the vector-Jacobian product of a forward node, sending
 /// its output's gradient to the arguments listed in `wrt` (positions in the node's args).
@@ -45,14 +44,8 @@ pub enum GradError {
 
 /// Builds the backward graph of `g` for a loss on its outputs.
 pub fn differentiate(g: &Graph) -> Result<Backward, GradError> {
-    let trained: Vec<bool> = g
-        .params
-        .iter()
-        .map(|p| {
-            matches!(p.kind, DeclKind::Weight | DeclKind::Param)
-                && matches!(p.dtype, DType::F32 | DType::Trit | DType::I8)
-        })
-        .collect();
+    let trained: Vec<bool> =
+        g.params.iter().map(|p| p.kind.trained() && matches!(p.dtype, DType::F32 | DType::Trit | DType::I8)).collect();
     if !trained.iter().any(|t| *t) {
         return Err(GradError::NothingToTrain);
     }

@@ -15,8 +15,9 @@ use triton_runtime::DType;
 
 use super::backward::Backward;
 use super::kernels::{self, BnSaved};
-use crate::interp::{Precision, RunError, Weights, bind_inputs, eval_dim, quant, quantize_i8};
+use crate::interp::{Precision, RunError, bind_inputs, eval_dim, quantize_i8};
 use crate::ir::{Graph, Op};
+use crate::weights::{Weights, quant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

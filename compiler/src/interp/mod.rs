@@ -10,9 +10,6 @@
 //! - Inputs are validated against the graph's signature before anything runs; a mismatch is an
 //!   error naming the expected shape, never a panic.
 
-pub mod quant;
-pub mod weights;
-
 use std::collections::HashMap;
 use std::fmt;
 
@@ -20,7 +17,9 @@ use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn, Zip, s};
 use triton_runtime::DType;
 
 use crate::ir::{BinaryOp, ConvAttrs, Dim, Graph, Op, PoolAttrs, TensorType};
-pub use weights::{Weights, WeightsError};
+// Weights and their quantization are their own module (`crate::weights`), shared by the
+// passes, the code generator, the trainer and the interpreter; these paths stay for callers.
+pub use crate::weights::{self, Weights, WeightsError, quant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Precision {

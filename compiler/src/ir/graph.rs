@@ -16,7 +16,6 @@ use super::entity::{Arena, Id, SecondaryMap};
 use super::op::Op;
 use super::types::TensorType;
 use crate::source::Span;
-use crate::syntax::ast::DeclKind;
 
 /// Ternary quantization rule of a trit weight, or the rule of an i8 weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,12 +48,39 @@ pub enum Init {
     Const(f64),
 }
 
+/// What a parameter is for (the IR's own copy of the source's `weight` / `param` / `buffer`
+/// keywords, so the IR does not depend on the surface syntax).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    /// A large, possibly quantized tensor (the matrix of a linear layer, a conv kernel).
+    Weight,
+    /// A small trainable tensor (bias, batch-norm affine).
+    Param,
+    /// Non-trainable state (batch-norm running statistics).
+    Buffer,
+}
+
+impl ParamKind {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ParamKind::Weight => "weight",
+            ParamKind::Param => "param",
+            ParamKind::Buffer => "buffer",
+        }
+    }
+
+    /// Whether training updates it.
+    pub fn trained(self) -> bool {
+        matches!(self, ParamKind::Weight | ParamKind::Param)
+    }
+}
+
 /// One named parameter of a model: a `weight`, `param` or `buffer` of some instance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamInfo {
     /// Dotted path, e.g. `layer1.0.conv1.w`: the name used in weights files and the IR.
     pub name: String,
-    pub kind: DeclKind,
+    pub kind: ParamKind,
     pub dtype: DType,
     pub shape: Vec<u64>,
     pub quant: Option<QuantRule>,

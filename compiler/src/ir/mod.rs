@@ -16,7 +16,7 @@ pub mod types;
 pub mod verify;
 
 pub use dim::Dim;
-pub use graph::{Graph, Init, Node, NodeId, ParamInfo, QuantRule};
+pub use graph::{Graph, Init, Node, NodeId, ParamInfo, ParamKind, QuantRule};
 pub use op::{BinaryOp, ConvAttrs, Fused, FusedBase, Op, OpError, PoolAttrs, UnaryOp};
 pub use parse::{IrParseError, parse};
 pub use types::TensorType;

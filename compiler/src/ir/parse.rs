@@ -9,12 +9,11 @@ use std::fmt;
 use triton_runtime::DType;
 
 use super::dim::Dim;
-use super::graph::{Graph, Init, NodeId, ParamInfo, QuantRule};
+use super::graph::{Graph, Init, NodeId, ParamInfo, ParamKind, QuantRule};
 use super::op::{BinaryOp, ConvAttrs, Fused, FusedBase, Op, PoolAttrs, UnaryOp};
 use super::types::TensorType;
 use crate::diagnostics::Diags;
 use crate::source::{FileId, Span};
-use crate::syntax::ast::DeclKind;
 use crate::syntax::lexer;
 use crate::syntax::token::Tok;
 use crate::syntax::unescape::unescape;
@@ -290,9 +289,9 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
                 p.expect(Tok::Colon)?;
                 let ty = p.ty()?;
                 let kind = match p.next()? {
-                    Tok::Weight => DeclKind::Weight,
-                    Tok::Param => DeclKind::Param,
-                    Tok::Buffer => DeclKind::Buffer,
+                    Tok::Weight => ParamKind::Weight,
+                    Tok::Param => ParamKind::Param,
+                    Tok::Buffer => ParamKind::Buffer,
                     _ => return p.fail("expected `weight`, `param` or `buffer`"),
                 };
                 let mut quant = None;

@@ -24,9 +24,9 @@ use std::fmt;
 
 use triton_runtime::DType;
 
-use crate::interp::Weights;
-use crate::interp::quant::{self, QuantCache};
 use crate::ir::{ConvAttrs, FusedBase, Graph, NodeId, Op};
+use crate::weights::Weights;
+use crate::weights::quant::{self, QuantCache};
 
 use super::OptLevel;
 

@@ -84,9 +84,9 @@ pub struct Options<'a> {
     /// keeps them f32 (`--f32-activations`).
     pub int8_activations: bool,
     /// The weights, when known at compile time: the kernel plan's zero-skip decisions use them.
-    pub weights: Option<&'a crate::interp::Weights>,
+    pub weights: Option<&'a crate::weights::Weights>,
     /// Their quantized codes, when the caller has them (quantized once per compile).
-    pub quantized: Option<&'a crate::interp::quant::QuantCache>,
+    pub quantized: Option<&'a crate::weights::quant::QuantCache>,
 }
 
 impl Options<'_> {

@@ -87,7 +87,7 @@ pub struct QuantCache {
 impl QuantCache {
     /// Quantizes every parameter of `params` that has a rule and a value in `weights` (as
     /// `[N, K]` rows), weights in parallel.
-    pub fn build(params: &[crate::ir::ParamInfo], weights: &crate::interp::Weights) -> QuantCache {
+    pub fn build(params: &[crate::ir::ParamInfo], weights: &crate::weights::Weights) -> QuantCache {
         use rayon::prelude::*;
         let by_name = params
             .par_iter()

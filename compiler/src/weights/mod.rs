@@ -8,6 +8,8 @@
 //!   missing, extra or mis-shaped is one error listing every offender. f32, f64, f16 and bf16
 //!   tensors are accepted (converted to f32).
 
+pub mod quant;
+
 use std::collections::HashMap;
 use std::fmt;
 
@@ -248,7 +250,7 @@ mod tests {
     fn bulk_init_draws_the_same_values_as_one_word_per_value() {
         let p = ParamInfo {
             name: "fc.w".into(),
-            kind: crate::syntax::ast::DeclKind::Weight,
+            kind: crate::ir::ParamKind::Weight,
             dtype: triton_runtime::DType::Trit,
             shape: vec![7, 13],
             quant: None,
