@@ -24,8 +24,8 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 use rayon::prelude::*;
 
 use super::arena::Arena;
-use super::gemm::{finish, int8_args};
 use super::plan::{ConvGeom, Epilogue, GemmWeight, Kind, WeightData};
+use super::product::{finish, int8_args};
 use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
 use crate::kernel::GemmArgs;

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::arena::Arena;
 use super::conv::{Prepared, window};
 use super::plan::{ADD_SUB_MAX_ROWS, ConvGeom, Epilogue, GemmWeight, Requantize, WeightData, padded_len};
+use super::product::{ScaleBias, finish, int8_args};
 use super::quant::{QUANTIZE_WORK, quantize_rows, quantize_sample};
 use super::value::{QTensor, Val};
 use super::{Model, RunError, internal, shaped};
@@ -25,9 +26,6 @@ use crate::pack;
 /// Rows per block when a product's rows are handed on as soon as they are written (fused
 /// requantization): 16 rows of 256 floats are 16 KB, half of L1.
 const AFTER_ROWS: usize = 16;
-
-/// A product's per-channel epilogue scale and bias.
-pub(crate) type ScaleBias<'a> = (Option<&'a [f32]>, Option<&'a [f32]>);
 
 impl GemmWeight {
     /// The dense `[K, N]` f32 matrix a product of `rows` rows runs on, if it runs on the f32
@@ -512,43 +510,4 @@ impl Model {
         }
         shaped(si, &shape, out)
     }
-}
-
-/// The kernel arguments of a product over all rows of `q` (tiles `0..tiles`), with the
-/// epilogue vectors that are present.
-pub(crate) fn int8_args(
-    q: &QTensor,
-    packed: &[u8],
-    alpha: &[f32],
-    (scale, bias): ScaleBias<'_>,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-    tiles: usize,
-) -> GemmArgs {
-    GemmArgs {
-        x: q.data.as_ptr(),
-        w: packed.as_ptr(),
-        alpha: alpha.as_ptr(),
-        scale: scale.map_or(std::ptr::null(), |s| s.as_ptr()),
-        bias: bias.map_or(std::ptr::null(), |s| s.as_ptr()),
-        residual: residual.map_or(std::ptr::null(), |s| s.as_ptr()),
-        out: out.as_mut_ptr(),
-        xsum: q.row_sum.as_ptr(),
-        sx: q.row_scale.as_ptr(),
-        rows: q.rows() as u64,
-        tile_begin: 0,
-        tile_end: tiles as u64,
-    }
-}
-
-/// The epilogue after the product's own scaling, in the interpreter's order.
-pub(crate) fn finish(
-    out: &mut [f32],
-    n: usize,
-    scale: Option<&[f32]>,
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    act: Option<UnaryOp>,
-) {
-    crate::kernels::ChannelEpilogue { mult: None, scale, bias, act }.apply_rows(out, n, residual);
 }

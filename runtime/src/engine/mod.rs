@@ -30,6 +30,7 @@ mod elementwise;
 mod gemm;
 pub mod plan;
 mod pool;
+mod product;
 mod quant;
 mod value;
 

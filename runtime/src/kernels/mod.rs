@@ -13,6 +13,7 @@
 //!   convolutions: direct/implicit-GEMM int8 and f32, depthwise), [`pool`] (channels-last
 //!   pooling), [`sgemm`] (the f32 GEMM of matrix products, on the `gemm` crate).
 
+pub mod contract;
 pub mod conv;
 pub mod fconv;
 pub(crate) mod lines;

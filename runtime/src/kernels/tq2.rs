@@ -29,11 +29,6 @@ use crate::kernel::GemmArgs;
 use crate::ops::UnaryOp;
 use crate::pack;
 
-/// Rows sharing one decode of a channel's codes.
-pub(crate) const ROWS: usize = 8;
-/// Blocks whose 16-bit sums cannot overflow.
-pub(crate) const FLUSH_BLOCKS: usize = 32;
-
 /// Computes output channels `channels` (the tile range of `args` times the tile size, cut at
 /// `n`) of `args.rows` rows, with the epilogue the non-null pointers select and `act` (relu or
 /// relu6 only).
@@ -56,24 +51,6 @@ pub unsafe fn gemm(isa: Isa, args: &GemmArgs, n: usize, k_pad: usize, act: Optio
             #[cfg(not(target_arch = "x86_64"))]
             _ => generic(args, n, k_pad, act, channels),
         }
-    }
-}
-
-/// Rows in groups of [`ROWS`], each group against every channel of `channels`:
-/// `group(r, ch)` for full groups, `one(row, ch)` for the rows left over.
-#[inline(always)]
-pub(crate) fn walk(rows: usize, channels: Range<usize>, group: impl Fn(usize, usize), one: impl Fn(usize, usize)) {
-    let mut r = 0;
-    while r < rows {
-        let nr = (rows - r).min(ROWS);
-        for ch in channels.clone() {
-            if nr == ROWS {
-                group(r, ch);
-            } else {
-                (r..r + nr).for_each(|row| one(row, ch));
-            }
-        }
-        r += nr;
     }
 }
 

@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::kernels::fconv::{F32Panel, FCall, for_tiles};
+use crate::kernels::contract::fconv::{F32Panel, FCall, for_tiles};
 
 /// Reduction values per chunk: a block's strip of weights is 32 KB (about L1; chunks from 256
 /// to 1024 measured alike on Zen 3, within this machine's noise).

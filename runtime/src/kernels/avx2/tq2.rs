@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use crate::kernel::GemmArgs;
-use crate::kernels::tq2::{FLUSH_BLOCKS, ROWS, walk};
+use crate::kernels::contract::tq2::{FLUSH_BLOCKS, ROWS, walk};
 use crate::ops::UnaryOp;
 
 #[target_feature(enable = "avx2")]

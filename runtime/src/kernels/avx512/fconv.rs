@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{block_mask, tail16};
-use crate::kernels::fconv::{F32Panel, FCall, MR, NB, for_tiles};
+use crate::kernels::contract::fconv::{F32Panel, FCall, MR, NB, for_tiles};
 
 /// Reduction values per chunk: a run's chunk of weights (`KC * NB * 64` bytes, 128 KB) stays
 /// in L2 while the block's row tiles walk it (128 and 256, in L1, measured no faster).

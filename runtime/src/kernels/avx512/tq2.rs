@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use crate::kernel::GemmArgs;
 use crate::kernels::avx2::tq2::{activations, decode, finish, tile_row};
-use crate::kernels::tq2::{ROWS, walk};
+use crate::kernels::contract::tq2::{ROWS, walk};
 use crate::ops::UnaryOp;
 
 /// The tq2 product on `vpdpbusd`: 8 rows per decode; the rows left run on the AVX2 tile (one row
