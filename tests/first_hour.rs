@@ -4,6 +4,8 @@
 //! options that make no sense. Exit codes: 1 for a bad input, 2 for a command line that cannot
 //! apply; never 101 (panic) or 134 (abort).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -184,15 +186,7 @@ fn sizes_that_would_exhaust_memory_are_refused_before_allocating() {
     assert!(text(&out.stderr).contains("2.4 GB of memory; this machine has 1.1 GB"), "{}", text(&out.stderr));
 
     // A 4 KB .npy whose header claims (10^12, 784).
-    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 784), }".to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend([0u8; 4096]);
+    let bytes = common::npy_bytes(&[1_000_000_000_000, 784], &[0.0; 1024]);
     let huge = dir.path().join("huge.npy");
     std::fs::write(&huge, bytes).expect("write");
     let out = triton(&["run", "examples/mnist_mlp.tri", "--input", s(&huge)]);
