@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use super::tail16;
 use crate::kernels::ChannelEpilogue;
-use crate::kernels::conv::{DepthwiseValue, Window};
+use crate::kernels::contract::conv::{DepthwiseValue, Window};
 
 /// A depthwise element type in 16 lanes.
 pub(crate) trait Lanes: DepthwiseValue {

@@ -3,5 +3,6 @@
 //! Implementations import the contract, never their dispatcher, so the arrows run one way:
 //! dispatcher -> implementation -> contract.
 
+pub mod conv;
 pub mod fconv;
 pub mod tq2;
