@@ -274,3 +274,28 @@ fn no_cache_writes_nothing_and_stats_and_clean_report_entries() {
     assert!(text(&refused.stderr).contains("refusing to overwrite"), "{}", text(&refused.stderr));
     assert_eq!(std::fs::read_to_string(&src).expect("kept"), "model text");
 }
+
+/// Four threads of one process compile one model into one cache (memory and disk levels
+/// shared): every result is the same bytes, and the folder holds one whole model entry.
+#[test]
+fn four_threads_compile_into_one_cache_and_agree() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = Cache::at(dir.path().join("cache"));
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_cnn.tri");
+    let opts = Options { threads: 1, ..Options::default() };
+    let builds: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| build_artifact(&file, &opts, &cache).expect("compiles").bytes.to_vec()))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+    });
+    assert!(builds.windows(2).all(|w| w[0] == w[1]), "every thread got the same artifact");
+    assert!(cache.take_warnings().is_empty());
+    let models = std::fs::read_dir(dir.path().join("cache/v1/models"))
+        .expect("models folder")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("shard"))
+        .count();
+    assert_eq!(models, 1);
+    let fresh = build_artifact(&file, &opts, &Cache::disabled()).expect("compiles");
+    assert_eq!(fresh.bytes.to_vec(), builds[0], "the cached bytes are what a fresh compile makes");
+}
