@@ -150,10 +150,16 @@ pub fn specialized(model: CheckedModel, shapes: &BTreeMap<String, i64>) -> Resul
 /// Reads a weights file for a model, or initialises the weights from `seed` without one
 /// ([`driver::weights`]: they must fit in memory before anything is allocated).
 pub fn read_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Result<Weights, String> {
-    triton_compiler::limits::check_weights(params)?;
-    let Some(p) = path else { return Ok(Weights::init(params, seed)) };
-    let bytes = std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
-    Weights::from_safetensors(&bytes, params).map_err(|e| format!("{}: {e}", p.display()))
+    let bytes = match path {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?),
+        None => None,
+    };
+    let name = path.map(|p| p.display().to_string()).unwrap_or_default();
+    let from = match &bytes {
+        Some(bytes) => driver::WeightsFrom::Safetensors { name: &name, bytes },
+        None => driver::WeightsFrom::Seed(seed),
+    };
+    driver::weights(params, from, &mut Timings::new()).map_err(|e| e.to_string())
 }
 
 impl Options {
@@ -182,7 +188,7 @@ pub(crate) fn load_weights(
         Some(bytes) => driver::WeightsFrom::Safetensors { name: &name, bytes },
         None => driver::WeightsFrom::Seed(opts.seed),
     };
-    Ok(driver::weights(model, from, timings)?)
+    Ok(driver::weights(model.params(), from, timings)?)
 }
 
 /// Checks, optimizes and JIT-compiles the model in a `.tri` file (the [`driver`]'s phases).

@@ -26,7 +26,7 @@ use triton_runtime::engine::plan::ModelParts;
 
 use crate::codegen::{self, CodegenError, CodegenReport, KernelSource};
 use crate::interp::Precision;
-use crate::ir::{Graph, specialize};
+use crate::ir::{Graph, ParamInfo, specialize};
 use crate::passes::{self, OptLevel, Optimized, Timings};
 use crate::weights::Weights;
 use crate::weights::quant::QuantCache;
@@ -144,15 +144,16 @@ pub fn bind(mut model: CheckedModel, shapes: &BTreeMap<String, i64>) -> Result<C
     Ok(model)
 }
 
-/// Phase 3: the model's weights (timed as `weights`). They must fit in memory
+/// Phase 3: the weights of a model's parameters (timed as `weights`). They must fit in memory
 /// ([`crate::limits::check_weights`]) before anything is allocated.
-pub fn weights(model: &CheckedModel, from: WeightsFrom<'_>, timings: &mut Timings) -> Result<Weights, DriverError> {
+pub fn weights(params: &[ParamInfo], from: WeightsFrom<'_>, timings: &mut Timings) -> Result<Weights, DriverError> {
     timings.time("weights", || {
-        crate::limits::check_weights(model.params()).map_err(DriverError::Weights)?;
+        crate::limits::check_weights(params).map_err(DriverError::Weights)?;
         match from {
-            WeightsFrom::Seed(seed) => Ok(Weights::init(model.params(), seed)),
-            WeightsFrom::Safetensors { name, bytes } => Weights::from_safetensors(bytes, model.params())
-                .map_err(|e| DriverError::Weights(format!("{name}: {e}"))),
+            WeightsFrom::Seed(seed) => Ok(Weights::init(params, seed)),
+            WeightsFrom::Safetensors { name, bytes } => {
+                Weights::from_safetensors(bytes, params).map_err(|e| DriverError::Weights(format!("{name}: {e}")))
+            }
         }
     })
 }
