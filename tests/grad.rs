@@ -51,7 +51,7 @@ fn check(name: &str, src: &str, input: &[usize]) -> f64 {
     let tape = grad::forward(&g, &params, std::slice::from_ref(&x), Precision::Fp32, Mode::Train).expect("runs");
     let r = random(tape.output(&g).shape(), &mut rng, 1.0);
     let bw = grad::differentiate(&g).expect("differentiable");
-    let grads = grad::backward_pass(&g, &bw, &tape, r.clone());
+    let grads = grad::backward_pass(&g, &bw, &tape, r.clone()).expect("backward");
     let eps = 1e-2f32;
     let mut worst = 0.0f64;
     let mut checked = 0;
@@ -215,7 +215,7 @@ fn ternary_layers_train_latent_weights_straight_through() {
     assert!(distinct.len() <= 3 * 5, "per-row alpha * {{-1, 0, 1}}");
     let t1 = grad::forward(&g, &tern, std::slice::from_ref(&x), Precision::Ternary, Mode::Train).expect("runs");
     let r = random(t1.output(&g).shape(), &mut rng, 1.0);
-    let g1 = grad::backward_pass(&g, &bw, &t1, r.clone());
+    let g1 = grad::backward_pass(&g, &bw, &t1, r.clone()).expect("backward");
 
     // The same graph at FP32 with the quantized values as its latent weights.
     let mut wq = w.clone();
@@ -223,7 +223,7 @@ fn ternary_layers_train_latent_weights_straight_through() {
     let fp = grad::effective_params(&g, &wq, Precision::Fp32).expect("weights");
     let t2 = grad::forward(&g, &fp, std::slice::from_ref(&x), Precision::Fp32, Mode::Train).expect("runs");
     assert_eq!(t1.output(&g), t2.output(&g));
-    let g2 = grad::backward_pass(&g, &bw, &t2, r);
+    let g2 = grad::backward_pass(&g, &bw, &t2, r).expect("backward");
     assert_eq!(g1, g2);
     assert!(g1[wi].as_ref().is_some_and(|d| d.iter().any(|v| *v != 0.0)));
 }

@@ -110,7 +110,7 @@ fn weights_files_round_trip_with_scales() {
     let m = model("mnist_mlp.tri");
     let w = Weights::init(&m.graph.params, 9);
     let mut saved = w.clone();
-    let scales = train::scales(&m.graph, &w);
+    let scales = train::scales(&m.graph, &w).expect("scales");
     let names: Vec<&str> = scales.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["fc1.scale", "fc2.scale"]);
     for (n, s) in scales {

@@ -60,7 +60,7 @@ pub(super) fn measure(
         let (mut labels, mut predicted) = (Vec::new(), Vec::new());
         let order: Vec<usize> = (0..test.len()).collect();
         for chunk in order.chunks(500) {
-            let (x, l) = data::batch(test, chunk, &shape, norm, 0, None);
+            let (x, l) = data::batch(test, chunk, &shape, norm, 0, None).map_err(user)?;
             let y = m.run(&[x.view()]).map_err(user)?.swap_remove(0);
             let flat: Vec<f32> = y.iter().copied().collect();
             predicted.extend(metrics::argmax_rows(&flat, CLASSES));
@@ -68,8 +68,9 @@ pub(super) fn measure(
         }
         sides.push(SideAccuracy::Measured(Classification::of(&labels, &predicted, CLASSES)));
     }
-    let ternary = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
-    let fp32 = sides.pop().unwrap_or_else(|| unreachable!("two sides"));
+    let (Some(ternary), Some(fp32), None) = (sides.pop(), sides.pop(), sides.pop()) else {
+        return Err(user("internal error: accuracy is measured on exactly two sides, FP32 and ternary"));
+    };
     Ok(Accuracy {
         dataset: Some(if data::is_sample(&mnist.dir) {
             format!(

@@ -47,8 +47,10 @@ impl Budget {
 /// A deterministic input in [-1, 1) of `shape`.
 pub fn input(shape: &[usize]) -> ArrayD<f32> {
     let n: usize = shape.iter().product();
-    let values = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-    ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| unreachable!("length is the shape's product"))
+    let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let mut x = ArrayD::<f32>::zeros(IxDyn(shape));
+    x.iter_mut().zip(values).for_each(|(d, v)| *d = v);
+    x
 }
 
 /// The model's inputs at batch size `batch`.
@@ -174,7 +176,7 @@ pub fn compile_times(
             return Err(CompileError::Internal("a warm compile missed the cache it had just filled".into()));
         }
     }
-    let build = last.unwrap_or_else(|| unreachable!("at least one cold compile"));
+    let build = last.ok_or_else(|| CompileError::Internal("no cold compile ran".into()))?;
     Ok(CompileTimes { cold_ms, warm_ms, build })
 }
 

@@ -155,7 +155,11 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
     meta.insert("seed".to_string(), c.seed.to_string());
     meta.insert("triton_version".to_string(), env!("CARGO_PKG_VERSION").to_string());
     let mut saved = trained.weights.clone();
-    for (name, s) in train::scales(&model.graph, &trained.weights) {
+    let scales = match train::scales(&model.graph, &trained.weights) {
+        Ok(s) => s,
+        Err(e) => return user_error(e),
+    };
+    for (name, s) in scales {
         saved.tensors.insert(name, s);
     }
     let bytes = match saved.to_safetensors(Some(meta)) {

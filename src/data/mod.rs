@@ -76,6 +76,8 @@ pub enum DataError {
     Count { images: String, labels: String, n_images: usize, n_labels: usize },
     #[error("`{path}`: {what}")]
     Shape { path: String, what: String },
+    #[error("the model's input {shape:?} holds {want} values per example; the images are {rows}x{cols}")]
+    Input { shape: Vec<usize>, want: usize, rows: usize, cols: usize },
 }
 
 const FILES: [(&str, &str); 2] =
@@ -208,8 +210,12 @@ pub fn batch(
     norm: Normalize,
     shift: usize,
     mut rng: Option<&mut ChaCha8Rng>,
-) -> (ArrayD<f32>, Vec<usize>) {
+) -> Result<(ArrayD<f32>, Vec<usize>), DataError> {
     let (rows, cols, px) = (split.rows, split.cols, split.pixels());
+    let want: usize = shape.iter().product();
+    if want != px {
+        return Err(DataError::Input { shape: shape.to_vec(), want, rows, cols });
+    }
     let mut data = Vec::with_capacity(indices.len() * px);
     let mut labels = Vec::with_capacity(indices.len());
     let zero = norm.apply(0);
@@ -233,8 +239,13 @@ pub fn batch(
     }
     let mut full = vec![indices.len()];
     full.extend_from_slice(shape);
-    let x = ArrayD::from_shape_vec(IxDyn(&full), data).unwrap_or_else(|_| unreachable!("caller checks sizes"));
-    (x, labels)
+    let x = ArrayD::from_shape_vec(IxDyn(&full), data).map_err(|_| DataError::Input {
+        shape: shape.to_vec(),
+        want,
+        rows,
+        cols,
+    })?;
+    Ok((x, labels))
 }
 
 #[cfg(test)]
@@ -249,18 +260,18 @@ mod tests {
     #[test]
     fn batches_normalise_reshape_and_shift() {
         let s = tiny();
-        let (x, y) = batch(&s, &[1, 0], &[9], Normalize::Unit, 0, None);
+        let (x, y) = batch(&s, &[1, 0], &[9], Normalize::Unit, 0, None).unwrap();
         assert_eq!(x.shape(), [2, 9]);
         assert_eq!(y, [7, 3]);
         assert_eq!(x[[0, 0]], 90.0 / 255.0);
-        let (x4, _) = batch(&s, &[0], &[1, 3, 3], Normalize::Standard, 0, None);
+        let (x4, _) = batch(&s, &[0], &[1, 3, 3], Normalize::Standard, 0, None).unwrap();
         assert_eq!(x4.shape(), [1, 1, 3, 3]);
         assert!((x4[[0, 0, 0, 0]] - (0.0 - 0.1307) / 0.3081).abs() < 1e-6);
         // Shifts move pixels and fill with the normalised zero; every shift keeps the label.
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut moved = false;
         for _ in 0..20 {
-            let (xs, ys) = batch(&s, &[0], &[9], Normalize::Unit, 1, Some(&mut rng));
+            let (xs, ys) = batch(&s, &[0], &[9], Normalize::Unit, 1, Some(&mut rng)).unwrap();
             assert_eq!(ys, [3]);
             let sum: f32 = xs.iter().sum();
             assert!(sum <= x.slice(ndarray::s![1, ..]).sum() + 1e-6);

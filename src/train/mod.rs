@@ -151,10 +151,11 @@ pub fn evaluate(
     let mut correct = 0;
     let order: Vec<usize> = (0..split.len()).collect();
     for chunk in order.chunks(500) {
-        let (x, labels) = data::batch(split, chunk, &shape, norm, 0, None);
+        let (x, labels) =
+            data::batch(split, chunk, &shape, norm, 0, None).map_err(|e| TrainError::Run(e.to_string()))?;
         let tape =
             grad::forward(g, &params, &[x], precision, Mode::Eval).map_err(|e| TrainError::Run(e.to_string()))?;
-        correct += grad::softmax_cross_entropy(tape.output(g), &labels).2;
+        correct += grad::softmax_cross_entropy(tape.output(g), &labels).map_err(grad::GradError::from)?.2;
     }
     Ok(correct as f64 / split.len().max(1) as f64)
 }
@@ -209,11 +210,14 @@ pub fn train(
         let mut lr = cfg.lr;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
             lr = cfg.schedule.rate(cfg.lr, epoch * batches + b, total);
-            let (x, labels) = data::batch(&train_split, chunk, &shape, cfg.normalize, cfg.shift, Some(&mut rng));
-            let params = grad::effective_values(g, &latent.iter().collect::<Vec<_>>(), cfg.precision);
+            let (x, labels) = data::batch(&train_split, chunk, &shape, cfg.normalize, cfg.shift, Some(&mut rng))
+                .map_err(|e| TrainError::Run(e.to_string()))?;
+            let params = grad::effective_values(g, &latent.iter().collect::<Vec<_>>(), cfg.precision)
+                .map_err(grad::GradError::from)?;
             let tape = grad::forward(g, &params, &[x], cfg.precision, Mode::Train)
                 .map_err(|e| TrainError::Run(e.to_string()))?;
-            let (loss, dlogits, right) = grad::softmax_cross_entropy(tape.output(g), &labels);
+            let (loss, dlogits, right) =
+                grad::softmax_cross_entropy(tape.output(g), &labels).map_err(grad::GradError::from)?;
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
@@ -222,7 +226,7 @@ pub fn train(
                     lr: format!("{lr:e}"),
                 });
             }
-            let grads = grad::backward_pass(g, &bw, &tape, dlogits);
+            let grads = grad::backward_pass(g, &bw, &tape, dlogits)?;
             update_running_stats(&mut latent, &tape.bn_updates);
             opt.step(&mut latent.iter_mut().collect::<Vec<_>>(), &grads, &decay, lr);
             loss_sum += f64::from(loss) * chunk.len() as f64;
@@ -276,14 +280,14 @@ fn update_running_stats(latent: &mut [ArrayD<f32>], updates: &[(usize, usize, Ve
 }
 
 /// The per-output-channel scales of every quantized weight, under their [`scale_name`]s.
-pub fn scales(g: &Graph, weights: &Weights) -> Vec<(String, ArrayD<f32>)> {
+pub fn scales(g: &Graph, weights: &Weights) -> Result<Vec<(String, ArrayD<f32>)>, TrainError> {
     let mut out = Vec::new();
     for p in &g.params {
         let (Some(rule), Some(w)) = (p.quant, weights.tensors.get(&p.name)) else { continue };
         let n = p.shape.first().copied().unwrap_or(1) as usize;
-        let m = triton_compiler::grad::kernels::rows(w, w.len() / n.max(1));
+        let m = triton_compiler::grad::kernels::rows(w, w.len() / n.max(1)).map_err(grad::GradError::from)?;
         let q = triton_compiler::interp::quant::quantize(m.view(), rule);
         out.push((scale_name(&g.params, &p.name), q.scale.into_dyn()));
     }
-    out
+    Ok(out)
 }

@@ -6,6 +6,7 @@
 //! Warnings are only kept for files without errors.
 
 pub use crate::ir::dim;
+pub mod args;
 mod elab;
 pub mod model;
 pub mod ops;

@@ -11,6 +11,7 @@
 
 use triton_runtime::DType;
 
+use super::args::Misfit;
 use super::value::{TensorType, Value};
 use crate::diagnostics::{Code, Diag};
 use crate::ir::dim::{Dim, DimError};
@@ -192,7 +193,7 @@ pub fn builtin_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// One argument as evaluated at the call site.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ArgVal {
     pub name: Option<(String, Span)>,
     pub value: Value,
@@ -259,41 +260,28 @@ fn kind_ok(kind: Kind, v: &Value) -> bool {
 /// caller returns poison without a new diagnostic.
 pub fn bind(spec: &'static OpSpec, args: &[ArgVal], call: Span) -> Result<Option<Bound>, Diag> {
     let params = spec.params;
-    let mut values: Vec<Option<(Value, Span)>> = vec![None; params.len()];
-    let mut positional = 0usize;
-    for a in args {
-        let index = match &a.name {
-            None => {
-                if positional >= params.len() {
-                    return Err(Diag::error(
-                        Code::ArgumentCount,
-                        format!("`{}` takes at most {} arguments, got {}", spec.name, params.len(), args.len()),
-                    )
-                    .at(a.span, "extra argument")
-                    .help(signature_help(spec)));
-                }
-                positional += 1;
-                positional - 1
-            }
-            Some((name, span)) => match params.iter().position(|p| p.name == name) {
-                Some(i) => i,
-                None => {
-                    return Err(Diag::error(
-                        Code::UnknownArgument,
-                        format!("`{}` has no parameter `{name}`", spec.name),
-                    )
-                    .at(*span, "unknown keyword argument")
-                    .help(signature_help(spec)));
-                }
-            },
-        };
-        if values[index].is_some() {
-            return Err(Diag::error(
-                Code::DuplicateArgument,
-                format!("argument `{}` of `{}` is given twice", params[index].name, spec.name),
-            )
-            .at(a.span, "given again here"));
+    let names: Vec<&str> = params.iter().map(|p| p.name).collect();
+    let slots = super::args::assign(&names, args).map_err(|m| match m {
+        Misfit::Extra { arg } => Diag::error(
+            Code::ArgumentCount,
+            format!("`{}` takes at most {} arguments, got {}", spec.name, params.len(), args.len()),
+        )
+        .at(arg.span, "extra argument")
+        .help(signature_help(spec)),
+        Misfit::Unknown { name, span } => {
+            Diag::error(Code::UnknownArgument, format!("`{}` has no parameter `{name}`", spec.name))
+                .at(span, "unknown keyword argument")
+                .help(signature_help(spec))
         }
+        Misfit::Twice { index, arg } => Diag::error(
+            Code::DuplicateArgument,
+            format!("argument `{}` of `{}` is given twice", params[index].name, spec.name),
+        )
+        .at(arg.span, "given again here"),
+    })?;
+    let mut values: Vec<Option<(Value, Span)>> = vec![None; params.len()];
+    for (index, a) in slots.iter().enumerate() {
+        let Some(a) = a else { continue };
         if !kind_ok(params[index].kind, &a.value) {
             let symbolic = matches!(&a.value, Value::Int(d) if !d.is_known());
             let mut d = Diag::error(
@@ -382,8 +370,28 @@ struct Input {
 }
 
 impl Bound {
-    fn input(&self, i: usize) -> Input {
-        match &self.values[i] {
+    /// A diagnostic for argument `i` not being `what` ([`bind`] checks kinds first, so this is
+    /// a second line of defence, worded for the user all the same).
+    fn not_a(&self, i: usize, what: &str) -> Diag {
+        let span = self.span(i);
+        Diag::error(Code::ArgumentKind, format!("argument {} of `{}` must be {what}", i + 1, self.name))
+            .at(span, format!("expected {what}"))
+    }
+
+    /// The items of list argument `i`, each a tensor.
+    fn tensor_list(&self, i: usize) -> Result<(Vec<&super::value::Tensor>, Span), Diag> {
+        let Some((Value::List(items), span)) = &self.values[i] else {
+            return Err(self.not_a(i, "a list of tensors"));
+        };
+        let tensors = items.iter().map(|v| match v {
+            Value::Tensor(t) => Ok(t),
+            _ => Err(self.not_a(i, "a list of tensors")),
+        });
+        Ok((tensors.collect::<Result<_, _>>()?, *span))
+    }
+
+    fn input(&self, i: usize) -> Result<Input, Diag> {
+        Ok(match &self.values[i] {
             Some((Value::Tensor(t), span)) => {
                 Input { ty: t.ty.clone(), span: *span, decl: t.decl, operand: Operand::Node(t.node), param: i }
             }
@@ -398,8 +406,8 @@ impl Bound {
                 }),
                 param: i,
             },
-            None => unreachable!("required parameters are bound"),
-        }
+            None => return Err(self.not_a(i, "given")),
+        })
     }
 }
 
@@ -432,26 +440,23 @@ fn normalize_axis(b: &Bound, i: usize, rank: usize) -> Result<usize, Diag> {
 pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
     let inputs: Vec<Input> = match op {
         Op::Concat => {
-            let Some((Value::List(items), list_span)) = &b.values[0] else { unreachable!("bind() checked the kind") };
+            let (items, list_span) = b.tensor_list(0)?;
             items
-                .iter()
-                .map(|v| match v {
-                    Value::Tensor(t) => Input {
-                        ty: t.ty.clone(),
-                        span: *list_span,
-                        decl: t.decl,
-                        operand: Operand::Node(t.node),
-                        param: 0,
-                    },
-                    _ => unreachable!("bind() checked the kind"),
+                .into_iter()
+                .map(|t| Input {
+                    ty: t.ty.clone(),
+                    span: list_span,
+                    decl: t.decl,
+                    operand: Operand::Node(t.node),
+                    param: 0,
                 })
                 .collect()
         }
         Op::Matmul | Op::TernaryMatmul | Op::Conv2d | Op::TernaryConv2d | Op::Add | Op::Sub | Op::Mul | Op::Div => {
-            vec![b.input(0), b.input(1)]
+            vec![b.input(0)?, b.input(1)?]
         }
-        Op::BatchNorm => (0..5).map(|i| b.input(i)).collect(),
-        _ => vec![b.input(0)],
+        Op::BatchNorm => (0..5).map(|i| b.input(i)).collect::<Result<_, _>>()?,
+        _ => vec![b.input(0)?],
     };
     if matches!(op, Op::TernaryMatmul | Op::TernaryConv2d) && inputs[1].ty.dtype != DType::Trit {
         return Err(dtype_diag(b, &inputs[1], &[DType::Trit]));
@@ -501,10 +506,10 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         }
         Op::Reshape => ir::Op::Reshape { shape: reshape_target(b, &inputs[0].ty)? },
         Op::Concat => {
-            let Some((_, list_span)) = &b.values[0] else { unreachable!("bind() checked the kind") };
+            let list_span = b.span(0);
             let Some(first) = inputs.first() else {
                 return Err(Diag::error(Code::InvalidArgument, "`concat` needs at least one tensor")
-                    .at(*list_span, "empty list"));
+                    .at(list_span, "empty list"));
             };
             ir::Op::Concat { axis: normalize_axis(b, 1, first.ty.rank())? }
         }
@@ -521,16 +526,16 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
 /// The full target shape of `reshape`, with `-1` inferred.
 fn reshape_target(b: &Bound, x: &TensorType) -> Result<Vec<Dim>, Diag> {
     if !matches!(x.dtype, DType::F32 | DType::I8 | DType::I32) {
-        return Err(dtype_diag(b, &b.input(0), &[DType::F32, DType::I8, DType::I32]));
+        return Err(dtype_diag(b, &b.input(0)?, &[DType::F32, DType::I8, DType::I32]));
     }
-    let Some((Value::List(items), _)) = &b.values[1] else { unreachable!("bind() checked the kind") };
+    let Some((Value::List(items), _)) = &b.values[1] else { return Err(b.not_a(1, "a list of integers")) };
     let mut dims: Vec<Dim> = items
         .iter()
         .map(|v| match v {
-            Value::Int(d) => d.clone(),
-            _ => unreachable!("bind() checked the kind"),
+            Value::Int(d) => Ok(d.clone()),
+            _ => Err(b.not_a(1, "a list of integers")),
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let infer_at: Vec<usize> =
         dims.iter().enumerate().filter(|(_, d)| d.as_known() == Some(-1)).map(|(i, _)| i).collect();
     if infer_at.len() > 1 {

@@ -44,10 +44,11 @@ impl Scopes {
     }
 }
 
-pub fn layer_def(program: &Program, r: LayerRef) -> &ast::LayerDef {
-    match &program.module(r.module).ast.items[r.item] {
-        ast::Item::Layer(l) => l,
-        _ => unreachable!("LayerRef always points at a layer item"),
+/// The definition `r` names (`None` only if `r` was not made by [`resolve`] for `program`).
+pub fn layer_def(program: &Program, r: LayerRef) -> Option<&ast::LayerDef> {
+    match program.module(r.module).ast.items.get(r.item) {
+        Some(ast::Item::Layer(l)) => Some(l),
+        _ => None,
     }
 }
 
@@ -68,12 +69,12 @@ pub fn resolve(program: &Program, diags: &mut Diags) -> Scopes {
             if let ast::Item::Layer(l) = item {
                 let r = LayerRef { module: m, item: i };
                 if let Some(prev) = map.get(&l.name.name) {
-                    let prev_def = layer_def(program, *prev);
-                    diags.push(
-                        Diag::error(Code::DuplicateDefinition, format!("`{}` is defined twice", l.name.name))
-                            .at(l.name.span, "defined again here")
-                            .also(prev_def.name.span, "first defined here"),
-                    );
+                    let mut d = Diag::error(Code::DuplicateDefinition, format!("`{}` is defined twice", l.name.name))
+                        .at(l.name.span, "defined again here");
+                    if let Some(prev_def) = layer_def(program, *prev) {
+                        d = d.also(prev_def.name.span, "first defined here");
+                    }
+                    diags.push(d);
                     continue;
                 }
                 map.insert(l.name.name.clone(), r);
@@ -110,15 +111,15 @@ pub fn resolve(program: &Program, diags: &mut Diags) -> Scopes {
                     };
                     match scope.get(&visible.name) {
                         Some(&existing) if existing != r => {
-                            diags.push(
-                                Diag::error(
-                                    Code::DuplicateDefinition,
-                                    format!("`{}` is already defined in this file", visible.name),
-                                )
-                                .at(visible.span, "imported here")
-                                .also(layer_def(program, existing).name.span, "already defined here")
-                                .help(format!("rename the import: `{} as Other{}`", name.name, name.name)),
-                            );
+                            let mut d = Diag::error(
+                                Code::DuplicateDefinition,
+                                format!("`{}` is already defined in this file", visible.name),
+                            )
+                            .at(visible.span, "imported here");
+                            if let Some(def) = layer_def(program, existing) {
+                                d = d.also(def.name.span, "already defined here");
+                            }
+                            diags.push(d.help(format!("rename the import: `{} as Other{}`", name.name, name.name)));
                         }
                         _ => {
                             scope.insert(visible.name.clone(), r);

@@ -450,7 +450,7 @@ pub fn compile_graph_quantized(
     let start = Instant::now();
     let prepared =
         interp::prepare_with(g, weights, precision, quantized).map_err(|e| CodegenError::Weights(e.to_string()))?;
-    let statics = interp::eval_statics(g, &prepared, precision);
+    let statics = interp::eval_statics(g, &prepared, precision)?;
     let mut report = CodegenReport { statics: start.elapsed(), ..CodegenReport::default() };
     let inputs = g
         .inputs

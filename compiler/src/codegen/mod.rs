@@ -31,6 +31,14 @@ pub enum CodegenError {
     Unsupported(String),
     /// The weights do not fit the graph.
     Weights(String),
+    /// A fact the verifier guarantees did not hold (a compiler bug).
+    Internal(crate::invariant::Broken),
+}
+
+impl From<crate::invariant::Broken> for CodegenError {
+    fn from(b: crate::invariant::Broken) -> Self {
+        CodegenError::Internal(b)
+    }
 }
 
 impl fmt::Display for CodegenError {
@@ -40,6 +48,7 @@ impl fmt::Display for CodegenError {
             CodegenError::Cranelift(e) => write!(f, "internal compiler error in code generation: {e}"),
             CodegenError::Unsupported(e) => write!(f, "not supported by the JIT backend yet: {e}"),
             CodegenError::Weights(e) => write!(f, "{e}"),
+            CodegenError::Internal(b) => write!(f, "{b}"),
         }
     }
 }

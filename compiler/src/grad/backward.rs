@@ -40,6 +40,8 @@ pub enum GradError {
     Unsupported { op: String },
     #[error("the model must have one output, the logits [batch, classes]; it has {0}")]
     Outputs(usize),
+    #[error(transparent)]
+    Internal(#[from] crate::invariant::Broken),
 }
 
 /// Builds the backward graph of `g` for a loss on its outputs.

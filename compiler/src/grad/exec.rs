@@ -13,10 +13,12 @@
 use ndarray::{Array2, ArrayD, Axis, IxDyn, Slice, Zip};
 use triton_runtime::DType;
 
-use super::backward::Backward;
+use super::backward::{Backward, GradError};
 use super::kernels::{self, BnSaved};
 use crate::interp::{Precision, RunError, bind_inputs, eval_dim, quantize_i8};
+use crate::invariant::{Broken, Invariant};
 use crate::ir::{Graph, Op};
+use crate::reference;
 use crate::weights::{Weights, quant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,26 +60,26 @@ pub fn effective_params(g: &Graph, weights: &Weights, precision: Precision) -> R
         .iter()
         .map(|p| weights.tensors.get(&p.name).ok_or_else(|| RunError::MissingWeight(p.name.clone())))
         .collect::<Result<_, _>>()?;
-    Ok(effective_values(g, &latent, precision))
+    Ok(effective_values(g, &latent, precision)?)
 }
 
 /// [`effective_params`] from latent values in parameter order.
-pub fn effective_values(g: &Graph, latent: &[&ArrayD<f32>], precision: Precision) -> Vec<ArrayD<f32>> {
+pub fn effective_values(g: &Graph, latent: &[&ArrayD<f32>], precision: Precision) -> Result<Vec<ArrayD<f32>>, Broken> {
     g.params
         .iter()
         .zip(latent)
         .map(|(p, w)| match (precision, p.dtype, p.quant) {
             (Precision::Ternary, DType::Trit | DType::I8, Some(rule)) => {
                 let n = p.shape.first().copied().unwrap_or(1) as usize;
-                let m = kernels::rows(w, w.len() / n.max(1));
+                let m = kernels::rows(w, w.len() / n.max(1))?;
                 let q = quant::quantize(m.view(), rule);
                 let mut v = q.codes.mapv(f32::from);
                 for (mut row, s) in v.outer_iter_mut().zip(q.scale.iter()) {
                     row.mapv_inplace(|c| c * s);
                 }
-                v.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes"))
+                v.into_shape_with_order(IxDyn(w.shape())).invariant("codes have the weight's size")
             }
-            _ => (*w).clone(),
+            _ => Ok((*w).clone()),
         })
         .collect()
 }
@@ -98,19 +100,19 @@ pub fn forward(
         let arg = |i: usize| &values[node.args[i].index()];
         let mut extra = Aux::None;
         let v = match &node.op {
-            Op::Input { index } => inputs[*index].clone(),
-            Op::Param { index } => params[*index].clone(),
+            Op::Input { index } => inputs.get(*index).invariant("the graph's inputs were bound")?.clone(),
+            Op::Param { index } => params.get(*index).invariant("one value per parameter")?.clone(),
             Op::Const { value } => ArrayD::from_elem(IxDyn(&[]), *value),
-            Op::Matmul => kernels::matmul(arg(0), arg(1)),
+            Op::Matmul => kernels::matmul(arg(0), arg(1))?,
             Op::Conv2d(a) => {
-                let (y, cols) = kernels::conv2d(arg(0), arg(1), *a);
+                let (y, cols) = kernels::conv2d(arg(0), arg(1), *a)?;
                 extra = Aux::Cols(cols);
                 y
             }
             Op::BatchNorm { eps } => match mode {
-                Mode::Eval => kernels::batch_norm_eval(arg(0), arg(1), arg(2), arg(3), arg(4), *eps),
+                Mode::Eval => reference::batch_norm(arg(0), arg(1), arg(2), arg(3), arg(4), *eps)?,
                 Mode::Train => {
-                    let (y, saved, mean, var) = kernels::batch_norm_train(arg(0), arg(1), arg(2), *eps);
+                    let (y, saved, mean, var) = kernels::batch_norm_train(arg(0), arg(1), arg(2), *eps)?;
                     let buffer = |i: usize| match g.nodes[node.args[i]].op {
                         Op::Param { index } => Some(index),
                         _ => None,
@@ -132,18 +134,18 @@ pub fn forward(
             Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
             Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
                 let max = matches!(node.op, Op::MaxPool2d(_));
-                let (y, argmax) = kernels::pool(arg(0), a, max);
+                let (y, argmax) = reference::pool(arg(0), a, max)?;
                 extra = Aux::Argmax(argmax);
                 y
             }
             Op::GlobalAvgPool => {
                 let x = arg(0);
                 let (b, c) = (x.shape()[0], x.shape()[1]);
-                kernels::rows(x, x.len() / (b * c).max(1))
+                kernels::rows(x, x.len() / (b * c).max(1))?
                     .mean_axis(Axis(1))
-                    .unwrap_or_else(|| unreachable!("spatial size >= 1"))
+                    .invariant("a pooled image has at least one pixel")?
                     .into_shape_with_order(IxDyn(&[b, c]))
-                    .unwrap_or_else(|_| unreachable!("sizes"))
+                    .invariant("one mean per sample and channel")?
             }
             Op::Reshape { .. } => {
                 let shape: Vec<usize> =
@@ -152,18 +154,18 @@ pub fn forward(
                     .as_standard_layout()
                     .into_owned()
                     .into_shape_with_order(IxDyn(&shape))
-                    .unwrap_or_else(|_| unreachable!("sizes"))
+                    .invariant("a reshape keeps the element count")?
             }
             Op::Concat { axis } => {
                 let views: Vec<_> = node.args.iter().map(|a| values[a.index()].view()).collect();
-                ndarray::concatenate(Axis(*axis), &views).unwrap_or_else(|_| unreachable!("verified shapes"))
+                ndarray::concatenate(Axis(*axis), &views).invariant("concatenated shapes agree")?
             }
             Op::QuantizeI8 { scale } => match precision {
                 Precision::Fp32 => arg(0).clone(),
-                Precision::Ternary => quantize_i8(arg(0), *scale).to_f32(),
+                Precision::Ternary => quantize_i8(arg(0), *scale)?.to_f32(),
             },
             Op::Dequantize => arg(0).clone(),
-            Op::Fused(f) => unreachable!("training rejects fused ops ({f:?}) in `differentiate`"),
+            Op::Fused(_) => return Err(Broken("training runs unoptimized graphs (no fused ops)").into()),
         };
         values.push(v);
         aux.push(extra);
@@ -196,7 +198,12 @@ fn add_into(slot: &mut Option<ArrayD<f32>>, g: ArrayD<f32>) {
 }
 
 /// Runs the backward graph from the output gradient `dy`; returns each parameter's gradient.
-pub fn backward_pass(g: &Graph, bw: &Backward, tape: &Tape, dy: ArrayD<f32>) -> Vec<Option<ArrayD<f32>>> {
+pub fn backward_pass(
+    g: &Graph,
+    bw: &Backward,
+    tape: &Tape,
+    dy: ArrayD<f32>,
+) -> Result<Vec<Option<ArrayD<f32>>>, GradError> {
     let mut grads: Vec<Option<ArrayD<f32>>> = vec![None; g.nodes.len()];
     grads[g.outputs[0].index()] = Some(dy);
     for step in &bw.steps {
@@ -207,21 +214,23 @@ pub fn backward_pass(g: &Graph, bw: &Backward, tape: &Tape, dy: ArrayD<f32>) -> 
         let mut out: Vec<(usize, ArrayD<f32>)> = Vec::new();
         match &node.op {
             Op::Matmul => {
-                let (dx, dw) = kernels::matmul_grad(val(0), val(1), &dy, [wants(0), wants(1)]);
+                let (dx, dw) = kernels::matmul_grad(val(0), val(1), &dy, [wants(0), wants(1)])?;
                 out.extend(dx.map(|d| (0, d)));
                 out.extend(dw.map(|d| (1, d)));
             }
             Op::Conv2d(a) => {
-                let Aux::Cols(cols) = &tape.aux[step.node.index()] else { unreachable!("conv keeps columns") };
-                let (dx, dw) = kernels::conv2d_grad(val(0).shape(), cols, val(1), &dy, *a, wants(0));
+                let Aux::Cols(cols) = &tape.aux[step.node.index()] else {
+                    return Err(Broken("a convolution keeps its columns on the tape").into());
+                };
+                let (dx, dw) = kernels::conv2d_grad(val(0).shape(), cols, val(1), &dy, *a, wants(0))?;
                 out.extend(dx.map(|d| (0, d)));
                 out.push((1, dw));
             }
             Op::BatchNorm { .. } => {
                 let Aux::Bn(saved) = &tape.aux[step.node.index()] else {
-                    unreachable!("backward runs on a training-mode tape")
+                    return Err(Broken("backward runs on a training-mode tape").into());
                 };
-                let (dx, dgamma, dbeta) = kernels::batch_norm_grad(saved, val(1), &dy);
+                let (dx, dgamma, dbeta) = kernels::batch_norm_grad(saved, val(1), &dy)?;
                 out.extend([(0, dx), (1, dgamma), (2, dbeta)]);
             }
             Op::Unary(u) => {
@@ -238,22 +247,24 @@ pub fn backward_pass(g: &Graph, bw: &Backward, tape: &Tape, dy: ArrayD<f32>) -> 
                 out.push((0, kernels::softmax_grad(&tape.values[step.node.index()], &dy, *axis)));
             }
             Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
-                let Aux::Argmax(arg) = &tape.aux[step.node.index()] else { unreachable!("pool keeps argmax") };
-                out.push((0, kernels::pool_grad(val(0).shape(), a, arg, &dy)));
+                let Aux::Argmax(arg) = &tape.aux[step.node.index()] else {
+                    return Err(Broken("pooling keeps its indices on the tape").into());
+                };
+                out.push((0, kernels::pool_grad(val(0).shape(), a, arg, &dy)?));
             }
             Op::GlobalAvgPool => {
                 let x = val(0);
                 let spatial = (x.len() / (x.shape()[0] * x.shape()[1]).max(1)) as f32;
                 let mut shape = dy.shape().to_vec();
                 shape.resize(x.ndim(), 1);
-                let d = dy.into_shape_with_order(IxDyn(&shape)).unwrap_or_else(|_| unreachable!("sizes"));
-                let full = d.broadcast(x.raw_dim()).unwrap_or_else(|| unreachable!("broadcasts")).mapv(|v| v / spatial);
+                let d = dy.into_shape_with_order(IxDyn(&shape)).invariant("[B, C] is [B, C, 1, 1]")?;
+                let full = d.broadcast(x.raw_dim()).invariant("[B, C, 1, 1] broadcasts")?.mapv(|v| v / spatial);
                 out.push((0, full));
             }
             Op::Reshape { .. } => {
                 let shape = val(0).shape().to_vec();
                 let d = dy.as_standard_layout().into_owned();
-                out.push((0, d.into_shape_with_order(IxDyn(&shape)).unwrap_or_else(|_| unreachable!("sizes"))));
+                out.push((0, d.into_shape_with_order(IxDyn(&shape)).invariant("a reshape keeps the element count")?));
             }
             Op::Concat { axis } => {
                 let mut at = 0;
@@ -281,22 +292,25 @@ pub fn backward_pass(g: &Graph, bw: &Backward, tape: &Tape, dy: ArrayD<f32>) -> 
             add_into(&mut params[index], d);
         }
     }
-    params
+    Ok(params)
 }
 
 /// Mean softmax cross-entropy of `logits [B, C]` against `labels`; returns the loss, its
 /// gradient with respect to the logits and how many rows were classified right.
-pub fn softmax_cross_entropy(logits: &ArrayD<f32>, labels: &[usize]) -> (f32, ArrayD<f32>, usize) {
-    let b = logits.shape()[0];
+pub fn softmax_cross_entropy(logits: &ArrayD<f32>, labels: &[usize]) -> Result<(f32, ArrayD<f32>, usize), Broken> {
+    let b = logits.shape().first().copied().invariant("logits have a batch dimension")?;
     let c = logits.len() / b.max(1);
-    let m = kernels::rows(logits, c);
+    let m = kernels::rows(logits, c)?;
     let mut grad = Array2::<f32>::zeros((b, c));
     let (mut loss, mut correct) = (0.0f64, 0);
     for (i, row) in m.outer_iter().enumerate() {
         let max = row.iter().fold(f32::NEG_INFINITY, |a, v| a.max(*v));
         let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
         let sum: f32 = exps.iter().sum();
-        let label = labels[i];
+        let label = *labels.get(i).invariant("one label per row")?;
+        if label >= c {
+            return Err(Broken("labels are below the class count (the data loader checks them)"));
+        }
         loss += f64::from(sum.ln() - (row[label] - max));
         let best = row.iter().enumerate().fold(0, |bi, (j, v)| if *v > row[bi] { j } else { bi });
         correct += usize::from(best == label);
@@ -304,6 +318,6 @@ pub fn softmax_cross_entropy(logits: &ArrayD<f32>, labels: &[usize]) -> (f32, Ar
             grad[[i, j]] = (exps[j] / sum - f32::from(j == label)) / b as f32;
         }
     }
-    let grad = grad.into_shape_with_order(IxDyn(logits.shape())).unwrap_or_else(|_| unreachable!("sizes"));
-    ((loss / b as f64) as f32, grad, correct)
+    let grad = grad.into_shape_with_order(IxDyn(logits.shape())).invariant("the gradient has the logits' size")?;
+    Ok(((loss / b as f64) as f32, grad, correct))
 }

@@ -3,25 +3,40 @@
 //! Rules:
 //! - Products run on the runtime's GEMM ([`triton_runtime::kernels::sgemm::sgemm`], both cores);
 //!   convolutions are im2col + GEMM per group (columns built in parallel over the batch).
-//! - Shapes were checked by the verifier; these functions index without further checks.
-//! - Semantics equal the reference interpreter's at FP32 (docs/language.md): average pooling
-//!   counts padding, max pooling ignores it, batch norm normalises with the biased variance.
+//! - Shapes were checked by the verifier; a layout fact that fails is a [`Broken`] error.
+//! - The forward semantics are the interpreter's at FP32 (docs/language.md): columns, pooling
+//!   and inference batch norm come from [`crate::reference`]; training batch norm normalises
+//!   with the batch's biased variance.
 
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn, s};
 use rayon::prelude::*;
 use triton_runtime::engine::plan::ConvGeom;
 use triton_runtime::kernels::sgemm::sgemm;
 
+use crate::invariant::{Broken, Invariant};
 use crate::ir::{BinaryOp, ConvAttrs, PoolAttrs, UnaryOp};
+use crate::reference::{self, per_channel, tap};
+
+/// Gradients with respect to two operands, each only when asked for.
+pub type MaybeGrads = (Option<ArrayD<f32>>, Option<ArrayD<f32>>);
+/// Training batch norm's output, what its backward needs, and the batch mean and variance.
+pub type BnForward = (ArrayD<f32>, BnSaved, Vec<f32>, Vec<f32>);
+/// Batch norm's gradients with respect to x, gamma and beta.
+pub type BnGrads = (ArrayD<f32>, ArrayD<f32>, ArrayD<f32>);
 
 fn std_layout(a: &ArrayD<f32>) -> ArrayD<f32> {
     a.as_standard_layout().into_owned()
 }
 
 /// A tensor viewed as `[len / k, k]`.
-pub fn rows(a: &ArrayD<f32>, k: usize) -> Array2<f32> {
+pub fn rows(a: &ArrayD<f32>, k: usize) -> Result<Array2<f32>, Broken> {
     let m = a.len() / k.max(1);
-    std_layout(a).into_shape_with_order((m, k)).unwrap_or_else(|_| unreachable!("row-major"))
+    std_layout(a).into_shape_with_order((m, k)).invariant("a tensor is rows of K")
+}
+
+/// `v` reshaped to `shape` (same element count).
+fn shaped(v: Array2<f32>, shape: &[usize]) -> Result<ArrayD<f32>, Broken> {
+    v.into_shape_with_order(IxDyn(shape)).invariant("a gradient has its operand's size")
 }
 
 fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
@@ -31,14 +46,14 @@ fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
 }
 
 /// `x [.., K] . w [N, K]^T`.
-pub fn matmul(x: &ArrayD<f32>, w: &ArrayD<f32>) -> ArrayD<f32> {
+pub fn matmul(x: &ArrayD<f32>, w: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     let n = w.shape()[0];
     let k = w.len() / n.max(1);
-    let wm = rows(w, k);
-    let y = gemm(rows(x, k).view(), wm.t());
+    let wm = rows(w, k)?;
+    let y = gemm(rows(x, k)?.view(), wm.t());
     let mut shape = x.shape().to_vec();
-    *shape.last_mut().unwrap_or_else(|| unreachable!("rank >= 1")) = n;
-    y.into_shape_with_order(IxDyn(&shape)).unwrap_or_else(|_| unreachable!("sizes"))
+    *shape.last_mut().invariant("a matmul operand has rank >= 1")? = n;
+    shaped(y, &shape)
 }
 
 /// Gradients of [`matmul`] with respect to x and w (each only when asked for).
@@ -47,74 +62,27 @@ pub fn matmul_grad(
     w: &ArrayD<f32>,
     dy: &ArrayD<f32>,
     want: [bool; 2],
-) -> (Option<ArrayD<f32>>, Option<ArrayD<f32>>) {
+) -> Result<MaybeGrads, Broken> {
     let n = w.shape()[0];
     let k = w.len() / n.max(1);
-    let dym = rows(dy, n);
-    let dx = want[0].then(|| {
-        let dx = gemm(dym.view(), rows(w, k).view());
-        dx.into_shape_with_order(IxDyn(x.shape())).unwrap_or_else(|_| unreachable!("sizes"))
-    });
-    let dw = want[1].then(|| {
-        let dw = gemm(dym.t(), rows(x, k).view());
-        dw.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes"))
-    });
-    (dx, dw)
+    let dym = rows(dy, n)?;
+    let dx = match want[0] {
+        true => Some(shaped(gemm(dym.view(), rows(w, k)?.view()), x.shape())?),
+        false => None,
+    };
+    let dw = match want[1] {
+        true => Some(shaped(gemm(dym.t(), rows(x, k)?.view()), w.shape())?),
+        false => None,
+    };
+    Ok((dx, dw))
 }
 
-/// The runtime's geometry of a convolution of `x` by `w` (the batch, `x[0]`, is not part of it).
-fn geom(x: &[usize], w: &[usize], a: ConvAttrs) -> ConvGeom {
-    let u = |v: i64| v.max(0) as usize;
-    let (stride, pad, dil) = (a.stride.map(u), a.padding.map(u), a.dilation.map(u));
-    let out = |i: usize, k: usize, d: usize| (i + 2 * pad[d] - dil[d] * (k - 1) - 1) / stride[d] + 1;
-    ConvGeom {
-        c: x[1],
-        h: x[2],
-        w: x[3],
-        o: w[0],
-        kh: w[2],
-        kw: w[3],
-        stride,
-        pad,
-        dil,
-        groups: u(a.groups).max(1),
-        oh: out(x[2], w[2], 0),
-        ow: out(x[3], w[3], 1),
-    }
-}
-
-/// Input coordinates of kernel tap (u, v) at output (i, j), if inside (as the runtime's im2col
-/// reads them).
-fn tap(g: &ConvGeom, i: usize, j: usize, u: usize, v: usize) -> Option<(usize, usize)> {
-    let y = (i * g.stride[0] + u * g.dil[0]).checked_sub(g.pad[0]).filter(|y| *y < g.h)?;
-    let x = (j * g.stride[1] + v * g.dil[1]).checked_sub(g.pad[1]).filter(|x| *x < g.w)?;
-    Some((y, x))
-}
-
-/// Columns `[B * OH * OW, C * KH * KW]` of a convolution's input (groups side by side), built
-/// with the runtime's im2col, in parallel over the batch.
-pub fn im2col(x: &ArrayD<f32>, g: &ConvGeom) -> Array2<f32> {
-    let x = std_layout(x);
-    let xs = x.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
-    let b = x.shape()[0];
-    let (p, patch, plane) = (g.pixels(), g.groups * g.k(), g.h * g.w);
-    let mut cols = Array2::<f32>::zeros((b * p, patch));
-    let out = cols.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
-    out.par_chunks_mut(p * patch).enumerate().for_each(|(n, sample)| {
-        let img = &xs[n * g.c * plane..(n + 1) * g.c * plane];
-        for gi in 0..g.groups {
-            g.im2col(gi * g.cg(), |c, y, z| img[c * plane + y * g.w + z], &mut sample[gi * g.k()..], patch);
-        }
-    });
-    cols
-}
-
-/// Sums columns back onto the input (the adjoint of [`im2col`]).
-fn col2im(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> ArrayD<f32> {
-    let cs = dcols.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
+/// Sums columns back onto the input (the adjoint of [`reference::im2col`]).
+fn col2im(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Broken> {
+    let cs = dcols.as_slice().invariant("a fresh array is contiguous")?;
     let (p, patch, plane) = (g.pixels(), g.groups * g.k(), g.h * g.w);
     let mut dx = ArrayD::<f32>::zeros(IxDyn(&[b, g.c, g.h, g.w]));
-    let out = dx.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
+    let out = dx.as_slice_mut().invariant("a fresh array is contiguous")?;
     out.par_chunks_mut(g.c * plane).enumerate().for_each(|(n, img)| {
         let sample = &cs[n * p * patch..(n + 1) * p * patch];
         for i in 0..g.oh {
@@ -134,29 +102,30 @@ fn col2im(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> ArrayD<f32> {
             }
         }
     });
-    dx
+    Ok(dx)
 }
 
 /// A convolution (NCHW, weight `[O, C / groups, KH, KW]`); also returns its columns, which
 /// the backward pass reuses.
-pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> (ArrayD<f32>, Array2<f32>) {
-    let g = geom(x.shape(), w.shape(), a);
-    let cols = im2col(x, &g);
+pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> Result<(ArrayD<f32>, Array2<f32>), Broken> {
+    let g = reference::conv_geom(x.shape(), w.shape(), &a);
+    let x = std_layout(x);
+    let cols = reference::im2col(x.as_slice().invariant("a standard-layout array is contiguous")?, x.shape()[0], &g)?;
     let (k, og) = (g.k(), g.og());
-    let wm = rows(w, k);
+    let wm = rows(w, k)?;
     let mut ym = Array2::<f32>::zeros((cols.nrows(), g.o));
     for gi in 0..g.groups {
         let xc = cols.slice(s![.., gi * k..(gi + 1) * k]);
         let wg = wm.slice(s![gi * og..(gi + 1) * og, ..]);
         sgemm(&xc, &wg.t(), &mut ym.slice_mut(s![.., gi * og..(gi + 1) * og]), true);
     }
-    (to_nchw(&ym, &g, x.shape()[0]), cols)
+    Ok((to_nchw(&ym, &g, x.shape()[0])?, cols))
 }
 
 /// `[B * OH * OW, O]` to `[B, O, OH, OW]`.
-fn to_nchw(ym: &Array2<f32>, g: &ConvGeom, b: usize) -> ArrayD<f32> {
-    let y4 = ym.view().into_shape_with_order((b, g.oh, g.ow, g.o)).unwrap_or_else(|_| unreachable!("sizes"));
-    y4.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned().into_dyn()
+fn to_nchw(ym: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Broken> {
+    let y4 = ym.view().into_shape_with_order((b, g.oh, g.ow, g.o)).invariant("conv output is [B, OH, OW, O]")?;
+    Ok(y4.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned().into_dyn())
 }
 
 /// Gradients of [`conv2d`] with respect to x (when `want_x`) and w.
@@ -167,8 +136,8 @@ pub fn conv2d_grad(
     dy: &ArrayD<f32>,
     a: ConvAttrs,
     want_x: bool,
-) -> (Option<ArrayD<f32>>, ArrayD<f32>) {
-    let g = geom(x_shape, w.shape(), a);
+) -> Result<(Option<ArrayD<f32>>, ArrayD<f32>), Broken> {
+    let g = reference::conv_geom(x_shape, w.shape(), &a);
     let (k, og, b) = (g.k(), g.og(), x_shape[0]);
     // dy [B, O, OH, OW] -> [B * OH * OW, O]
     let dym = dy
@@ -177,8 +146,8 @@ pub fn conv2d_grad(
         .as_standard_layout()
         .into_owned()
         .into_shape_with_order((b * g.pixels(), g.o))
-        .unwrap_or_else(|_| unreachable!("sizes"));
-    let wm = rows(w, k);
+        .invariant("conv output is [B, O, OH, OW]")?;
+    let wm = rows(w, k)?;
     let mut dw = Array2::<f32>::zeros((g.o, k));
     let mut dcols = want_x.then(|| Array2::<f32>::zeros(cols.dim()));
     for gi in 0..g.groups {
@@ -189,65 +158,26 @@ pub fn conv2d_grad(
             sgemm(&dyg, &wm.slice(s![oc, ..]), &mut dc.slice_mut(s![.., cc]), true);
         }
     }
-    let dx = dcols.map(|dc| col2im(&dc, &g, b));
-    (dx, dw.into_shape_with_order(IxDyn(w.shape())).unwrap_or_else(|_| unreachable!("sizes")))
+    let dx = match dcols {
+        Some(dc) => Some(col2im(&dc, &g, b)?),
+        None => None,
+    };
+    Ok((dx, shaped(dw, w.shape())?))
 }
 
-/// Pooling over `[B, C, H, W]`. Max pooling also returns, per output, the flat index of the
-/// input it took (`usize::MAX` when the window lies in padding only).
-pub fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> (ArrayD<f32>, Vec<usize>) {
-    let (b, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let [kh, kw] = [a.kernel[0] as usize, a.kernel[1] as usize];
-    let [sh, sw] = [a.stride[0] as usize, a.stride[1] as usize];
-    let [ph, pw] = [a.padding[0] as usize, a.padding[1] as usize];
-    let oh = (h + 2 * ph - kh) / sh + 1;
-    let ow = (w + 2 * pw - kw) / sw + 1;
-    let x = std_layout(x);
-    let xs = x.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
-    let mut out = vec![0.0f32; b * c * oh * ow];
-    let mut arg = if max { vec![usize::MAX; out.len()] } else { Vec::new() };
-    for plane in 0..b * c {
-        for i in 0..oh {
-            for j in 0..ow {
-                let o = (plane * oh + i) * ow + j;
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                for u in 0..kh {
-                    for v in 0..kw {
-                        let y = (i * sh + u) as isize - ph as isize;
-                        let z = (j * sw + v) as isize - pw as isize;
-                        if y < 0 || z < 0 || y as usize >= h || z as usize >= w {
-                            continue;
-                        }
-                        let idx = (plane * h + y as usize) * w + z as usize;
-                        if !max {
-                            acc += xs[idx];
-                        } else if xs[idx] > acc || arg[o] == usize::MAX {
-                            acc = xs[idx];
-                            arg[o] = idx;
-                        }
-                    }
-                }
-                out[o] = if max { acc } else { acc / (kh * kw) as f32 };
-            }
-        }
-    }
-    let y = ArrayD::from_shape_vec(IxDyn(&[b, c, oh, ow]), out).unwrap_or_else(|_| unreachable!("sizes"));
-    (y, arg)
-}
-
-/// Gradient of [`pool`].
-pub fn pool_grad(x_shape: &[usize], a: &PoolAttrs, argmax: &[usize], dy: &ArrayD<f32>) -> ArrayD<f32> {
+/// Gradient of [`reference::pool`] (from the indices max pooling took).
+pub fn pool_grad(x_shape: &[usize], a: &PoolAttrs, argmax: &[usize], dy: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     let mut dx = ArrayD::<f32>::zeros(IxDyn(x_shape));
-    let d = dx.as_slice_mut().unwrap_or_else(|| unreachable!("fresh array"));
+    let d = dx.as_slice_mut().invariant("a fresh array is contiguous")?;
     let dy = std_layout(dy);
-    let g = dy.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
+    let g = dy.as_slice().invariant("a standard-layout array is contiguous")?;
     if !argmax.is_empty() {
         for (o, &i) in argmax.iter().enumerate() {
             if i != usize::MAX {
                 d[i] += g[o];
             }
         }
-        return dx;
+        return Ok(dx);
     }
     let (h, w) = (x_shape[2], x_shape[3]);
     let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
@@ -269,7 +199,7 @@ pub fn pool_grad(x_shape: &[usize], a: &PoolAttrs, argmax: &[usize], dy: &ArrayD
             }
         }
     }
-    dx
+    Ok(dx)
 }
 
 /// The derivative of a unary op at `x` (with `y` its value there).
@@ -327,12 +257,12 @@ pub struct BnSaved {
 }
 
 /// Channel statistics (dimension 1) of `x`: mean and biased variance per channel.
-fn channel_stats(x: &ArrayD<f32>) -> (Vec<f32>, Vec<f32>, usize) {
+fn channel_stats(x: &ArrayD<f32>) -> Result<(Vec<f32>, Vec<f32>, usize), Broken> {
     let c = x.shape()[1];
     let moved = x.view().permuted_axes(channel_first(x.ndim()));
     let flat = moved.as_standard_layout().into_owned();
     let per = x.len() / c.max(1);
-    let m = flat.into_shape_with_order((c, per)).unwrap_or_else(|_| unreachable!("sizes"));
+    let m = flat.into_shape_with_order((c, per)).invariant("channels first is [C, rest]")?;
     let mut mean = vec![0.0; c];
     let mut var = vec![0.0; c];
     for (ch, row) in m.outer_iter().enumerate() {
@@ -341,20 +271,13 @@ fn channel_stats(x: &ArrayD<f32>) -> (Vec<f32>, Vec<f32>, usize) {
         mean[ch] = mu as f32;
         var[ch] = v as f32;
     }
-    (mean, var, per)
+    Ok((mean, var, per))
 }
 
 fn channel_first(ndim: usize) -> IxDyn {
     let mut axes: Vec<usize> = vec![1, 0];
     axes.extend(2..ndim);
     IxDyn(&axes)
-}
-
-/// `[C]` values as a tensor that broadcasts over dimension 1 of a rank-`ndim` tensor.
-pub fn per_channel(v: &[f32], ndim: usize) -> ArrayD<f32> {
-    let mut shape = vec![1usize; ndim];
-    shape[1] = v.len();
-    ArrayD::from_shape_vec(IxDyn(&shape), v.to_vec()).unwrap_or_else(|_| unreachable!("sizes"))
 }
 
 /// Training-mode batch norm: normalises with the batch's statistics; returns the output,
@@ -365,16 +288,16 @@ pub fn batch_norm_train(
     gamma: &ArrayD<f32>,
     beta: &ArrayD<f32>,
     eps: f32,
-) -> (ArrayD<f32>, BnSaved, Vec<f32>, Vec<f32>) {
-    let (mean, var, per) = channel_stats(x);
+) -> Result<BnForward, Broken> {
+    let (mean, var, per) = channel_stats(x)?;
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let nd = x.ndim();
-    let xhat = (x - &per_channel(&mean, nd)) * per_channel(&inv_std, nd);
+    let xhat = (x - &per_channel(&mean, nd)?) * per_channel(&inv_std, nd)?;
     let g: Vec<f32> = gamma.iter().copied().collect();
     let b: Vec<f32> = beta.iter().copied().collect();
-    let y = &xhat * &per_channel(&g, nd) + per_channel(&b, nd);
+    let y = &xhat * &per_channel(&g, nd)? + per_channel(&b, nd)?;
     let unbiased = var.iter().map(|v| v * per as f32 / (per.max(2) - 1) as f32).collect();
-    (y, BnSaved { xhat, inv_std }, mean, unbiased)
+    Ok((y, BnSaved { xhat, inv_std }, mean, unbiased))
 }
 
 /// Gradients of training-mode batch norm with respect to x, gamma and beta.
@@ -382,7 +305,7 @@ pub fn batch_norm_grad(
     saved: &BnSaved,
     gamma: &ArrayD<f32>,
     dy: &ArrayD<f32>,
-) -> (ArrayD<f32>, ArrayD<f32>, ArrayD<f32>) {
+) -> Result<BnGrads, Broken> {
     let nd = dy.ndim();
     let c = dy.shape()[1];
     let sum_c = |t: &ArrayD<f32>| -> Vec<f32> {
@@ -400,25 +323,7 @@ pub fn batch_norm_grad(
     let g: Vec<f32> = gamma.iter().copied().collect();
     // dx = gamma * inv_std / N * (N dy - sum(dy) - xhat * sum(dy xhat))
     let coef: Vec<f32> = (0..c).map(|i| g[i] * saved.inv_std[i] / per).collect();
-    let dx = (dy * per - per_channel(&dbeta, nd) - &saved.xhat * &per_channel(&dgamma, nd)) * per_channel(&coef, nd);
-    let shape = IxDyn(&[c]);
-    let to = |v: Vec<f32>| ArrayD::from_shape_vec(shape.clone(), v).unwrap_or_else(|_| unreachable!("sizes"));
-    (dx, to(dgamma), to(dbeta))
-}
-
-/// Inference-mode batch norm with running statistics (as the interpreter computes it).
-pub fn batch_norm_eval(
-    x: &ArrayD<f32>,
-    gamma: &ArrayD<f32>,
-    beta: &ArrayD<f32>,
-    mean: &ArrayD<f32>,
-    var: &ArrayD<f32>,
-    eps: f32,
-) -> ArrayD<f32> {
-    let nd = x.ndim();
-    let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let m: Vec<f32> = mean.iter().copied().collect();
-    let g: Vec<f32> = gamma.iter().copied().collect();
-    let b: Vec<f32> = beta.iter().copied().collect();
-    (x - &per_channel(&m, nd)) * per_channel(&inv, nd) * per_channel(&g, nd) + per_channel(&b, nd)
+    let dx = (dy * per - per_channel(&dbeta, nd)? - &saved.xhat * &per_channel(&dgamma, nd)?) * per_channel(&coef, nd)?;
+    let to = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[c]), v).invariant("one value per channel");
+    Ok((dx, to(dgamma)?, to(dbeta)?))
 }

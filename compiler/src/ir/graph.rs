@@ -15,6 +15,7 @@ use triton_runtime::DType;
 use super::entity::{Arena, Id, SecondaryMap};
 use super::op::Op;
 use super::types::TensorType;
+use crate::invariant::{Broken, Invariant};
 use crate::source::Span;
 
 /// Ternary quantization rule of a trit weight, or the rule of an i8 weight.
@@ -199,18 +200,26 @@ impl Graph {
 
     /// Builds a new graph by visiting every node in order. `f` decides what each old node
     /// becomes in the new graph: usually [`Rebuilder::copy`], or an existing new node (to
-    /// replace it), or `None` to drop it (nothing may refer to a dropped node).
-    pub fn rebuild(&self, mut f: impl FnMut(&mut Rebuilder<'_>, NodeId, &Node) -> Option<NodeId>) -> Graph {
+    /// replace it), or `None` to drop it. A pass that refers to a dropped node (or to a node
+    /// not visited yet) gets [`Broken`] back instead of a graph.
+    pub fn rebuild(
+        &self,
+        mut f: impl FnMut(&mut Rebuilder<'_>, NodeId, &Node) -> Option<NodeId>,
+    ) -> Result<Graph, Broken> {
         let mut out = Graph { name: self.name.clone(), params: self.params.clone(), ..Graph::default() };
         let mut map: Vec<Option<NodeId>> = vec![None; self.nodes.len()];
+        let dangling = std::cell::Cell::new(false);
         for (id, node) in self.nodes.iter() {
-            let mut rb = Rebuilder { old: self, new: &mut out, map: &map };
+            let mut rb = Rebuilder { old: self, new: &mut out, map: &map, dangling: &dangling };
             map[id.index()] = f(&mut rb, id, node);
         }
-        let get = |id: &NodeId| map[id.index()].unwrap_or_else(|| unreachable!("a dropped node is still referenced"));
-        out.inputs = self.inputs.iter().map(|(n, id)| (n.clone(), get(id))).collect();
-        out.outputs = self.outputs.iter().map(get).collect();
-        out
+        if dangling.get() {
+            return Err(Broken("a rebuilt node's arguments precede it and are kept"));
+        }
+        let get = |id: &NodeId| map[id.index()].invariant("the graph's inputs and outputs are kept");
+        out.inputs = self.inputs.iter().map(|(n, id)| Ok((n.clone(), get(id)?))).collect::<Result<_, Broken>>()?;
+        out.outputs = self.outputs.iter().map(get).collect::<Result<_, _>>()?;
+        Ok(out)
     }
 }
 
@@ -220,12 +229,18 @@ pub struct Rebuilder<'a> {
     pub old: &'a Graph,
     pub new: &'a mut Graph,
     map: &'a [Option<NodeId>],
+    /// Set when [`Rebuilder::get`] was asked for a node that has no new id.
+    dangling: &'a std::cell::Cell<bool>,
 }
 
 impl Rebuilder<'_> {
-    /// The new id of an already visited old node.
+    /// The new id of an already visited, kept old node. Asking for any other node is a bug
+    /// in the pass: it gets a placeholder id and [`Graph::rebuild`] fails with [`Broken`].
     pub fn get(&self, old: NodeId) -> NodeId {
-        self.map[old.index()].unwrap_or_else(|| unreachable!("arguments precede their node and are kept"))
+        self.map.get(old.index()).copied().flatten().unwrap_or_else(|| {
+            self.dangling.set(true);
+            NodeId::new(0)
+        })
     }
 
     /// Copies an old node with its arguments remapped (and its span).

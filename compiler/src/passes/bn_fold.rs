@@ -37,7 +37,7 @@ pub fn channel_vector(g: &Graph, id: NodeId, channels: &Dim) -> Option<NodeId> {
     None
 }
 
-pub fn run(g: &Graph) -> Graph {
+pub fn run(g: &Graph) -> Result<Graph, crate::invariant::Broken> {
     let statics = g.static_mask();
     let uses = g.use_counts();
     g.rebuild(|rb, id, node| {

@@ -17,7 +17,7 @@ fn const_value(g: &Graph, id: NodeId) -> Option<f32> {
     }
 }
 
-pub fn run(g: &Graph) -> Graph {
+pub fn run(g: &Graph) -> Result<Graph, crate::invariant::Broken> {
     g.rebuild(|rb, id, node: &Node| {
         let args: Vec<NodeId> = node.args.iter().map(|a| rb.get(*a)).collect();
         let new = &*rb.new;

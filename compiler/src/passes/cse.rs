@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::ir::print::attrs;
 use crate::ir::{Graph, NodeId, Op};
 
-pub fn run(g: &Graph) -> Graph {
+pub fn run(g: &Graph) -> Result<Graph, crate::invariant::Broken> {
     let mut seen: HashMap<(String, Vec<NodeId>), NodeId> = HashMap::new();
     g.rebuild(|rb, id, node| {
         if matches!(node.op, Op::Input { .. }) {

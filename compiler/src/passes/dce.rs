@@ -5,7 +5,7 @@
 
 use crate::ir::{Graph, Op};
 
-pub fn run(g: &Graph) -> Graph {
+pub fn run(g: &Graph) -> Result<Graph, crate::invariant::Broken> {
     let mut live = vec![false; g.nodes.len()];
     for o in &g.outputs {
         live[o.index()] = true;

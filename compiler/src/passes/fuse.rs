@@ -105,7 +105,7 @@ fn chain(g: &Graph, base: NodeId, consumers: &[Vec<NodeId>], is_output: &[bool],
     absorbed_epilogue.then_some(c)
 }
 
-pub fn run(g: &Graph) -> Graph {
+pub fn run(g: &Graph) -> Result<Graph, crate::invariant::Broken> {
     let statics = g.static_mask();
     let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); g.nodes.len()];
     for (id, n) in g.nodes.iter() {

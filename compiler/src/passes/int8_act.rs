@@ -18,7 +18,7 @@ use triton_runtime::DType;
 
 use crate::ir::{Graph, Op, TensorType};
 
-pub fn run(g: &Graph) -> Graph {
+pub fn run(g: &Graph) -> Result<Graph, crate::invariant::Broken> {
     g.rebuild(|rb, id, node| {
         let fused = matches!(node.op, Op::Fused(_));
         if !matches!(node.op, Op::Matmul | Op::Conv2d(_) | Op::Fused(_)) {

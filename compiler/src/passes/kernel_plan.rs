@@ -154,8 +154,14 @@ fn stats(codes: &ndarray::Array2<i8>, format: WeightFormat) -> WeightStats {
     let (mut zero_trits, mut zero_blocks, mut blocks) = (0u64, 0u64, 0u64);
     let mut zero_rows = Vec::new();
     for (r, row) in codes.outer_iter().enumerate() {
-        let row = row.as_standard_layout();
-        let row = row.as_slice().unwrap_or_else(|| unreachable!("standard layout"));
+        let owned;
+        let row = match row.as_slice() {
+            Some(r) => r,
+            None => {
+                owned = row.to_vec();
+                &owned
+            }
+        };
         let zeros = row.iter().filter(|c| **c == 0).count() as u64;
         zero_trits += zeros;
         if zeros == row.len() as u64 {

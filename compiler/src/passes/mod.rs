@@ -50,7 +50,7 @@ impl OptLevel {
 #[derive(Clone, Copy)]
 pub struct Pass {
     pub name: &'static str,
-    pub run: fn(&Graph) -> Graph,
+    pub run: fn(&Graph) -> Result<Graph, crate::invariant::Broken>,
 }
 
 impl fmt::Debug for Pass {
@@ -114,21 +114,33 @@ pub fn pipeline(opts: &Options<'_>) -> Vec<Pass> {
     passes
 }
 
-/// A pass produced a malformed graph: a compiler bug.
+/// A pass produced a malformed graph, or broke one of its own invariants: a compiler bug.
 #[derive(Debug)]
 pub struct PassError {
     pub pass: &'static str,
-    pub error: ir::VerifyError,
+    pub error: PassFault,
     pub graph: String,
+}
+
+/// What went wrong in a pass.
+#[derive(Debug)]
+pub enum PassFault {
+    /// The verifier rejected the pass's output.
+    Verify(ir::VerifyError),
+    /// The pass itself found a broken invariant.
+    Broken(crate::invariant::Broken),
 }
 
 impl fmt::Display for PassError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "internal compiler error: the graph is malformed after pass `{}`: {}\n{}",
-            self.pass, self.error, self.graph
-        )
+        match &self.error {
+            PassFault::Verify(e) => write!(
+                f,
+                "internal compiler error: the graph is malformed after pass `{}`: {e}\n{}",
+                self.pass, self.graph
+            ),
+            PassFault::Broken(b) => write!(f, "in pass `{}`: {b}\n{}", self.pass, self.graph),
+        }
     }
 }
 
@@ -151,13 +163,14 @@ pub fn run_passes(g: &Graph, passes: &[Pass], verify_each: bool) -> Result<Optim
     let mut graph = g.clone();
     if verify_each {
         let r = timings.time("verify", || ir::verify(&graph));
-        r.map_err(|error| PassError { pass: "lower", error, graph: graph.to_string() })?;
+        r.map_err(|e| PassError { pass: "lower", error: PassFault::Verify(e), graph: graph.to_string() })?;
     }
     for p in passes {
-        graph = timings.time(p.name, || (p.run)(&graph));
+        let next = timings.time(p.name, || (p.run)(&graph));
+        graph = next.map_err(|b| PassError { pass: p.name, error: PassFault::Broken(b), graph: graph.to_string() })?;
         if verify_each {
             let r = timings.time("verify", || ir::verify(&graph));
-            r.map_err(|error| PassError { pass: p.name, error, graph: graph.to_string() })?;
+            r.map_err(|e| PassError { pass: p.name, error: PassFault::Verify(e), graph: graph.to_string() })?;
         }
     }
     Ok(Optimized { graph, timings, plan: None, kernels: None })

@@ -6,7 +6,7 @@
 
 use crate::ir::{Graph, Op};
 
-pub fn run(g: &Graph) -> Graph {
+pub fn run(g: &Graph) -> Result<Graph, crate::invariant::Broken> {
     g.rebuild(|rb, id, node| {
         if let Op::Reshape { shape } = &node.op {
             let mut src = rb.get(node.args[0]);

@@ -83,39 +83,37 @@ impl Weights {
     }
 
     fn init_one(p: &ParamInfo, seed: u64) -> ArrayD<f32> {
-        {
-            let shape: Vec<usize> = p.shape.iter().map(|&d| d as usize).collect();
-            let n: usize = shape.iter().product();
-            let data: Vec<f32> = match p.init {
-                Init::Zeros => vec![0.0; n],
-                Init::Ones => vec![1.0; n],
-                Init::Const(v) => vec![v as f32; n],
-                Init::Kaiming => {
-                    let fan_in = if shape.len() > 1 {
-                        shape[1..].iter().product::<usize>()
-                    } else {
-                        shape.first().copied().unwrap_or(1)
-                    };
-                    let bound = (6.0 / fan_in.max(1) as f32).sqrt();
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(&p.name));
-                    // The stream in blocks of whole words: the same words, in order, as one
-                    // `next_u32` per value, through a buffer that stays in L1.
-                    let mut data = Vec::with_capacity(n);
-                    let mut buf = [0u8; 4096];
-                    while data.len() < n {
-                        let take = ((n - data.len()) * 4).min(buf.len());
-                        rng.fill_bytes(&mut buf[..take]);
-                        data.extend(
-                            buf[..take]
-                                .chunks_exact(4)
-                                .map(|w| from_bits(u32::from_le_bytes([w[0], w[1], w[2], w[3]])) * bound),
-                        );
+        let shape: Vec<usize> = p.shape.iter().map(|&d| d as usize).collect();
+        let mut a = ArrayD::<f32>::zeros(IxDyn(&shape));
+        match p.init {
+            Init::Zeros => {}
+            Init::Ones => a.fill(1.0),
+            Init::Const(v) => a.fill(v as f32),
+            Init::Kaiming => {
+                let fan_in = if shape.len() > 1 {
+                    shape[1..].iter().product::<usize>()
+                } else {
+                    shape.first().copied().unwrap_or(1)
+                };
+                let bound = (6.0 / fan_in.max(1) as f32).sqrt();
+                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(&p.name));
+                // The stream in blocks of whole words: the same words, in order, as one
+                // `next_u32` per value, through a buffer that stays in L1.
+                let mut buf = [0u8; 4096];
+                let mut left = a.len();
+                let mut values = a.iter_mut();
+                while left > 0 {
+                    let take = (left * 4).min(buf.len());
+                    rng.fill_bytes(&mut buf[..take]);
+                    // The words first: `zip` then stops without taking a value it cannot fill.
+                    for (w, d) in buf[..take].chunks_exact(4).zip(&mut values) {
+                        *d = from_bits(u32::from_le_bytes([w[0], w[1], w[2], w[3]])) * bound;
                     }
-                    data
+                    left -= take / 4;
                 }
-            };
-            ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap_or_else(|_| unreachable!("length matches shape"))
+            }
         }
+        a
     }
 
     /// Reads a safetensors file's bytes, checked against the model's parameters.
@@ -252,15 +250,16 @@ mod tests {
             name: "fc.w".into(),
             kind: crate::ir::ParamKind::Weight,
             dtype: triton_runtime::DType::Trit,
-            shape: vec![7, 13],
+            // More values than one 4 KB block of the stream holds, twice over.
+            shape: vec![3, 700],
             quant: None,
             init: Init::Kaiming,
             span: crate::source::Span::new(crate::source::FileId(0), 0, 0),
         };
         let w = Weights::init(std::slice::from_ref(&p), 42);
         let mut rng = ChaCha8Rng::seed_from_u64(42 ^ fnv1a("fc.w"));
-        let bound = (6.0f32 / 13.0).sqrt();
-        let want: Vec<f32> = (0..91).map(|_| uniform(&mut rng) * bound).collect();
+        let bound = (6.0f32 / 700.0).sqrt();
+        let want: Vec<f32> = (0..2100).map(|_| uniform(&mut rng) * bound).collect();
         assert_eq!(w.tensors["fc.w"].as_slice().expect("standard layout"), &want[..]);
     }
 }

@@ -225,38 +225,6 @@ impl ConvGeom {
     pub fn pixels(&self) -> usize {
         self.oh * self.ow
     }
-
-    /// im2col of sample-group `(c0..c0 + cg)`: row `i * ow + j` of `dst` (stride `row_len`)
-    /// gets the `k()` inputs of output pixel `(i, j)` in weight order `(c, u, v)`, zero where the
-    /// window leaves the image; `at(c, y, x)` reads the input.
-    pub fn im2col<T: Copy + Default>(
-        &self,
-        c0: usize,
-        at: impl Fn(usize, usize, usize) -> T,
-        dst: &mut [T],
-        row_len: usize,
-    ) {
-        for i in 0..self.oh {
-            for j in 0..self.ow {
-                let row = &mut dst[(i * self.ow + j) * row_len..][..self.k()];
-                let mut idx = 0;
-                for c in 0..self.cg() {
-                    for u in 0..self.kh {
-                        let y = (i * self.stride[0] + u * self.dil[0]).checked_sub(self.pad[0]).filter(|y| *y < self.h);
-                        for v in 0..self.kw {
-                            let x =
-                                (j * self.stride[1] + v * self.dil[1]).checked_sub(self.pad[1]).filter(|x| *x < self.w);
-                            row[idx] = match (y, x) {
-                                (Some(y), Some(x)) => at(c0 + c, y, x),
-                                _ => T::default(),
-                            };
-                            idx += 1;
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Window of a max or average pooling (average divides by `kernel_h * kernel_w`, padding

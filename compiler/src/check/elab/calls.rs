@@ -37,56 +37,41 @@ impl<'p> Elab<'p> {
         let Some(f) = self.insts[id.0 as usize].forward else {
             return Value::Poison;
         };
-        let layer_name = &layer_def(self.program, self.insts[id.0 as usize].layer).name.name;
+        let Some(def) = layer_def(self.program, self.insts[id.0 as usize].layer) else {
+            return Value::Poison;
+        };
+        let layer_name = &def.name.name;
         // How the callee is named in messages: the instance path, or the layer for a model.
         let who = match self.insts[id.0 as usize].path.as_str() {
             "" => format!("`{layer_name}`"),
             path => format!("`{path}` ({})", self.insts[id.0 as usize].display),
         };
         // Bind arguments to parameters.
-        let mut bound: Vec<Option<&ArgVal>> = vec![None; f.params.len()];
-        let mut positional = 0;
-        for a in args {
-            let index = match &a.name {
-                None => {
-                    if positional >= f.params.len() {
-                        self.report(
-                            Diag::error(
-                                Code::ArgumentCount,
-                                format!("`{layer_name}` takes {}, got {}", plural(f.params.len(), "input"), args.len()),
-                            )
-                            .at(a.span, "extra input")
-                            .also(f.name.span, "forward is declared here"),
-                        );
-                        return Value::Poison;
+        let names: Vec<&str> = f.params.iter().map(|p| p.name.name.as_str()).collect();
+        let bound = match assign(&names, args) {
+            Ok(bound) => bound,
+            Err(m) => {
+                self.report(match m {
+                    Misfit::Extra { arg } => Diag::error(
+                        Code::ArgumentCount,
+                        format!("`{layer_name}` takes {}, got {}", plural(f.params.len(), "input"), args.len()),
+                    )
+                    .at(arg.span, "extra input")
+                    .also(f.name.span, "forward is declared here"),
+                    Misfit::Unknown { name, span } => {
+                        Diag::error(Code::UnknownArgument, format!("`{layer_name}` has no input `{name}`"))
+                            .at(span, "unknown keyword argument")
+                            .also(f.name.span, "forward is declared here")
                     }
-                    positional += 1;
-                    positional - 1
-                }
-                Some((n, span)) => match f.params.iter().position(|p| p.name.name == *n) {
-                    Some(i) => i,
-                    None => {
-                        self.report(
-                            Diag::error(Code::UnknownArgument, format!("`{layer_name}` has no input `{n}`"))
-                                .at(*span, "unknown keyword argument")
-                                .also(f.name.span, "forward is declared here"),
-                        );
-                        return Value::Poison;
-                    }
-                },
-            };
-            if bound[index].is_some() {
-                self.report(
-                    Diag::error(
+                    Misfit::Twice { index, arg } => Diag::error(
                         Code::DuplicateArgument,
                         format!("input `{}` is given twice", f.params[index].name.name),
                     )
-                    .at(a.span, "given again here"),
-                );
+                    .at(arg.span, "given again here"),
+                });
                 return Value::Poison;
             }
-            bound[index] = Some(a);
-        }
+        };
         if let Some(i) = bound.iter().position(Option::is_none) {
             self.report(
                 Diag::error(

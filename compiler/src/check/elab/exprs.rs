@@ -310,7 +310,12 @@ impl<'p> Elab<'p> {
                         self.report(ops::broadcast_diag(&x, &y, dim, &dx, &dy, span, a_span, b_span));
                         Value::Poison
                     }
-                    Err(other) => unreachable!("broadcast only fails with Broadcast, got {other}"),
+                    Err(other) => {
+                        // Broadcasting fails only with `Broadcast` today; any other reason is
+                        // still reported, at the operator.
+                        self.report(Diag::error(Code::BroadcastMismatch, other.to_string()).at(span, "here"));
+                        Value::Poison
+                    }
                 }
             }
             _ => self.bad_operands(op, &a, &b, span),

@@ -15,7 +15,7 @@ impl<'p> Elab<'p> {
         if self.limit_hit {
             return None;
         }
-        let def = layer_def(self.program, r);
+        let def = layer_def(self.program, r)?;
         if self.stack.len() >= MAX_INSTANCE_DEPTH {
             self.limit_hit = true;
             let chain: Vec<String> = self.stack.iter().map(|i| self.insts[i.0 as usize].display.clone()).collect();
@@ -88,61 +88,47 @@ impl<'p> Elab<'p> {
     }
 
     pub(super) fn bind_layer_args(&mut self, id: InstId, def: &'p ast::LayerDef, args: &[ArgVal], call: Span) -> bool {
-        let mut values: Vec<Option<(Value, Span)>> = vec![None; def.params.len()];
-        let mut positional = 0;
-        for a in args {
-            let index = match &a.name {
-                None => {
-                    if positional >= def.params.len() {
-                        self.report(
-                            Diag::error(
-                                Code::ArgumentCount,
-                                format!(
-                                    "`{}` takes {}, got {}",
-                                    def.name.name,
-                                    plural(def.params.len(), "argument"),
-                                    args.len()
-                                ),
-                            )
-                            .at(a.span, "extra argument")
-                            .also(def.name.span, format!("`{}` is defined here", def.name.name))
-                            .help(layer_signature(def)),
-                        );
-                        return false;
-                    }
-                    positional += 1;
-                    positional - 1
-                }
-                Some((name, span)) => match def.params.iter().position(|p| p.name.name == *name) {
-                    Some(i) => i,
-                    None => {
-                        let mut d = Diag::error(
+        let names: Vec<&str> = def.params.iter().map(|p| p.name.name.as_str()).collect();
+        let slots = match assign(&names, args) {
+            Ok(slots) => slots,
+            Err(m) => {
+                let d = match m {
+                    Misfit::Extra { arg } => Diag::error(
+                        Code::ArgumentCount,
+                        format!(
+                            "`{}` takes {}, got {}",
+                            def.name.name,
+                            plural(def.params.len(), "argument"),
+                            args.len()
+                        ),
+                    )
+                    .at(arg.span, "extra argument")
+                    .also(def.name.span, format!("`{}` is defined here", def.name.name))
+                    .help(layer_signature(def)),
+                    Misfit::Unknown { name, span } => {
+                        let d = Diag::error(
                             Code::UnknownArgument,
                             format!("`{}` has no parameter `{name}`", def.name.name),
                         )
-                        .at(*span, "unknown keyword argument")
+                        .at(span, "unknown keyword argument")
                         .also(def.name.span, format!("`{}` is defined here", def.name.name));
-                        d = match closest(name, def.params.iter().map(|p| p.name.name.as_str())) {
+                        match closest(name, names.iter().copied()) {
                             Some(s) => d.help(format!("did you mean `{s}`?")),
                             None => d.help(layer_signature(def)),
-                        };
-                        self.report(d);
-                        return false;
+                        }
                     }
-                },
-            };
-            if values[index].is_some() {
-                self.report(
-                    Diag::error(
+                    Misfit::Twice { index, arg } => Diag::error(
                         Code::DuplicateArgument,
                         format!("argument `{}` is given twice", def.params[index].name.name),
                     )
-                    .at(a.span, "given again here"),
-                );
+                    .at(arg.span, "given again here"),
+                };
+                self.report(d);
                 return false;
             }
-            values[index] = Some((a.value.clone(), a.span));
-        }
+        };
+        let mut values: Vec<Option<(Value, Span)>> =
+            slots.into_iter().map(|a| a.map(|a| (a.value.clone(), a.span))).collect();
         for (i, p) in def.params.iter().enumerate() {
             let (value, span) = match values[i].take() {
                 Some(v) => v,

@@ -26,6 +26,7 @@ use std::rc::Rc;
 
 use triton_runtime::DType;
 
+use super::args::{Misfit, assign};
 use super::model::{CheckedModel, Init, ParamInfo, QuantRule};
 use super::ops::{self, ArgVal, Lowered, Operand};
 use super::resolve::{LayerRef, Scopes, is_symbol_name, layer_def};
@@ -138,7 +139,7 @@ impl<'p> Elab<'p> {
 
     /// Checks one model definition end to end.
     pub(crate) fn model(mut self, r: LayerRef) -> Option<CheckedModel> {
-        let def = layer_def(self.program, r);
+        let def = layer_def(self.program, r)?;
         for p in &def.params {
             if p.default.is_none() {
                 self.report(

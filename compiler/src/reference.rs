@@ -1,0 +1,213 @@
+//! Reference semantics of the window and normalisation ops, shared by the interpreter and
+//! the trainer.
+//!
+//! Rules:
+//! - One implementation each of what docs/language.md says: a convolution's columns
+//!   ([`im2col`], zero outside the image), pooling ([`pool`]: average divides by the whole
+//!   window, padding included; max ignores padding and propagates NaN as the runtime's
+//!   `ops::pool_max` does) and inference batch norm ([`batch_norm`]). `interp` and `grad` both
+//!   call these; the runtime's kernels are separate implementations the tests compare with.
+//! - Written for clarity, not speed (parallel over the batch only where training needs it).
+//! - Shapes were checked by the verifier; a layout fact that fails is a [`Broken`] error.
+
+use ndarray::{Array2, ArrayD, IxDyn};
+use rayon::prelude::*;
+use triton_runtime::engine::plan::ConvGeom;
+
+use crate::invariant::{Broken, Invariant};
+use crate::ir::{ConvAttrs, PoolAttrs};
+
+/// The geometry of a convolution of an `x` of shape `[B, C, H, W]` by a `w` of shape
+/// `[O, C / groups, KH, KW]` (the batch is not part of it).
+pub fn conv_geom(x: &[usize], w: &[usize], a: &ConvAttrs) -> ConvGeom {
+    let u = |v: i64| v.max(0) as usize;
+    let (stride, pad, dil) = (a.stride.map(u), a.padding.map(u), a.dilation.map(u));
+    let out = |i: usize, k: usize, d: usize| (i + 2 * pad[d] - dil[d] * (k - 1) - 1) / stride[d].max(1) + 1;
+    ConvGeom {
+        c: x[1],
+        h: x[2],
+        w: x[3],
+        o: w[0],
+        kh: w[2],
+        kw: w[3],
+        stride,
+        pad,
+        dil,
+        groups: u(a.groups).max(1),
+        oh: out(x[2], w[2], 0),
+        ow: out(x[3], w[3], 1),
+    }
+}
+
+/// The input coordinates kernel tap `(u, v)` reads for output pixel `(i, j)`, or `None` when
+/// it falls in the padding.
+pub fn tap(g: &ConvGeom, i: usize, j: usize, u: usize, v: usize) -> Option<(usize, usize)> {
+    let y = (i * g.stride[0] + u * g.dil[0]).checked_sub(g.pad[0]).filter(|y| *y < g.h)?;
+    let x = (j * g.stride[1] + v * g.dil[1]).checked_sub(g.pad[1]).filter(|x| *x < g.w)?;
+    Some((y, x))
+}
+
+/// The columns of a convolution's input `x` (NCHW, row-major, `b` samples):
+/// `[B * OH * OW, groups * K]`, row `(n, i, j)` holding for each group in turn the `K` inputs
+/// of output pixel `(i, j)` in weight order `(c, u, v)`, zero in the padding. Built in
+/// parallel over the batch.
+pub fn im2col<T: Copy + Default + Send + Sync>(x: &[T], b: usize, g: &ConvGeom) -> Result<Array2<T>, Broken> {
+    let (p, k, plane) = (g.pixels(), g.k(), g.h * g.w);
+    let patch = g.groups * k;
+    let mut cols = Array2::<T>::default((b * p, patch));
+    let out = cols.as_slice_mut().invariant("a fresh array is contiguous")?;
+    if x.len() != b * g.c * plane {
+        return Err(Broken("the convolution's input has B * C * H * W values"));
+    }
+    out.par_chunks_mut((p * patch).max(1)).enumerate().for_each(|(n, sample)| {
+        let img = &x[n * g.c * plane..(n + 1) * g.c * plane];
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let row = &mut sample[(i * g.ow + j) * patch..][..patch];
+                let mut col = 0;
+                for ch in 0..g.c {
+                    for u in 0..g.kh {
+                        for v in 0..g.kw {
+                            row[col] =
+                                tap(g, i, j, u, v).map_or_else(T::default, |(y, z)| img[ch * plane + y * g.w + z]);
+                            col += 1;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(cols)
+}
+
+/// Pooling over `[B, C, H, W]`. Max pooling also returns, per output, the flat index of the
+/// input it took (`usize::MAX` when the window lies in the padding only); average pooling
+/// returns no indices.
+pub fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> Result<(ArrayD<f32>, Vec<usize>), Broken> {
+    let dims = x.shape();
+    if dims.len() != 4 {
+        return Err(Broken("a pooling input has rank 4"));
+    }
+    let (b, c, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+    let u = |v: i64| v.max(0) as usize;
+    let ([kh, kw], [sh, sw], [ph, pw]) = (a.kernel.map(u), a.stride.map(u), a.padding.map(u));
+    let out_size = |n: usize, k: usize, s: usize, p: usize| (n + 2 * p).checked_sub(k).map(|r| r / s.max(1) + 1);
+    let (oh, ow) = (out_size(h, kh, sh, ph), out_size(w, kw, sw, pw));
+    let (oh, ow) = (oh.invariant("the pooling window fits")?, ow.invariant("the pooling window fits")?);
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().invariant("a standard-layout array is contiguous")?;
+    let mut out = vec![0.0f32; b * c * oh * ow];
+    let mut arg = if max { vec![usize::MAX; out.len()] } else { Vec::new() };
+    for plane in 0..b * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let o = (plane * oh + i) * ow + j;
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for du in 0..kh {
+                    for dv in 0..kw {
+                        let (Some(y), Some(z)) = ((i * sh + du).checked_sub(ph), (j * sw + dv).checked_sub(pw)) else {
+                            continue;
+                        };
+                        if y >= h || z >= w {
+                            continue;
+                        }
+                        let idx = (plane * h + y) * w + z;
+                        let v = xs[idx];
+                        if !max {
+                            acc += v;
+                        } else if arg[o] == usize::MAX || (!acc.is_nan() && (v.is_nan() || v > acc)) {
+                            // As `ops::pool_max`: the first NaN is taken and kept.
+                            acc = v;
+                            arg[o] = idx;
+                        }
+                    }
+                }
+                out[o] = if max { acc } else { acc / (kh * kw) as f32 };
+            }
+        }
+    }
+    let y = ArrayD::from_shape_vec(IxDyn(&[b, c, oh, ow]), out).invariant("the pooled tensor has its shape's size")?;
+    Ok((y, arg))
+}
+
+/// `[C]` values as a tensor that broadcasts over dimension 1 of a rank-`ndim` tensor.
+pub fn per_channel(v: &[f32], ndim: usize) -> Result<ArrayD<f32>, Broken> {
+    let mut shape = vec![1usize; ndim.max(2)];
+    shape[1] = v.len();
+    ArrayD::from_shape_vec(IxDyn(&shape), v.to_vec()).invariant("a channel vector has C values")
+}
+
+/// Inference batch norm over dimension 1 with running statistics:
+/// `(x - mean) / sqrt(var + eps) * gamma + beta`.
+pub fn batch_norm(
+    x: &ArrayD<f32>,
+    gamma: &ArrayD<f32>,
+    beta: &ArrayD<f32>,
+    mean: &ArrayD<f32>,
+    var: &ArrayD<f32>,
+    eps: f32,
+) -> Result<ArrayD<f32>, Broken> {
+    let nd = x.ndim();
+    let c = x.shape().get(1).copied().invariant("a batch-norm input has channels (dimension 1)")?;
+    if [gamma, beta, mean, var].iter().any(|t| t.len() != c) {
+        return Err(Broken("batch-norm parameters have one value per channel"));
+    }
+    let vec = |t: &ArrayD<f32>| t.iter().copied().collect::<Vec<f32>>();
+    let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let (m, g, b) = (per_channel(&vec(mean), nd)?, per_channel(&vec(gamma), nd)?, per_channel(&vec(beta), nd)?);
+    Ok((x - &m) * per_channel(&inv, nd)? * g + b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arr(shape: &[usize], v: Vec<f32>) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+    }
+
+    #[test]
+    fn average_pool_counts_padding_and_max_ignores_it() {
+        let x = arr(&[1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let a = PoolAttrs { kernel: [2, 2], stride: [2, 2], padding: [1, 1] };
+        let (avg, none) = pool(&x, &a, false).unwrap();
+        assert_eq!(avg.as_slice().unwrap(), &[0.25, 0.5, 0.75, 1.0]);
+        assert!(none.is_empty());
+        let (mx, arg) = pool(&x, &a, true).unwrap();
+        assert_eq!(mx.as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(arg, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn max_pool_propagates_nan() {
+        let x = arr(&[1, 1, 1, 3], vec![1.0, f32::NAN, 5.0]);
+        let a = PoolAttrs { kernel: [1, 3], stride: [1, 1], padding: [0, 0] };
+        let (y, arg) = pool(&x, &a, true).unwrap();
+        assert!(y[[0, 0, 0, 0]].is_nan());
+        assert_eq!(arg, vec![1]);
+    }
+
+    #[test]
+    fn im2col_pads_with_zero_and_orders_groups() {
+        // 2 channels in 2 groups, 3x3 image, 2x2 kernel, padding 1, stride 2.
+        let x: Vec<f32> = (1..=18).map(|v| v as f32).collect();
+        let a = ConvAttrs { stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 2 };
+        let g = conv_geom(&[1, 2, 3, 3], &[2, 1, 2, 2], &a);
+        assert_eq!((g.oh, g.ow, g.k()), (2, 2, 4));
+        let cols = im2col(&x, 1, &g).unwrap();
+        assert_eq!(cols.dim(), (4, 8));
+        // Pixel (0, 0): taps (-1,-1) (-1,0) (0,-1) (0,0); group 1 reads channel 1 (10..=18).
+        assert_eq!(cols.row(0).to_vec(), vec![0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 10.0]);
+        // Pixel (1, 1): taps (1,1) (1,2) (2,1) (2,2).
+        assert_eq!(cols.row(3).to_vec(), vec![5.0, 6.0, 8.0, 9.0, 14.0, 15.0, 17.0, 18.0]);
+        assert!(im2col(&x[..17], 1, &g).is_err());
+    }
+
+    #[test]
+    fn batch_norm_normalises_per_channel() {
+        let x = arr(&[1, 2, 1, 1], vec![3.0, 10.0]);
+        let one = |v: [f32; 2]| arr(&[2], v.to_vec());
+        let y = batch_norm(&x, &one([2.0, 1.0]), &one([1.0, 0.0]), &one([1.0, 10.0]), &one([4.0, 1.0]), 0.0).unwrap();
+        assert_eq!(y.as_slice().unwrap(), &[3.0, 0.0]);
+    }
+}
