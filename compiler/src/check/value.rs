@@ -20,9 +20,13 @@ pub struct Tensor {
     pub node: crate::ir::NodeId,
 }
 
-/// Index of a layer instance in a model's instance arena.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InstId(pub u32);
+/// Names the layer instances of a model's elaboration (instances borrow the AST, so their
+/// arena is keyed by this tag; see `ir::entity`).
+#[derive(Clone, Copy, Debug)]
+pub enum InstTag {}
+
+/// A layer instance in a model's instance arena.
+pub type InstId = crate::ir::entity::Id<InstTag>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

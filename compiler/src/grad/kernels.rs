@@ -57,12 +57,7 @@ pub fn matmul(x: &ArrayD<f32>, w: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
 }
 
 /// Gradients of [`matmul`] with respect to x and w (each only when asked for).
-pub fn matmul_grad(
-    x: &ArrayD<f32>,
-    w: &ArrayD<f32>,
-    dy: &ArrayD<f32>,
-    want: [bool; 2],
-) -> Result<MaybeGrads, Broken> {
+pub fn matmul_grad(x: &ArrayD<f32>, w: &ArrayD<f32>, dy: &ArrayD<f32>, want: [bool; 2]) -> Result<MaybeGrads, Broken> {
     let n = w.shape()[0];
     let k = w.len() / n.max(1);
     let dym = rows(dy, n)?;
@@ -301,11 +296,7 @@ pub fn batch_norm_train(
 }
 
 /// Gradients of training-mode batch norm with respect to x, gamma and beta.
-pub fn batch_norm_grad(
-    saved: &BnSaved,
-    gamma: &ArrayD<f32>,
-    dy: &ArrayD<f32>,
-) -> Result<BnGrads, Broken> {
+pub fn batch_norm_grad(saved: &BnSaved, gamma: &ArrayD<f32>, dy: &ArrayD<f32>) -> Result<BnGrads, Broken> {
     let nd = dy.ndim();
     let c = dy.shape()[1];
     let sum_c = |t: &ArrayD<f32>| -> Vec<f32> {

@@ -1,7 +1,8 @@
 //! Typed arenas: `Arena<T>` stores items, `Id<T>` names one; side tables are `SecondaryMap`s.
 //!
 //! Rules: ids are dense indices, only meaningful for the arena that made them; an id is `Copy`
-//! and 4 bytes. Analysis results never live inside arena items: they go in a `SecondaryMap`
+//! and 4 bytes. An arena of items that borrow (a lifetime) names them by a tag type instead,
+//! `Arena<T, Tag>` handing out `Id<Tag>`, so the ids stay free of the lifetime. Analysis results never live inside arena items: they go in a `SecondaryMap`
 //! keyed by the same ids, so passes can drop or recompute them freely.
 
 use std::fmt;
@@ -56,28 +57,29 @@ impl<T> fmt::Debug for Id<T> {
 }
 
 #[derive(Clone, PartialEq)]
-pub struct Arena<T> {
+pub struct Arena<T, K = T> {
     items: Vec<T>,
+    _key: PhantomData<fn() -> K>,
 }
 
-impl<T> Default for Arena<T> {
+impl<T, K> Default for Arena<T, K> {
     fn default() -> Self {
-        Arena { items: Vec::new() }
+        Arena { items: Vec::new(), _key: PhantomData }
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for Arena<T> {
+impl<T: fmt::Debug, K> fmt::Debug for Arena<T, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.items.iter()).finish()
     }
 }
 
-impl<T> Arena<T> {
-    pub fn new() -> Arena<T> {
+impl<T, K> Arena<T, K> {
+    pub fn new() -> Arena<T, K> {
         Arena::default()
     }
 
-    pub fn push(&mut self, item: T) -> Id<T> {
+    pub fn push(&mut self, item: T) -> Id<K> {
         self.items.push(item);
         Id::new(self.items.len() - 1)
     }
@@ -90,28 +92,38 @@ impl<T> Arena<T> {
         self.items.is_empty()
     }
 
-    pub fn get(&self, id: Id<T>) -> Option<&T> {
+    pub fn get(&self, id: Id<K>) -> Option<&T> {
         self.items.get(id.index())
     }
 
-    pub fn ids(&self) -> impl DoubleEndedIterator<Item = Id<T>> + use<T> {
+    /// The id the next [`Arena::push`] returns.
+    pub fn next_id(&self) -> Id<K> {
+        Id::new(self.items.len())
+    }
+
+    pub fn ids(&self) -> impl DoubleEndedIterator<Item = Id<K>> + use<T, K> {
         (0..self.items.len()).map(Id::new)
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (Id<T>, &T)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (Id<K>, &T)> {
         self.items.iter().enumerate().map(|(i, t)| (Id::new(i), t))
+    }
+
+    /// The items in id order.
+    pub fn values(&self) -> std::slice::Iter<'_, T> {
+        self.items.iter()
     }
 }
 
-impl<T> std::ops::Index<Id<T>> for Arena<T> {
+impl<T, K> std::ops::Index<Id<K>> for Arena<T, K> {
     type Output = T;
-    fn index(&self, id: Id<T>) -> &T {
+    fn index(&self, id: Id<K>) -> &T {
         &self.items[id.index()]
     }
 }
 
-impl<T> std::ops::IndexMut<Id<T>> for Arena<T> {
-    fn index_mut(&mut self, id: Id<T>) -> &mut T {
+impl<T, K> std::ops::IndexMut<Id<K>> for Arena<T, K> {
+    fn index_mut(&mut self, id: Id<K>) -> &mut T {
         &mut self.items[id.index()]
     }
 }

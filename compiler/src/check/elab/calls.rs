@@ -33,18 +33,18 @@ impl<'p> Elab<'p> {
     }
 
     pub(super) fn call_instance(&mut self, id: InstId, args: &[ArgVal], call: Span) -> Value {
-        self.insts[id.0 as usize].called = true;
-        let Some(f) = self.insts[id.0 as usize].forward else {
+        self.insts[id].called = true;
+        let Some(f) = self.insts[id].forward else {
             return Value::Poison;
         };
-        let Some(def) = layer_def(self.program, self.insts[id.0 as usize].layer) else {
+        let Some(def) = layer_def(self.program, self.insts[id].layer) else {
             return Value::Poison;
         };
         let layer_name = &def.name.name;
         // How the callee is named in messages: the instance path, or the layer for a model.
-        let who = match self.insts[id.0 as usize].path.as_str() {
+        let who = match self.insts[id].path.as_str() {
             "" => format!("`{layer_name}`"),
-            path => format!("`{path}` ({})", self.insts[id.0 as usize].display),
+            path => format!("`{path}` ({})", self.insts[id].display),
         };
         // Bind arguments to parameters.
         let names: Vec<&str> = f.params.iter().map(|p| p.name.name.as_str()).collect();

@@ -8,7 +8,7 @@ impl<'p> Elab<'p> {
         if let Some((_, v)) = locals.iter().rev().find(|(n, _)| n == name) {
             return Some(v.clone());
         }
-        self.insts[id.0 as usize].scope.get(name).cloned()
+        self.insts[id].scope.get(name).cloned()
     }
 
     /// Evaluates a type expression; symbolic dimensions must already be bound in `env.locals`.
@@ -69,7 +69,7 @@ impl<'p> Elab<'p> {
             ExprKind::Name(n) => match self.lookup(env.inst, env.locals, n) {
                 Some(v) => v,
                 None => {
-                    if let Some(cond) = self.insts[env.inst.0 as usize].absent.get(n).copied() {
+                    if let Some(cond) = self.insts[env.inst].absent.get(n).copied() {
                         self.report(
                             Diag::error(Code::ConditionalName, format!("`{n}` is not declared in this instance"))
                                 .at(e.span, "used here")
@@ -162,8 +162,8 @@ impl<'p> Elab<'p> {
                     let args = self.eval_args(args, env);
                     return self.min_max(name, &args, e.span);
                 }
-                if self.insts[env.inst.0 as usize].absent.contains_key(name) {
-                    let cond = self.insts[env.inst.0 as usize].absent[name];
+                if self.insts[env.inst].absent.contains_key(name) {
+                    let cond = self.insts[env.inst].absent[name];
                     self.report(
                         Diag::error(
                             Code::ConditionalName,

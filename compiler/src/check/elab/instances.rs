@@ -18,8 +18,8 @@ impl<'p> Elab<'p> {
         let def = layer_def(self.program, r)?;
         if self.stack.len() >= MAX_INSTANCE_DEPTH {
             self.limit_hit = true;
-            let chain: Vec<String> = self.stack.iter().map(|i| self.insts[i.0 as usize].display.clone()).collect();
-            let same = self.stack.iter().any(|i| self.insts[i.0 as usize].layer == r);
+            let chain: Vec<String> = self.stack.iter().map(|i| self.insts[*i].display.clone()).collect();
+            let same = self.stack.iter().any(|i| self.insts[*i].layer == r);
             let msg = if same {
                 format!("layer `{}` contains itself: instantiation never ends", def.name.name)
             } else {
@@ -46,7 +46,7 @@ impl<'p> Elab<'p> {
             );
             return None;
         }
-        let id = InstId(self.insts.len() as u32);
+        let id = self.insts.next_id();
         let parent = self.stack.last().copied();
         self.insts.push(Inst {
             path,
@@ -72,10 +72,10 @@ impl<'p> Elab<'p> {
                     Some((n, _)) => format!("{n} = {}", short(&a.value)),
                 })
                 .collect();
-            self.insts[id.0 as usize].display = format!("{}({})", def.name.name, shown.join(", "));
+            self.insts[id].display = format!("{}({})", def.name.name, shown.join(", "));
             self.items(id, &def.body);
             let has_parse_errors = def.body.iter().any(|i| matches!(i, LayerItem::Error(_)));
-            if self.insts[id.0 as usize].forward.is_none() && !self.limit_hit && !has_parse_errors {
+            if self.insts[id].forward.is_none() && !self.limit_hit && !has_parse_errors {
                 self.report(
                     Diag::error(Code::MissingForward, format!("layer `{}` has no `fn forward`", def.name.name))
                         .at(def.name.span, "defined without a forward function")
@@ -190,7 +190,7 @@ impl<'p> Elab<'p> {
                 _ => Some(Value::Poison), // unknown type name: reported by resolve
             };
             if let Some(v) = coerced {
-                self.insts[id.0 as usize].scope.insert(p.name.name.clone(), v);
+                self.insts[id].scope.insert(p.name.name.clone(), v);
             }
         }
         true
@@ -218,11 +218,11 @@ impl<'p> Elab<'p> {
                         }
                         v => v,
                     };
-                    self.insts[id.0 as usize].scope.insert(name.name.clone(), v);
+                    self.insts[id].scope.insert(name.name.clone(), v);
                 }
                 LayerItem::Instance { name, value } => {
                     let v = self.instance_field(id, &name.name, name.span, value);
-                    self.insts[id.0 as usize].scope.insert(name.name.clone(), v);
+                    self.insts[id].scope.insert(name.name.clone(), v);
                 }
                 LayerItem::If(i) => {
                     let cond = self.eval(&i.cond, &Env { inst: id, locals: &[] });
@@ -248,13 +248,13 @@ impl<'p> Elab<'p> {
                     let mut absent = Vec::new();
                     collect_names(skip, &mut absent);
                     for n in absent {
-                        self.insts[id.0 as usize].absent.entry(n).or_insert(i.cond.span);
+                        self.insts[id].absent.entry(n).or_insert(i.cond.span);
                     }
                     self.items(id, run);
                 }
                 LayerItem::Fn(f) => {
-                    if self.insts[id.0 as usize].forward.is_none() {
-                        self.insts[id.0 as usize].forward = Some(f);
+                    if self.insts[id].forward.is_none() {
+                        self.insts[id].forward = Some(f);
                     }
                 }
                 LayerItem::Error(_) => {}
@@ -268,7 +268,7 @@ impl<'p> Elab<'p> {
             Some(t) => t,
             None => {
                 // Unknown dtypes are reported by resolve, for every layer.
-                self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
+                self.insts[id].scope.insert(d.name.name.clone(), Value::Poison);
                 return;
             }
         };
@@ -285,11 +285,11 @@ impl<'p> Elab<'p> {
         };
         if let Some(msg) = problem {
             self.report(Diag::error(Code::InvalidDeclaration, msg).at(d.ty.dtype.span, "not allowed here"));
-            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
+            self.insts[id].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         }
         let Some(ty) = self.type_expr(&d.ty, &env) else {
-            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
+            self.insts[id].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         };
         let Some(shape) = ty.known_shape() else {
@@ -301,7 +301,7 @@ impl<'p> Elab<'p> {
                 )
                 .at(d.ty.span, "weights cannot have symbolic dimensions"),
             );
-            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
+            self.insts[id].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         };
         let elements = shape.iter().try_fold(1u64, |a, &x| a.checked_mul(x));
@@ -317,7 +317,7 @@ impl<'p> Elab<'p> {
                 )
                 .at(d.ty.span, format!("{ty}")),
             );
-            self.insts[id.0 as usize].scope.insert(d.name.name.clone(), Value::Poison);
+            self.insts[id].scope.insert(d.name.name.clone(), Value::Poison);
             return;
         }
         // Attributes.
@@ -390,7 +390,7 @@ impl<'p> Elab<'p> {
                 ),
             }
         }
-        let path = join_path(&self.insts[id.0 as usize].path, &d.name.name);
+        let path = join_path(&self.insts[id].path, &d.name.name);
         let node = self.graph.add_param(ParamInfo {
             name: path,
             kind: param_kind(d.kind),
@@ -400,13 +400,13 @@ impl<'p> Elab<'p> {
             init,
             span: d.span,
         });
-        let inst = &mut self.insts[id.0 as usize];
+        let inst = &mut self.insts[id];
         inst.params += 1;
         inst.scope.insert(d.name.name.clone(), Value::Tensor(Tensor { ty, decl: Some(d.span), node }));
     }
 
     pub(super) fn instance_field(&mut self, id: InstId, name: &str, field: Span, value: &'p Expr) -> Value {
-        let base = join_path(&self.insts[id.0 as usize].path, name);
+        let base = join_path(&self.insts[id].path, name);
         match &value.kind {
             ExprKind::Call { .. } => self.instance_call(id, value, base, field),
             ExprKind::Repeat { item, count } => {
@@ -467,7 +467,7 @@ impl<'p> Elab<'p> {
         let ExprKind::Call { callee, args } = &e.kind else {
             return Value::Poison;
         };
-        let module = self.insts[id.0 as usize].layer.module;
+        let module = self.insts[id].layer.module;
         let Some(r) = self.scopes.lookup(module, &callee.name) else {
             return Value::Poison;
         };

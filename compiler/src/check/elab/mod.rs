@@ -31,9 +31,10 @@ use super::model::{CheckedModel, Init, ParamInfo, QuantRule};
 use super::ops::{self, ArgVal, Lowered, Operand};
 use super::resolve::{LayerRef, Scopes, is_symbol_name, layer_def};
 use super::suggest::closest;
-use super::value::{InstId, Tensor, TensorType, Value};
+use super::value::{InstId, InstTag, Tensor, TensorType, Value};
 use crate::diagnostics::{Code, Diag, Diags};
 use crate::ir::dim::{Dim, DimError};
+use crate::ir::entity::Arena;
 use crate::ir::{self, Graph, NodeId};
 use crate::load::Program;
 use crate::source::Span;
@@ -70,7 +71,7 @@ pub(crate) struct Elab<'p> {
     program: &'p Program,
     scopes: &'p Scopes,
     diags: &'p mut Diags,
-    insts: Vec<Inst<'p>>,
+    insts: Arena<Inst<'p>, InstTag>,
     /// The model being lowered: parameters, inputs and every op applied.
     graph: Graph,
     /// The chain of instances being built.
@@ -97,7 +98,7 @@ impl<'p> Elab<'p> {
             program,
             scopes,
             diags,
-            insts: Vec::new(),
+            insts: Arena::new(),
             graph: Graph::default(),
             stack: Vec::new(),
             current: None,
@@ -113,18 +114,18 @@ impl<'p> Elab<'p> {
         }
         let at = self.current.or_else(|| self.stack.last().copied());
         if let Some(id) = at {
-            let inst = &self.insts[id.0 as usize];
+            let inst = &self.insts[id];
             if !inst.path.is_empty() && d.code != Code::RecursiveLayer {
                 d = d.note(format!("in instance `{}` = {}", abbreviate(&inst.path), inst.display));
             }
             // An error inside another file's layer (the stdlib, say) also points at the line of
             // the model's file that instantiated it.
-            if let (Some(primary), Some(root)) = (d.primary_span(), self.insts.first()) {
+            if let (Some(primary), Some(root)) = (d.primary_span(), self.insts.values().next()) {
                 let home = root.site.file;
                 if primary.file != home {
                     let mut cur = Some(id);
                     while let Some(c) = cur {
-                        let i = &self.insts[c.0 as usize];
+                        let i = &self.insts[c];
                         if i.site.file == home && i.parent.is_some() {
                             d = d.also(i.site, format!("`{}` is instantiated here", abbreviate(&i.path)));
                             break;
@@ -162,7 +163,7 @@ impl<'p> Elab<'p> {
         let Value::Layer(root) = root else {
             return None;
         };
-        let inst = &self.insts[root.0 as usize];
+        let inst = &self.insts[root];
         let f = inst.forward?;
         // Fresh symbols for the model's inputs.
         let mut symbols: Vec<(String, Value)> = Vec::new();
@@ -194,7 +195,7 @@ impl<'p> Elab<'p> {
         // Without errors the body returned a tensor: it is the graph's output.
         let Value::Tensor(t) = out else { return None };
         self.graph.outputs.push(t.node);
-        let layers = self.insts.iter().filter(|i| i.params > 0).count();
+        let layers = self.insts.values().filter(|i| i.params > 0).count();
         Some(CheckedModel {
             name: def.name.name.clone(),
             file: self.program.module(r.module).file,
@@ -207,11 +208,11 @@ impl<'p> Elab<'p> {
 
     pub(super) fn unused_warnings(&mut self, root: InstId) {
         let mut out = Vec::new();
-        for (i, inst) in self.insts.iter().enumerate() {
-            let parent_called = inst.parent.is_none_or(|p| self.insts[p.0 as usize].called);
+        for (i, inst) in self.insts.iter() {
+            let parent_called = inst.parent.is_none_or(|p| self.insts[p].called);
             if !inst.called
                 && parent_called
-                && InstId(i as u32) != root
+                && i != root
                 && let Some(field) = inst.field
             {
                 let own: u64 = self
