@@ -122,17 +122,21 @@ enum Command {
         /// Calls timed by --timing.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), requires = "timing")]
         repeat: u32,
-        /// Threads of the engine (0: every core).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
         /// Print nothing on stderr but errors and warnings (no weights line, no notes).
         #[arg(long, short)]
         quiet: bool,
     },
     /// Train a model on MNIST (quantization-aware for ternary layers) and write its weights.
+    #[command(mut_arg("weights", |a| a.help("Start from these weights (.safetensors) [default: seeded initialisation]")))]
+    #[command(mut_arg("precision", |a| a.help("ternary trains through the quantization rules (QAT); fp32 trains the plain model [default: ternary]")))]
+    #[command(mut_arg("seed", |a| a.help("Seed of the initialisation (without --weights) and of the order of the images [default: 0]")))]
+    #[command(mut_arg("opt", |a| a.hide(true)))]
+    #[command(mut_arg("f32_activations", |a| a.hide(true)))]
     Train {
         /// The .tri file defining the model.
         file: PathBuf,
+        #[command(flatten)]
+        m: cmd::opts::ModelOpts,
         /// The dataset: a folder with MNIST's IDX files (or a folder holding `mnist/`), or
         /// `mnist` to search $TRITON_DATA, ./data and ../shared/data.
         #[arg(long)]
@@ -156,11 +160,6 @@ enum Command {
         weight_decay: f32,
         #[arg(long, value_enum, default_value_t = train::Schedule::Cosine)]
         schedule: train::Schedule,
-        /// ternary trains through the quantization rules (QAT); fp32 trains the plain model.
-        #[arg(long, value_enum, default_value_t = PrecisionArg::Ternary)]
-        precision: PrecisionArg,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
         /// Pixel normalisation (recorded in the weights file's metadata).
         #[arg(long, value_enum, default_value_t = triton::data::Normalize::Unit)]
         normalize: triton::data::Normalize,
@@ -170,28 +169,24 @@ enum Command {
         /// Train on the first N training images only (at least 1).
         #[arg(long, value_parser = parse_count)]
         subset: Option<usize>,
-        /// Start from these weights instead of the seeded initialisation.
-        #[arg(long)]
+        /// The earlier name of --weights.
+        #[arg(long, hide = true, conflicts_with = "weights")]
         init: Option<PathBuf>,
         /// Write per-epoch metrics here (JSON).
         #[arg(long)]
         log_json: Option<PathBuf>,
-        /// Worker threads (default: every core).
-        #[arg(long, value_parser = parse_count)]
-        threads: Option<usize>,
-        /// Which model, when the file defines several.
-        #[arg(long)]
-        model: Option<String>,
     },
     /// Measure a model as FP32 and as ternary side by side: accuracy, latency, size, memory and
     /// compile speed; tables on stdout, JSON, Markdown and SVG plots on request.
+    #[command(mut_arg("weights", |a| a.help("Weights of the ternary side [default: `<stem>.safetensors` beside the model, else seeded initialisation, and then accuracy is not applicable]")))]
+    #[command(mut_arg("threads", |a| a.help("Threads of the all-threads runs (0 or absent: every core); one thread is always measured")))]
+    #[command(mut_arg("opt", |a| a.help("Optimization level of the main comparison, 0-3 (every level is in the compile table) [default: 3]")))]
+    #[command(mut_arg("precision", |a| a.hide(true)))]
     Bench {
         /// The .tri file defining the model.
         file: PathBuf,
-        /// Weights of the ternary side (default: `<stem>.safetensors` beside the model, else
-        /// seeded initialisation, and then accuracy is not applicable).
-        #[arg(long)]
-        weights: Option<PathBuf>,
+        #[command(flatten)]
+        m: cmd::opts::ModelOpts,
         /// Weights of the FP32 side (default: `<stem>.fp32.safetensors` beside the model, else
         /// the ternary side's latent weights).
         #[arg(long)]
@@ -203,9 +198,6 @@ enum Command {
         /// Batch sizes of the latency table.
         #[arg(long, value_delimiter = ',', default_value = "1,8,16,32,64,128", value_parser = parse_batch)]
         batch_sizes: Vec<usize>,
-        /// Threads of the all-threads runs (default: every core); one thread is always measured.
-        #[arg(long)]
-        threads: Option<usize>,
         /// Untimed calls before each latency case, lasting at least 50 ms (at most a quarter of
         /// its time).
         #[arg(long, default_value_t = 100)]
@@ -216,9 +208,6 @@ enum Command {
         /// Time budget of one latency case, in seconds.
         #[arg(long, default_value_t = 1.0, value_parser = parse_non_negative)]
         max_seconds: f64,
-        /// Optimization level of the main comparison (every level is in the compile table).
-        #[arg(short = 'O', value_parser = clap::value_parser!(u8).range(0..=3), default_value_t = cmd::opts::DEFAULT_OPT)]
-        opt: u8,
         /// Skip the scaling tables (MLP widths and the zoo beside the model).
         #[arg(long)]
         no_scaling: bool,
@@ -254,12 +243,6 @@ enum Command {
         /// Exit with code 3 when a figure regressed against --baseline.
         #[arg(long, requires = "baseline")]
         fail_on_regression: bool,
-        /// Seed of the initialisation used without weights.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Which model, when the file defines several.
-        #[arg(long)]
-        model: Option<String>,
     },
     /// Internal: a memory measurement of `triton bench` in a process of its own; prints the
     /// peak as JSON.
@@ -411,6 +394,7 @@ fn run(cli: Cli) -> ExitCode {
         }
         Command::Train {
             file,
+            m,
             data,
             output,
             epochs,
@@ -419,41 +403,39 @@ fn run(cli: Cli) -> ExitCode {
             optimizer,
             weight_decay,
             schedule,
-            precision,
-            seed,
             normalize,
             shift,
             subset,
             init,
             log_json,
-            threads,
-            model,
         } => {
+            if let Err(e) = m.refuse(&["-O", "--f32-activations"], "training runs the unoptimized graph with f32 activations (the level and int8 activations are chosen when compiling)") {
+                return cmd::common::usage_error(e);
+            }
             let config = train::TrainConfig {
                 epochs,
                 batch_size,
                 lr,
                 optim: train::OptimConfig::new(optimizer, weight_decay),
                 schedule,
-                precision: precision.into(),
-                seed,
+                precision: m.precision(),
+                seed: m.seed(),
                 normalize,
                 shift,
                 subset,
             };
-            cmd::train::run(&cmd::train::Args { file, data, output, config, init, model, log_json, threads }, style)
+            let init = m.weights.clone().or(init);
+            cmd::train::run(&cmd::train::Args { file, data, output, config, init, m, log_json }, style)
         }
         Command::Bench {
             file,
-            weights,
+            m,
             fp32_weights,
             data,
             batch_sizes,
-            threads,
             warmup,
             iters,
             max_seconds,
-            opt,
             no_scaling,
             shapes,
             targets,
@@ -465,20 +447,22 @@ fn run(cli: Cli) -> ExitCode {
             threshold,
             accuracy_threshold,
             fail_on_regression,
-            seed,
-            model,
         } => {
+            if let Err(e) = m.refuse(&["--precision"], "`triton bench` measures both precisions side by side") {
+                return cmd::common::usage_error(e);
+            }
             let config = triton::bench::Config {
                 file,
-                model,
-                weights,
+                model: m.model.clone(),
+                weights: m.weights.clone(),
                 fp32_weights,
                 data,
                 batch_sizes,
-                threads: threads.unwrap_or(0),
+                threads: m.threads(),
                 budget: triton::bench::Budget { warmup, iters, max: triton::bench::seconds(max_seconds) },
-                opt: OptLevel::from_number(opt).unwrap_or(OptLevel::O3),
-                seed,
+                opt: m.level(),
+                int8_activations: !m.f32_activations,
+                seed: m.seed(),
                 scaling: !no_scaling,
                 targets,
                 probe: std::env::current_exe().ok().map(|exe| triton::bench::memory::Probe { exe }),
@@ -531,7 +515,7 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
-        Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, threads, quiet } => cmd::run::run(
+        Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, quiet } => cmd::run::run(
             &cmd::run::Args {
                 engine,
                 file,
@@ -540,7 +524,6 @@ fn run(cli: Cli) -> ExitCode {
                 out,
                 top_k: top_k.map(|k| k as usize),
                 timing: timing.then_some(repeat as usize),
-                threads,
                 quiet,
             },
             style,

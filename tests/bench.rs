@@ -35,6 +35,7 @@ fn config(file: PathBuf) -> Config {
         budget: tiny(),
         opt: OptLevel::O3,
         seed: 0,
+        int8_activations: true,
         scaling: false,
         targets: vec![],
         probe: None,

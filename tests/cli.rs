@@ -95,6 +95,32 @@ fn usage_errors_exit_2() {
     assert_eq!(triton(&["--help"]).status.code(), Some(0));
 }
 
+/// Every command takes the same model options; one that cannot apply to a command is refused
+/// by name (exit 2), never ignored.
+#[test]
+fn shared_model_options_are_refused_where_they_cannot_apply() {
+    let m = "examples/mnist_mlp.tri";
+    for (args, flag) in [
+        (vec!["train", m, "-O2"], "-O"),
+        (vec!["train", m, "--f32-activations"], "--f32-activations"),
+        (vec!["bench", m, "--precision", "fp32"], "--precision"),
+    ] {
+        let out = triton(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(&format!("{flag} cannot apply")), "{args:?}: {}", text(&out.stderr));
+    }
+    // `--init` is --weights' earlier name in `train`: both at once is a usage error.
+    let out = triton(&["train", m, "--init", "a.safetensors", "--weights", "b.safetensors"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // The same flags are accepted where they apply (help lists them for every command).
+    for cmd in ["compile", "run", "train", "bench"] {
+        let help = text(&triton(&[cmd, "--help"]).stdout);
+        for flag in ["--weights", "--seed", "--model", "--threads"] {
+            assert!(help.contains(flag), "`triton {cmd} --help` lacks {flag}");
+        }
+    }
+}
+
 #[test]
 fn missing_file_is_a_user_error() {
     let out = triton(&["check", "no/such/model.tri"]);

@@ -79,6 +79,8 @@ pub struct Config {
     pub opt: OptLevel,
     /// Seed of the initialisation when there are no weights.
     pub seed: u64,
+    /// At -O3, quantize the ternary side's activations to int8 (`--f32-activations` clears it).
+    pub int8_activations: bool,
     /// Add the scaling tables (MLP widths, the zoo beside the model).
     pub scaling: bool,
     pub targets: Vec<TargetArg>,
@@ -184,7 +186,7 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         },
         seed: cfg.seed,
         threads: 0,
-        int8_activations: true,
+        int8_activations: cfg.int8_activations,
         model: cfg.model.clone(),
         shapes: cfg.shapes.clone(),
         verify_each: false,

@@ -60,6 +60,7 @@ impl Args<'_> {
 }
 
 pub fn run(a: &Args<'_>, style: Style) -> ExitCode {
+    a.m.init_thread_pool();
     if let Some(why) = triton::files::misplaced(a.file, "a .tri model", &[]) {
         return user_error(why);
     }

@@ -1,7 +1,10 @@
-//! Command-line options shared by the commands that compile a model (`compile`, `run`).
+//! Command-line options shared by every command that takes a model (`compile`, `run`,
+//! `train`, `bench`): one `#[derive(clap::Args)]` set flattened into each.
 //!
 //! Rules:
-//! - One default optimization level everywhere: [`DEFAULT_OPT`] (`triton bench` too).
+//! - One default optimization level everywhere: [`DEFAULT_OPT`], one -O parser.
+//! - A command words an option's help for itself where its meaning differs (`train`'s
+//!   `--weights` is where training starts) with clap's `mut_arg`, never with a second flag.
 //! - Options keep whether the user gave them (`Option`), so a command that cannot apply one
 //!   (a compiled artifact has its weights, precision and level built in) refuses it by name
 //!   instead of ignoring it.
@@ -52,6 +55,9 @@ pub struct ModelOpts {
     /// Which model, when the file defines several.
     #[arg(long)]
     pub model: Option<String>,
+    /// Worker threads (0 or absent: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 impl ModelOpts {
@@ -69,6 +75,30 @@ impl ModelOpts {
 
     pub fn level(&self) -> OptLevel {
         OptLevel::from_number(self.opt()).unwrap_or(OptLevel::O3)
+    }
+
+    /// Worker threads; 0 means every core.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or(0)
+    }
+
+    /// Sizes rayon's global pool to `--threads` (when given and not 0); call before any
+    /// parallel work.
+    pub fn init_thread_pool(&self) {
+        if let Some(n) = self.threads.filter(|n| *n > 0) {
+            // Only fails when a pool already exists, which it does not before the command runs.
+            let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        }
+    }
+
+    /// Refuses the options in `names` that were given, saying why they cannot apply here.
+    pub fn refuse(&self, names: &[&str], why: &str) -> Result<(), String> {
+        let given: Vec<&str> = self.given().into_iter().filter(|g| names.contains(g)).collect();
+        match given.as_slice() {
+            [] => Ok(()),
+            [one] => Err(format!("{one} cannot apply: {why}")),
+            many => Err(format!("{} cannot apply: {why}", many.join(", "))),
+        }
     }
 
     /// The driver's settings for these options.

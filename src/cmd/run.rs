@@ -47,8 +47,6 @@ pub struct Args {
     pub top_k: Option<usize>,
     /// `--timing`: time this many calls per step after the run.
     pub timing: Option<usize>,
-    /// Engine threads (0: every core).
-    pub threads: usize,
     pub quiet: bool,
 }
 
@@ -129,7 +127,7 @@ fn run_artifact(a: &Args) -> ExitCode {
             refused.join(", ")
         ));
     }
-    let model = match Model::load_with_threads(&a.file, a.threads) {
+    let model = match Model::load_with_threads(&a.file, a.m.threads()) {
         Ok(m) => m,
         Err(e) => return user_error(format!("{}: {e}", a.file.display())),
     };
@@ -368,7 +366,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
                 precision,
                 weights: choice.path().map(Path::to_path_buf),
                 seed: a.m.seed(),
-                threads: a.threads,
+                threads: a.m.threads(),
                 int8_activations: !a.m.f32_activations,
                 model: a.m.model.clone(),
                 shapes: sizes,
@@ -380,7 +378,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
                 eprintln!("warning: {w}");
             }
             match built {
-                Ok(b) => match Model::from_artifact(b.bytes.as_ref(), a.threads) {
+                Ok(b) => match Model::from_artifact(b.bytes.as_ref(), a.m.threads()) {
                     Ok(m) => Some(m),
                     Err(e) => return user_error(e),
                 },

@@ -18,17 +18,15 @@ pub struct Args {
     pub data: Option<String>,
     pub output: Option<PathBuf>,
     pub config: TrainConfig,
+    /// Where training starts (`--weights`, or its earlier name `--init`); `None`: seeded.
     pub init: Option<PathBuf>,
-    pub model: Option<String>,
+    /// The shared model options (model, precision, seed and threads apply to training).
+    pub m: super::opts::ModelOpts,
     pub log_json: Option<PathBuf>,
-    pub threads: Option<usize>,
 }
 
 pub fn run(a: &Args, style: Style) -> ExitCode {
-    if let Some(n) = a.threads {
-        // Only fails when a pool already exists (it does not yet here).
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
-    }
+    a.m.init_thread_pool();
     if let Some(why) = triton::files::misplaced(&a.file, "a .tri model", &[]) {
         return user_error(why);
     }
@@ -39,7 +37,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         return ExitCode::from(1);
     }
     let source_hash = triton::sources_blake3(&checked.program.sources);
-    let settings = triton::driver::Settings { model: a.model.clone(), ..Default::default() };
+    let settings = triton::driver::Settings { model: a.m.model.clone(), ..Default::default() };
     let model = match triton::driver::select(&a.file, checked, &settings) {
         Ok(m) => m,
         Err(e) => return user_error(e),
