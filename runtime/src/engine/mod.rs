@@ -34,6 +34,9 @@ mod product;
 mod quant;
 mod value;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::sync::Mutex;
 
