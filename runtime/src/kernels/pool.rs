@@ -105,3 +105,66 @@ fn global_avg_generic(x: &[f32], c: usize, out: &mut [f32]) {
     let n = pixels as f32;
     out.iter_mut().for_each(|a| *a /= n);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, written per output value (channels-last).
+    fn reference(x: &[f32], d: PoolDims, g: &PoolGeom) -> Vec<f32> {
+        let mut out = vec![0.0; d.oh * d.ow * d.c];
+        for (i, j, ch) in (0..d.oh).flat_map(|i| (0..d.ow).flat_map(move |j| (0..d.c).map(move |ch| (i, j, ch)))) {
+            let mut acc = if g.max { f32::NEG_INFINITY } else { 0.0 };
+            for u in 0..g.kernel[0] {
+                for v in 0..g.kernel[1] {
+                    let y = (i * g.stride[0] + u).checked_sub(g.pad[0]).filter(|y| *y < d.h);
+                    let z = (j * g.stride[1] + v).checked_sub(g.pad[1]).filter(|z| *z < d.w);
+                    let val = match (y, z) {
+                        (Some(y), Some(z)) => x[(y * d.w + z) * d.c + ch],
+                        _ if g.max => f32::NEG_INFINITY,
+                        _ => 0.0,
+                    };
+                    acc = if g.max { pool_max(acc, val) } else { acc + val };
+                }
+            }
+            out[(i * d.ow + j) * d.c + ch] = if g.max { acc } else { acc / (g.kernel[0] * g.kernel[1]) as f32 };
+        }
+        out
+    }
+
+    #[test]
+    fn every_level_gives_the_definitions_bits() {
+        let (h, w, c) = (7, 6, 19);
+        let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.25).collect();
+        for (max, kernel, stride, pad) in [(true, [3, 3], [2, 2], [1, 1]), (false, [2, 3], [1, 2], [0, 1])] {
+            let g = PoolGeom { max, kernel, stride, pad };
+            let out_size = |n: usize, a: usize| (n + 2 * pad[a] - kernel[a]) / stride[a] + 1;
+            let d = PoolDims { h, w, c, oh: out_size(h, 0), ow: out_size(w, 1) };
+            let want = reference(&x, d, &g);
+            for isa in Isa::available() {
+                let mut out = vec![f32::NAN; want.len()];
+                pool(isa, &x, d, &g, &mut out);
+                let same = out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} pooling (max: {max}) differs from the definition", isa.name());
+            }
+        }
+    }
+
+    #[test]
+    fn global_average_sums_pixels_in_order_at_every_level() {
+        let (pixels, c) = (13, 21);
+        let x: Vec<f32> = (0..pixels * c).map(|i| (i as f32 * 0.731).sin() * 1e3).collect();
+        let want: Vec<f32> =
+            (0..c).map(|ch| (0..pixels).fold(0.0f32, |a, p| a + x[p * c + ch]) / pixels as f32).collect();
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; c];
+            global_avg(isa, &x, c, &mut out);
+            assert_eq!(
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{}",
+                isa.name()
+            );
+        }
+    }
+}
