@@ -287,14 +287,14 @@ pub fn to_bytes(parts: &ModelParts, meta: &Meta) -> Result<(Vec<u8>, SizeReport)
             let alpha = w.alpha.as_ref().map(|a| data.tensor(&[a.len()], a.iter().copied()));
             let stored = match &w.data {
                 WeightData::Tq2 { packed, kernel, tile, f32_x, .. } => {
-                    let stored = pack::pack_trit5(&pack::unpack_tq2(packed, w.n, w.k));
+                    let stored = pack::tq2_to_trit5(packed, w.n, w.k);
                     data.sizes.trits += stored.len();
                     data.sizes.trit_count += w.n * w.k;
                     let trits = data.push(&stored, DATA_ALIGN);
                     StoredData::Tq2 { trits, kernel: *kernel, tile: *tile, f32_x: *f32_x }
                 }
                 WeightData::Trits { packed } => {
-                    let stored = pack::pack_trit5(&pack::unpack_tq2(packed, w.n, w.k));
+                    let stored = pack::tq2_to_trit5(packed, w.n, w.k);
                     data.sizes.trits += stored.len();
                     data.sizes.trit_count += w.n * w.k;
                     StoredData::Trits { trits: data.push(&stored, DATA_ALIGN) }

@@ -26,31 +26,100 @@ pub fn row_bytes(k: usize) -> usize {
     padded_k(k) / 4
 }
 
-/// Packs trits (`-1`, `0`, `1`, row-major `[n, k]`) into the tq2 layout.
+/// Rows per parallel task of the packing functions (rows are independent).
+const ROWS_PER_TASK: usize = 64;
+
+/// Packs one row of codes `t + 1`, padded with code 1 to whole blocks, into `dst`.
+fn tq2_row(codes: &[u8], dst: &mut [u8]) {
+    for (c, d) in codes.chunks_exact(BLOCK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+        for (j, byte) in d.iter_mut().enumerate() {
+            *byte = c[j] | c[16 + j] << 2 | c[32 + j] << 4 | c[48 + j] << 6;
+        }
+    }
+}
+
+/// Packs trits (`-1`, `0`, `1`, row-major `[n, k]`) into the tq2 layout (rows in parallel).
 ///
 /// Any other value is a caller bug; it is packed as 0 in release builds.
 pub fn pack_tq2(trits: &[i8], n: usize, k: usize) -> Vec<u8> {
+    use rayon::prelude::*;
     debug_assert_eq!(trits.len(), n * k);
     debug_assert!(trits.iter().all(|t| (-1..=1).contains(t)));
-    let rb = row_bytes(k);
+    let (rb, kp) = (row_bytes(k), padded_k(k));
     let mut out = vec![0u8; n * rb];
-    for r in 0..n {
-        let row = &trits[r * k..(r + 1) * k];
-        let dst = &mut out[r * rb..(r + 1) * rb];
-        for (i, byte) in dst.iter_mut().enumerate() {
-            let (block, j) = (i / BLOCK_BYTES, i % BLOCK_BYTES);
-            let mut b = 0u8;
-            for s in 0..4 {
-                let kk = block * BLOCK + 16 * s + j;
-                let code = match row.get(kk) {
-                    Some(&t) if (-1..=1).contains(&t) => (t + 1) as u8,
-                    _ => 1,
-                };
-                b |= code << (2 * s);
+    out.par_chunks_mut(rb * ROWS_PER_TASK).enumerate().for_each(|(task, dst)| {
+        let mut codes = vec![1u8; kp];
+        for (i, dst_row) in dst.chunks_exact_mut(rb).enumerate() {
+            let r = task * ROWS_PER_TASK + i;
+            let row = trits.get(r * k..(r + 1) * k).unwrap_or(&[]);
+            for (c, &t) in codes.iter_mut().zip(row) {
+                *c = if (-1..=1).contains(&t) { (t + 1) as u8 } else { 1 };
             }
-            *byte = b;
+            tq2_row(&codes, dst_row);
         }
+    });
+    out
+}
+
+/// Stores a tq2-packed `[n, k]` weight in the storage format ([`pack_trit5`]) directly, in
+/// parallel: the same bytes as `pack_trit5(&unpack_tq2(packed, n, k))`. Tasks of a multiple
+/// of five rows start on a group of five; each decodes one row at a time.
+pub fn tq2_to_trit5(packed: &[u8], n: usize, k: usize) -> Vec<u8> {
+    use rayon::prelude::*;
+    const TASK_ROWS: usize = 5 * 16;
+    let five = |g: &[u8]| g[0] + 3 * g[1] + 9 * g[2] + 27 * g[3] + 81 * g[4];
+    let (rb, kp) = (row_bytes(k), padded_k(k));
+    let mut out = vec![0u8; trit5_bytes(n * k)];
+    if k == 0 {
+        return out;
     }
+    // Every task but the last writes exactly `TASK_ROWS * k / 5` bytes.
+    out.par_chunks_mut(TASK_ROWS * k / TRITS_PER_BYTE).enumerate().for_each(|(task, dst)| {
+        let mut codes = vec![0u8; kp];
+        let (mut group, mut filled, mut at) = ([1u8; TRITS_PER_BYTE], 0, 0);
+        let rows = (task * TASK_ROWS..((task + 1) * TASK_ROWS).min(n)).filter_map(|r| packed.get(r * rb..(r + 1) * rb));
+        for src in rows {
+            for (c, bytes) in codes.chunks_exact_mut(BLOCK).zip(src.chunks_exact(BLOCK_BYTES)) {
+                for (j, &b) in bytes.iter().enumerate() {
+                    c[j] = b & 3;
+                    c[16 + j] = (b >> 2) & 3;
+                    c[32 + j] = (b >> 4) & 3;
+                    c[48 + j] = b >> 6;
+                }
+            }
+            // Complete the group the last row left open, then whole groups, then carry the rest.
+            let mut row = &codes[..k];
+            if filled > 0 {
+                let need = (TRITS_PER_BYTE - filled).min(row.len());
+                group[filled..filled + need].copy_from_slice(&row[..need]);
+                (filled, row) = (filled + need, &row[need..]);
+                if filled == TRITS_PER_BYTE {
+                    if let Some(d) = dst.get_mut(at) {
+                        *d = five(&group);
+                    }
+                    (filled, at) = (0, at + 1);
+                }
+            }
+            let groups = row.chunks_exact(TRITS_PER_BYTE);
+            let rest = groups.remainder();
+            let whole = row.len() / TRITS_PER_BYTE;
+            if let Some(d) = dst.get_mut(at..at + whole) {
+                for (d, g) in d.iter_mut().zip(groups) {
+                    *d = five(g);
+                }
+            }
+            at += whole;
+            group[filled..filled + rest.len()].copy_from_slice(rest);
+            filled += rest.len();
+        }
+        if filled > 0 {
+            // The tensor's short last group, padded with code 1 (the value 0).
+            group[filled..].fill(1);
+            if let Some(d) = dst.get_mut(at) {
+                *d = five(&group);
+            }
+        }
+    });
     out
 }
 
@@ -159,11 +228,7 @@ pub fn trit5_to_tq2(stored: &[u8], n: usize, k: usize) -> Result<Vec<u8>, BadTri
     let mut row = vec![1u8; kp];
     for (r, dst_row) in out.chunks_exact_mut(rb).enumerate() {
         row[..k].copy_from_slice(&codes[r * k..(r + 1) * k]);
-        for (c, dst) in row.chunks_exact(BLOCK).zip(dst_row.chunks_exact_mut(BLOCK_BYTES)) {
-            for (j, byte) in dst.iter_mut().enumerate() {
-                *byte = c[j] | c[16 + j] << 2 | c[32 + j] << 4 | c[48 + j] << 6;
-            }
-        }
+        tq2_row(&row, dst_row);
     }
     Ok(out)
 }
@@ -215,17 +280,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn trit5_round_trips_and_expands_to_tq2(n in 1usize..5, k in 1usize..200, seed in any::<u64>()) {
+        fn trit5_round_trips_and_expands_to_tq2(n in 1usize..150, k in 1usize..200, seed in any::<u64>()) {
             let mut s = seed | 1;
             let trits: Vec<i8> = (0..n * k).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
             let stored = pack_trit5(&trits);
             prop_assert_eq!(stored.len(), trit5_bytes(n * k));
             prop_assert_eq!(unpack_trit5(&stored, n * k).expect("valid"), trits.clone());
             prop_assert_eq!(trit5_to_tq2(&stored, n, k).expect("valid"), pack_tq2(&trits, n, k));
+            // Straight from the compute layout (parallel over rows and byte ranges).
+            prop_assert_eq!(tq2_to_trit5(&pack_tq2(&trits, n, k), n, k), stored);
         }
 
         #[test]
-        fn pack_unpack_round_trips(n in 1usize..6, k in 1usize..300, seed in any::<u64>()) {
+        fn pack_unpack_round_trips(n in 1usize..140, k in 1usize..300, seed in any::<u64>()) {
             let mut s = seed | 1;
             let trits: Vec<i8> = (0..n * k).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 3) as i8 - 1 }).collect();
             prop_assert_eq!(unpack_tq2(&pack_tq2(&trits, n, k), n, k), trits);

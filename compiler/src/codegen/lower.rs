@@ -150,7 +150,7 @@ impl Lowering<'_, '_> {
         let (data, alpha) = match value {
             Value::F32(a) => (dense(flat(a))?, None),
             Value::Trit { codes, alpha } => {
-                let codes_flat: Vec<i8> = flat(codes);
+                let codes_flat = flat_ref(codes);
                 let alpha = Some(alpha.to_vec());
                 if conv {
                     // Convolutions run on the engine's kernels, which re-lay the trits out at
@@ -357,6 +357,14 @@ fn flat<T: Copy>(a: &ndarray::ArrayD<T>) -> Vec<T> {
     }
 }
 
+/// `a`'s values in row-major order, borrowed when it is laid out that way already.
+fn flat_ref<T: Copy>(a: &ndarray::ArrayD<T>) -> std::borrow::Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
 /// Folds a quantize step into the product before it when it is that product's only reader: the
 /// runtime then quantizes each block of the product's rows while they are in cache (and the f32
 /// result never lives whole). Same values: the same quantization runs on the same numbers.
@@ -450,7 +458,7 @@ pub fn compile_graph_quantized(
     let start = Instant::now();
     let prepared =
         interp::prepare_with(g, weights, precision, quantized).map_err(|e| CodegenError::Weights(e.to_string()))?;
-    let statics = interp::eval_statics(g, &prepared, precision)?;
+    let statics = interp::eval_statics(g, prepared, precision)?;
     let mut report = CodegenReport { statics: start.elapsed(), ..CodegenReport::default() };
     let inputs = g
         .inputs

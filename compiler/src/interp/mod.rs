@@ -217,8 +217,20 @@ impl Prepared {
 }
 
 /// Evaluates every static node (parameters, constants and what is computed from them alone);
-/// other nodes are `None`. A backend calls this once, at compile or load time.
-pub fn eval_statics(graph: &Graph, prepared: &Prepared, precision: Precision) -> Result<Vec<Option<Value>>, Broken> {
+/// other nodes are `None`. A backend calls this once, at compile or load time. Each
+/// parameter's value moves into the node that reads it last instead of being copied (a
+/// compile's weights are large and the code generator consumes them).
+pub fn eval_statics(graph: &Graph, prepared: Prepared, precision: Precision) -> Result<Vec<Option<Value>>, Broken> {
+    let mut left = vec![0usize; prepared.values.len()];
+    for (_, node) in graph.nodes.iter() {
+        if let Op::Param { index } = node.op
+            && let Some(n) = left.get_mut(index)
+        {
+            *n += 1;
+        }
+    }
+    let mut params: Vec<Option<Value>> = prepared.values.into_iter().map(Some).collect();
+    let no_params = Prepared { values: Vec::new() };
     let statics = graph.static_mask();
     let mut values: Vec<Option<Value>> = vec![None; graph.nodes.len()];
     let syms = HashMap::new();
@@ -226,12 +238,20 @@ pub fn eval_statics(graph: &Graph, prepared: &Prepared, precision: Precision) ->
         if !statics[id.index()] {
             continue;
         }
+        if let Op::Param { index } = node.op {
+            let n = left.get_mut(index).invariant("a parameter index is in range")?;
+            *n -= 1;
+            let slot = params.get_mut(index).invariant("a parameter index is in range")?;
+            let value = if *n == 0 { slot.take() } else { slot.clone() };
+            values[id.index()] = Some(value.invariant("a parameter is read once per reference")?);
+            continue;
+        }
         let args: Vec<&Value> = node
             .args
             .iter()
             .map(|a| values[a.index()].as_ref().invariant("the arguments of a static node are static"))
             .collect::<Result<_, _>>()?;
-        values[id.index()] = Some(eval(&node.op, &args, &node.ty, &syms, &[], prepared, precision)?);
+        values[id.index()] = Some(eval(&node.op, &args, &node.ty, &syms, &[], &no_params, precision)?);
     }
     Ok(values)
 }

@@ -151,25 +151,33 @@ fn stats(codes: &ndarray::Array2<i8>, format: WeightFormat) -> WeightStats {
         WeightFormat::Tq2 { .. } => TQ2_BLOCK as usize,
         WeightFormat::I8 | WeightFormat::F32 => 16,
     };
+    use rayon::prelude::*;
+    // Per row: its zero trits, zero blocks and blocks (rows in parallel, in row order).
+    let per_row: Vec<(u64, u64, u64)> = codes
+        .axis_iter(ndarray::Axis(0))
+        .into_par_iter()
+        .map(|row| {
+            let owned;
+            let row = match row.as_slice() {
+                Some(r) => r,
+                None => {
+                    owned = row.to_vec();
+                    &owned
+                }
+            };
+            let zeros = row.iter().map(|c| u64::from(*c == 0)).sum::<u64>();
+            let zero_blocks = row.chunks(block).map(|c| u64::from(c.iter().all(|v| *v == 0))).sum::<u64>();
+            (zeros, zero_blocks, row.len().div_ceil(block) as u64)
+        })
+        .collect();
     let (mut zero_trits, mut zero_blocks, mut blocks) = (0u64, 0u64, 0u64);
     let mut zero_rows = Vec::new();
-    for (r, row) in codes.outer_iter().enumerate() {
-        let owned;
-        let row = match row.as_slice() {
-            Some(r) => r,
-            None => {
-                owned = row.to_vec();
-                &owned
-            }
-        };
-        let zeros = row.iter().filter(|c| **c == 0).count() as u64;
+    for (r, &(zeros, zb, b)) in per_row.iter().enumerate() {
         zero_trits += zeros;
-        if zeros == row.len() as u64 {
+        zero_blocks += zb;
+        blocks += b;
+        if zeros == codes.ncols() as u64 {
             zero_rows.push(r as u64);
-        }
-        for chunk in row.chunks(block) {
-            blocks += 1;
-            zero_blocks += chunk.iter().all(|c| *c == 0) as u64;
         }
     }
     let zero_skip =

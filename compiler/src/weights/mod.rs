@@ -96,20 +96,35 @@ impl Weights {
                     shape.first().copied().unwrap_or(1)
                 };
                 let bound = (6.0 / fan_in.max(1) as f32).sqrt();
-                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(&p.name));
-                // The stream in blocks of whole words: the same words, in order, as one
-                // `next_u32` per value, through a buffer that stays in L1.
-                let mut buf = [0u8; 4096];
-                let mut left = a.len();
-                let mut values = a.iter_mut();
-                while left > 0 {
-                    let take = (left * 4).min(buf.len());
-                    rng.fill_bytes(&mut buf[..take]);
-                    // The words first: `zip` then stops without taking a value it cannot fill.
-                    for (w, d) in buf[..take].chunks_exact(4).zip(&mut values) {
-                        *d = from_bits(u32::from_le_bytes([w[0], w[1], w[2], w[3]])) * bound;
+                let rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(&p.name));
+                // Value `i` is word `i` of the parameter's stream (as one `next_u32` per value);
+                // chunks of the array seek to their first word and fill in parallel.
+                let fill = |start: usize, chunk: &mut [f32]| {
+                    let mut rng = rng.clone();
+                    rng.set_word_pos(start as u128);
+                    let mut buf = [0u8; 4096];
+                    for part in chunk.chunks_mut(buf.len() / 4) {
+                        let bytes = &mut buf[..part.len() * 4];
+                        rng.fill_bytes(bytes);
+                        for (d, w) in part.iter_mut().zip(bytes.chunks_exact(4)) {
+                            *d = from_bits(u32::from_le_bytes([w[0], w[1], w[2], w[3]])) * bound;
+                        }
                     }
-                    left -= take / 4;
+                };
+                match a.as_slice_mut() {
+                    Some(all) => {
+                        use rayon::prelude::*;
+                        const CHUNK: usize = 1 << 16;
+                        all.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| fill(i * CHUNK, c));
+                    }
+                    None => {
+                        // Not reached (a fresh array is contiguous); the same values one by one.
+                        let mut one = [0.0f32];
+                        for (i, d) in a.iter_mut().enumerate() {
+                            fill(i, &mut one);
+                            *d = one[0];
+                        }
+                    }
                 }
             }
         }

@@ -28,15 +28,34 @@ fn ternary_code(x: f32) -> i8 {
 }
 
 pub fn quantize(w: ArrayView2<'_, f32>, rule: QuantRule) -> Quantized {
+    use rayon::prelude::*;
     let (n, k) = w.dim();
     let mut codes = Array2::<i8>::zeros((n, k));
     let mut scale = Array1::<f32>::zeros(n);
-    for (r, row) in w.outer_iter().enumerate() {
-        let mean_abs = row.iter().map(|v| v.abs()).sum::<f32>() / k.max(1) as f32;
+    // Rows are independent: quantize them in parallel (a row's own work stays in order).
+    codes
+        .axis_iter_mut(ndarray::Axis(0))
+        .into_par_iter()
+        .zip(scale.axis_iter_mut(ndarray::Axis(0)).into_par_iter())
+        .zip(w.axis_iter(ndarray::Axis(0)).into_par_iter())
+        .for_each(|((mut out, mut s), row)| s[()] = quantize_row(row, out.view_mut(), rule));
+    Quantized { codes, scale }
+}
+
+/// The sum of `|v|` over a row, in order (the scales are part of every artifact and weights
+/// file: their bits do not change with the machine or the code's vectorization).
+fn sum_abs(row: ndarray::ArrayView1<'_, f32>) -> f32 {
+    row.iter().map(|v| v.abs()).sum::<f32>()
+}
+
+/// Quantizes one row into `out` (zeros on entry) and returns its scale.
+fn quantize_row(row: ndarray::ArrayView1<'_, f32>, mut out: ndarray::ArrayViewMut1<'_, i8>, rule: QuantRule) -> f32 {
+    let k = row.len();
+    {
+        let mean_abs = sum_abs(row) / k.max(1) as f32;
         match rule {
             QuantRule::Absmean => {
                 let d = mean_abs + ABSMEAN_EPS;
-                let mut out = codes.row_mut(r);
                 match (row.as_slice(), out.as_slice_mut()) {
                     // Contiguous rows: a loop the compiler vectorizes (the same divisions).
                     (Some(src), Some(dst)) => {
@@ -50,31 +69,30 @@ pub fn quantize(w: ArrayView2<'_, f32>, rule: QuantRule) -> Quantized {
                         }
                     }
                 }
-                scale[r] = mean_abs;
+                mean_abs
             }
             QuantRule::Twn => {
                 let delta = TWN_DELTA * mean_abs;
                 let (mut sum, mut count) = (0.0f32, 0usize);
-                for (c, v) in row.iter().enumerate() {
+                for (code, v) in out.iter_mut().zip(row.iter()) {
                     if v.abs() > delta {
-                        codes[[r, c]] = if *v > 0.0 { 1 } else { -1 };
+                        *code = if *v > 0.0 { 1 } else { -1 };
                         sum += v.abs();
                         count += 1;
                     }
                 }
-                scale[r] = if count > 0 { sum / count as f32 } else { 0.0 };
+                if count > 0 { sum / count as f32 } else { 0.0 }
             }
             QuantRule::Absmax => {
                 let m = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
                 let s = if m > 0.0 { m / 127.0 } else { 1.0 };
-                for (c, v) in row.iter().enumerate() {
-                    codes[[r, c]] = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+                for (code, v) in out.iter_mut().zip(row.iter()) {
+                    *code = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
                 }
-                scale[r] = s;
+                s
             }
         }
     }
-    Quantized { codes, scale }
 }
 
 /// Every quantized weight of a model, quantized once per compile: the kernel plan's zero-skip
