@@ -25,6 +25,7 @@ pub mod machine;
 pub mod measure;
 pub mod memory;
 pub mod metrics;
+mod phases;
 pub mod plots;
 pub mod render;
 mod report;
@@ -37,12 +38,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use triton_compiler::CheckedModel;
 use triton_compiler::interp::Precision;
 use triton_compiler::passes::OptLevel;
-use triton_compiler::{CheckedModel, ModelStats};
 use triton_runtime::Model;
 
-use crate::compile::Options;
 use crate::data::{self, CLASSES, Normalize};
 pub use choice::{WeightsChoice, resolve_weights};
 pub use machine::Machine;
@@ -126,7 +126,8 @@ struct Compiled {
     compile_peak: Option<Peak>,
 }
 
-/// Runs the whole benchmark.
+/// Runs the whole benchmark: the model and its weights, both sides compiled, then each
+/// measurement in turn ([`phases`]).
 pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchError> {
     let start = Instant::now();
     if cfg.batch_sizes.is_empty() || cfg.batch_sizes.contains(&0) {
@@ -134,203 +135,23 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
     }
     let all_threads = if cfg.threads == 0 { rayon::current_num_threads().max(1) } else { cfg.threads };
     let thread_counts: Vec<usize> = if all_threads == 1 { vec![1] } else { vec![1, all_threads] };
-    let levels = [OptLevel::O0, OptLevel::O1, OptLevel::O2, OptLevel::O3];
     let scaling_steps = if cfg.scaling { scaling::steps(&cfg.file) } else { 0 };
     let mut batches = cfg.batch_sizes.clone();
     batches.sort_unstable();
     batches.dedup();
     let memory_steps = if batches.iter().any(|&b| b > 1) { 2 } else { 1 };
-    progress.total(5 + 2 * memory_steps + thread_counts.len() * batches.len() + 2 * levels.len() + scaling_steps);
+    let levels = phases::LEVELS.len();
+    progress.total(5 + 2 * memory_steps + thread_counts.len() * batches.len() + 2 * levels + scaling_steps);
 
-    // The model and its weights.
-    progress.step("checking the model");
-    if let Some(why) = crate::files::misplaced(&cfg.file, "a .tri model", &[]) {
-        return Err(user(why));
-    }
-    let checked = crate::driver::check(&cfg.file, &mut triton_compiler::passes::Timings::new());
-    if checked.has_errors() {
-        let text = triton_compiler::diagnostics::render::render_all(
-            checked.diags().iter(),
-            &checked.program.sources,
-            triton_compiler::diagnostics::render::Style::Plain,
-        );
-        return Err(user(format!("{} has errors:\n{text}", cfg.file.display())));
-    }
-    let source_blake3 = crate::sources_blake3(&checked.program.sources);
-    let settings =
-        crate::driver::Settings { model: cfg.model.clone(), shapes: cfg.shapes.clone(), ..Default::default() };
-    let model = crate::driver::select(&cfg.file, checked, &settings).map_err(user)?;
-    let choice = resolve_weights(&cfg.file, cfg.weights.as_deref(), cfg.fp32_weights.as_deref());
-    let mut infos = Vec::new();
-    for side in Side::BOTH {
-        let (path, note) = match side {
-            Side::Fp32 => (choice.fp32.clone(), choice.fp32_note.clone()),
-            Side::Ternary => (choice.ternary.clone(), None),
-        };
-        let meta = path.as_deref().map(choice::metadata).transpose()?.unwrap_or_default();
-        let normalize = meta.get("normalize").and_then(|n| Normalize::from_name(n)).unwrap_or(Normalize::Unit);
-        infos.push(WeightsInfo {
-            side,
-            path: path.as_ref().map(|p| p.display().to_string()),
-            trained_precision: meta.get("precision").cloned(),
-            normalize: normalize.name().into(),
-            note,
-        });
-    }
-    let options = |side: Side, opt: OptLevel| Options {
-        opt,
-        precision: side.precision(),
-        weights: match side {
-            Side::Fp32 => choice.fp32.clone(),
-            Side::Ternary => choice.ternary.clone(),
-        },
-        seed: cfg.seed,
-        threads: 0,
-        int8_activations: cfg.int8_activations,
-        model: cfg.model.clone(),
-        shapes: cfg.shapes.clone(),
-        verify_each: false,
-    };
-
-    // Both sides compiled at the chosen level, uncached (the compile's memory is measured).
+    let (model, source_blake3, choice, infos) = phases::model_and_weights(cfg, progress)?;
     let scratch = tempfile::tempdir().map_err(|e| user(format!("cannot make a scratch folder: {e}")))?;
-    let mut compiled = Vec::new();
-    for side in Side::BOTH {
-        progress.step(&format!("compiling {} at {}", side.label(), cfg.opt.name()));
-        let opts = options(side, cfg.opt);
-        let phase = cfg.probe.is_none().then(memory::Phase::start);
-        let build = crate::build_artifact(&cfg.file, &opts, &crate::Cache::disabled()).map_err(user)?;
-        let compile_peak = match &cfg.probe {
-            Some(p) => p.compile(&cfg.file, &opts).map_err(user)?,
-            None => phase.and_then(memory::Phase::finish),
-        };
-        compiled.push(Compiled { side, bytes: build.bytes, summary: build.summary, compile_peak });
-    }
-    let load = |c: &Compiled, threads: usize| Model::from_artifact(c.bytes.as_ref(), threads).map_err(user);
-
-    // Accuracy.
+    let compiled = phases::compile_sides(cfg, &choice, progress)?;
     let accuracy = accuracy::measure(cfg, &model, &infos, &compiled, all_threads, progress)?;
-
-    // Latency per batch size, one thread and all; FP32 and ternary alternate. A case whose
-    // call would take over LONGEST_CALL budgets (estimated from the smallest batch on one
-    // thread) is skipped and the report says so.
-    let mut latency = Vec::new();
-    let mut skipped = Vec::new();
-    let mut per_example_ms: Option<f64> = None;
-    let limit_ms = LONGEST_CALL * cfg.budget.max.as_secs_f64().max(1.0) * 1e3;
-    for &threads in &thread_counts {
-        let models = [load(&compiled[0], threads)?, load(&compiled[1], threads)?];
-        for &batch in &batches {
-            progress.step(&format!("latency at batch {batch}, {threads} thread(s)"));
-            if let Some(why) = too_long(per_example_ms, batch, limit_ms) {
-                skipped.push(format!("batch {batch}, {threads} thread(s) skipped: {why}"));
-                continue;
-            }
-            let pair = measure::time_models(&[&models[0], &models[1]], batch, cfg.budget).map_err(user)?;
-            let slowest = pair.iter().map(|t| t.stats.per_example_ms(batch)).fold(0.0, f64::max);
-            per_example_ms.get_or_insert(slowest);
-            for (c, t) in compiled.iter().zip(pair) {
-                latency.push(LatencyCase {
-                    side: c.side,
-                    threads,
-                    batch,
-                    per_example_ms: t.stats.per_example_ms(batch),
-                    throughput: t.stats.throughput(batch),
-                    stats: t.stats,
-                    samples_ms: t.samples_ms,
-                });
-            }
-        }
-    }
-    latency.sort_by_key(|c| (c.side, c.threads, c.batch));
-    let measured =
-        |fits: &dyn Fn(usize) -> bool| latency.iter().map(|c| c.batch).filter(|&b| fits(b)).max().unwrap_or(1);
-
-    // Memory while running at batch 1 (the model's own footprint) and at the largest batch
-    // whose latency was measured.
-    let max_batch = measured(&|_| true);
-    let mut memory_batches = vec![1, max_batch];
-    memory_batches.dedup();
-    for _ in memory_batches.len()..memory_steps {
-        for _ in Side::BOTH {
-            progress.step("memory: the largest batch was not measured");
-        }
-    }
-    let mut memory_cases = Vec::new();
-    for c in &compiled {
-        let path = scratch.path().join(format!("{}.tcm", c.side.label()));
-        if cfg.probe.is_some() {
-            std::fs::write(&path, &**c.bytes).map_err(|e| user(format!("cannot write `{}`: {e}", path.display())))?;
-        }
-        for &batch in &memory_batches {
-            progress.step(&format!("memory of {} at batch {batch}", c.side.label()));
-            let run = match &cfg.probe {
-                Some(p) => p.run(&path, batch, all_threads, RUN_CALLS),
-                None => memory::run_phase(
-                    || Model::from_artifact(c.bytes.as_ref(), all_threads).map_err(|e| e.to_string()),
-                    batch,
-                    RUN_CALLS,
-                ),
-            }
-            .map_err(user)?;
-            memory_cases.push(MemoryCase {
-                side: c.side,
-                compile: c.compile_peak.clone(),
-                inference: run.peak,
-                batch,
-                arena_bytes: run.arena_bytes,
-                isolated: cfg.probe.is_some(),
-            });
-        }
-    }
-
-    // Compile speed and runtime per level.
-    // At a middle batch size: the largest measured one up to 32 whose call fits twice this
-    // table's (quarter) budget.
-    let quarter_ms = cfg.budget.scaled(0.25).max.as_secs_f64().max(0.25) * 1e3;
-    let mid_batch = measured(&|b| b <= 32 && per_example_ms.is_none_or(|p| p * b as f64 <= 2.0 * quarter_ms));
-    let mut compile = Vec::new();
-    for side in Side::BOTH {
-        for level in levels {
-            progress.step(&format!("compile speed of {} at {}", side.label(), level.name()));
-            let times = measure::compile_times(&cfg.file, &options(side, level), scratch.path(), 3, 5).map_err(user)?;
-            let m = Model::from_artifact(times.build.bytes.as_ref(), 1).map_err(user)?;
-            let budget = cfg.budget.scaled(0.25);
-            let time = |b: usize| measure::time_models(&[&m], b, budget).map(|mut t| t.remove(0).stats).map_err(user);
-            let (b1, bm) = (time(1)?, time(mid_batch)?);
-            let (cold, warm) = (measure::median_of(&times.cold_ms), measure::median_of(&times.warm_ms));
-            let lines = times.build.summary.lines;
-            compile.push(CompileCase {
-                side,
-                opt: level.name().into(),
-                lines,
-                cold_ms: cold,
-                warm_ms: warm,
-                cold_samples: times.cold_ms.len(),
-                warm_samples: times.warm_ms.len(),
-                cold_ms_samples: times.cold_ms.clone(),
-                warm_ms_samples: times.warm_ms.clone(),
-                ms_per_line: cold / lines.max(1) as f64,
-                cache_speedup: cold / warm.max(1e-9),
-                latency_b1_ms: b1.median_ms,
-                batch: mid_batch,
-                latency_batch_ms: bm.median_ms,
-            });
-        }
-    }
-
-    let stats = ModelStats::of(&model);
-    let (fp32c, tc) = (&compiled[0], &compiled[1]);
-    let size = Size {
-        parameters: stats.parameters,
-        ternary_weights: stats.ternary,
-        fp32_bytes: stats.fp32_bytes,
-        fp32_artifact_bytes: fp32c.summary.artifact_bytes,
-        ternary_artifact_bytes: tc.summary.artifact_bytes,
-        compression: stats.fp32_bytes as f64 / tc.summary.artifact_bytes.max(1) as f64,
-        code_bytes: tc.summary.code_bytes,
-        trit_bytes: tc.summary.trit_bytes,
-    };
+    let timed = phases::latency(cfg, &compiled, &thread_counts, &batches, progress)?;
+    let memory =
+        phases::memory(cfg, &compiled, scratch.path(), timed.largest(&|_| true), memory_steps, all_threads, progress)?;
+    let compile = phases::compile_speed(cfg, &choice, scratch.path(), timed.middle_batch(cfg), progress)?;
+    let size = phases::size(&model, &compiled);
     let scaling = if cfg.scaling { Some(scaling::measure(cfg, scratch.path(), progress)?) } else { None };
 
     let mut report = Report {
@@ -352,13 +173,13 @@ pub fn run(cfg: &Config, progress: &mut dyn Progress) -> Result<Report, BenchErr
         },
         weights: infos,
         accuracy,
-        latency,
+        latency: timed.cases,
         size,
-        memory: memory_cases,
+        memory,
         compile,
         scaling,
         targets: Vec::new(),
-        skipped,
+        skipped: timed.skipped,
     };
     report.targets = judge(&report, &targets::bounds(&cfg.targets));
     report.wall_seconds = start.elapsed().as_secs_f64();
