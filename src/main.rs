@@ -84,6 +84,28 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Import an ONNX model: writes a readable `.tri` model (std layers where the pattern is
+    /// recognised) and its FP32 weights as safetensors, named as the model's parameters.
+    Import {
+        /// The .onnx file (opset 11 or later; external data beside it).
+        file: PathBuf,
+        /// The model to write [default: `<onnx stem>.tri` beside the ONNX file].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Its weights [default: `<tri stem>.safetensors` beside the `.tri`, where every
+        /// command looks for them].
+        #[arg(long)]
+        weights_out: Option<PathBuf>,
+        /// Which convolutions and linear layers become ternary.
+        #[arg(long, value_enum, default_value_t = cmd::import::TernaryArg::Auto)]
+        ternary: cmd::import::TernaryArg,
+        /// The model's name [default: from the ONNX graph's name or the file's].
+        #[arg(long)]
+        name: Option<String>,
+        /// Print nothing on stderr but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Show or empty the compilation cache.
     Cache {
         #[command(subcommand)]
@@ -515,6 +537,9 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
+        Command::Import { file, output, weights_out, ternary, name, quiet } => {
+            cmd::import::run(&cmd::import::Args { file, output, weights_out, ternary, name, quiet })
+        }
         Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, quiet } => cmd::run::run(
             &cmd::run::Args {
                 engine,

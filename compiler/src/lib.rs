@@ -16,6 +16,7 @@ pub mod invariant;
 pub mod ir;
 pub mod limits;
 pub mod load;
+pub mod onnx;
 pub mod passes;
 pub mod reference;
 pub mod source;

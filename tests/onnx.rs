@@ -1,0 +1,151 @@
+//! `triton import`: ONNX fixtures (tests/onnx/, written by tests/onnx/make_fixtures.py with
+//! ONNX Runtime's outputs beside them) import to models that check, match ONNX Runtime on the
+//! interpreter and the JIT, and read as the snapshots show; unsupported and hostile files get
+//! clear errors and write nothing.
+
+mod common;
+use common::rel_l2;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ndarray::ArrayD;
+use ndarray_npy::ReadNpyExt;
+use triton::compiler::interp::{self, Precision};
+use triton::compiler::onnx::{self, ImportError, ImportOptions, TernaryPolicy};
+use triton::compiler::passes::OptLevel;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx").join(name)
+}
+
+fn npy(path: &Path) -> ArrayD<f32> {
+    ArrayD::<f32>::read_npy(std::fs::File::open(path).expect("fixture")).expect("npy")
+}
+
+fn import(name: &str, ternary: TernaryPolicy) -> Result<onnx::Imported, ImportError> {
+    let path = fixture(&format!("{name}.onnx"));
+    onnx::import(&std::fs::read(&path).expect("fixture"), &path, &ImportOptions { name: None, ternary })
+}
+
+const MODELS: &[&str] = &["lenet", "resnet_block", "resnet18_w8", "mobilenet_block", "ops"];
+
+#[test]
+fn fixtures_import_check_and_match_onnx_runtime() {
+    for name in MODELS {
+        let imported = import(name, TernaryPolicy::Auto).unwrap_or_else(|e| panic!("{name}: {e}"));
+        insta::assert_snapshot!(format!("import_{name}"), imported.source);
+        let checked = triton::compiler::check_source(&format!("{name}.tri"), &imported.source, None);
+        assert!(!checked.has_errors(), "{name}: the imported model does not check");
+        let model = &checked.models[0];
+        let x = npy(&fixture(&format!("{name}.input.npy")));
+        let expected = npy(&fixture(&format!("{name}.expected.npy")));
+        // The reference interpreter at FP32, unoptimized: ONNX Runtime's numbers.
+        let p = interp::prepare(&model.graph, &imported.weights, Precision::Fp32).expect("weights fit");
+        let y = interp::run(&model.graph, &p, std::slice::from_ref(&x), Precision::Fp32).expect("runs").remove(0);
+        assert_eq!(y.shape(), expected.shape(), "{name}");
+        let err = rel_l2(&y, &expected);
+        assert!(err <= 1e-5, "{name}: interpreter vs ONNX Runtime, relative L2 {err}");
+        // The JIT at -O3, FP32.
+        let opts = triton::Options { opt: OptLevel::O3, precision: Precision::Fp32, threads: 1, ..Default::default() };
+        let jit = triton::compile_model(model, &imported.weights, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let y = jit.run(&x.view()).expect("runs");
+        let err = rel_l2(&y, &expected);
+        assert!(err <= 1e-4, "{name}: JIT vs ONNX Runtime, relative L2 {err}");
+        // And ternary compiles and runs (its accuracy is what `triton bench` measures).
+        let opts =
+            triton::Options { opt: OptLevel::O3, precision: Precision::Ternary, threads: 1, ..Default::default() };
+        let jit = triton::compile_model(model, &imported.weights, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(jit.run(&x.view()).expect("runs").iter().all(|v| v.is_finite()), "{name}");
+    }
+}
+
+#[test]
+fn the_ternary_policy_chooses_the_layers() {
+    let count = |src: &str, pat: &str| src.matches(pat).count();
+    let none = import("resnet18_w8", TernaryPolicy::None).expect("imports").source;
+    assert_eq!(count(&none, "= Ternary"), 0);
+    let all = import("resnet18_w8", TernaryPolicy::All).expect("imports");
+    assert_eq!(all.ternary, 21, "20 convolutions and the classifier");
+    assert_eq!(count(&all.source, "= Conv2d") + count(&all.source, "= Linear("), 0);
+    let auto = import("resnet18_w8", TernaryPolicy::Auto).expect("imports");
+    assert_eq!(auto.ternary, 19);
+    assert!(auto.source.contains("conv1 = Conv2d(3, 8, 7, stride = 2, padding = 3)"));
+    assert!(auto.source.contains("fc = Linear(64, 10)"));
+}
+
+#[test]
+fn every_unsupported_node_is_listed() {
+    let Err(ImportError::Unsupported(list)) = import("unsupported", TernaryPolicy::Auto) else {
+        panic!("the fixture has nodes with no equivalent")
+    };
+    let ops: Vec<&str> = list.iter().map(|u| u.op.as_str()).collect();
+    assert_eq!(ops, ["Conv", "Erf", "Gather"]);
+    let msg = ImportError::Unsupported(list).to_string();
+    insta::assert_snapshot!("import_unsupported", msg);
+}
+
+#[test]
+fn hostile_files_get_clear_errors() {
+    let mut out = String::new();
+    for (name, want) in [
+        ("bad_truncated", "not an ONNX model"),
+        ("bad_garbage", "not an ONNX model"),
+        ("bad_claims_2gb", "not an ONNX model"),
+        ("bad_dims", "tensor `w`"),
+        ("bad_missing_initializer", "`missing_w`, which no earlier node"),
+        ("bad_cycle", "the graph has a cycle"),
+        ("bad_external_missing", "external data file"),
+        ("bad_old_opset", "opset 9"),
+    ] {
+        let err = import(name, TernaryPolicy::Auto).expect_err(name).to_string();
+        assert!(err.contains(want), "{name}: `{err}` lacks `{want}`");
+        // Paths differ between machines: keep the messages' shape.
+        let err = err.replace(fixture("").to_str().expect("utf-8"), "tests/onnx/");
+        out.push_str(&format!("{name}: {err}\n"));
+    }
+    insta::assert_snapshot!("import_hostile", out);
+}
+
+fn triton(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_triton")).current_dir(dir).args(args).output().expect("runs")
+}
+
+#[test]
+fn the_command_writes_both_files_or_nothing() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    std::fs::copy(fixture("lenet.onnx"), d.join("lenet.onnx")).expect("copy");
+    std::fs::copy(fixture("unsupported.onnx"), d.join("unsupported.onnx")).expect("copy");
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let out = triton(d, &["import", "unsupported.onnx"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!d.join("unsupported.tri").exists() && !d.join("unsupported.safetensors").exists());
+
+    let out = triton(d, &["import", "lenet.onnx", "--name", "LeNet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(d.join("lenet.tri").is_file() && d.join("lenet.safetensors").is_file());
+    // The written model checks and runs with the written weights (found beside it).
+    let out = triton(d, &["check", "lenet.tri"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::copy(fixture("lenet.input.npy"), d.join("x.npy")).expect("copy");
+    let out = triton(d, &["run", "lenet.tri", "--input", "x.npy", "--precision", "fp32", "--out", "y.npy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("weights: lenet.safetensors"), "{}", text(&out));
+    let err = rel_l2(&npy(&d.join("y.npy")), &npy(&fixture("lenet.expected.npy")));
+    assert!(err <= 1e-4, "relative L2 {err}");
+
+    // Defaults that exist are never replaced; explicit outputs replace only what import wrote.
+    let out = triton(d, &["import", "lenet.onnx"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = triton(d, &["import", "lenet.onnx", "-o", "lenet.tri", "--weights-out", "lenet.safetensors"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::write(d.join("mine.tri"), "model Mine {}\n").expect("write");
+    let out = triton(d, &["import", "lenet.onnx", "-o", "mine.tri", "--weights-out", "w2.safetensors"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(d.join("mine.tri")).expect("kept"), "model Mine {}\n");
+    assert!(!d.join("w2.safetensors").exists());
+    let out = triton(d, &["import", "lenet.onnx", "--name", "3d"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
