@@ -106,6 +106,21 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Export a model to ONNX (the checked graph: FP32, or ternary with its weights
+    /// dequantized), for ONNX Runtime or any other runtime.
+    #[command(mut_arg("precision", |a| a.help("fp32 writes the latent weights; ternary each quantized weight as codes * alpha [default: ternary]")))]
+    Export {
+        /// The .tri file defining the model.
+        file: PathBuf,
+        #[command(flatten)]
+        m: cmd::opts::ModelOpts,
+        /// The ONNX file to write [default: `<stem>.onnx` beside the model].
+        #[arg(long)]
+        onnx: Option<PathBuf>,
+        /// Print nothing on stderr but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Show or empty the compilation cache.
     Cache {
         #[command(subcommand)]
@@ -537,6 +552,9 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
+        Command::Export { file, m, onnx, quiet } => {
+            cmd::export::run(&cmd::export::Args { file, m, onnx, quiet }, style)
+        }
         Command::Import { file, output, weights_out, ternary, name, quiet } => {
             cmd::import::run(&cmd::import::Args { file, output, weights_out, ternary, name, quiet })
         }

@@ -149,3 +149,138 @@ fn the_command_writes_both_files_or_nothing() {
     let out = triton(d, &["import", "lenet.onnx", "--name", "3d"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// A zoo model checked, with seeded weights.
+fn zoo(path: &Path) -> (triton::compiler::CheckedModel, triton::compiler::weights::Weights) {
+    let checked = triton::check_file(path);
+    assert!(!checked.has_errors(), "{}", path.display());
+    let model = checked.models.into_iter().next().expect("a model");
+    let w = triton::compiler::weights::Weights::init(model.params(), 7);
+    (model, w)
+}
+
+fn batch_of_two(model: &triton::compiler::CheckedModel) -> ArrayD<f32> {
+    let mut shape: Vec<usize> = model.inputs()[0].1.shape.iter().map(|d| d.as_known().unwrap_or(2) as usize).collect();
+    shape[0] = 2;
+    common::input(&shape, 5)
+}
+
+fn run_fp32(
+    model: &triton::compiler::CheckedModel,
+    w: &triton::compiler::weights::Weights,
+    x: &ArrayD<f32>,
+) -> ArrayD<f32> {
+    let opts = triton::Options { opt: OptLevel::O0, precision: Precision::Fp32, threads: 1, ..Default::default() };
+    let jit = triton::compile_model(model, w, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.name));
+    jit.run(&x.view()).expect("runs")
+}
+
+#[test]
+fn every_zoo_model_round_trips_through_onnx() {
+    for path in common::examples() {
+        let (model, w) = zoo(&path);
+        let bytes =
+            onnx::export::export(&model.graph, &w, Precision::Fp32).unwrap_or_else(|e| panic!("{}: {e}", model.name));
+        let imported =
+            onnx::import(&bytes, Path::new("zoo.onnx"), &ImportOptions { name: None, ternary: TernaryPolicy::None })
+                .unwrap_or_else(|e| panic!("{}: {e}", model.name));
+        assert_eq!(imported.name, model.name, "the graph's name is the model's");
+        let checked = triton::compiler::check_source("zoo.tri", &imported.source, None);
+        assert!(!checked.has_errors(), "{}: the re-imported model does not check", model.name);
+        let back = &checked.models[0];
+        // The same parameters under the same names (the layer names come back from the paths).
+        let names = |m: &triton::compiler::CheckedModel| {
+            let mut v: Vec<String> = m.params().iter().map(|p| p.name.replace('.', "_")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(back).len(), names(&model).len(), "{}", model.name);
+        let x = batch_of_two(&model);
+        let (a, b) = (run_fp32(&model, &w, &x), run_fp32(back, &imported.weights, &x));
+        let err = rel_l2(&b, &a);
+        assert!(err <= 1e-5, "{}: round trip changes the output by {err}", model.name);
+    }
+}
+
+#[test]
+fn ternary_export_carries_the_dequantized_weights() {
+    for name in ["mnist_cnn", "resnet18_cifar10"] {
+        let (model, w) = zoo(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.tri")));
+        let bytes = onnx::export::export(&model.graph, &w, Precision::Ternary).expect("exports");
+        let imported =
+            onnx::import(&bytes, Path::new("t.onnx"), &ImportOptions { name: None, ternary: TernaryPolicy::None })
+                .expect("imports");
+        let checked = triton::compiler::check_source("t.tri", &imported.source, None);
+        let x = batch_of_two(&model);
+        let y = run_fp32(&checked.models[0], &imported.weights, &x);
+        let opts =
+            triton::Options { opt: OptLevel::O0, precision: Precision::Ternary, threads: 1, ..Default::default() };
+        let t = triton::compile_model(&model, &w, &opts).expect("compiles").run(&x.view()).expect("runs");
+        let err = rel_l2(&y, &t);
+        assert!(err <= 1e-4, "{name}: FP32 on the dequantized weights vs ternary, relative L2 {err}");
+    }
+}
+
+/// ONNX Runtime on exported models, when it is installed (`pip install onnxruntime`); the test
+/// says so and passes when it is not, so CI never depends on it.
+#[test]
+fn exported_models_match_onnx_runtime_when_installed() {
+    let has_ort =
+        Command::new("python3").args(["-c", "import onnxruntime, numpy"]).output().is_ok_and(|o| o.status.success());
+    if !has_ort {
+        eprintln!("skipped: python3 with onnxruntime and numpy is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp");
+    for name in ["mnist_cnn", "resnet18_cifar10", "mobilenetv2_cifar10", "efficientnet_b0_imagenet"] {
+        let (model, w) = zoo(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.tri")));
+        let x = batch_of_two(&model);
+        let onnx_path = dir.path().join(format!("{name}.onnx"));
+        std::fs::write(&onnx_path, onnx::export::export(&model.graph, &w, Precision::Fp32).expect("exports"))
+            .expect("write");
+        let xs: Vec<f32> = x.iter().copied().collect();
+        std::fs::write(dir.path().join("x.npy"), common::npy_bytes(x.shape(), &xs)).expect("write");
+        let script = "import sys, numpy as np, onnxruntime as ort\n\
+                      s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+                      x = np.load(sys.argv[2])\n\
+                      np.save(sys.argv[3], s.run(None, {s.get_inputs()[0].name: x})[0].astype(np.float32))\n";
+        let y_path = dir.path().join("y.npy");
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .arg(&onnx_path)
+            .arg(dir.path().join("x.npy"))
+            .arg(&y_path)
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let err = rel_l2(&npy(&y_path), &run_fp32(&model, &w, &x));
+        assert!(err <= 1e-4, "{name}: ONNX Runtime vs triton at -O0, relative L2 {err}");
+    }
+}
+
+#[test]
+fn export_writes_one_file_and_keeps_what_it_did_not_write() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_mlp.tri");
+    let m = model.to_str().expect("utf-8");
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = triton(d, &["export", m, "--onnx", "mlp.onnx", "--precision", "fp32"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("weights: "), "the weights line: {}", text(&out));
+    // Its own file is replaced when named again; anything else is kept.
+    let out = triton(d, &["export", m, "--onnx", "mlp.onnx"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::write(d.join("notes.onnx"), "mine").expect("write");
+    let out = triton(d, &["export", m, "--onnx", "notes.onnx"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(d.join("notes.onnx")).expect("kept"), "mine");
+    // Options that cannot apply are refused.
+    let out = triton(d, &["export", m, "--onnx", "x.onnx", "-O2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // And the file imports back.
+    let out = triton(d, &["import", "mlp.onnx", "-o", "back.tri"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = triton(d, &["check", "back.tri"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

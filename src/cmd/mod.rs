@@ -5,6 +5,7 @@ pub mod cache;
 pub mod check;
 pub mod common;
 pub mod compile;
+pub mod export;
 pub mod import;
 pub mod opts;
 pub mod run;

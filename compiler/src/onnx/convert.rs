@@ -269,7 +269,12 @@ impl Converter<'_> {
 
     /// The layer name for node `i` whose weight is initializer `w`.
     fn layer_name(&mut self, i: usize, w: &str, fallback: &str) -> String {
-        let from_weight = w.strip_suffix(".weight").filter(|_| !w.starts_with("onnx::")).map(sanitize);
+        // PyTorch's `conv1.weight`, or Triton's own `conv1.w`, `bn1.gamma` (a model it exported).
+        let from_weight = [".weight", ".w", ".gamma"]
+            .iter()
+            .find_map(|s| w.strip_suffix(s))
+            .filter(|_| !w.starts_with("onnx::"))
+            .map(sanitize);
         let node = &self.g.nodes[i].name;
         // PyTorch's node paths: `/layer1/layer1.0/conv1/Conv` -> `layer1_0_conv1`.
         let from_path = node.starts_with('/').then(|| {
@@ -417,6 +422,10 @@ impl Converter<'_> {
                 }
             }
             "Tanh" => unary(self, "tanh")?,
+            "Neg" => {
+                let x = self.input(n, 0)?;
+                Val { expr: format!("-{}", paren(&x)), shape: x.shape, atomic: false, pooled: false }
+            }
             "Clip" => {
                 let bound = |k: usize, attr: &str| -> Result<Option<f32>, String> {
                     if let Some(v) = n.float(attr) {
@@ -774,6 +783,9 @@ impl Converter<'_> {
 
     fn reshape(&mut self, i: usize) -> Result<Val, String> {
         let n = &self.g.nodes[i];
+        if let Some(c) = n.inputs.first().and_then(|v| self.init(v)).cloned() {
+            return self.reshape_constant(n, &c);
+        }
         let x = self.input(n, 0)?;
         let target = self.constant(n, 1).map_err(|_| {
             "its shape is computed (Shape -> Gather -> ...); only constant shapes are imported".to_string()
@@ -803,7 +815,7 @@ impl Converter<'_> {
             (true, [], Some(p)) if rest.iter().product::<usize>() == p => {}
             (true, [k], Some(p)) if target[0] == 0 => {
                 let known: usize = rest.iter().enumerate().filter(|(j, _)| j + 1 != *k).map(|(_, d)| *d).product();
-                if known == 0 || p % known != 0 {
+                if known == 0 || !p.is_multiple_of(known) {
                     return Err(format!("target shape {target:?} does not divide {p} values per example"));
                 }
                 rest[k - 1] = p / known;
@@ -818,6 +830,36 @@ impl Converter<'_> {
         let text: Vec<String> = std::iter::once("-1".to_string()).chain(rest.iter().map(|d| d.to_string())).collect();
         let shape = std::iter::once(Dim::B).chain(rest.iter().map(|d| Dim::N(*d))).collect();
         Ok(Val { expr: format!("reshape({}, [{}])", x.expr, text.join(", ")), shape, atomic: true, pooled: false })
+    }
+
+    /// A reshaped constant: a parameter of the new shape.
+    fn reshape_constant(&mut self, n: &Node, c: &Tensor) -> Result<Val, String> {
+        let target = self.constant(n, 1)?.i64s().ok_or("a shape that is not integers")?;
+        let mut dims: Vec<usize> = Vec::with_capacity(target.len());
+        let mut infer = None;
+        for (k, &t) in target.iter().enumerate() {
+            dims.push(match t {
+                0 => *c.dims.get(k).ok_or("a copied dimension that does not exist")?,
+                -1 if infer.is_none() => {
+                    infer = Some(k);
+                    1
+                }
+                t if t > 0 => t as usize,
+                t => return Err(format!("dimension {t}")),
+            });
+        }
+        if let Some(k) = infer {
+            let known: usize = dims.iter().product();
+            if known == 0 || !c.len().is_multiple_of(known) {
+                return Err(format!("target shape {target:?} does not fit {} values", c.len()));
+            }
+            dims[k] = c.len() / known;
+        }
+        if dims.iter().product::<usize>() != c.len() {
+            return Err(format!("target shape {target:?} does not hold {} values", c.len()));
+        }
+        let t = Tensor { dims, data: c.data.clone() };
+        Ok(self.param(&n.outputs[0], &t))
     }
 
     fn pool(&mut self, i: usize) -> Result<Val, String> {
@@ -910,6 +952,7 @@ impl Converter<'_> {
 
 /// The op types the importer maps (some only with the attributes the language can express).
 const SUPPORTED: &[&str] = &[
+    "Neg",
     "Conv",
     "Gemm",
     "MatMul",

@@ -1,4 +1,5 @@
-//! ONNX import: an `.onnx` file to a readable `.tri` model and its FP32 weights.
+//! ONNX import (an `.onnx` file to a readable `.tri` model and its FP32 weights) and export
+//! ([`export`]: a checked model's graph to ONNX).
 //!
 //! Phases, one file each: [`read`] (protobuf to a checked plain graph: sizes, data, order),
 //! [`convert`] (nodes onto std layers and built-in ops, or the list of what has no
@@ -12,6 +13,7 @@
 //!   equivalent, by name and op type, not just the first.
 
 pub mod convert;
+pub mod export;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod proto {
     //! Types generated from the ONNX project's `onnx.proto` (see `scripts/gen-onnx-proto.sh`).

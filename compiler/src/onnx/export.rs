@@ -1,0 +1,391 @@
+//! ONNX export: a checked model's graph (unoptimized) to an ONNX model any runtime reads.
+//!
+//! Rules:
+//! - One ONNX node (or a fixed small pattern) per IR op, opset 17, a dynamic batch `B`: `x .
+//!   w^T` is `Gemm` (rank 2) or `MatMul` by the transposed weight, relu6 is `Clip(0, 6)`, SiLU
+//!   is `x * Sigmoid(x)`, `global_avg_pool` is `GlobalAveragePool` + `Flatten`, a reshape keeps
+//!   the batch as `-1`; parameters are initializers under their dotted paths.
+//! - Precision: `Fp32` writes the latent weights; `Ternary` writes each quantized weight
+//!   dequantized (`codes * alpha`, exactly what the engine multiplies by), so any runtime runs
+//!   the ternary model in f32.
+//! - Int8 activations (`quantize_i8`) have no per-sample int8 op in ONNX: at `Fp32` they are the
+//!   identity (as the interpreter runs them), at `Ternary` the export is refused.
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+use super::proto::{self, tensor_proto::DataType};
+use crate::interp::{self, Precision};
+use crate::ir::{BinaryOp, Dim, Graph, NodeId, Op, UnaryOp};
+use crate::weights::Weights;
+
+/// The opset exported models declare.
+pub const OPSET: i64 = 17;
+
+/// The producer name exported models carry (how `triton export` knows a file it may replace).
+pub const PRODUCER: &str = "triton";
+
+/// The producer an ONNX file names, when it decodes.
+pub fn producer(bytes: &[u8]) -> Option<String> {
+    proto::ModelProto::decode(bytes).ok().and_then(|m| m.producer_name)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Weights(String),
+    #[error("`{op}` cannot be exported: {why}")]
+    Op { op: String, why: String },
+}
+
+struct Writer<'g> {
+    g: &'g Graph,
+    nodes: Vec<proto::NodeProto>,
+    inits: Vec<proto::TensorProto>,
+    names: HashMap<NodeId, String>,
+    counter: usize,
+}
+
+fn attr_int(name: &str, v: i64) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, v: f32) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Float as i32),
+        f: Some(v),
+        ..Default::default()
+    }
+}
+
+fn f32_tensor(name: &str, dims: &[usize], values: impl Iterator<Item = f32>) -> proto::TensorProto {
+    proto::TensorProto {
+        name: Some(name.into()),
+        dims: dims.iter().map(|d| *d as i64).collect(),
+        data_type: Some(DataType::Float as i32),
+        raw_data: Some(values.flat_map(f32::to_le_bytes).collect()),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, shape: &[Dim]) -> proto::ValueInfoProto {
+    use proto::tensor_shape_proto::{Dimension, dimension::Value as D};
+    let dim = |d: &Dim| Dimension {
+        value: Some(match d.as_known() {
+            Some(n) => D::DimValue(n),
+            None => D::DimParam(d.to_string()),
+        }),
+        ..Default::default()
+    };
+    proto::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(proto::TypeProto {
+            value: Some(proto::type_proto::Value::TensorType(proto::type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(proto::TensorShapeProto { dim: shape.iter().map(dim).collect() }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl Writer<'_> {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    fn emit(&mut self, op: &str, inputs: Vec<String>, attrs: Vec<proto::AttributeProto>) -> String {
+        let out = self.fresh(op);
+        self.nodes.push(proto::NodeProto {
+            input: inputs,
+            output: vec![out.clone()],
+            name: Some(format!("/{out}")),
+            op_type: Some(op.into()),
+            attribute: attrs,
+            ..Default::default()
+        });
+        out
+    }
+
+    fn scalar(&mut self, v: f32) -> String {
+        let name = self.fresh("const");
+        self.inits.push(f32_tensor(&name, &[], std::iter::once(v)));
+        name
+    }
+
+    fn arg(&self, id: NodeId) -> String {
+        self.names.get(&id).cloned().unwrap_or_default()
+    }
+}
+
+/// Products followed only by their bias (the std layers' `conv2d(x, w) + reshape(b, [O, 1, 1])`
+/// and `matmul(x, w) + b`): product -> (the add, the bias parameter node), and the nodes the
+/// Conv or Gemm with a bias replaces (the reshape and the add).
+fn conv_biases(g: &Graph) -> (std::collections::HashSet<NodeId>, HashMap<NodeId, (NodeId, NodeId)>) {
+    let uses = g.use_counts();
+    let mut skip = std::collections::HashSet::new();
+    let mut fused = HashMap::new();
+    for (id, n) in g.nodes.iter() {
+        let (Op::Binary(BinaryOp::Add), [a, b]) = (&n.op, n.args.as_slice()) else { continue };
+        // `matmul(x, w) + b` (rank-2 x): one Gemm with a bias.
+        let linear = match (&g.nodes[*a].op, &g.nodes[*b].op) {
+            (Op::Matmul, Op::Param { .. }) => Some((*a, *b)),
+            (Op::Param { .. }, Op::Matmul) => Some((*b, *a)),
+            _ => None,
+        };
+        if let Some((mm, bias)) = linear {
+            let m = &g.nodes[mm];
+            let n_out = m.ty.shape.last().and_then(|d| d.as_known());
+            let ok = m.ty.rank() == 2
+                && matches!(g.nodes[m.args[1]].op, Op::Param { .. })
+                && g.nodes[bias].ty.rank() == 1
+                && g.nodes[bias].ty.shape[0].as_known() == n_out;
+            if ok && uses[mm.index()] == 1 && !fused.contains_key(&mm) {
+                fused.insert(mm, (id, bias));
+                skip.insert(id);
+            }
+            continue;
+        }
+        let (conv, r) = match (&g.nodes[*a].op, &g.nodes[*b].op) {
+            (Op::Conv2d(_), Op::Reshape { .. }) => (*a, *b),
+            (Op::Reshape { .. }, Op::Conv2d(_)) => (*b, *a),
+            _ => continue,
+        };
+        let rn = &g.nodes[r];
+        let Some(&bias) = rn.args.first() else { continue };
+        let out_channels = g.nodes[conv].ty.shape.get(1).and_then(|d| d.as_known());
+        let bias_ok = matches!(g.nodes[bias].op, Op::Param { .. })
+            && g.nodes[bias].ty.rank() == 1
+            && g.nodes[bias].ty.shape[0].as_known() == out_channels
+            && rn.ty.rank() == 3;
+        if bias_ok && uses[conv.index()] == 1 && uses[r.index()] == 1 && !fused.contains_key(&conv) {
+            fused.insert(conv, (id, bias));
+            skip.insert(r);
+            skip.insert(id);
+        }
+    }
+    (skip, fused)
+}
+
+/// Writes `graph` with `weights` at `precision` as ONNX bytes.
+pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<Vec<u8>, ExportError> {
+    let prepared = interp::prepare(graph, weights, precision).map_err(|e| ExportError::Weights(e.to_string()))?;
+    let mut w = Writer { g: graph, nodes: Vec::new(), inits: Vec::new(), names: HashMap::new(), counter: 0 };
+    let param_values: Vec<ndarray::ArrayD<f32>> = (0..graph.params.len()).map(|i| prepared.value(i).to_f32()).collect();
+    let mut written = vec![false; graph.params.len()];
+    let (skip, conv_bias) = conv_biases(graph);
+    for (id, node) in graph.nodes.iter() {
+        if skip.contains(&id) {
+            continue;
+        }
+        let mut args: Vec<String> = node.args.iter().map(|a| w.arg(*a)).collect();
+        let unsupported = |why: &str| ExportError::Op { op: node.op.name().to_string(), why: why.to_string() };
+        let name = match &node.op {
+            Op::Input { index } => {
+                graph.inputs.get(*index).map(|(n, _)| n.clone()).ok_or_else(|| unsupported("no such input"))?
+            }
+            Op::Param { index } => {
+                let p = &graph.params[*index];
+                if !written[*index] {
+                    let a = &param_values[*index];
+                    w.inits.push(f32_tensor(&p.name, a.shape(), a.iter().copied()));
+                    written[*index] = true;
+                }
+                p.name.clone()
+            }
+            Op::Const { value } => w.scalar(*value),
+            Op::Matmul => {
+                if let Some(&(_, b)) = conv_bias.get(&id) {
+                    let Op::Param { index } = graph.nodes[b].op else {
+                        return Err(unsupported("a bias that is not a parameter"));
+                    };
+                    let p = &graph.params[index];
+                    if !written[index] {
+                        let a = &param_values[index];
+                        w.inits.push(f32_tensor(&p.name, a.shape(), a.iter().copied()));
+                        written[index] = true;
+                    }
+                    args.push(p.name.clone());
+                }
+                let x_rank = graph.nodes[node.args[0]].ty.rank();
+                let wnode = &w.g.nodes[node.args[1]];
+                match (&wnode.op, x_rank) {
+                    (Op::Param { .. }, 2) => w.emit("Gemm", args.clone(), vec![attr_int("transB", 1)]),
+                    (Op::Param { index }, _) => {
+                        // MatMul by the transposed weight, stored transposed.
+                        let a = &param_values[*index];
+                        let t = a.t().as_standard_layout().into_owned();
+                        let tname = format!("{}_t", graph.params[*index].name);
+                        w.inits.push(f32_tensor(&tname, t.shape(), t.iter().copied()));
+                        w.emit("MatMul", vec![args[0].clone(), tname], vec![])
+                    }
+                    _ => {
+                        let t = w.emit("Transpose", vec![args[1].clone()], vec![attr_ints("perm", &[1, 0])]);
+                        w.emit("MatMul", vec![args[0].clone(), t], vec![])
+                    }
+                }
+            }
+            Op::Conv2d(a) => {
+                // `conv2d(x, w) + reshape(b, [O, 1, 1])` is one Conv with a bias.
+                if let Some(&(add, b)) = conv_bias.get(&id) {
+                    let Op::Param { index } = graph.nodes[b].op else {
+                        return Err(unsupported("a bias that is not a parameter"));
+                    };
+                    let p = &graph.params[index];
+                    if !written[index] {
+                        let a = &param_values[index];
+                        w.inits.push(f32_tensor(&p.name, &[a.len()], a.iter().copied()));
+                        written[index] = true;
+                    }
+                    args.push(p.name.clone());
+                    let _ = add;
+                }
+                let wshape = &graph.nodes[node.args[1]].ty.shape;
+                let k: Vec<i64> = wshape[2..].iter().map(|d| d.as_known().unwrap_or(1)).collect();
+                let attrs = vec![
+                    attr_ints("kernel_shape", &k),
+                    attr_ints("strides", &a.stride),
+                    attr_ints("pads", &[a.padding[0], a.padding[1], a.padding[0], a.padding[1]]),
+                    attr_ints("dilations", &a.dilation),
+                    attr_int("group", a.groups),
+                ];
+                w.emit("Conv", args.clone(), attrs)
+            }
+            Op::BatchNorm { eps } => w.emit("BatchNormalization", args.clone(), vec![attr_float("epsilon", *eps)]),
+            Op::Unary(u) => match u {
+                UnaryOp::Relu => w.emit("Relu", args.clone(), vec![]),
+                UnaryOp::Sigmoid => w.emit("Sigmoid", args.clone(), vec![]),
+                UnaryOp::Tanh => w.emit("Tanh", args.clone(), vec![]),
+                UnaryOp::Neg => w.emit("Neg", args.clone(), vec![]),
+                UnaryOp::Sqrt => w.emit("Sqrt", args.clone(), vec![]),
+                UnaryOp::Relu6 => {
+                    let (lo, hi) = (w.scalar(0.0), w.scalar(6.0));
+                    w.emit("Clip", vec![args[0].clone(), lo, hi], vec![])
+                }
+                UnaryOp::Silu => {
+                    let s = w.emit("Sigmoid", args.clone(), vec![]);
+                    w.emit("Mul", vec![args[0].clone(), s], vec![])
+                }
+            },
+            Op::Binary(b) => {
+                let op = match b {
+                    BinaryOp::Add => "Add",
+                    BinaryOp::Sub => "Sub",
+                    BinaryOp::Mul => "Mul",
+                    BinaryOp::Div => "Div",
+                };
+                w.emit(op, args.clone(), vec![])
+            }
+            Op::Softmax { axis } => w.emit("Softmax", args.clone(), vec![attr_int("axis", *axis as i64)]),
+            Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
+                let mut attrs = vec![
+                    attr_ints("kernel_shape", &a.kernel),
+                    attr_ints("strides", &a.stride),
+                    attr_ints("pads", &[a.padding[0], a.padding[1], a.padding[0], a.padding[1]]),
+                ];
+                let op = if matches!(node.op, Op::MaxPool2d(_)) {
+                    "MaxPool"
+                } else {
+                    attrs.push(attr_int("count_include_pad", 1));
+                    "AveragePool"
+                };
+                w.emit(op, args.clone(), attrs)
+            }
+            Op::GlobalAvgPool => {
+                let p = w.emit("GlobalAveragePool", args.clone(), vec![]);
+                w.emit("Flatten", vec![p], vec![attr_int("axis", 1)])
+            }
+            Op::Reshape { shape } => {
+                let mut dims = Vec::with_capacity(shape.len());
+                let mut free = 0;
+                for d in shape {
+                    dims.push(match d.as_known() {
+                        Some(n) => n,
+                        None => {
+                            free += 1;
+                            -1
+                        }
+                    });
+                }
+                if free > 1 {
+                    return Err(unsupported("a reshape to a shape with more than one symbolic dimension"));
+                }
+                let sname = w.fresh("shape");
+                w.inits.push(proto::TensorProto {
+                    name: Some(sname.clone()),
+                    dims: vec![dims.len() as i64],
+                    data_type: Some(DataType::Int64 as i32),
+                    int64_data: dims,
+                    ..Default::default()
+                });
+                w.emit("Reshape", vec![args[0].clone(), sname], vec![])
+            }
+            Op::Concat { axis } => w.emit("Concat", args.clone(), vec![attr_int("axis", *axis as i64)]),
+            Op::QuantizeI8 { .. } | Op::Dequantize => match precision {
+                Precision::Fp32 => args[0].clone(),
+                Precision::Ternary => {
+                    return Err(unsupported(
+                        "ONNX has no per-sample int8 activation quantization; export with --precision fp32, or use layers with f32 activations (int8 = false)",
+                    ));
+                }
+            },
+            Op::Fused(_) => {
+                return Err(unsupported("fused ops exist only in optimized graphs; export the checked model"));
+            }
+        };
+        if let Some(&(add, _)) = conv_bias.get(&id) {
+            w.names.insert(add, name.clone());
+        }
+        w.names.insert(id, name);
+    }
+    let inputs: Vec<proto::ValueInfoProto> =
+        graph.inputs.iter().map(|(n, id)| value_info(n, &graph.nodes[*id].ty.shape)).collect();
+    let mut outputs = Vec::new();
+    for (k, o) in graph.outputs.iter().enumerate() {
+        // Each output gets its own name (an Identity when the value is an input or a weight).
+        let oname = if graph.outputs.len() == 1 { "output".to_string() } else { format!("output_{k}") };
+        let src = w.arg(*o);
+        w.nodes.push(proto::NodeProto {
+            input: vec![src],
+            output: vec![oname.clone()],
+            name: Some(format!("/{oname}")),
+            op_type: Some("Identity".into()),
+            ..Default::default()
+        });
+        outputs.push(value_info(&oname, &graph.nodes[*o].ty.shape));
+    }
+    let model = proto::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
+        producer_name: Some(PRODUCER.into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(proto::GraphProto {
+            name: Some(graph.name.clone()),
+            node: w.nodes,
+            initializer: w.inits,
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(model.encode_to_vec())
+}
