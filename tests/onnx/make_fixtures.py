@@ -96,12 +96,18 @@ def run_reference(path, shape):
 
 
 def lenet():
+    """LeNet-5, flattened with `x.view(x.size(0), -1)` (a shape computation)."""
     b = Builder("lenet")
     h = b.node("Relu", [b.conv("input", 1, 6, 5, "/conv1", pad=2)], "/relu1/Relu")
     h = b.node("MaxPool", [h], "/pool1/MaxPool", kernel_shape=[2, 2], strides=[2, 2])
     h = b.node("Relu", [b.conv(h, 6, 16, 5, "/conv2")], "/relu2/Relu")
     h = b.node("MaxPool", [h], "/pool2/MaxPool", kernel_shape=[2, 2], strides=[2, 2])
-    h = b.node("Flatten", [h], "/Flatten", axis=1)
+    # `x.view(x.size(0), -1)` as PyTorch exports it with a dynamic batch.
+    shape = b.node("Shape", [h], "/Shape")
+    n = b.node("Gather", [shape, b.init("zero", np.array(0, dtype=np.int64))], "/Gather", axis=0)
+    n = b.node("Unsqueeze", [n, b.init("axes0", np.array([0], dtype=np.int64))], "/Unsqueeze")
+    target = b.node("Concat", [n, b.init("minus_one", np.array([-1], dtype=np.int64))], "/Concat", axis=0)
+    h = b.node("Reshape", [h, target], "/Reshape")
     h = b.node("Relu", [b.gemm(h, 400, 120, "/fc1")], "/relu3/Relu")
     h = b.node("Relu", [b.gemm(h, 120, 84, "/fc2")], "/relu4/Relu")
     b.save([1, 28, 28], b.gemm(h, 84, 10, "/fc3"))

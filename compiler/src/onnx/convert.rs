@@ -98,6 +98,8 @@ struct Converter<'g> {
     consumed: HashSet<usize>,
     /// Values of nodes that could not be imported (their readers are skipped quietly).
     failed: HashSet<String>,
+    /// Integer vectors computed from shapes (`Shape`, `Gather`, ...; `None`: the batch).
+    shapes: HashMap<String, Vec<Option<i64>>>,
     names: HashSet<String>,
     layers: Vec<String>,
     params: Vec<String>,
@@ -148,6 +150,7 @@ pub fn convert(g: &Graph, name: &str, policy: TernaryPolicy, origin: &str) -> Re
         readers,
         consumed: HashSet::new(),
         failed: HashSet::new(),
+        shapes: HashMap::new(),
         names: KEYWORDS
             .iter()
             .map(|k| k.to_string())
@@ -374,7 +377,8 @@ impl Converter<'_> {
         // no equivalent (its shapes are unknown).
         if n.inputs.iter().any(|v| self.failed.contains(v)) {
             self.failed.extend(n.outputs.iter().cloned());
-            return if SUPPORTED.contains(&n.op.as_str()) { Ok(()) } else { Err(no_equivalent(&n.op)) };
+            let op = n.op.as_str();
+            return if SUPPORTED.contains(&op) && !SHAPES_ONLY.contains(&op) { Ok(()) } else { Err(no_equivalent(op)) };
         }
         if !n.domain.is_empty() && n.domain != "ai.onnx" {
             return Err(format!("domain `{}` is not ONNX's", n.domain));
@@ -509,6 +513,8 @@ impl Converter<'_> {
                 }
             }
             "Reshape" => self.reshape(i)?,
+            "Shape" | "Gather" | "Unsqueeze" | "Squeeze" | "Cast" if self.shape_op(i)? => return Ok(()),
+            "Concat" if self.shape_op(i)? => return Ok(()),
             "GlobalAveragePool" => {
                 let x = self.input(n, 0)?;
                 if x.shape.len() != 4 {
@@ -787,10 +793,20 @@ impl Converter<'_> {
             return self.reshape_constant(n, &c);
         }
         let x = self.input(n, 0)?;
-        let target = self.constant(n, 1).map_err(|_| {
-            "its shape is computed (Shape -> Gather -> ...); only constant shapes are imported".to_string()
-        })?;
-        let target = target.i64s().ok_or("a shape that is not integers")?;
+        // A constant shape, or one computed from shapes (PyTorch's `x.view(x.size(0), -1)`:
+        // Shape -> Gather -> Unsqueeze -> Concat), where the batch reads as 0 (copy it).
+        let target = match n.inputs.get(1).and_then(|s| self.shapes.get(s)) {
+            Some(s) => s.iter().enumerate().map(|(k, d)| match d {
+                Some(v) => Ok(*v),
+                None if k == 0 => Ok(0),
+                None => Err("a computed shape with the batch size away from dimension 0".to_string()),
+            }).collect::<Result<Vec<i64>, String>>()?,
+            None => self
+                .constant(n, 1)
+                .map_err(|_| "its shape is computed from values other than shapes; only constant and shape-derived shapes are imported".to_string())?
+                .i64s()
+                .ok_or("a shape that is not integers")?,
+        };
         let allow_zero = n.int("allowzero").unwrap_or(0) == 1;
         let mut dims: Vec<Option<usize>> = Vec::new();
         for (k, &t) in target.iter().enumerate() {
@@ -829,7 +845,67 @@ impl Converter<'_> {
         }
         let text: Vec<String> = std::iter::once("-1".to_string()).chain(rest.iter().map(|d| d.to_string())).collect();
         let shape = std::iter::once(Dim::B).chain(rest.iter().map(|d| Dim::N(*d))).collect();
-        Ok(Val { expr: format!("reshape({}, [{}])", x.expr, text.join(", ")), shape, atomic: true, pooled: false })
+        // [B, ...] to [B, everything else] is a flatten.
+        let expr = if rest.len() == 1 && x.shape.len() > 2 {
+            format!("flatten({})", x.expr)
+        } else {
+            format!("reshape({}, [{}])", x.expr, text.join(", "))
+        };
+        Ok(Val { expr, shape, atomic: true, pooled: false })
+    }
+
+    /// The integer vectors computed from shapes (`None`: the batch size). Returns whether node
+    /// `i` was such an op (its output is then a shape, not a tensor).
+    fn shape_op(&mut self, i: usize) -> Result<bool, String> {
+        let n = &self.g.nodes[i];
+        let ints = |c: &Self, v: &str| -> Option<Vec<Option<i64>>> {
+            if let Some(s) = c.shapes.get(v) {
+                return Some(s.clone());
+            }
+            c.init(v).and_then(|t| t.i64s()).map(|v| v.into_iter().map(Some).collect())
+        };
+        let first = n.inputs.first().cloned().unwrap_or_default();
+        let out: Vec<Option<i64>> = match n.op.as_str() {
+            "Shape" => {
+                let x = self.input(n, 0)?;
+                let dims: Vec<Option<i64>> = x.shape.iter().map(|d| d.known().map(|v| v as i64)).collect();
+                let rank = dims.len() as i64;
+                let at = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+                let (start, end) = (at(n.int("start").unwrap_or(0)), at(n.int("end").unwrap_or(rank)));
+                dims.get(start..end.max(start)).unwrap_or(&[]).to_vec()
+            }
+            "Gather" | "Unsqueeze" | "Squeeze" | "Cast" if !self.shapes.contains_key(&first) => return Ok(false),
+            "Gather" => {
+                let src = self.shapes[&first].clone();
+                let idx = self.constant(n, 1)?.i64s().ok_or("indices that are not integers")?;
+                if n.int("axis").unwrap_or(0) != 0 {
+                    return Err("a gather along another axis than 0 of a shape".into());
+                }
+                let len = src.len() as i64;
+                idx.iter()
+                    .map(|&k| {
+                        let k = if k < 0 { k + len } else { k };
+                        src.get(k as usize).copied().ok_or_else(|| format!("index {k} of a shape of rank {len}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "Unsqueeze" | "Squeeze" | "Cast" => self.shapes[&first].clone(),
+            "Concat" => {
+                if !n.inputs.iter().any(|v| self.shapes.contains_key(v)) {
+                    return Ok(false);
+                }
+                let mut out = Vec::new();
+                for v in &n.inputs {
+                    out.extend(
+                        ints(self, v).ok_or_else(|| format!("`{v}` is neither a shape nor an integer constant"))?,
+                    );
+                }
+                out
+            }
+            _ => return Ok(false),
+        };
+        self.shapes.insert(n.outputs[0].clone(), out);
+        Ok(true)
     }
 
     /// A reshaped constant: a parameter of the new shape.
@@ -952,6 +1028,11 @@ impl Converter<'_> {
 
 /// The op types the importer maps (some only with the attributes the language can express).
 const SUPPORTED: &[&str] = &[
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
     "Neg",
     "Conv",
     "Gemm",
@@ -979,8 +1060,15 @@ const SUPPORTED: &[&str] = &[
     "Constant",
 ];
 
+/// Supported only on shapes (a computed target of `Reshape`), not on tensors.
+const SHAPES_ONLY: &[&str] = &["Shape", "Gather", "Unsqueeze", "Squeeze", "Cast"];
+
 fn no_equivalent(op: &str) -> String {
-    format!("`{op}` has no equivalent in the language yet")
+    if SHAPES_ONLY.contains(&op) {
+        format!("`{op}` of a tensor has no equivalent in the language yet (of a shape, it is read)")
+    } else {
+        format!("`{op}` has no equivalent in the language yet")
+    }
 }
 
 /// `v` in parentheses unless it is atomic.
