@@ -284,3 +284,30 @@ fn export_writes_one_file_and_keeps_what_it_did_not_write() {
     let out = triton(d, &["check", "back.tri"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// Damaged files (each byte in turn changed, every truncation) are imported or refused, never
+/// a panic, and never an import that does not check (what the `onnx_import` fuzz target
+/// explores at random; this is its deterministic floor).
+#[test]
+fn damaged_files_are_refused_or_imported_never_a_crash() {
+    let path = fixture("mobilenet_block.onnx");
+    let good = std::fs::read(&path).expect("fixture");
+    let opts = ImportOptions::default();
+    let mut refused = 0;
+    for at in (0..good.len()).step_by(3) {
+        for (bad, what) in [(flip(&good, at), "flipped"), (good[..at].to_vec(), "truncated")] {
+            match onnx::import(&bad, &path, &opts) {
+                Err(ImportError::Check(e)) => panic!("byte {at} {what}: the import does not check: {e}"),
+                Err(_) => refused += 1,
+                Ok(_) => {}
+            }
+        }
+    }
+    assert!(refused > good.len() / 3, "most damage is noticed ({refused} refusals)");
+}
+
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    v[at] ^= 0xA5;
+    v
+}

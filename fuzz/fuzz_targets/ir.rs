@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     for level in [OptLevel::O1, OptLevel::O2] {
-        let opt = match passes::optimize(&g, level, true) {
+        let opts = passes::Options { verify_each: true, ..passes::Options::new(level) };
+        let opt = match passes::optimize(&g, &opts) {
             Ok(o) => o,
             Err(e) => panic!("{e}"),
         };
