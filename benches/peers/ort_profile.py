@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-node times of ONNX Runtime on one zoo model, to set beside `triton run --timing`.
 
-Builds the model as benches/peers/ort_zoo.py does, runs it with ORT's profiler on one thread
+Exports the model with `triton export` as benches/peers/ort_zoo.py does, runs it with ORT's profiler on one thread
 and prints, per node (in graph order), the median time over the profiled calls.
 
     python3 benches/peers/ort_profile.py resnet18_cifar10 --batch 1 --kind fp32
@@ -26,7 +26,8 @@ import ort_zoo  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", choices=sorted(ort_zoo.ZOO))
+    ap.add_argument("model", choices=ort_zoo.ZOO)
+    ap.add_argument("--triton", default=os.path.join(ort_zoo.ROOT, "target", "release", "triton"))
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--kind", choices=["fp32", "int8"], default="fp32")
     ap.add_argument("--calls", type=int, default=100, help="profiled calls (after 10 untimed)")
@@ -35,18 +36,16 @@ def main():
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as work:
-        m = ort_zoo.ZOO[args.model]()
-        in_shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim[1:]]
         path = os.path.join(work, f"{args.model}.onnx")
-        onnx.save(m, path)
+        in_name, in_shape = ort_zoo.export(args.triton, args.model, path)
         if args.kind == "int8":
             q = os.path.join(work, f"{args.model}.int8.onnx")
-            ort_zoo.quantize(path, q, in_shape)
+            ort_zoo.quantize(path, q, in_name, in_shape)
             path = q
         x = np.random.default_rng(2).standard_normal([args.batch] + in_shape).astype(np.float32)
         plain = ort_zoo.session(path)
         for _ in range(10):
-            plain.run(None, {"x": x})
+            plain.run(None, {in_name: x})
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
@@ -56,7 +55,7 @@ def main():
         so.profile_file_prefix = os.path.join(work, "prof")
         s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         for _ in range(10 + args.calls):
-            s.run(None, {"x": x})
+            s.run(None, {in_name: x})
         trace = json.load(open(s.end_profiling()))
 
     times, order, ops = defaultdict(list), [], {}
