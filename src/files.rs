@@ -79,6 +79,35 @@ pub fn sniff(path: &Path) -> Option<Kind> {
     Some(kind_of(&head))
 }
 
+/// Whether a command may write `path`: when it is absent, or when the user named it (`explicit`)
+/// and it is a file of the kind the command writes (`ours`). `command` and `flag` word the
+/// refusal (`triton import`, `-o`). Nothing a user wrote is replaced.
+pub fn may_replace(
+    path: &Path,
+    explicit: bool,
+    ours: impl Fn(&Path) -> bool,
+    command: &str,
+    flag: &str,
+) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!("`{}` is a folder; give a file name", path.display()));
+    }
+    if !path.exists() {
+        return Ok(());
+    }
+    match (explicit, ours(path)) {
+        (true, true) => Ok(()),
+        (true, false) => Err(format!(
+            "`{}` exists and was not written by `{command}`; it is kept (choose another name)",
+            path.display()
+        )),
+        (false, _) => Err(format!(
+            "`{}` exists; `{command}` never replaces a file it was not told to (give {flag} to choose the output)",
+            path.display()
+        )),
+    }
+}
+
 /// When `path` is a known binary kind other than `expected`, the error a command gives for it.
 pub fn misplaced(path: &Path, wanted: &str, allowed: &[Kind]) -> Option<String> {
     let kind = sniff(path)?;

@@ -41,6 +41,24 @@ pub fn load_model(
     driver::select(file, checked, settings).map_err(driver_error)
 }
 
+/// The model a command runs and where its weights come from (`--weights`, beside the model,
+/// else seeded; `--seed` with a weights file refused), the choice said on stderr unless `quiet`.
+pub fn model_and_choice(
+    file: &Path,
+    m: &super::opts::ModelOpts,
+    timings: &mut Timings,
+    style: Style,
+    quiet: bool,
+) -> Result<(CheckedModel, triton::weights::Choice), ExitCode> {
+    let model = load_model(file, &m.settings(false, Default::default()), timings, style)?;
+    let choice = triton::weights::Choice::resolve(file, m.weights.as_deref(), m.seed());
+    super::opts::seed_applies(m, &choice).map_err(usage_error)?;
+    if !quiet {
+        eprintln!("{}", choice.line());
+    }
+    Ok((model, choice))
+}
+
 /// Reads a weights file for a model, or initialises the weights from `seed` without one.
 pub fn load_weights(path: Option<&Path>, params: &[ParamInfo], seed: u64) -> Result<Weights, ExitCode> {
     triton::read_weights(path, params, seed).map_err(user_error)

@@ -15,7 +15,7 @@ use triton_compiler::diagnostics::render::Style;
 use triton_compiler::onnx::export;
 use triton_compiler::passes::Timings;
 
-use super::common::{load_model, load_weights, usage_error, user_error};
+use super::common::{load_weights, model_and_choice, usage_error, user_error};
 use super::opts::ModelOpts;
 
 pub struct Args {
@@ -37,21 +37,16 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         return user_error(why);
     }
     let out = a.onnx.clone().unwrap_or_else(|| a.file.with_extension("onnx"));
-    if let Err(e) = may_write(&out, a.onnx.is_some()) {
+    let ours =
+        |p: &Path| std::fs::read(p).ok().and_then(|b| export::producer(&b)).is_some_and(|p| p == export::PRODUCER);
+    if let Err(e) = triton::files::may_replace(&out, a.onnx.is_some(), ours, "triton export", "--onnx") {
         return user_error(e);
     }
     let mut timings = Timings::new();
-    let model = match load_model(&a.file, &a.m.settings(false, Default::default()), &mut timings, style) {
-        Ok(m) => m,
+    let (model, choice) = match model_and_choice(&a.file, &a.m, &mut timings, style, a.quiet) {
+        Ok(mc) => mc,
         Err(code) => return code,
     };
-    let choice = triton::weights::Choice::resolve(&a.file, a.m.weights.as_deref(), a.m.seed());
-    if let Err(e) = super::opts::seed_applies(&a.m, &choice) {
-        return usage_error(e);
-    }
-    if !a.quiet {
-        eprintln!("{}", choice.line());
-    }
     let weights = match load_weights(choice.path(), model.params(), a.m.seed()) {
         Ok(w) => w,
         Err(code) => return code,
@@ -76,26 +71,4 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
-}
-
-/// Whether `path` may be written: absent, or given explicitly and written by `triton export`.
-fn may_write(path: &Path, explicit: bool) -> Result<(), String> {
-    if path.is_dir() {
-        return Err(format!("`{}` is a folder; give a file name", path.display()));
-    }
-    if !path.exists() {
-        return Ok(());
-    }
-    let ours = std::fs::read(path).ok().and_then(|b| export::producer(&b)).is_some_and(|p| p == export::PRODUCER);
-    match (explicit, ours) {
-        (true, true) => Ok(()),
-        (true, false) => Err(format!(
-            "`{}` exists and was not written by `triton export`; it is kept (choose another name)",
-            path.display()
-        )),
-        (false, _) => Err(format!(
-            "`{}` exists; `triton export` never replaces a file it was not told to (give --onnx to choose the output)",
-            path.display()
-        )),
-    }
 }

@@ -69,7 +69,7 @@ pub fn run(a: &Args) -> ExitCode {
         (&tri, a.output.is_some(), is_imported_tri as fn(&Path) -> bool),
         (&weights, a.weights_out.is_some(), is_safetensors),
     ] {
-        if let Err(e) = may_write(path, explicit, ours) {
+        if let Err(e) = triton::files::may_replace(path, explicit, ours, "triton import", "-o / --weights-out") {
             return user_error(e);
         }
     }
@@ -128,25 +128,4 @@ fn is_imported_tri(path: &Path) -> bool {
 
 fn is_safetensors(path: &Path) -> bool {
     triton::files::sniff(path) == Some(triton::files::Kind::Safetensors)
-}
-
-/// Whether `path` may be written: absent, or (given explicitly) a file of the kind we write.
-fn may_write(path: &Path, explicit: bool, ours: fn(&Path) -> bool) -> Result<(), String> {
-    if path.is_dir() {
-        return Err(format!("`{}` is a folder; give a file name", path.display()));
-    }
-    if !path.exists() {
-        return Ok(());
-    }
-    match (explicit, ours(path)) {
-        (true, true) => Ok(()),
-        (true, false) => Err(format!(
-            "`{}` exists and was not written by `triton import`; it is kept (choose another name)",
-            path.display()
-        )),
-        (false, _) => Err(format!(
-            "`{}` exists; `triton import` never replaces a file it was not told to (give -o / --weights-out to choose the outputs)",
-            path.display()
-        )),
-    }
 }

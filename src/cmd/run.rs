@@ -25,7 +25,7 @@ use triton_compiler::ir::Dim;
 use triton_compiler::passes::Timings;
 use triton_runtime::Model;
 
-use super::common::{load_model, load_weights, optimize, usage_error, user_error};
+use super::common::{load_weights, model_and_choice, optimize, usage_error, user_error};
 use super::opts::ModelOpts;
 
 /// What runs the model.
@@ -329,17 +329,10 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         }
     }
     let mut timings = Timings::new();
-    let model = match load_model(&a.file, &a.m.settings(false, BTreeMap::new()), &mut timings, style) {
-        Ok(m) => m,
+    let (model, choice) = match model_and_choice(&a.file, &a.m, &mut timings, style, a.quiet) {
+        Ok(mc) => mc,
         Err(code) => return code,
     };
-    let choice = triton::weights::Choice::resolve(&a.file, a.m.weights.as_deref(), a.m.seed());
-    if let Err(e) = super::opts::seed_applies(&a.m, &choice) {
-        return usage_error(e);
-    }
-    if !a.quiet {
-        eprintln!("{}", choice.line());
-    }
     let names: Vec<String> = model.graph.inputs.iter().map(|(n, _)| n.clone()).collect();
     let sigs: Vec<String> = model.inputs().iter().map(|(_, t)| t.to_string()).collect();
     let inputs = match read_inputs(&a.inputs, &names, &sigs) {

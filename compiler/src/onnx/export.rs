@@ -41,6 +41,9 @@ pub enum ExportError {
 
 struct Writer<'g> {
     g: &'g Graph,
+    /// Each parameter's value at the export's precision, and whether it is written yet.
+    values: Vec<ndarray::ArrayD<f32>>,
+    written: Vec<bool>,
     nodes: Vec<proto::NodeProto>,
     inits: Vec<proto::TensorProto>,
     names: HashMap<NodeId, String>,
@@ -131,6 +134,27 @@ impl Writer<'_> {
         name
     }
 
+    /// Parameter `index` as an initializer (written once; `flat`: as a vector, for a bias).
+    fn param(&mut self, index: usize, flat: bool) -> String {
+        let name = self.g.params[index].name.clone();
+        if !self.written[index] {
+            let a = &self.values[index];
+            let dims = if flat { vec![a.len()] } else { a.shape().to_vec() };
+            self.inits.push(f32_tensor(&name, &dims, a.iter().copied()));
+            self.written[index] = true;
+        }
+        name
+    }
+
+    /// The bias parameter fused into product node `id`, if any, as an initializer.
+    fn bias(&mut self, fused: &HashMap<NodeId, (NodeId, NodeId)>, id: NodeId) -> Result<Option<String>, ExportError> {
+        let Some(&(_, b)) = fused.get(&id) else { return Ok(None) };
+        match self.g.nodes[b].op {
+            Op::Param { index } => Ok(Some(self.param(index, true))),
+            _ => Err(ExportError::Op { op: "bias".into(), why: "a bias that is not a parameter".into() }),
+        }
+    }
+
     fn arg(&self, id: NodeId) -> String {
         self.names.get(&id).cloned().unwrap_or_default()
     }
@@ -188,9 +212,10 @@ fn conv_biases(g: &Graph) -> (std::collections::HashSet<NodeId>, HashMap<NodeId,
 /// Writes `graph` with `weights` at `precision` as ONNX bytes.
 pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<Vec<u8>, ExportError> {
     let prepared = interp::prepare(graph, weights, precision).map_err(|e| ExportError::Weights(e.to_string()))?;
-    let mut w = Writer { g: graph, nodes: Vec::new(), inits: Vec::new(), names: HashMap::new(), counter: 0 };
-    let param_values: Vec<ndarray::ArrayD<f32>> = (0..graph.params.len()).map(|i| prepared.value(i).to_f32()).collect();
-    let mut written = vec![false; graph.params.len()];
+    let values: Vec<ndarray::ArrayD<f32>> = (0..graph.params.len()).map(|i| prepared.value(i).to_f32()).collect();
+    let written = vec![false; graph.params.len()];
+    let mut w =
+        Writer { g: graph, values, written, nodes: Vec::new(), inits: Vec::new(), names: HashMap::new(), counter: 0 };
     let (skip, conv_bias) = conv_biases(graph);
     for (id, node) in graph.nodes.iter() {
         if skip.contains(&id) {
@@ -202,37 +227,17 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
             Op::Input { index } => {
                 graph.inputs.get(*index).map(|(n, _)| n.clone()).ok_or_else(|| unsupported("no such input"))?
             }
-            Op::Param { index } => {
-                let p = &graph.params[*index];
-                if !written[*index] {
-                    let a = &param_values[*index];
-                    w.inits.push(f32_tensor(&p.name, a.shape(), a.iter().copied()));
-                    written[*index] = true;
-                }
-                p.name.clone()
-            }
+            Op::Param { index } => w.param(*index, false),
             Op::Const { value } => w.scalar(*value),
             Op::Matmul => {
-                if let Some(&(_, b)) = conv_bias.get(&id) {
-                    let Op::Param { index } = graph.nodes[b].op else {
-                        return Err(unsupported("a bias that is not a parameter"));
-                    };
-                    let p = &graph.params[index];
-                    if !written[index] {
-                        let a = &param_values[index];
-                        w.inits.push(f32_tensor(&p.name, a.shape(), a.iter().copied()));
-                        written[index] = true;
-                    }
-                    args.push(p.name.clone());
-                }
+                args.extend(w.bias(&conv_bias, id)?);
                 let x_rank = graph.nodes[node.args[0]].ty.rank();
                 let wnode = &w.g.nodes[node.args[1]];
                 match (&wnode.op, x_rank) {
                     (Op::Param { .. }, 2) => w.emit("Gemm", args.clone(), vec![attr_int("transB", 1)]),
                     (Op::Param { index }, _) => {
                         // MatMul by the transposed weight, stored transposed.
-                        let a = &param_values[*index];
-                        let t = a.t().as_standard_layout().into_owned();
+                        let t = w.values[*index].t().as_standard_layout().into_owned();
                         let tname = format!("{}_t", graph.params[*index].name);
                         w.inits.push(f32_tensor(&tname, t.shape(), t.iter().copied()));
                         w.emit("MatMul", vec![args[0].clone(), tname], vec![])
@@ -245,19 +250,7 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
             }
             Op::Conv2d(a) => {
                 // `conv2d(x, w) + reshape(b, [O, 1, 1])` is one Conv with a bias.
-                if let Some(&(add, b)) = conv_bias.get(&id) {
-                    let Op::Param { index } = graph.nodes[b].op else {
-                        return Err(unsupported("a bias that is not a parameter"));
-                    };
-                    let p = &graph.params[index];
-                    if !written[index] {
-                        let a = &param_values[index];
-                        w.inits.push(f32_tensor(&p.name, &[a.len()], a.iter().copied()));
-                        written[index] = true;
-                    }
-                    args.push(p.name.clone());
-                    let _ = add;
-                }
+                args.extend(w.bias(&conv_bias, id)?);
                 let wshape = &graph.nodes[node.args[1]].ty.shape;
                 let k: Vec<i64> = wshape[2..].iter().map(|d| d.as_known().unwrap_or(1)).collect();
                 let attrs = vec![
