@@ -28,7 +28,7 @@ fn import(name: &str, ternary: TernaryPolicy) -> Result<onnx::Imported, ImportEr
     onnx::import(&std::fs::read(&path).expect("fixture"), &path, &ImportOptions { name: None, ternary })
 }
 
-const MODELS: &[&str] = &["lenet", "resnet_block", "resnet18_w8", "mobilenet_block", "ops"];
+const MODELS: &[&str] = &["lenet", "resnet_block", "resnet18_w8", "mobilenet_block", "ops", "external"];
 
 #[test]
 fn fixtures_import_check_and_match_onnx_runtime() {
@@ -105,6 +105,24 @@ fn hostile_files_get_clear_errors() {
         out.push_str(&format!("{name}: {err}\n"));
     }
     insta::assert_snapshot!("import_hostile", out);
+}
+
+#[test]
+fn external_data_is_read_from_beside_the_model_and_checked() {
+    // external.onnx keeps its weights in external.weights (imported and matched above); a copy
+    // whose data file is cut short is refused, naming the file and the bytes it lacks.
+    let dir = tempfile::tempdir().expect("temp");
+    let onnx_path = dir.path().join("external.onnx");
+    std::fs::copy(fixture("external.onnx"), &onnx_path).expect("copy");
+    let data = std::fs::read(fixture("external.weights")).expect("fixture");
+    std::fs::write(dir.path().join("external.weights"), &data[..data.len() - 8]).expect("write");
+    let bytes = std::fs::read(&onnx_path).expect("read");
+    let err = onnx::import(&bytes, &onnx_path, &ImportOptions::default()).expect_err("short data").to_string();
+    assert!(err.contains("external.weights") && err.contains("holds"), "{err}");
+    // Named relative to the working folder, where no such data file is: an error too.
+    let err =
+        onnx::import(&bytes, Path::new("external.onnx"), &ImportOptions::default()).expect_err("no folder").to_string();
+    assert!(err.contains("external.weights"), "{err}");
 }
 
 fn triton(dir: &Path, args: &[&str]) -> std::process::Output {

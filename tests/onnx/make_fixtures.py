@@ -207,6 +207,18 @@ def ops():
     b.save([2, 6, 6], b.node("Softmax", [h], "/Softmax", axis=-1))
 
 
+def external():
+    """A linear layer whose weights live in an external data file beside the model."""
+    b = Builder("external")
+    h = b.node("Relu", [b.gemm("input", 6, 4, "/fc1")], "/Relu")
+    b.save([6], b.gemm(h, 4, 3, "/fc2"), expected=False)
+    path = os.path.join(HERE, "external.onnx")
+    m = onnx.load(path)
+    onnx.save_model(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="external.weights", size_threshold=0)
+    run_reference(path, [2, 6])
+
+
 def unsupported():
     """Three nodes with no equivalent: a non-square kernel, an Erf and a Gather."""
     b = Builder("unsupported")
@@ -278,6 +290,7 @@ if __name__ == "__main__":
     resnet18()
     mobilenet_block()
     ops()
+    external()
     unsupported()
     hostile()
     print("fixtures written to", HERE)
