@@ -35,13 +35,7 @@ impl<'p> Elab<'p> {
                 }
                 Value::Poison => return None,
                 other => {
-                    self.report(
-                        Diag::error(
-                            Code::ArgumentKind,
-                            format!("a dimension must be an int, found {}", other.describe()),
-                        )
-                        .at(d.span, "not an int"),
-                    );
+                    self.report(wrong_kind("a dimension", "an int", &other, d.span));
                     return None;
                 }
             }
@@ -96,13 +90,7 @@ impl<'p> Elab<'p> {
                 Value::Bool(false) => self.eval(otherwise, env),
                 Value::Poison => Value::Poison,
                 other => {
-                    self.report(
-                        Diag::error(
-                            Code::ArgumentKind,
-                            format!("an `if` condition must be a compile-time bool, found {}", other.describe()),
-                        )
-                        .at(cond.span, "not a bool"),
-                    );
+                    self.report(wrong_kind("an `if` condition", "a compile-time bool", &other, cond.span));
                     Value::Poison
                 }
             },

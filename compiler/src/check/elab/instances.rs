@@ -430,13 +430,7 @@ impl<'p> Elab<'p> {
                     },
                     Value::Poison => return Value::Poison,
                     other => {
-                        self.report(
-                            Diag::error(
-                                Code::ArgumentKind,
-                                format!("a repeat count must be an int, found {}", other.describe()),
-                            )
-                            .at(count.span, "not an int"),
-                        );
+                        self.report(wrong_kind("a repeat count", "an int", &other, count.span));
                         return Value::Poison;
                     }
                 };

@@ -3,6 +3,14 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// `what` must be `want` but is `found`: "a dimension must be an int, found a float", marked
+/// "not an int" (the last word of `want`) at `span`.
+pub(super) fn wrong_kind(what: &str, want: &str, found: &Value, span: crate::source::Span) -> Diag {
+    let noun = want.rsplit(' ').next().unwrap_or(want);
+    Diag::error(Code::ArgumentKind, format!("{what} must be {want}, found {}", found.describe()))
+        .at(span, format!("not {} {noun}", article(noun)))
+}
+
 pub(super) fn as_f64(v: &Value) -> Option<f64> {
     match v {
         Value::Int(d) => d.as_known().map(|x| x as f64),
