@@ -206,6 +206,12 @@ pub fn npy_from_bytes(bytes: &[u8], name: &str) -> Result<ArrayD<f32>, String> {
 
 /// Reads a `.npy` file ([`npy_from_bytes`]); the header is checked before the data is read.
 pub fn read_npy(path: &Path) -> Result<ArrayD<f32>, String> {
+    npy_from_bytes(&read_npy_bytes(path)?, &path.display().to_string())
+}
+
+/// The bytes of a `.npy` file, its header checked against its size and the machine's memory
+/// before the data is read.
+pub fn read_npy_bytes(path: &Path) -> Result<Vec<u8>, String> {
     let name = path.display().to_string();
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read `{name}`: {e}"))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -218,7 +224,7 @@ pub fn read_npy(path: &Path) -> Result<ArrayD<f32>, String> {
     }
     let mut bytes = head;
     file.read_to_end(&mut bytes).map_err(|e| format!("cannot read `{name}`: {e}"))?;
-    npy_from_bytes(&bytes, &name)
+    Ok(bytes)
 }
 
 /// Reads every array of a `.npz` archive, by name (the `.npy` suffix dropped), in archive order.

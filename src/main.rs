@@ -162,8 +162,13 @@ enum Command {
         /// Print nothing on stderr but errors and warnings (no weights line, no notes).
         #[arg(long, short)]
         quiet: bool,
+        /// Normalize the input as the model was trained (`(x / 255 - mean) / std` per channel
+        /// for byte data, as the weights file's metadata records): give raw pixel values.
+        #[arg(long)]
+        normalize: bool,
     },
-    /// Train a model on MNIST (quantization-aware for ternary layers) and write its weights.
+    /// Train a model on a dataset (IDX, CIFAR, image folders, .npy; quantization-aware for
+    /// ternary layers) and write its weights.
     #[command(mut_arg("weights", |a| a.help("Start from these weights (.safetensors) [default: seeded initialisation]")))]
     #[command(mut_arg("precision", |a| a.help("ternary trains through the quantization rules (QAT); fp32 trains the plain model [default: ternary]")))]
     #[command(mut_arg("seed", |a| a.help("Seed of the initialisation (without --weights) and of the order of the images [default: 0]")))]
@@ -174,41 +179,30 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         m: cmd::opts::ModelOpts,
-        /// The dataset: a folder with MNIST's IDX files (or a folder holding `mnist/`), or
-        /// `mnist` to search $TRITON_DATA, ./data and ../shared/data.
+        /// The dataset: a folder (or a file in it) of IDX files, CIFAR-10/100 binary batches,
+        /// class folders of PNG/JPEG images, or train_x.npy/train_y.npy pairs; or `mnist` to
+        /// search $TRITON_DATA, ./data and ../shared/data [default: mnist].
         #[arg(long)]
         data: Option<String>,
+        /// The dataset's format [default: detected from the files].
+        #[arg(long, value_enum)]
+        format: Option<triton::data::Format>,
         /// Where to write the weights (default: `<file stem>.safetensors`).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Passes over the training images (at least 1).
-        #[arg(long, default_value_t = 10, value_parser = parse_count)]
-        epochs: usize,
-        /// Images per step (at least 1).
-        #[arg(long, default_value_t = 128, value_parser = parse_count)]
-        batch_size: usize,
-        /// Base learning rate (a finite number > 0).
-        #[arg(long, default_value_t = 2e-3, value_parser = parse_positive, allow_negative_numbers = true)]
-        lr: f32,
-        #[arg(long, value_enum, default_value_t = train::OptimizerKind::Adam)]
-        optimizer: train::OptimizerKind,
-        /// Weight decay of weights (decoupled for Adam, L2 for SGD); biases are not decayed.
-        #[arg(long, default_value_t = 0.0, value_parser = parse_decay, allow_negative_numbers = true)]
-        weight_decay: f32,
-        #[arg(long, value_enum, default_value_t = train::Schedule::Cosine)]
-        schedule: train::Schedule,
-        /// Pixel normalisation (recorded in the weights file's metadata).
-        #[arg(long, value_enum, default_value_t = triton::data::Normalize::Unit)]
-        normalize: triton::data::Normalize,
-        /// Augment with random shifts of up to this many pixels.
-        #[arg(long, default_value_t = 0)]
-        shift: usize,
-        /// Train on the first N training images only (at least 1).
-        #[arg(long, value_parser = parse_count)]
-        subset: Option<usize>,
+        #[command(flatten)]
+        flags: train::defaults::Flags,
         /// The earlier name of --weights.
         #[arg(long, hide = true, conflicts_with = "weights")]
         init: Option<PathBuf>,
+        /// Write a checkpoint here after every epoch (weights, optimizer state, position), for
+        /// --resume.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Continue the run a --checkpoint file holds, bit for bit (same settings; --epochs
+        /// may grow).
+        #[arg(long, conflicts_with_all = ["weights", "init"])]
+        resume: Option<PathBuf>,
         /// Write per-epoch metrics here (JSON).
         #[arg(long)]
         log_json: Option<PathBuf>,
@@ -328,30 +322,6 @@ fn parse_batch(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A count: an integer >= 1.
-fn parse_count(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("expected an integer >= 1, got `{s}`")),
-    }
-}
-
-/// A learning rate: a finite number > 0.
-fn parse_positive(s: &str) -> Result<f32, String> {
-    match s.trim().parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("expected a finite number > 0, got `{s}`")),
-    }
-}
-
-/// A weight decay: a finite number >= 0.
-fn parse_decay(s: &str) -> Result<f32, String> {
-    match s.trim().parse::<f32>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("expected a finite number >= 0, got `{s}`")),
-    }
-}
-
 /// A finite number >= 0.
 fn parse_non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -429,40 +399,15 @@ fn run(cli: Cli) -> ExitCode {
             };
             cmd::compile::run(&args, style)
         }
-        Command::Train {
-            file,
-            m,
-            data,
-            output,
-            epochs,
-            batch_size,
-            lr,
-            optimizer,
-            weight_decay,
-            schedule,
-            normalize,
-            shift,
-            subset,
-            init,
-            log_json,
-        } => {
+        Command::Train { file, m, data, format, output, flags, init, checkpoint, resume, log_json } => {
             if let Err(e) = m.refuse(&["-O", "--f32-activations"], "training runs the unoptimized graph with f32 activations (the level and int8 activations are chosen when compiling)") {
                 return cmd::common::usage_error(e);
             }
-            let config = train::TrainConfig {
-                epochs,
-                batch_size,
-                lr,
-                optim: train::OptimConfig::new(optimizer, weight_decay),
-                schedule,
-                precision: m.precision(),
-                seed: m.seed(),
-                normalize,
-                shift,
-                subset,
-            };
             let init = m.weights.clone().or(init);
-            cmd::train::run(&cmd::train::Args { file, data, output, config, init, m, log_json }, style)
+            cmd::train::run(
+                &cmd::train::Args { file, data, format, output, flags, init, m, checkpoint, resume, log_json },
+                style,
+            )
         }
         Command::Bench {
             file,
@@ -558,8 +503,9 @@ fn run(cli: Cli) -> ExitCode {
         Command::Import { file, output, weights_out, ternary, name, quiet } => {
             cmd::import::run(&cmd::import::Args { file, output, weights_out, ternary, name, quiet })
         }
-        Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, quiet } => cmd::run::run(
+        Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, quiet, normalize } => cmd::run::run(
             &cmd::run::Args {
+                normalize,
                 engine,
                 file,
                 inputs,

@@ -379,7 +379,8 @@ fn train_names_where_it_looked_for_missing_data_and_keeps_a_foreign_output() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("MNIST not found") && err.contains("nothing-here"), "{err}");
+    assert!(err.contains("cannot tell the format") && err.contains("nothing-here"), "{err}");
+    assert!(err.contains("--format"), "{err}");
 
     let keep = dir.path().join("notes.txt");
     std::fs::write(&keep, "mine").expect("write");

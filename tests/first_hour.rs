@@ -54,9 +54,10 @@ fn write_npy(path: &Path, shape: &[usize], values: Vec<f32>) {
 fn sample_images(n: usize) -> (Vec<f32>, Vec<usize>) {
     let dir = triton::data::sample_dir().expect("the sample ships with the repository");
     let m = triton::data::load_mnist(&dir).expect("reads");
-    let (x, labels) =
-        triton::data::batch(&m.test, &(0..n).collect::<Vec<_>>(), &[784], triton::data::Normalize::Unit, 0, None)
-            .expect("28x28 images");
+    let test = m.test.expect("a test split");
+    let unit = triton::data::Normalization::of(triton::data::Normalize::Unit, &test);
+    let (x, labels) = triton::data::batch(&test, &(0..n).collect::<Vec<_>>(), &[784], &unit, &Default::default(), None)
+        .expect("28x28 images");
     (x.iter().copied().collect(), labels)
 }
 

@@ -43,7 +43,7 @@ use triton_compiler::interp::Precision;
 use triton_compiler::passes::OptLevel;
 use triton_runtime::Model;
 
-use crate::data::{self, CLASSES, Normalize};
+use crate::data::{self, Normalization};
 pub use choice::{WeightsChoice, resolve_weights};
 pub use machine::Machine;
 pub use measure::Budget;

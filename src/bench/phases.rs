@@ -17,7 +17,7 @@ use super::{
     WeightsChoice, WeightsInfo, choice, measure, memory, resolve_weights, too_long, user,
 };
 use crate::compile::Options;
-use crate::data::Normalize;
+use crate::data::{Normalization, Normalize};
 
 /// The levels of the compile-speed table.
 pub(super) const LEVELS: [OptLevel; 4] = [OptLevel::O0, OptLevel::O1, OptLevel::O2, OptLevel::O3];
@@ -53,12 +53,16 @@ pub(super) fn model_and_weights(
             Side::Ternary => (choice.ternary.clone(), None),
         };
         let meta = path.as_deref().map(choice::metadata).transpose()?.unwrap_or_default();
-        let normalize = meta.get("normalize").and_then(|n| Normalize::from_name(n)).unwrap_or(Normalize::Unit);
+        let normalization = Normalization::from_metadata(&meta).map_err(|e| {
+            user(format!("`{}`: {e}", path.as_deref().map_or_else(String::new, |p| p.display().to_string())))
+        })?;
+        let normalize = normalization.as_ref().map_or(Normalize::Unit, |n| n.kind);
         infos.push(WeightsInfo {
             side,
             path: path.as_ref().map(|p| p.display().to_string()),
             trained_precision: meta.get("precision").cloned(),
             normalize: normalize.name().into(),
+            normalization,
             note,
         });
     }

@@ -50,6 +50,9 @@ pub struct WeightsInfo {
     /// The precision the file was trained at (its metadata), if it says.
     pub trained_precision: Option<String>,
     pub normalize: String,
+    /// The normalization recorded in the file's metadata (absent: unit).
+    #[serde(default)]
+    pub normalization: Option<crate::data::Normalization>,
     /// A remark for the reader (e.g. FP32 running ternary-trained latent weights).
     pub note: Option<String>,
 }

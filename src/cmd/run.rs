@@ -48,6 +48,8 @@ pub struct Args {
     /// `--timing`: time this many calls per step after the run.
     pub timing: Option<usize>,
     pub quiet: bool,
+    /// `--normalize`: apply the weights file's recorded normalization to the input.
+    pub normalize: bool,
 }
 
 /// Reads a float32 or float64 `.npy` array (its header checked against its size first).
@@ -119,6 +121,9 @@ fn run_artifact(a: &Args) -> ExitCode {
     let mut refused = a.m.given();
     if a.engine.is_some() {
         refused.push("--engine");
+    }
+    if a.normalize {
+        refused.push("--normalize (an artifact does not record it)");
     }
     if !refused.is_empty() {
         return usage_error(format!(
@@ -339,6 +344,12 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         Ok(x) => x,
         Err(e) => return user_error(e),
     };
+    let mut inputs = inputs;
+    if a.normalize
+        && let Err(e) = normalize_input(choice.path(), &mut inputs)
+    {
+        return user_error(e);
+    }
     // A fully convolutional model is compiled for the sizes it is given.
     let sizes = match bind_sizes(&model.graph, &inputs) {
         Ok(s) => s,
@@ -416,4 +427,36 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
         print_step_timing(m, &inputs, n);
     }
     code
+}
+
+/// `--normalize`: the normalization recorded in the weights file applied to the one input,
+/// channel by channel (channels first; a flat input is split into equal channel planes).
+fn normalize_input(weights: Option<&Path>, inputs: &mut [ArrayD<f32>]) -> Result<(), String> {
+    let path =
+        weights.ok_or("--normalize: there is no weights file to read the normalization from (give --weights)")?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format!("`{}` is not a safetensors file: {e}", path.display()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let norm = triton::data::Normalization::from_metadata(&meta)
+        .map_err(|e| format!("`{}`: {e}", path.display()))?
+        .ok_or_else(|| {
+            format!("--normalize: `{}` records no normalization (it was not written by `triton train`)", path.display())
+        })?;
+    let [x] = inputs else {
+        return Err(format!("--normalize applies to a model with one input; this one has {}", inputs.len()));
+    };
+    let batch = x.shape().first().copied().unwrap_or(1).max(1);
+    let per = x.len() / batch;
+    let c = norm.channels();
+    if per % c != 0 {
+        return Err(format!(
+            "--normalize: the input has {per} values per example, not a multiple of the {c} channels normalized"
+        ));
+    }
+    let plane = per / c;
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = norm.apply(*v, (i % per) / plane);
+    }
+    Ok(())
 }

@@ -2,9 +2,13 @@
 //! dimension, then the data. Read raw or gzip-compressed (sniffed by the gzip magic).
 //!
 //! Rules: only unsigned-byte data (type 0x08) is accepted; the data must be exactly as long as
-//! the dimensions say. Every failure names the file and what was expected.
+//! the dimensions say. Every failure names the file and what was expected. Images are
+//! `[count, rows, cols]` (one channel) or `[count, features]`; labels `[count]`.
 
 use std::io::Read;
+use std::path::PathBuf;
+
+use super::{DataError, Dataset, Format, Pixels, Split, shape_error};
 use std::path::Path;
 
 /// An IDX tensor of unsigned bytes.
@@ -69,6 +73,123 @@ pub fn read(path: &Path) -> Result<Idx, IdxError> {
         raw
     };
     parse(&bytes, &name)
+}
+
+/// MNIST's four file names (what [`super::find_mnist`] looks for).
+const MNIST: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+
+/// The file `name` in `dir`, compressed or not.
+fn file_in(dir: &Path, name: &str) -> Option<PathBuf> {
+    [dir.join(format!("{name}.gz")), dir.join(name)].into_iter().find(|p| p.is_file())
+}
+
+/// Whether `dir` holds MNIST's four files under their usual names.
+pub fn is_mnist(dir: &Path) -> bool {
+    MNIST.iter().all(|n| file_in(dir, n).is_some())
+}
+
+/// An IDX dataset's files: training images and labels, and test ones when present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Files {
+    pub train: (PathBuf, PathBuf),
+    pub test: Option<(PathBuf, PathBuf)>,
+}
+
+/// The one file in `dir` whose name (without `.gz`) contains one of `keys`; `.gz` preferred
+/// when both are present. Two different names are ambiguous.
+fn role(dir: &Path, keys: &[&str]) -> Result<Option<PathBuf>, DataError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
+    let mut stems: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().to_str().map(|n| n.trim_end_matches(".gz").to_string()))
+        .filter(|n| keys.iter().any(|k| n.contains(k)) && !n.ends_with(".npy") && !n.ends_with(".bin"))
+        .collect();
+    stems.sort();
+    stems.dedup();
+    match &stems[..] {
+        [] => Ok(None),
+        [one] => Ok(file_in(dir, one)),
+        many => Err(DataError::Detect {
+            path: dir.display().to_string(),
+            what: format!("several IDX files could be the `{}` file: {}", keys[0], many.join(", ")),
+        }),
+    }
+}
+
+/// The IDX files in `dir`: names containing `train-images` and `train-labels`, and
+/// `t10k-images`/`test-images` with `t10k-labels`/`test-labels` (MNIST, Fashion-MNIST, EMNIST's
+/// `emnist-letters-train-images-idx3-ubyte`, ...).
+pub fn files(dir: &Path) -> Result<Files, DataError> {
+    let missing = || DataError::Detect {
+        path: dir.display().to_string(),
+        what: "no `*train-images*` and `*train-labels*` IDX files".into(),
+    };
+    let ti = role(dir, &["train-images"])?.ok_or_else(missing)?;
+    let tl = role(dir, &["train-labels"])?.ok_or_else(missing)?;
+    let test = match (role(dir, &["t10k-images", "test-images"])?, role(dir, &["t10k-labels", "test-labels"])?) {
+        (Some(i), Some(l)) => Some((i, l)),
+        (None, None) => None,
+        (Some(f), None) | (None, Some(f)) => {
+            return Err(shape_error(&f, "a test file without its partner (test images need test labels)"));
+        }
+    };
+    Ok(Files { train: (ti, tl), test })
+}
+
+fn split(ip: &Path, lp: &Path) -> Result<Split, DataError> {
+    let im = read(ip)?;
+    let lb = read(lp)?;
+    let dims = match im.dims[..] {
+        [_, h, w] => [1, h, w],
+        [_, d] => [d, 1, 1],
+        _ => {
+            return Err(shape_error(
+                ip,
+                format!("images must be [count, rows, cols] or [count, features], got {:?}", im.dims),
+            ));
+        }
+    };
+    if lb.dims.len() != 1 {
+        return Err(shape_error(lp, format!("labels must be [count], got {:?}", lb.dims)));
+    }
+    if im.dims[0] != lb.dims[0] {
+        return Err(DataError::Count {
+            images: ip.display().to_string(),
+            labels: lp.display().to_string(),
+            n_images: im.dims[0],
+            n_labels: lb.dims[0],
+        });
+    }
+    Ok(Split { pixels: Pixels::U8(im.data), labels: lb.data.into_iter().map(u32::from).collect(), dims })
+}
+
+/// Reads the IDX dataset in `dir` ([`files`]); its classes are `max label + 1`.
+pub fn load(dir: &Path) -> Result<Dataset, DataError> {
+    let f = files(dir)?;
+    let train = split(&f.train.0, &f.train.1)?;
+    let test = f.test.as_ref().map(|(i, l)| split(i, l)).transpose()?;
+    if let Some(t) = &test
+        && t.dims != train.dims
+    {
+        return Err(shape_error(
+            &f.test.as_ref().map_or_else(PathBuf::new, |p| p.0.clone()),
+            format!("test images are {}, training images {}", t.describe_dims(), train.describe_dims()),
+        ));
+    }
+    let classes = train.label_span().max(test.as_ref().map_or(0, Split::label_span));
+    let class_names = Vec::new();
+    Ok(Dataset {
+        format: Format::Idx,
+        dir: dir.to_path_buf(),
+        train,
+        test,
+        classes,
+        classes_known: false,
+        class_names,
+        notes: vec![],
+    })
 }
 
 #[cfg(test)]

@@ -1,34 +1,82 @@
-//! Datasets for training and benchmarks: MNIST from its four IDX files.
+//! Datasets for training and benchmarks: IDX (MNIST and its kin), CIFAR-10/100 binary
+//! batches, folders of class folders of PNG/JPEG images, and `.npy` pairs.
 //!
 //! Rules:
-//! - Lookup ([`find_mnist`]): `--data X` names a folder holding the files, or a folder with an
-//!   `mnist` folder inside, or the dataset's name; then `$TRITON_DATA`, `./data`,
-//!   `../shared/data` (each as the folder or its `mnist` folder). A dataset that is not found
-//!   is an error listing every place looked at.
-//! - The MNIST sample shipped in the repository (`data/mnist-sample`: 2,000 training and 1,000
-//!   test images, [`sample_dir`]) is never found by that lookup: a caller that can do with it
-//!   (benchmark accuracy, tests) asks for it by [`find_mnist_or_sample`] and says so.
-//! - Files may be gzip-compressed (`*.gz`) or raw; images and labels must agree in count and
-//!   labels must be digits.
-//! - Pixels are kept as bytes; [`Normalize`] and random shifts are applied per batch.
+//! - Every example is stored channels-first as `[C, H, W]` ([`Split::dims`]): IDX images are
+//!   `[1, H, W]`, CIFAR `[3, 32, 32]`, images `[1 or 3, H, W]`, a `.npy` feature matrix
+//!   `[N, D]` is `[D, 1, 1]` (so per-channel normalization is per feature). Values stay as
+//!   stored (bytes or floats); [`Normalization`] and augmentation are applied per batch
+//!   ([`batch::batch`]).
+//! - The format is detected from `--data PATH` ([`detect`]) unless given (`--format`);
+//!   detection that finds nothing, or two candidates, is an error naming what it looked for.
+//! - `--data` absent or `mnist`: MNIST is looked up ([`find_mnist`]) in `$TRITON_DATA`,
+//!   `./data`, `../shared/data` (each as the folder or its `mnist` folder). The sample shipped
+//!   in the repository (`data/mnist-sample`, [`sample_dir`]) is never found that way: a caller
+//!   that can do with it asks by [`find_mnist_or_sample`] and says so.
+//! - Labels are checked against the class count the format gives (CIFAR, image folders);
+//!   IDX and `.npy` have `max label + 1` classes ([`Dataset::classes_known`] is false).
+//! - Loaders never panic on a file: every defect is a [`DataError`] naming the file and what
+//!   was expected.
 
+pub mod batch;
+pub mod cifar;
+pub mod folder;
 pub mod idx;
+pub mod norm;
+pub mod npy;
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, IxDyn};
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::Rng;
-
+pub use batch::{Augment, batch, fit};
 pub use idx::IdxError;
+pub use norm::{Normalization, Normalize};
 
-/// One split: `count` images of `rows x cols` bytes and their labels.
+/// Stored example values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+impl Pixels {
+    pub fn is_bytes(&self) -> bool {
+        matches!(self, Pixels::U8(_))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Pixels::U8(v) => v.len(),
+            Pixels::F32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Value `i` as stored (a byte as 0..=255).
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Pixels::U8(v) => f32::from(v[i]),
+            Pixels::F32(v) => v[i],
+        }
+    }
+
+    fn gather(&self, per: usize, indices: &[usize]) -> Pixels {
+        match self {
+            Pixels::U8(v) => Pixels::U8(indices.iter().flat_map(|&i| &v[i * per..(i + 1) * per]).copied().collect()),
+            Pixels::F32(v) => Pixels::F32(indices.iter().flat_map(|&i| &v[i * per..(i + 1) * per]).copied().collect()),
+        }
+    }
+}
+
+/// One split: examples of `dims` (`[C, H, W]`) values each, and their labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Split {
-    pub images: Vec<u8>,
-    pub labels: Vec<u8>,
-    pub rows: usize,
-    pub cols: usize,
+    pub pixels: Pixels,
+    pub labels: Vec<u32>,
+    pub dims: [usize; 3],
 }
 
 impl Split {
@@ -40,31 +88,106 @@ impl Split {
         self.labels.is_empty()
     }
 
-    pub fn pixels(&self) -> usize {
-        self.rows * self.cols
+    /// Values per example.
+    pub fn example_len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// The examples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Split {
+        Split {
+            pixels: self.pixels.gather(self.example_len(), indices),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            dims: self.dims,
+        }
     }
 
     /// The first `n` examples.
     pub fn take(&self, n: usize) -> Split {
-        let n = n.min(self.len());
-        Split {
-            images: self.images[..n * self.pixels()].to_vec(),
-            labels: self.labels[..n].to_vec(),
-            rows: self.rows,
-            cols: self.cols,
+        self.select(&(0..n.min(self.len())).collect::<Vec<_>>())
+    }
+
+    /// `[C, H, W]` as text: `1x28x28`, or `784 features`.
+    pub fn describe_dims(&self) -> String {
+        describe_dims(self.dims)
+    }
+
+    /// The largest label plus one (0 when empty).
+    pub fn label_span(&self) -> usize {
+        self.labels.iter().max().map_or(0, |m| *m as usize + 1)
+    }
+}
+
+pub fn describe_dims(dims: [usize; 3]) -> String {
+    match dims {
+        [d, 1, 1] => format!("{d} features"),
+        [c, h, w] => format!("{c}x{h}x{w}"),
+    }
+}
+
+/// A dataset format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Format {
+    /// IDX files (MNIST, Fashion-MNIST, EMNIST, KMNIST): `*train-images*`, `*train-labels*`,
+    /// `*t10k-*` or `*test-*` images and labels, raw or `.gz`.
+    Idx,
+    /// CIFAR-10 binary batches: `data_batch_*.bin` and `test_batch.bin`.
+    Cifar10,
+    /// CIFAR-100 binary files `train.bin` and `test.bin`, fine labels (100 classes).
+    Cifar100,
+    /// CIFAR-100 with its coarse labels (20 superclasses).
+    Cifar100Coarse,
+    /// A folder of class folders of PNG/JPEG images (`train/` and `test/`, or one folder).
+    Folder,
+    /// `train_x.npy` + `train_y.npy` (and `test_x.npy` + `test_y.npy`).
+    Npy,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Idx => "IDX",
+            Format::Cifar10 => "CIFAR-10",
+            Format::Cifar100 => "CIFAR-100 (fine labels)",
+            Format::Cifar100Coarse => "CIFAR-100 (coarse labels)",
+            Format::Folder => "image folder",
+            Format::Npy => ".npy pairs",
         }
     }
 }
 
-/// MNIST's two splits and where they were read from.
+/// A dataset read from disk.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Mnist {
+pub struct Dataset {
+    pub format: Format,
+    /// The folder it was read from.
     pub dir: PathBuf,
     pub train: Split,
-    pub test: Split,
+    /// The held-out split, when the dataset has one.
+    pub test: Option<Split>,
+    pub classes: usize,
+    /// Whether the format fixes the class count (CIFAR, folders), rather than the labels.
+    pub classes_known: bool,
+    /// Class names when the dataset has them (folder names, CIFAR's meta files).
+    pub class_names: Vec<String>,
+    /// Things worth telling the user (files skipped, conversions made).
+    pub notes: Vec<String>,
 }
 
-pub const CLASSES: usize = 10;
+impl Dataset {
+    /// A one-line description: `CIFAR-10 from D: 50,000 training and 10,000 test examples of 3x32x32, 10 classes`.
+    pub fn describe(&self) -> String {
+        let test = self.test.as_ref().map_or(String::from("no test split"), |t| format!("{} test", t.len()));
+        format!(
+            "{} from {}: {} training and {test} examples of {}, {} classes",
+            self.format.name(),
+            self.dir.display(),
+            self.train.len(),
+            self.train.describe_dims(),
+            self.classes
+        )
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
@@ -76,20 +199,101 @@ pub enum DataError {
     Count { images: String, labels: String, n_images: usize, n_labels: usize },
     #[error("`{path}`: {what}")]
     Shape { path: String, what: String },
-    #[error("the model's input {shape:?} holds {want} values per example; the images are {rows}x{cols}")]
-    Input { shape: Vec<usize>, want: usize, rows: usize, cols: usize },
+    #[error("the model's input {input} does not fit the dataset's examples ({examples}): {why}")]
+    Input { input: String, examples: String, why: String },
+    #[error(
+        "cannot tell the format of `{path}`: {what} (give --format idx|cifar10|cifar100|cifar100-coarse|folder|npy)"
+    )]
+    Detect { path: String, what: String },
+    #[error("cannot read `{path}`: {why}")]
+    Io { path: String, why: String },
+    #[error("the weights file's metadata: {0}")]
+    Metadata(String),
+    #[error("{0}")]
+    Usage(String),
 }
 
-const FILES: [(&str, &str); 2] =
-    [("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")];
-
-/// The file `name` in `dir`, compressed or not.
-fn file_in(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(format!("{name}.gz")), dir.join(name)].into_iter().find(|p| p.is_file())
+pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
+    move |e| DataError::Io { path: path.display().to_string(), why: e.to_string() }
 }
 
-fn has_mnist(dir: &Path) -> bool {
-    FILES.iter().all(|(i, l)| file_in(dir, i).is_some() && file_in(dir, l).is_some())
+pub(crate) fn shape_error(path: &Path, what: impl Into<String>) -> DataError {
+    DataError::Shape { path: path.display().to_string(), what: what.into() }
+}
+
+/// Which format the dataset at `dir` is in, from the files it holds; `Ok(None)` when it holds
+/// nothing any format reads.
+pub fn detect(dir: &Path) -> Result<Format, DataError> {
+    let mut found = Vec::new();
+    if idx::files(dir).is_ok() {
+        found.push(Format::Idx);
+    }
+    if dir.join("data_batch_1.bin").is_file() {
+        found.push(Format::Cifar10);
+    }
+    if dir.join("train.bin").is_file() {
+        found.push(Format::Cifar100);
+    }
+    if dir.join("train_x.npy").is_file() {
+        found.push(Format::Npy);
+    }
+    if found.is_empty() && folder::looks_like(dir) {
+        found.push(Format::Folder);
+    }
+    match found[..] {
+        [one] => Ok(one),
+        [] => Err(DataError::Detect {
+            path: dir.display().to_string(),
+            what: "it holds no IDX files (train-images-*), no CIFAR batches (data_batch_1.bin, train.bin), no train_x.npy, and no class folders of PNG/JPEG images".into(),
+        }),
+        _ => Err(DataError::Detect {
+            path: dir.display().to_string(),
+            what: format!("it holds files of {}", found.iter().map(|f| f.name()).collect::<Vec<_>>().join(" and ")),
+        }),
+    }
+}
+
+/// Where the dataset `--data` names is: a folder, the folder of a named file, or a known
+/// sub-folder (`mnist/`, `cifar-10-batches-bin/`, `cifar-100-binary/`).
+fn resolve(path: &Path) -> Result<PathBuf, DataError> {
+    if path.is_file() {
+        return Ok(path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+    }
+    if !path.is_dir() {
+        return Err(DataError::Io { path: path.display().to_string(), why: "no such file or folder".into() });
+    }
+    for sub in ["mnist", "cifar-10-batches-bin", "cifar-100-binary"] {
+        let s = path.join(sub);
+        if s.is_dir() && detect(path).is_err() && detect(&s).is_ok() {
+            return Ok(s);
+        }
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Reads the dataset `--data` names (`None` or `mnist`: MNIST, looked up), in `format` or the
+/// detected one; `val_fraction` splits a single image folder into train and test.
+pub fn load(data: Option<&str>, format: Option<Format>) -> Result<Dataset, DataError> {
+    let dir = match data {
+        None | Some("mnist") => find_mnist(None)?,
+        Some(p) => resolve(Path::new(p))?,
+    };
+    let format = match format {
+        Some(f) => f,
+        None => detect(&dir)?,
+    };
+    let ds = match format {
+        Format::Idx => idx::load(&dir)?,
+        Format::Cifar10 => cifar::load10(&dir)?,
+        Format::Cifar100 => cifar::load100(&dir, false)?,
+        Format::Cifar100Coarse => cifar::load100(&dir, true)?,
+        Format::Folder => folder::load(&dir)?,
+        Format::Npy => npy::load(&dir)?,
+    };
+    if ds.train.is_empty() {
+        return Err(shape_error(&dir, "the training split holds no examples"));
+    }
+    Ok(ds)
 }
 
 /// Where MNIST is, following the lookup order in the module docs.
@@ -108,7 +312,7 @@ pub fn find_mnist(data: Option<&str>) -> Result<PathBuf, DataError> {
         }
     }
     for c in candidates {
-        if has_mnist(&c) {
+        if idx::is_mnist(&c) {
             return Ok(c);
         }
         looked.push(c);
@@ -120,7 +324,7 @@ pub fn find_mnist(data: Option<&str>) -> Result<PathBuf, DataError> {
 /// folder, then under the source tree the binary was built from.
 pub fn sample_dir() -> Option<PathBuf> {
     let rel = Path::new("data").join("mnist-sample");
-    [rel.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)].into_iter().find(|d| has_mnist(d))
+    [rel.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)].into_iter().find(|d| idx::is_mnist(d))
 }
 
 /// Whether `dir` is the shipped sample (not the full dataset).
@@ -133,152 +337,14 @@ pub fn find_mnist_or_sample() -> Result<PathBuf, DataError> {
     find_mnist(None).or_else(|e| sample_dir().ok_or(e))
 }
 
-fn split(dir: &Path, images: &str, labels: &str) -> Result<Split, DataError> {
-    let (ip, lp) = (file_in(dir, images), file_in(dir, labels));
-    let (Some(ip), Some(lp)) = (ip, lp) else { return Err(DataError::NotFound(vec![dir.to_path_buf()])) };
-    let im = idx::read(&ip)?;
-    let lb = idx::read(&lp)?;
-    let shape_err = |p: &Path, what: String| DataError::Shape { path: p.display().to_string(), what };
-    if im.dims.len() != 3 {
-        return Err(shape_err(&ip, format!("images must be [count, rows, cols], got {:?}", im.dims)));
-    }
-    if lb.dims.len() != 1 {
-        return Err(shape_err(&lp, format!("labels must be [count], got {:?}", lb.dims)));
-    }
-    if im.dims[0] != lb.dims[0] {
-        return Err(DataError::Count {
-            images: ip.display().to_string(),
-            labels: lp.display().to_string(),
-            n_images: im.dims[0],
-            n_labels: lb.dims[0],
-        });
-    }
-    if let Some(bad) = lb.data.iter().position(|l| *l as usize >= CLASSES) {
-        return Err(shape_err(&lp, format!("label {bad} is {}, expected 0..9", lb.data[bad])));
-    }
-    Ok(Split { images: im.data, labels: lb.data, rows: im.dims[1], cols: im.dims[2] })
-}
-
-/// Reads MNIST from `dir`.
-pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
-    let train = split(dir, FILES[0].0, FILES[0].1)?;
-    let test = split(dir, FILES[1].0, FILES[1].1)?;
-    Ok(Mnist { dir: dir.to_path_buf(), train, test })
-}
-
-/// How pixel bytes become model inputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-pub enum Normalize {
-    /// `p / 255`, in [0, 1].
-    Unit,
-    /// `(p / 255 - 0.1307) / 0.3081`, MNIST's mean and standard deviation.
-    Standard,
-}
-
-impl Normalize {
-    pub fn apply(self, p: u8) -> f32 {
-        let x = f32::from(p) / 255.0;
-        match self {
-            Normalize::Unit => x,
-            Normalize::Standard => (x - 0.1307) / 0.3081,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Normalize::Unit => "unit",
-            Normalize::Standard => "standard",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Normalize> {
-        match s {
-            "unit" => Some(Normalize::Unit),
-            "standard" => Some(Normalize::Standard),
-            _ => None,
-        }
-    }
-}
-
-/// Examples `indices` of `split` as a batch shaped `[B, ..shape]` (the model's input shape with
-/// its batch dimension left out; its element count must be `rows * cols`), each image shifted
-/// by up to `shift` pixels in each direction (zero-filled) when `rng` is given.
-pub fn batch(
-    split: &Split,
-    indices: &[usize],
-    shape: &[usize],
-    norm: Normalize,
-    shift: usize,
-    mut rng: Option<&mut ChaCha8Rng>,
-) -> Result<(ArrayD<f32>, Vec<usize>), DataError> {
-    let (rows, cols, px) = (split.rows, split.cols, split.pixels());
-    let want: usize = shape.iter().product();
-    if want != px {
-        return Err(DataError::Input { shape: shape.to_vec(), want, rows, cols });
-    }
-    let mut data = Vec::with_capacity(indices.len() * px);
-    let mut labels = Vec::with_capacity(indices.len());
-    let zero = norm.apply(0);
-    for &i in indices {
-        let img = &split.images[i * px..(i + 1) * px];
-        let (dy, dx) = match rng.as_deref_mut() {
-            Some(r) if shift > 0 => {
-                let span = (2 * shift + 1) as u32;
-                ((r.next_u32() % span) as isize - shift as isize, (r.next_u32() % span) as isize - shift as isize)
-            }
-            _ => (0, 0),
-        };
-        for y in 0..rows as isize {
-            for x in 0..cols as isize {
-                let (sy, sx) = (y - dy, x - dx);
-                let inside = sy >= 0 && sx >= 0 && (sy as usize) < rows && (sx as usize) < cols;
-                data.push(if inside { norm.apply(img[sy as usize * cols + sx as usize]) } else { zero });
-            }
-        }
-        labels.push(split.labels[i] as usize);
-    }
-    let mut full = vec![indices.len()];
-    full.extend_from_slice(shape);
-    let x = ArrayD::from_shape_vec(IxDyn(&full), data).map_err(|_| DataError::Input {
-        shape: shape.to_vec(),
-        want,
-        rows,
-        cols,
-    })?;
-    Ok((x, labels))
+/// Reads MNIST (or any IDX dataset) from `dir`.
+pub fn load_mnist(dir: &Path) -> Result<Dataset, DataError> {
+    idx::load(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_chacha::rand_core::SeedableRng;
-
-    fn tiny() -> Split {
-        Split { images: (0..2 * 9).map(|v| v as u8 * 10).collect(), labels: vec![3, 7], rows: 3, cols: 3 }
-    }
-
-    #[test]
-    fn batches_normalise_reshape_and_shift() {
-        let s = tiny();
-        let (x, y) = batch(&s, &[1, 0], &[9], Normalize::Unit, 0, None).unwrap();
-        assert_eq!(x.shape(), [2, 9]);
-        assert_eq!(y, [7, 3]);
-        assert_eq!(x[[0, 0]], 90.0 / 255.0);
-        let (x4, _) = batch(&s, &[0], &[1, 3, 3], Normalize::Standard, 0, None).unwrap();
-        assert_eq!(x4.shape(), [1, 1, 3, 3]);
-        assert!((x4[[0, 0, 0, 0]] - (0.0 - 0.1307) / 0.3081).abs() < 1e-6);
-        // Shifts move pixels and fill with the normalised zero; every shift keeps the label.
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut moved = false;
-        for _ in 0..20 {
-            let (xs, ys) = batch(&s, &[0], &[9], Normalize::Unit, 1, Some(&mut rng)).unwrap();
-            assert_eq!(ys, [3]);
-            let sum: f32 = xs.iter().sum();
-            assert!(sum <= x.slice(ndarray::s![1, ..]).sum() + 1e-6);
-            moved |= xs.slice(ndarray::s![0, ..]) != x.slice(ndarray::s![1, ..]);
-        }
-        assert!(moved, "random shifts move the image");
-    }
 
     #[test]
     fn a_missing_dataset_lists_where_it_looked() {
@@ -286,29 +352,17 @@ mod tests {
         let err = find_mnist(Some(dir.path().to_str().expect("utf-8"))).expect_err("empty folder");
         let text = err.to_string();
         assert!(text.contains("MNIST not found") && text.contains(&dir.path().display().to_string()), "{text}");
+        let err = load(Some(dir.path().to_str().expect("utf-8")), None).expect_err("empty folder");
+        assert!(matches!(err, DataError::Detect { .. }), "{err}");
+        assert!(err.to_string().contains("--format"), "{err}");
     }
 
     #[test]
-    fn label_and_image_counts_must_agree() {
+    fn two_formats_in_one_folder_are_ambiguous() {
         let dir = tempfile::tempdir().expect("temp");
-        let idx = |dims: &[u32], data: &[u8]| {
-            let mut out = vec![0, 0, 8, dims.len() as u8];
-            for d in dims {
-                out.extend_from_slice(&d.to_be_bytes());
-            }
-            out.extend_from_slice(data);
-            out
-        };
-        for (i, l) in FILES {
-            std::fs::write(dir.path().join(i), idx(&[2, 2, 2], &[0; 8])).expect("write");
-            std::fs::write(dir.path().join(l), idx(&[3], &[1, 2, 3])).expect("write");
-        }
-        assert_eq!(find_mnist(Some(dir.path().to_str().expect("utf-8"))).expect("found"), dir.path());
-        let err = load_mnist(dir.path()).expect_err("count mismatch");
-        assert!(matches!(err, DataError::Count { n_images: 2, n_labels: 3, .. }), "{err}");
-        for (_, l) in FILES {
-            std::fs::write(dir.path().join(l), idx(&[2], &[1, 12])).expect("write");
-        }
-        assert!(load_mnist(dir.path()).expect_err("bad label").to_string().contains("label 1 is 12"));
+        std::fs::write(dir.path().join("data_batch_1.bin"), [0u8; 3073]).expect("write");
+        std::fs::write(dir.path().join("train_x.npy"), b"x").expect("write");
+        let err = detect(dir.path()).expect_err("ambiguous");
+        assert!(err.to_string().contains("CIFAR-10 and .npy pairs"), "{err}");
     }
 }

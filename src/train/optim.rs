@@ -56,6 +56,9 @@ impl OptimConfig {
     }
 }
 
+/// One parameter's moment estimate (absent until it has a gradient).
+pub type Moment = Option<ArrayD<f32>>;
+
 /// Per-parameter state.
 #[derive(Clone, Debug)]
 pub struct Optimizer {
@@ -68,6 +71,21 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(cfg: OptimConfig, params: usize) -> Optimizer {
         Optimizer { cfg, first: vec![None; params], second: vec![None; params], steps: 0 }
+    }
+
+    /// The state that a checkpoint keeps: steps taken and the first and second moments.
+    pub fn moments(&self) -> (i32, &[Moment], &[Moment]) {
+        (self.steps, &self.first, &self.second)
+    }
+
+    /// An optimizer continuing from [`Optimizer::moments`].
+    pub fn restore(
+        cfg: OptimConfig,
+        steps: i32,
+        first: Vec<Option<ArrayD<f32>>>,
+        second: Vec<Option<ArrayD<f32>>>,
+    ) -> Optimizer {
+        Optimizer { cfg, first, second, steps }
     }
 
     /// One update of every parameter with a gradient; `decay[i]` says whether weight decay

@@ -298,6 +298,16 @@ pub fn backward_pass(
 /// Mean softmax cross-entropy of `logits [B, C]` against `labels`; returns the loss, its
 /// gradient with respect to the logits and how many rows were classified right.
 pub fn softmax_cross_entropy(logits: &ArrayD<f32>, labels: &[usize]) -> Result<(f32, ArrayD<f32>, usize), Broken> {
+    softmax_cross_entropy_smoothed(logits, labels, 0.0)
+}
+
+/// [`softmax_cross_entropy`] against label-smoothed targets: the true class gets
+/// `1 - smoothing + smoothing / C`, every other class `smoothing / C` (0: the plain loss).
+pub fn softmax_cross_entropy_smoothed(
+    logits: &ArrayD<f32>,
+    labels: &[usize],
+    smoothing: f32,
+) -> Result<(f32, ArrayD<f32>, usize), Broken> {
     let b = logits.shape().first().copied().invariant("logits have a batch dimension")?;
     let c = logits.len() / b.max(1);
     let m = kernels::rows(logits, c)?;
@@ -311,11 +321,21 @@ pub fn softmax_cross_entropy(logits: &ArrayD<f32>, labels: &[usize]) -> Result<(
         if label >= c {
             return Err(Broken("labels are below the class count (the data loader checks them)"));
         }
-        loss += f64::from(sum.ln() - (row[label] - max));
         let best = row.iter().enumerate().fold(0, |bi, (j, v)| if *v > row[bi] { j } else { bi });
         correct += usize::from(best == label);
-        for j in 0..c {
-            grad[[i, j]] = (exps[j] / sum - f32::from(j == label)) / b as f32;
+        if smoothing == 0.0 {
+            loss += f64::from(sum.ln() - (row[label] - max));
+            for j in 0..c {
+                grad[[i, j]] = (exps[j] / sum - f32::from(j == label)) / b as f32;
+            }
+        } else {
+            let other = smoothing / c as f32;
+            let target = |j: usize| if j == label { 1.0 - smoothing + other } else { other };
+            let expected: f64 = (0..c).map(|j| f64::from(target(j)) * f64::from(row[j] - max)).sum();
+            loss += f64::from(sum.ln()) - expected;
+            for j in 0..c {
+                grad[[i, j]] = (exps[j] / sum - target(j)) / b as f32;
+            }
         }
     }
     let grad = grad.into_shape_with_order(IxDyn(logits.shape())).invariant("the gradient has the logits' size")?;

@@ -22,4 +22,7 @@ pub mod exec;
 pub mod kernels;
 
 pub use backward::{Backward, GradError, Vjp, differentiate};
-pub use exec::{Mode, Tape, backward_pass, effective_params, effective_values, forward, softmax_cross_entropy};
+pub use exec::{
+    Mode, Tape, backward_pass, effective_params, effective_values, forward, softmax_cross_entropy,
+    softmax_cross_entropy_smoothed,
+};
