@@ -222,8 +222,8 @@ enum Command {
         /// the ternary side's latent weights).
         #[arg(long)]
         fp32_weights: Option<PathBuf>,
-        /// The dataset: a folder with MNIST's IDX files (default: search $TRITON_DATA, ./data
-        /// and ../shared/data; not found means accuracy is not applicable).
+        /// The dataset whose test split measures accuracy, in any format `triton train` reads
+        /// (default: MNIST from $TRITON_DATA, ./data, ../shared/data, else the shipped sample).
         #[arg(long)]
         data: Option<String>,
         /// Batch sizes of the latency table.

@@ -99,36 +99,15 @@ fn cifar10_binary_batches_train_with_per_channel_normalization() {
     assert_eq!(norm["divide"], 255.0);
     assert!(meta["classes"].contains("airplane"), "{meta:?}");
     // A model with the wrong class count or input layout is refused, naming both.
-    let wrong = model(dir.path(), "3, 32, 32", 3072, 7);
-    let out = triton(&[
-        "train",
-        s(&wrong),
-        "--data",
-        s(dir.path()),
-        "--epochs",
-        "1",
-        "-o",
-        s(&dir.path().join("x.safetensors")),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("must be [B, 10] logits for the dataset's 10 classes (CIFAR-10); it is f32[B, 7]"),
-        "{}",
+    let refused = |m: &Path| {
+        let x = dir.path().join("x.safetensors");
+        let out = triton(&["train", s(m), "--data", s(dir.path()), "--epochs", "1", "-o", s(&x)]);
+        assert_eq!(out.status.code(), Some(1));
         text(&out.stderr)
-    );
-    let nhwc = model(dir.path(), "32, 32, 3", 3072, 10);
-    let out = triton(&[
-        "train",
-        s(&nhwc),
-        "--data",
-        s(dir.path()),
-        "--epochs",
-        "1",
-        "-o",
-        s(&dir.path().join("x.safetensors")),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    };
+    let err = refused(&model(dir.path(), "3, 32, 32", 3072, 7));
+    assert!(err.contains("must be [B, 10] logits for the dataset's 10 classes (CIFAR-10); it is f32[B, 7]"), "{err}");
+    let err = refused(&model(dir.path(), "32, 32, 3", 3072, 10));
     assert!(err.contains("does not fit the dataset's examples (3x32x32)") && err.contains("[B, 3, 32, 32]"), "{err}");
     assert!(!dir.path().join("x.safetensors").exists(), "nothing written");
 }
