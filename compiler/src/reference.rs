@@ -7,7 +7,8 @@
 //!   window, padding included; max ignores padding and propagates NaN as the runtime's
 //!   `ops::pool_max` does) and inference batch norm ([`batch_norm`]). `interp` and `grad` both
 //!   call these; the runtime's kernels are separate implementations the tests compare with.
-//! - Written for clarity, not speed (parallel over the batch only where training needs it).
+//! - Written for clarity first; parallel (over the batch, or the planes) and free of
+//!   per-element bounds tests where training needs the speed.
 //! - Shapes were checked by the verifier; a layout fact that fails is a [`Broken`] error.
 
 use ndarray::{Array2, ArrayD, IxDyn};
@@ -98,33 +99,49 @@ pub fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> Result<(ArrayD<f32>, V
     let xs = x.as_slice().invariant("a standard-layout array is contiguous")?;
     let mut out = vec![0.0f32; b * c * oh * ow];
     let mut arg = if max { vec![usize::MAX; out.len()] } else { Vec::new() };
-    for plane in 0..b * c {
+    // The window rows (columns) inside the image for output row i (column j).
+    let inside = |o: usize, s: usize, p: usize, k: usize, n: usize| {
+        let start = (o * s) as isize - p as isize;
+        let lo = (-start).max(0) as usize;
+        let hi = ((n as isize - start).max(0) as usize).min(k);
+        (start, lo, hi.max(lo))
+    };
+    let plane_out = (oh * ow).max(1);
+    let one_plane = |plane: usize, out: &mut [f32], arg: &mut [usize]| {
         for i in 0..oh {
+            let (y0, ulo, uhi) = inside(i, sh, ph, kh, h);
             for j in 0..ow {
-                let o = (plane * oh + i) * ow + j;
+                let (z0, vlo, vhi) = inside(j, sw, pw, kw, w);
+                let o = i * ow + j;
                 let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                for du in 0..kh {
-                    for dv in 0..kw {
-                        let (Some(y), Some(z)) = ((i * sh + du).checked_sub(ph), (j * sw + dv).checked_sub(pw)) else {
-                            continue;
-                        };
-                        if y >= h || z >= w {
-                            continue;
-                        }
-                        let idx = (plane * h + y) * w + z;
+                let mut best = usize::MAX;
+                for du in ulo..uhi {
+                    let row = (plane * h + (y0 + du as isize) as usize) * w;
+                    for dv in vlo..vhi {
+                        let idx = row + (z0 + dv as isize) as usize;
                         let v = xs[idx];
                         if !max {
                             acc += v;
-                        } else if arg[o] == usize::MAX || (!acc.is_nan() && (v.is_nan() || v > acc)) {
+                        } else if best == usize::MAX || (!acc.is_nan() && (v.is_nan() || v > acc)) {
                             // As `ops::pool_max`: the first NaN is taken and kept.
                             acc = v;
-                            arg[o] = idx;
+                            best = idx;
                         }
                     }
                 }
                 out[o] = if max { acc } else { acc / (kh * kw) as f32 };
+                if max {
+                    arg[o] = best;
+                }
             }
         }
+    };
+    if max {
+        out.par_chunks_mut(plane_out).zip(arg.par_chunks_mut(plane_out)).enumerate().for_each(|(plane, (o, a))| {
+            one_plane(plane, o, a);
+        });
+    } else {
+        out.par_chunks_mut(plane_out).enumerate().for_each(|(plane, o)| one_plane(plane, o, &mut []));
     }
     let y = ArrayD::from_shape_vec(IxDyn(&[b, c, oh, ow]), out).invariant("the pooled tensor has its shape's size")?;
     Ok((y, arg))

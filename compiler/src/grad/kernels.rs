@@ -2,7 +2,8 @@
 //!
 //! Rules:
 //! - Products run on the runtime's GEMM ([`triton_runtime::kernels::sgemm::sgemm`], both cores);
-//!   convolutions are im2col + GEMM per group (columns built in parallel over the batch).
+//!   convolutions are tap-major columns ([`columns`], `[C * KH * KW, B * OH * OW]`) + GEMM per
+//!   group, so every product is one GEMM over the whole batch and columns copy whole runs.
 //! - Shapes were checked by the verifier; a layout fact that fails is a [`Broken`] error.
 //! - The forward semantics are the interpreter's at FP32 (docs/language.md): columns, pooling
 //!   and inference batch norm come from [`crate::reference`]; training batch norm normalises
@@ -15,7 +16,7 @@ use triton_runtime::kernels::sgemm::sgemm;
 
 use crate::invariant::{Broken, Invariant};
 use crate::ir::{BinaryOp, ConvAttrs, PoolAttrs, UnaryOp};
-use crate::reference::{self, per_channel, tap};
+use crate::reference::{self, per_channel};
 
 /// Gradients with respect to two operands, each only when asked for.
 pub type MaybeGrads = (Option<ArrayD<f32>>, Option<ArrayD<f32>>);
@@ -34,6 +35,15 @@ pub fn rows(a: &ArrayD<f32>, k: usize) -> Result<Array2<f32>, Broken> {
     std_layout(a).into_shape_with_order((m, k)).invariant("a tensor is rows of K")
 }
 
+/// [`rows`] without a copy when `a` is in standard layout.
+fn rows_cow(a: &ArrayD<f32>, k: usize) -> Result<ndarray::CowArray<'_, f32, ndarray::Ix2>, Broken> {
+    let m = a.len() / k.max(1);
+    match a.view().into_shape_with_order((m, k)) {
+        Ok(v) if a.is_standard_layout() => Ok(v.into()),
+        _ => Ok(rows(a, k)?.into()),
+    }
+}
+
 /// `v` reshaped to `shape` (same element count).
 fn shaped(v: Array2<f32>, shape: &[usize]) -> Result<ArrayD<f32>, Broken> {
     v.into_shape_with_order(IxDyn(shape)).invariant("a gradient has its operand's size")
@@ -49,8 +59,8 @@ fn gemm(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
 pub fn matmul(x: &ArrayD<f32>, w: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     let n = w.shape()[0];
     let k = w.len() / n.max(1);
-    let wm = rows(w, k)?;
-    let y = gemm(rows(x, k)?.view(), wm.t());
+    let wm = rows_cow(w, k)?;
+    let y = gemm(rows_cow(x, k)?.view(), wm.t());
     let mut shape = x.shape().to_vec();
     *shape.last_mut().invariant("a matmul operand has rank >= 1")? = n;
     shaped(y, &shape)
@@ -60,38 +70,91 @@ pub fn matmul(x: &ArrayD<f32>, w: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
 pub fn matmul_grad(x: &ArrayD<f32>, w: &ArrayD<f32>, dy: &ArrayD<f32>, want: [bool; 2]) -> Result<MaybeGrads, Broken> {
     let n = w.shape()[0];
     let k = w.len() / n.max(1);
-    let dym = rows(dy, n)?;
+    let dym = rows_cow(dy, n)?;
     let dx = match want[0] {
-        true => Some(shaped(gemm(dym.view(), rows(w, k)?.view()), x.shape())?),
+        true => Some(shaped(gemm(dym.view(), rows_cow(w, k)?.view()), x.shape())?),
         false => None,
     };
     let dw = match want[1] {
-        true => Some(shaped(gemm(dym.t(), rows(x, k)?.view()), w.shape())?),
+        true => Some(shaped(gemm(dym.t(), rows_cow(x, k)?.view()), w.shape())?),
         false => None,
     };
     Ok((dx, dw))
 }
 
-/// Sums columns back onto the input (the adjoint of [`reference::im2col`]).
-fn col2im(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Broken> {
+/// The range of output positions `j` whose tap at offset `off` (`j * stride + off`) lands in
+/// `0..len`.
+fn valid(out: usize, stride: usize, off: isize, len: usize) -> std::ops::Range<usize> {
+    let s = stride.max(1) as isize;
+    let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+    let hi = if (len as isize) - off <= 0 { 0 } else { ((len as isize) - off - 1) / s + 1 };
+    let lo = (lo as usize).min(out);
+    lo..(hi.max(0) as usize).clamp(lo, out)
+}
+
+/// The columns of a convolution's input, tap-major: `[C * KH * KW, B * OH * OW]`, row
+/// `(c, u, v)` (a group's channels are its rows, in weight order) holding that tap's input for
+/// every output pixel of every sample, zero in the padding. The transpose of
+/// [`reference::im2col`]'s layout, built a contiguous run at a time (one copy per output row
+/// at stride 1), in parallel over the rows.
+pub fn columns(x: &[f32], b: usize, g: &ConvGeom) -> Result<Array2<f32>, Broken> {
+    let (p, plane, taps) = (g.pixels(), g.h * g.w, g.kh * g.kw);
+    if x.len() != b * g.c * plane {
+        return Err(Broken("the convolution's input has B * C * H * W values"));
+    }
+    let mut cols = Array2::<f32>::zeros((g.c * taps, b * p));
+    let out = cols.as_slice_mut().invariant("a fresh array is contiguous")?;
+    out.par_chunks_mut((b * p).max(1)).enumerate().for_each(|(r, row)| {
+        let (ch, u, v) = (r / taps, (r % taps) / g.kw, r % g.kw);
+        let offx = (v * g.dil[1]) as isize - g.pad[1] as isize;
+        let js = valid(g.ow, g.stride[1], offx, g.w);
+        for n in 0..b {
+            let img = &x[(n * g.c + ch) * plane..][..plane];
+            for i in 0..g.oh {
+                let y = (i * g.stride[0] + u * g.dil[0]) as isize - g.pad[0] as isize;
+                if y < 0 || y as usize >= g.h || js.is_empty() {
+                    continue;
+                }
+                let src = &img[y as usize * g.w..][..g.w];
+                let dst = &mut row[n * p + i * g.ow..][..g.ow];
+                let x0 = js.start as isize * g.stride[1] as isize + offx;
+                if g.stride[1] == 1 {
+                    dst[js.clone()].copy_from_slice(&src[x0 as usize..x0 as usize + js.len()]);
+                } else {
+                    for (k, j) in js.clone().enumerate() {
+                        dst[j] = src[x0 as usize + k * g.stride[1]];
+                    }
+                }
+            }
+        }
+    });
+    Ok(cols)
+}
+
+/// Sums tap-major columns back onto the input (the adjoint of [`columns`]), in parallel over
+/// the input planes.
+fn columns_adjoint(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Broken> {
     let cs = dcols.as_slice().invariant("a fresh array is contiguous")?;
-    let (p, patch, plane) = (g.pixels(), g.groups * g.k(), g.h * g.w);
+    let (p, plane, taps) = (g.pixels(), g.h * g.w, g.kh * g.kw);
     let mut dx = ArrayD::<f32>::zeros(IxDyn(&[b, g.c, g.h, g.w]));
     let out = dx.as_slice_mut().invariant("a fresh array is contiguous")?;
-    out.par_chunks_mut(g.c * plane).enumerate().for_each(|(n, img)| {
-        let sample = &cs[n * p * patch..(n + 1) * p * patch];
-        for i in 0..g.oh {
-            for j in 0..g.ow {
-                let row = &sample[(i * g.ow + j) * patch..(i * g.ow + j + 1) * patch];
-                let mut col = 0;
-                for ch in 0..g.c {
-                    for u in 0..g.kh {
-                        for v in 0..g.kw {
-                            if let Some((y, z)) = tap(g, i, j, u, v) {
-                                img[ch * plane + y * g.w + z] += row[col];
-                            }
-                            col += 1;
-                        }
+    out.par_chunks_mut(plane.max(1)).enumerate().for_each(|(nc, img)| {
+        let (n, ch) = (nc / g.c, nc % g.c);
+        for u in 0..g.kh {
+            for v in 0..g.kw {
+                let row = &cs[(ch * taps + u * g.kw + v) * b * p + n * p..][..p];
+                let offx = (v * g.dil[1]) as isize - g.pad[1] as isize;
+                let js = valid(g.ow, g.stride[1], offx, g.w);
+                for i in 0..g.oh {
+                    let y = (i * g.stride[0] + u * g.dil[0]) as isize - g.pad[0] as isize;
+                    if y < 0 || y as usize >= g.h || js.is_empty() {
+                        continue;
+                    }
+                    let dst = &mut img[y as usize * g.w..][..g.w];
+                    let src = &row[i * g.ow..][..g.ow];
+                    let x0 = js.start as isize * g.stride[1] as isize + offx;
+                    for (k, j) in js.clone().enumerate() {
+                        dst[x0 as usize + k * g.stride[1]] += src[j];
                     }
                 }
             }
@@ -100,30 +163,56 @@ fn col2im(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Br
     Ok(dx)
 }
 
-/// A convolution (NCHW, weight `[O, C / groups, KH, KW]`); also returns its columns, which
-/// the backward pass reuses.
+/// A convolution (NCHW, weight `[O, C / groups, KH, KW]`); also returns its tap-major
+/// [`columns`], which the backward pass reuses.
 pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> Result<(ArrayD<f32>, Array2<f32>), Broken> {
     let g = reference::conv_geom(x.shape(), w.shape(), &a);
+    let b = x.shape()[0];
     let x = std_layout(x);
-    let cols = reference::im2col(x.as_slice().invariant("a standard-layout array is contiguous")?, x.shape()[0], &g)?;
+    let cols = columns(x.as_slice().invariant("a standard-layout array is contiguous")?, b, &g)?;
     let (k, og) = (g.k(), g.og());
-    let wm = rows(w, k)?;
-    let mut ym = Array2::<f32>::zeros((cols.nrows(), g.o));
+    let wm = rows_cow(w, k)?;
+    // [O, B * P], a group's output channels from its weight rows and its column rows.
+    let mut ym = Array2::<f32>::zeros((g.o, b * g.pixels()));
     for gi in 0..g.groups {
-        let xc = cols.slice(s![.., gi * k..(gi + 1) * k]);
+        let xc = cols.slice(s![gi * k..(gi + 1) * k, ..]);
         let wg = wm.slice(s![gi * og..(gi + 1) * og, ..]);
-        sgemm(&xc, &wg.t(), &mut ym.slice_mut(s![.., gi * og..(gi + 1) * og]), true);
+        sgemm(&wg, &xc, &mut ym.slice_mut(s![gi * og..(gi + 1) * og, ..]), true);
     }
-    Ok((to_nchw(&ym, &g, x.shape()[0])?, cols))
+    Ok((to_nchw(&ym, &g, b)?, cols))
 }
 
-/// `[B * OH * OW, O]` to `[B, O, OH, OW]`.
+/// `[O, B * P]` to `[B, O, OH, OW]` (one copy of P values per sample and channel).
 fn to_nchw(ym: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Broken> {
-    let y4 = ym.view().into_shape_with_order((b, g.oh, g.ow, g.o)).invariant("conv output is [B, OH, OW, O]")?;
-    Ok(y4.permuted_axes([0, 3, 1, 2]).as_standard_layout().into_owned().into_dyn())
+    let p = g.pixels();
+    let src = ym.as_slice().invariant("a fresh array is contiguous")?;
+    let mut y = ArrayD::<f32>::zeros(IxDyn(&[b, g.o, g.oh, g.ow]));
+    let dst = y.as_slice_mut().invariant("a fresh array is contiguous")?;
+    dst.par_chunks_mut((g.o * p).max(1)).enumerate().for_each(|(n, out)| {
+        for o in 0..g.o {
+            out[o * p..][..p].copy_from_slice(&src[o * b * p + n * p..][..p]);
+        }
+    });
+    Ok(y)
 }
 
-/// Gradients of [`conv2d`] with respect to x (when `want_x`) and w.
+/// `[B, O, OH, OW]` to `[O, B * P]` (the inverse of [`to_nchw`]).
+fn from_nchw(dy: &ArrayD<f32>, g: &ConvGeom, b: usize) -> Result<Array2<f32>, Broken> {
+    let p = g.pixels();
+    let dy = std_layout(dy);
+    let src = dy.as_slice().invariant("a standard-layout array is contiguous")?;
+    let mut out = Array2::<f32>::zeros((g.o, b * p));
+    let dst = out.as_slice_mut().invariant("a fresh array is contiguous")?;
+    dst.par_chunks_mut((b * p).max(1)).enumerate().for_each(|(o, row)| {
+        for n in 0..b {
+            row[n * p..][..p].copy_from_slice(&src[(n * g.o + o) * p..][..p]);
+        }
+    });
+    Ok(out)
+}
+
+/// Gradients of [`conv2d`] with respect to x (when `want_x`) and w, from the forward pass's
+/// tap-major `cols`.
 pub fn conv2d_grad(
     x_shape: &[usize],
     cols: &Array2<f32>,
@@ -134,27 +223,20 @@ pub fn conv2d_grad(
 ) -> Result<(Option<ArrayD<f32>>, ArrayD<f32>), Broken> {
     let g = reference::conv_geom(x_shape, w.shape(), &a);
     let (k, og, b) = (g.k(), g.og(), x_shape[0]);
-    // dy [B, O, OH, OW] -> [B * OH * OW, O]
-    let dym = dy
-        .view()
-        .permuted_axes(IxDyn(&[0, 2, 3, 1]))
-        .as_standard_layout()
-        .into_owned()
-        .into_shape_with_order((b * g.pixels(), g.o))
-        .invariant("conv output is [B, O, OH, OW]")?;
-    let wm = rows(w, k)?;
+    let dym = from_nchw(dy, &g, b)?;
+    let wm = rows_cow(w, k)?;
     let mut dw = Array2::<f32>::zeros((g.o, k));
     let mut dcols = want_x.then(|| Array2::<f32>::zeros(cols.dim()));
     for gi in 0..g.groups {
         let (oc, cc) = (gi * og..(gi + 1) * og, gi * k..(gi + 1) * k);
-        let dyg = dym.slice(s![.., oc.clone()]);
-        sgemm(&dyg.t(), &cols.slice(s![.., cc.clone()]), &mut dw.slice_mut(s![oc.clone(), ..]), true);
+        let dyg = dym.slice(s![oc.clone(), ..]);
+        sgemm(&dyg, &cols.slice(s![cc.clone(), ..]).t(), &mut dw.slice_mut(s![oc.clone(), ..]), true);
         if let Some(dc) = dcols.as_mut() {
-            sgemm(&dyg, &wm.slice(s![oc, ..]), &mut dc.slice_mut(s![.., cc]), true);
+            sgemm(&wm.slice(s![oc, ..]).t(), &dyg, &mut dc.slice_mut(s![cc, ..]), true);
         }
     }
     let dx = match dcols {
-        Some(dc) => Some(col2im(&dc, &g, b)?),
+        Some(dc) => Some(columns_adjoint(&dc, &g, b)?),
         None => None,
     };
     Ok((dx, shaped(dw, w.shape())?))
@@ -317,4 +399,35 @@ pub fn batch_norm_grad(saved: &BnSaved, gamma: &ArrayD<f32>, dy: &ArrayD<f32>) -
     let dx = (dy * per - per_channel(&dbeta, nd)? - &saved.xhat * &per_channel(&dgamma, nd)?) * per_channel(&coef, nd)?;
     let to = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[c]), v).invariant("one value per channel");
     Ok((dx, to(dgamma)?, to(dbeta)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tap-major columns are exactly the transpose of the reference's, over strides, padding,
+    /// dilation and groups; their adjoint satisfies <columns(x), d> = <x, adjoint(d)>.
+    #[test]
+    fn columns_are_the_reference_transposed_and_the_adjoint_is_exact() {
+        let shapes = [
+            ([2, 3, 7, 6], [4, 3, 3, 3], [1, 1], [1, 1], [1, 1], 1),
+            ([1, 4, 9, 8], [4, 2, 3, 2], [2, 3], [2, 0], [1, 2], 2),
+            ([3, 1, 5, 5], [2, 1, 5, 5], [1, 1], [2, 2], [1, 1], 1),
+            ([2, 2, 6, 7], [2, 1, 2, 3], [3, 2], [0, 1], [2, 1], 2),
+        ];
+        for (xs, ws, stride, pad, dil, groups) in shapes {
+            let a = ConvAttrs { stride, padding: pad, dilation: dil, groups };
+            let g = reference::conv_geom(&xs, &ws, &a);
+            let n: usize = xs.iter().product();
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+            let reference = reference::im2col(&x, xs[0], &g).expect("reference");
+            let ours = columns(&x, xs[0], &g).expect("columns");
+            assert_eq!(ours, reference.t(), "{xs:?} {ws:?} {a:?}");
+            let d = Array2::from_shape_fn(ours.dim(), |(r, c)| ((r * 7 + c * 3) % 11) as f32 - 5.0);
+            let lhs: f64 = ours.iter().zip(d.iter()).map(|(a, b)| f64::from(a * b)).sum();
+            let adj = columns_adjoint(&d, &g, xs[0]).expect("adjoint");
+            let rhs: f64 = x.iter().zip(adj.iter()).map(|(a, b)| f64::from(a * b)).sum();
+            assert_eq!(lhs, rhs, "{xs:?} {ws:?} {a:?}");
+        }
+    }
 }
