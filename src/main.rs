@@ -84,6 +84,35 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Ternarize a model's trained FP32 weights per output channel, recalibrate its batch
+    /// norms, optionally fine-tune with QAT, and print the accuracy before and after.
+    #[command(mut_arg("weights", |a| a.help("The FP32 weights to ternarize (.safetensors); required")))]
+    #[command(mut_arg("precision", |a| a.hide(true)))]
+    #[command(mut_arg("opt", |a| a.hide(true)))]
+    #[command(mut_arg("f32_activations", |a| a.hide(true)))]
+    Quantize {
+        /// The .tri file defining the model (its ternary layers are the ones ternarized).
+        file: PathBuf,
+        #[command(flatten)]
+        m: cmd::opts::ModelOpts,
+        /// The dataset to calibrate, fine-tune and measure on, as `triton train --data`
+        /// [default: mnist].
+        #[arg(long)]
+        data: Option<String>,
+        /// The dataset's format [default: detected].
+        #[arg(long, value_enum)]
+        format: Option<triton::data::Format>,
+        /// The ternarization rule [default: the one each layer declares].
+        #[arg(long, value_enum)]
+        quant: Option<cmd::quantize::RuleArg>,
+        /// Fine-tuning (as `triton train`; --epochs 0, the default, only calibrates; the
+        /// learning rate defaults to 5e-4).
+        #[command(flatten)]
+        flags: train::defaults::Flags,
+        /// Where to write the ternary weights [default: `<stem>.safetensors` if absent].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Import an ONNX model: writes a readable `.tri` model (std layers where the pattern is
     /// recognised) and its FP32 weights as safetensors, named as the model's parameters.
     Import {
@@ -499,6 +528,15 @@ fn run(cli: Cli) -> ExitCode {
         Command::Cache { action, cache_dir } => cmd::cache::run(action, cache_dir),
         Command::Export { file, m, onnx, quiet } => {
             cmd::export::run(&cmd::export::Args { file, m, onnx, quiet }, style)
+        }
+        Command::Quantize { file, m, data, format, quant, flags, output } => {
+            if let Err(e) = m.refuse(
+                &["-O", "--f32-activations", "--precision"],
+                "quantize writes weights; the level, precision and activations are chosen when compiling",
+            ) {
+                return cmd::common::usage_error(e);
+            }
+            cmd::quantize::run(&cmd::quantize::Args { file, m, data, format, quant, flags, output }, style)
         }
         Command::Import { file, output, weights_out, ternary, name, quiet } => {
             cmd::import::run(&cmd::import::Args { file, output, weights_out, ternary, name, quiet })

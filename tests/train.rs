@@ -49,6 +49,7 @@ fn config(subset: usize, epochs: usize, seed: u64) -> TrainConfig {
         subset: Some(subset),
         val_fraction: Some(0.0),
         patience: None,
+        fixed_normalization: None,
     }
 }
 

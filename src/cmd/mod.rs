@@ -8,5 +8,6 @@ pub mod compile;
 pub mod export;
 pub mod import;
 pub mod opts;
+pub mod quantize;
 pub mod run;
 pub mod train;

@@ -161,6 +161,7 @@ pub fn resolve(f: &Flags, train: &Split, precision: Precision, seed: u64) -> Res
             subset: f.subset,
             val_fraction: f.val_fraction,
             patience: f.patience,
+            fixed_normalization: None,
         },
         adapted,
     })

@@ -31,6 +31,7 @@
 pub mod checkpoint;
 pub mod defaults;
 pub mod optim;
+pub mod quantize;
 
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,9 @@ pub struct TrainConfig {
     pub val_fraction: Option<f64>,
     /// Stop after this many epochs without a better validation accuracy.
     pub patience: Option<usize>,
+    /// Use this normalization instead of computing `normalize` from the training split (to
+    /// fine-tune a model trained with it).
+    pub fixed_normalization: Option<Normalization>,
 }
 
 impl TrainConfig {
@@ -87,6 +91,7 @@ impl TrainConfig {
             subset: None,
             val_fraction: None,
             patience: None,
+            fixed_normalization: None,
         }
     }
 }
@@ -367,7 +372,14 @@ pub fn train(
             ))));
         }
     }
-    let norm = Normalization::of(cfg.normalize, &sp.train);
+    let norm = cfg.fixed_normalization.clone().unwrap_or_else(|| Normalization::of(cfg.normalize, &sp.train));
+    if !norm.fits(sp.train.dims[0]) {
+        return Err(TrainError::Run(format!(
+            "the normalization has {} channels; the dataset's examples have {}",
+            norm.channels(),
+            sp.train.dims[0]
+        )));
+    }
     if state.latent.len() != g.params.len() {
         return Err(TrainError::Checkpoint(format!(
             "the state holds {} parameters; the model has {}",
