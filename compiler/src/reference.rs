@@ -107,7 +107,36 @@ pub fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> Result<(ArrayD<f32>, V
         (start, lo, hi.max(lo))
     };
     let plane_out = (oh * ow).max(1);
+    // Max pooling without padding, the common case: a branch-free maximum (strictly greater
+    // replaces, so the first maximum is kept, as below); a plane holding a NaN is redone by
+    // the exact loop, which takes the first NaN.
+    let fast_max = |plane: usize, out: &mut [f32], arg: &mut [usize]| -> bool {
+        let mut nan = false;
+        for i in 0..oh {
+            for j in 0..ow {
+                let first = (plane * h + i * sh) * w + j * sw;
+                let (mut acc, mut best) = (xs[first], first);
+                for du in 0..kh {
+                    let row = first + du * w;
+                    for dv in 0..kw {
+                        let v = xs[row + dv];
+                        nan |= v.is_nan();
+                        let gt = v > acc;
+                        acc = if gt { v } else { acc };
+                        best = if gt { row + dv } else { best };
+                    }
+                }
+                out[i * ow + j] = acc;
+                arg[i * ow + j] = best;
+            }
+        }
+        !nan
+    };
+    let no_padding = ph == 0 && pw == 0 && kh > 0 && kw > 0;
     let one_plane = |plane: usize, out: &mut [f32], arg: &mut [usize]| {
+        if max && no_padding && fast_max(plane, out, arg) {
+            return;
+        }
         for i in 0..oh {
             let (y0, ulo, uhi) = inside(i, sh, ph, kh, h);
             for j in 0..ow {

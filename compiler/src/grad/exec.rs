@@ -17,7 +17,7 @@ use super::backward::{Backward, GradError};
 use super::kernels::{self, BnSaved};
 use crate::interp::{Precision, RunError, bind_inputs, eval_dim, quantize_i8};
 use crate::invariant::{Broken, Invariant};
-use crate::ir::{Graph, Op};
+use crate::ir::{Graph, Op, UnaryOp};
 use crate::reference;
 use crate::weights::{Weights, quant};
 
@@ -124,6 +124,8 @@ pub fn forward(
                     y
                 }
             },
+            // The op chosen outside the loop, so each one's loop is vectorized.
+            Op::Unary(UnaryOp::Relu) => arg(0).mapv(|x| UnaryOp::Relu.apply(x)),
             Op::Unary(u) => arg(0).mapv(|x| u.apply(x)),
             Op::Binary(b) => {
                 let (x, y) = (arg(0), arg(1));

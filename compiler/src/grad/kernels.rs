@@ -102,33 +102,35 @@ pub fn columns(x: &[f32], b: usize, g: &ConvGeom) -> Result<Array2<f32>, Broken>
     if x.len() != b * g.c * plane {
         return Err(Broken("the convolution's input has B * C * H * W values"));
     }
-    let mut cols = Array2::<f32>::zeros((g.c * taps, b * p));
+    // Every value is written below (zeros in the padding), so the array starts uninitialized.
+    let mut cols = Array2::<f32>::uninit((g.c * taps, b * p));
     let out = cols.as_slice_mut().invariant("a fresh array is contiguous")?;
     out.par_chunks_mut((b * p).max(1)).enumerate().for_each(|(r, row)| {
         let (ch, u, v) = (r / taps, (r % taps) / g.kw, r % g.kw);
         let offx = (v * g.dil[1]) as isize - g.pad[1] as isize;
         let js = valid(g.ow, g.stride[1], offx, g.w);
+        let zero = |d: &mut [std::mem::MaybeUninit<f32>]| d.iter_mut().for_each(|d| _ = d.write(0.0));
         for n in 0..b {
             let img = &x[(n * g.c + ch) * plane..][..plane];
             for i in 0..g.oh {
+                let dst = &mut row[n * p + i * g.ow..][..g.ow];
                 let y = (i * g.stride[0] + u * g.dil[0]) as isize - g.pad[0] as isize;
                 if y < 0 || y as usize >= g.h || js.is_empty() {
+                    zero(dst);
                     continue;
                 }
                 let src = &img[y as usize * g.w..][..g.w];
-                let dst = &mut row[n * p + i * g.ow..][..g.ow];
-                let x0 = js.start as isize * g.stride[1] as isize + offx;
-                if g.stride[1] == 1 {
-                    dst[js.clone()].copy_from_slice(&src[x0 as usize..x0 as usize + js.len()]);
-                } else {
-                    for (k, j) in js.clone().enumerate() {
-                        dst[j] = src[x0 as usize + k * g.stride[1]];
-                    }
+                zero(&mut dst[..js.start]);
+                zero(&mut dst[js.end..]);
+                let x0 = (js.start as isize * g.stride[1] as isize + offx) as usize;
+                for (k, d) in dst[js.clone()].iter_mut().enumerate() {
+                    d.write(src[x0 + k * g.stride[1]]);
                 }
             }
         }
     });
-    Ok(cols)
+    // SAFETY: every element of every row was written above (zero, or a copied input value).
+    Ok(unsafe { cols.assume_init() })
 }
 
 /// Sums tap-major columns back onto the input (the adjoint of [`columns`]), in parallel over
