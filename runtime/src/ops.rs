@@ -21,6 +21,7 @@ impl UnaryOp {
         [UnaryOp::Relu, UnaryOp::Relu6, UnaryOp::Sigmoid, UnaryOp::Silu, UnaryOp::Tanh, UnaryOp::Neg, UnaryOp::Sqrt];
 
     /// The op on one f32 value (docs/language.md, "Activations").
+    #[inline]
     pub fn apply(self, x: f32) -> f32 {
         match self {
             // NaN propagates (as in PyTorch): `x < 0` and `y > 6` are false for NaN.
@@ -124,6 +125,7 @@ pub enum BinaryOp {
 
 impl BinaryOp {
     /// The op on two f32 values.
+    #[inline]
     pub fn apply(self, x: f32, y: f32) -> f32 {
         match self {
             BinaryOp::Add => x + y,

@@ -238,11 +238,19 @@ pub fn backward_pass(
             Op::Unary(u) => {
                 let y = &tape.values[step.node.index()];
                 let mut dx = dy;
-                Zip::from(&mut dx).and(val(0)).and(y).for_each(|d, &x, &y| *d *= kernels::unary_grad(*u, x, y));
+                match u {
+                    // The op chosen outside the loop (relu's derivative needs only x).
+                    UnaryOp::Relu => Zip::from(&mut dx)
+                        .and(val(0))
+                        .for_each(|d, &x| *d *= kernels::unary_grad(UnaryOp::Relu, x, 0.0)),
+                    _ => {
+                        Zip::from(&mut dx).and(val(0)).and(y).for_each(|d, &x, &y| *d *= kernels::unary_grad(*u, x, y))
+                    }
+                }
                 out.push((0, dx));
             }
             Op::Binary(b) => {
-                let (da, db) = kernels::binary_grad(*b, val(0), val(1), &dy);
+                let (da, db) = kernels::binary_grad(*b, val(0), val(1), dy);
                 out.extend([(0, da), (1, db)]);
             }
             Op::Softmax { axis } => {

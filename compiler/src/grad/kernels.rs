@@ -123,8 +123,14 @@ pub fn columns(x: &[f32], b: usize, g: &ConvGeom) -> Result<Array2<f32>, Broken>
                 zero(&mut dst[..js.start]);
                 zero(&mut dst[js.end..]);
                 let x0 = (js.start as isize * g.stride[1] as isize + offx) as usize;
-                for (k, d) in dst[js.clone()].iter_mut().enumerate() {
-                    d.write(src[x0 + k * g.stride[1]]);
+                if g.stride[1] == 1 {
+                    for (d, v) in dst[js.clone()].iter_mut().zip(&src[x0..x0 + js.len()]) {
+                        d.write(*v);
+                    }
+                } else {
+                    for (d, v) in dst[js.clone()].iter_mut().zip(src[x0..].iter().step_by(g.stride[1])) {
+                        d.write(*v);
+                    }
                 }
             }
         }
@@ -282,6 +288,7 @@ pub fn pool_grad(x_shape: &[usize], a: &PoolAttrs, argmax: &[usize], dy: &ArrayD
 }
 
 /// The derivative of a unary op at `x` (with `y` its value there).
+#[inline]
 pub fn unary_grad(op: UnaryOp, x: f32, y: f32) -> f32 {
     match op {
         UnaryOp::Relu => f32::from(x > 0.0),
@@ -299,7 +306,21 @@ pub fn unary_grad(op: UnaryOp, x: f32, y: f32) -> f32 {
 
 /// Sums a broadcast gradient back to `shape` (numpy broadcasting in reverse).
 pub fn unbroadcast(g: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
-    let mut g = g;
+    if g.shape() == shape {
+        return g;
+    }
+    unbroadcast_view(g.view(), shape)
+}
+
+/// [`unbroadcast`] of a borrowed gradient.
+fn unbroadcast_view(g: ndarray::ArrayViewD<'_, f32>, shape: &[usize]) -> ArrayD<f32> {
+    if g.shape() == shape {
+        return g.to_owned();
+    }
+    let mut g = match g.ndim() > shape.len() {
+        true => g.sum_axis(Axis(0)),
+        false => g.to_owned(),
+    };
     while g.ndim() > shape.len() {
         g = g.sum_axis(Axis(0));
     }
@@ -312,14 +333,20 @@ pub fn unbroadcast(g: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
 }
 
 /// Gradients of a binary op with respect to both operands (already summed to their shapes).
-pub fn binary_grad(op: BinaryOp, a: &ArrayD<f32>, b: &ArrayD<f32>, dy: &ArrayD<f32>) -> (ArrayD<f32>, ArrayD<f32>) {
-    let (da, db) = match op {
-        BinaryOp::Add => (dy.clone(), dy.clone()),
-        BinaryOp::Sub => (dy.clone(), dy.mapv(|v| -v)),
-        BinaryOp::Mul => (dy * b, dy * a),
-        BinaryOp::Div => (dy / b, -(dy * a) / (b * b)),
-    };
-    (unbroadcast(da, a.shape()), unbroadcast(db, b.shape()))
+/// `dy` is consumed: an addition hands it on to the operand of its shape without a copy.
+pub fn binary_grad(op: BinaryOp, a: &ArrayD<f32>, b: &ArrayD<f32>, dy: ArrayD<f32>) -> (ArrayD<f32>, ArrayD<f32>) {
+    match op {
+        BinaryOp::Add => {
+            let db = unbroadcast_view(dy.view(), b.shape());
+            (unbroadcast(dy, a.shape()), db)
+        }
+        BinaryOp::Sub => {
+            let db = unbroadcast(dy.mapv(|v| -v), b.shape());
+            (unbroadcast(dy, a.shape()), db)
+        }
+        BinaryOp::Mul => (unbroadcast(&dy * b, a.shape()), unbroadcast(&dy * a, b.shape())),
+        BinaryOp::Div => (unbroadcast(&dy / b, a.shape()), unbroadcast(-(&dy * a) / (b * b), b.shape())),
+    }
 }
 
 /// Softmax along `axis` backward, from its output `y`.
