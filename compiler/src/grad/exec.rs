@@ -129,9 +129,15 @@ pub fn forward(
             Op::Unary(u) => arg(0).mapv(|x| u.apply(x)),
             Op::Binary(b) => {
                 let (x, y) = (arg(0), arg(1));
-                let mut out = ArrayD::<f32>::zeros(IxDyn(&node_shape(&node.ty, &syms, x, y)));
-                Zip::from(&mut out).and_broadcast(x).and_broadcast(y).for_each(|o, &p, &q| *o = b.apply(p, q));
-                out
+                let shape = node_shape(&node.ty, &syms, x, y);
+                match kernels::binary_per_channel(*b, x, y, &shape) {
+                    Some(out) => out,
+                    None => {
+                        let mut out = ArrayD::<f32>::zeros(IxDyn(&shape));
+                        Zip::from(&mut out).and_broadcast(x).and_broadcast(y).for_each(|o, &p, &q| *o = b.apply(p, q));
+                        out
+                    }
+                }
             }
             Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
             Op::MaxPool2d(a) | Op::AvgPool2d(a) => {

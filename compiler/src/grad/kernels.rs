@@ -332,6 +332,38 @@ fn unbroadcast_view(g: ndarray::ArrayViewD<'_, f32>, shape: &[usize]) -> ArrayD<
     g
 }
 
+/// `x op y` where `x` has the output's shape and `y` is one value per row of the last axis
+/// (`[N]` against `[B, N]`) or per channel (`[C, 1, 1]` against `[B, C, H, W]`): the bias
+/// additions of every layer, as plain loops the compiler vectorizes (the same value per
+/// element as the general broadcast). `None` for any other shape.
+pub fn binary_per_channel(op: BinaryOp, x: &ArrayD<f32>, y: &ArrayD<f32>, shape: &[usize]) -> Option<ArrayD<f32>> {
+    if x.shape() != shape || !x.is_standard_layout() || !y.is_standard_layout() || shape.len() < 2 {
+        return None;
+    }
+    let ys = y.as_slice()?;
+    let ydims: Vec<usize> = y.shape().to_vec();
+    let lead = shape.len() - ydims.len();
+    let mut full = vec![1usize; lead];
+    full.extend_from_slice(&ydims);
+    let mut out = x.to_owned();
+    let o = out.as_slice_mut()?;
+    let apply = |chunk: &mut [f32], q: f32| chunk.iter_mut().for_each(|v| *v = op.apply(*v, q));
+    if full[..shape.len() - 1].iter().all(|d| *d == 1) && full[shape.len() - 1] == shape[shape.len() - 1] {
+        // One value per position of the last axis.
+        let n = shape[shape.len() - 1];
+        for row in o.chunks_mut(n.max(1)) {
+            row.iter_mut().zip(ys).for_each(|(v, q)| *v = op.apply(*v, *q));
+        }
+        return Some(out);
+    }
+    if shape.len() == 4 && full[0] == 1 && full[1] == shape[1] && full[2] == 1 && full[3] == 1 {
+        let (c, plane) = (shape[1], shape[2] * shape[3]);
+        o.par_chunks_mut(plane.max(1)).enumerate().for_each(|(k, chunk)| apply(chunk, ys[k % c]));
+        return Some(out);
+    }
+    None
+}
+
 /// Gradients of a binary op with respect to both operands (already summed to their shapes).
 /// `dy` is consumed: an addition hands it on to the operand of its shape without a copy.
 pub fn binary_grad(op: BinaryOp, a: &ArrayD<f32>, b: &ArrayD<f32>, dy: ArrayD<f32>) -> (ArrayD<f32>, ArrayD<f32>) {
@@ -433,6 +465,36 @@ pub fn batch_norm_grad(saved: &BnSaved, gamma: &ArrayD<f32>, dy: &ArrayD<f32>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Dimension;
+
+    /// The per-channel and per-row fast paths give the general broadcast's values, for every
+    /// op; other shapes are left to the general path.
+    #[test]
+    fn per_channel_binary_ops_equal_the_general_broadcast() {
+        let cases: [(&[usize], &[usize], bool); 5] = [
+            (&[3, 4, 5, 6], &[4, 1, 1], true),
+            (&[3, 4, 5, 6], &[1, 4, 1, 1], true),
+            (&[3, 4, 5, 6], &[6], true),
+            (&[7, 5], &[5], true),
+            (&[3, 4, 5, 6], &[5, 1], false),
+        ];
+        for (xs, ys, fast) in cases {
+            let x = ArrayD::from_shape_fn(IxDyn(xs), |i| (i.slice().iter().sum::<usize>() as f32 * 0.37).sin());
+            let y = ArrayD::from_shape_fn(IxDyn(ys), |i| 0.5 + i.slice().iter().sum::<usize>() as f32);
+            for op in BinaryOp::ALL {
+                let got = binary_per_channel(op, &x, &y, xs);
+                assert_eq!(got.is_some(), fast, "{xs:?} {ys:?}");
+                if let Some(got) = got {
+                    let mut want = ArrayD::<f32>::zeros(IxDyn(xs));
+                    ndarray::Zip::from(&mut want)
+                        .and_broadcast(&x)
+                        .and_broadcast(&y)
+                        .for_each(|o, &p, &q| *o = op.apply(p, q));
+                    assert_eq!(got, want, "{op:?} {xs:?} {ys:?}");
+                }
+            }
+        }
+    }
 
     /// Tap-major columns are exactly the transpose of the reference's, over strides, padding,
     /// dilation and groups; their adjoint satisfies <columns(x), d> = <x, adjoint(d)>.
