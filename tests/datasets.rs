@@ -206,3 +206,42 @@ fn npy_pairs_train_features_and_refuse_image_augmentation() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("its labels run from 0 to 3"), "{}", text(&out.stderr));
 }
+
+/// `--checkpoint` writes the run's state after every epoch; `--resume` continues it (here
+/// from the last epoch: the weights written are the run's own) and refuses other settings.
+#[test]
+fn checkpoints_resume_through_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    let (a, b, ck) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"), dir.path().join("run.ckpt"));
+    let base = ["train", "examples/mnist_mlp.tri", "--data", "data/mnist-sample", "--subset", "300", "--epochs", "2"];
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_triton"))
+            .args(base.iter().chain(extra))
+            .current_dir(root)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run triton");
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, _, err) = run(&["-o", s(&a), "--checkpoint", s(&ck)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(ck.is_file(), "the checkpoint is written");
+    let (code, _, err) = run(&["-o", s(&b), "--resume", s(&ck)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("resuming after epoch 2 of 2"), "{err}");
+    let weights = |p: &Path| {
+        let bytes = std::fs::read(p).expect("weights");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        names.sort();
+        names.iter().map(|n| st.tensor(n).expect("tensor").data().to_vec()).collect::<Vec<_>>()
+    };
+    assert_eq!(weights(&a), weights(&b), "the resumed run writes the same weights");
+    let (code, _, err) = run(&["-o", s(&b), "--resume", s(&ck), "--lr", "0.01"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("made with other settings") && err.contains("lr: 0.002 in the checkpoint"), "{err}");
+    let (code, _, err) = run(&["-o", s(&b), "--resume", s(&a)]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no `triton_checkpoint` metadata"), "{err}");
+}

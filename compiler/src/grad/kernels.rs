@@ -160,9 +160,15 @@ fn columns_adjoint(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD
                     }
                     let dst = &mut img[y as usize * g.w..][..g.w];
                     let src = &row[i * g.ow..][..g.ow];
-                    let x0 = js.start as isize * g.stride[1] as isize + offx;
-                    for (k, j) in js.clone().enumerate() {
-                        dst[x0 as usize + k * g.stride[1]] += src[j];
+                    let x0 = (js.start as isize * g.stride[1] as isize + offx) as usize;
+                    if g.stride[1] == 1 {
+                        for (d, v) in dst[x0..x0 + js.len()].iter_mut().zip(&src[js.clone()]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, v) in dst[x0..].iter_mut().step_by(g.stride[1]).zip(&src[js.clone()]) {
+                            *d += v;
+                        }
                     }
                 }
             }
@@ -347,12 +353,21 @@ pub fn binary_per_channel(op: BinaryOp, x: &ArrayD<f32>, y: &ArrayD<f32>, shape:
     full.extend_from_slice(&ydims);
     let mut out = x.to_owned();
     let o = out.as_slice_mut()?;
-    let apply = |chunk: &mut [f32], q: f32| chunk.iter_mut().for_each(|v| *v = op.apply(*v, q));
+    // The op chosen outside the loops, so each loop is vectorized.
+    fn each(chunk: &mut [f32], qs: impl Iterator<Item = f32>, op: BinaryOp) {
+        match op {
+            BinaryOp::Add => chunk.iter_mut().zip(qs).for_each(|(v, q)| *v += q),
+            BinaryOp::Sub => chunk.iter_mut().zip(qs).for_each(|(v, q)| *v -= q),
+            BinaryOp::Mul => chunk.iter_mut().zip(qs).for_each(|(v, q)| *v *= q),
+            BinaryOp::Div => chunk.iter_mut().zip(qs).for_each(|(v, q)| *v /= q),
+        }
+    }
+    let apply = |chunk: &mut [f32], q: f32| each(chunk, std::iter::repeat(q), op);
     if full[..shape.len() - 1].iter().all(|d| *d == 1) && full[shape.len() - 1] == shape[shape.len() - 1] {
         // One value per position of the last axis.
         let n = shape[shape.len() - 1];
         for row in o.chunks_mut(n.max(1)) {
-            row.iter_mut().zip(ys).for_each(|(v, q)| *v = op.apply(*v, *q));
+            each(row, ys.iter().copied(), op);
         }
         return Some(out);
     }
