@@ -95,13 +95,9 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         m: cmd::opts::ModelOpts,
-        /// The dataset to calibrate, fine-tune and measure on, as `triton train --data`
-        /// [default: mnist].
-        #[arg(long)]
-        data: Option<String>,
-        /// The dataset's format [default: detected].
-        #[arg(long, value_enum)]
-        format: Option<triton::data::Format>,
+        /// The dataset to calibrate, fine-tune and measure on.
+        #[command(flatten)]
+        d: cmd::opts::DataOpts,
         /// The ternarization rule [default: the one each layer declares].
         #[arg(long, value_enum)]
         quant: Option<cmd::quantize::RuleArg>,
@@ -208,14 +204,8 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         m: cmd::opts::ModelOpts,
-        /// The dataset: a folder (or a file in it) of IDX files, CIFAR-10/100 binary batches,
-        /// class folders of PNG/JPEG images, or train_x.npy/train_y.npy pairs; or `mnist` to
-        /// search $TRITON_DATA, ./data and ../shared/data [default: mnist].
-        #[arg(long)]
-        data: Option<String>,
-        /// The dataset's format [default: detected from the files].
-        #[arg(long, value_enum)]
-        format: Option<triton::data::Format>,
+        #[command(flatten)]
+        d: cmd::opts::DataOpts,
         /// Where to write the weights (default: `<file stem>.safetensors`).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -428,13 +418,24 @@ fn run(cli: Cli) -> ExitCode {
             };
             cmd::compile::run(&args, style)
         }
-        Command::Train { file, m, data, format, output, flags, init, checkpoint, resume, log_json } => {
+        Command::Train { file, m, d, output, flags, init, checkpoint, resume, log_json } => {
             if let Err(e) = m.refuse(&["-O", "--f32-activations"], "training runs the unoptimized graph with f32 activations (the level and int8 activations are chosen when compiling)") {
                 return cmd::common::usage_error(e);
             }
             let init = m.weights.clone().or(init);
             cmd::train::run(
-                &cmd::train::Args { file, data, format, output, flags, init, m, checkpoint, resume, log_json },
+                &cmd::train::Args {
+                    file,
+                    data: d.data,
+                    format: d.format,
+                    output,
+                    flags,
+                    init,
+                    m,
+                    checkpoint,
+                    resume,
+                    log_json,
+                },
                 style,
             )
         }
@@ -529,14 +530,17 @@ fn run(cli: Cli) -> ExitCode {
         Command::Export { file, m, onnx, quiet } => {
             cmd::export::run(&cmd::export::Args { file, m, onnx, quiet }, style)
         }
-        Command::Quantize { file, m, data, format, quant, flags, output } => {
+        Command::Quantize { file, m, d, quant, flags, output } => {
             if let Err(e) = m.refuse(
                 &["-O", "--f32-activations", "--precision"],
                 "quantize writes weights; the level, precision and activations are chosen when compiling",
             ) {
                 return cmd::common::usage_error(e);
             }
-            cmd::quantize::run(&cmd::quantize::Args { file, m, data, format, quant, flags, output }, style)
+            cmd::quantize::run(
+                &cmd::quantize::Args { file, m, data: d.data, format: d.format, quant, flags, output },
+                style,
+            )
         }
         Command::Import { file, output, weights_out, ternary, name, quiet } => {
             cmd::import::run(&cmd::import::Args { file, output, weights_out, ternary, name, quiet })

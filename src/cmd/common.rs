@@ -29,6 +29,16 @@ pub fn load_model(
     timings: &mut Timings,
     style: Style,
 ) -> Result<CheckedModel, ExitCode> {
+    load_model_hashed(file, settings, timings, style).map(|(m, _)| m)
+}
+
+/// [`load_model`], with the blake3 hash of every source file read (what weights files record).
+pub fn load_model_hashed(
+    file: &Path,
+    settings: &driver::Settings,
+    timings: &mut Timings,
+    style: Style,
+) -> Result<(CheckedModel, String), ExitCode> {
     if let Some(why) = triton::files::misplaced(file, "a .tri model", &[]) {
         return Err(user_error(why));
     }
@@ -38,7 +48,8 @@ pub fn load_model(
         eprintln!("error: {} has errors", file.display());
         return Err(ExitCode::from(1));
     }
-    driver::select(file, checked, settings).map_err(driver_error)
+    let hash = triton::sources_blake3(&checked.program.sources);
+    Ok((driver::select(file, checked, settings).map_err(driver_error)?, hash))
 }
 
 /// The model a command runs and where its weights come from (`--weights`, beside the model,

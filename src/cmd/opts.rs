@@ -143,3 +143,16 @@ pub fn seed_applies(m: &ModelOpts, choice: &triton::weights::Choice) -> Result<(
         _ => Ok(()),
     }
 }
+
+/// Where a dataset is and in which format (`train`, `quantize`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DataOpts {
+    /// The dataset: a folder (or a file in it) of IDX files, CIFAR-10/100 binary batches,
+    /// class folders of PNG/JPEG images, or train_x.npy/train_y.npy pairs; or `mnist` to
+    /// search $TRITON_DATA, ./data and ../shared/data [default: mnist].
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The dataset's format [default: detected from the files].
+    #[arg(long, value_enum)]
+    pub format: Option<triton::data::Format>,
+}

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use triton::data::{self, Normalization};
 use triton::train::{self, defaults, quantize};
-use triton_compiler::diagnostics::render::{self, Style};
+use triton_compiler::diagnostics::render::Style;
 use triton_compiler::interp::Precision;
 use triton_compiler::ir::QuantRule;
 
@@ -42,23 +42,18 @@ fn pct(v: f64) -> String {
 
 pub fn run(a: &Args, style: Style) -> ExitCode {
     a.m.init_thread_pool();
-    if let Some(why) = triton::files::misplaced(&a.file, "a .tri model", &[]) {
-        return user_error(why);
-    }
     let Some(fp32_path) = a.m.weights.clone() else {
         return usage_error("triton quantize needs the FP32 weights to ternarize: give --weights FP32.safetensors");
     };
-    let checked = triton::driver::check(&a.file, &mut triton::compiler::passes::Timings::new());
-    eprint!("{}", render::render_all(checked.diags().iter(), &checked.program.sources, style));
-    if checked.has_errors() {
-        eprintln!("error: {} has errors", a.file.display());
-        return ExitCode::from(1);
-    }
-    let source_hash = triton::sources_blake3(&checked.program.sources);
     let settings = triton::driver::Settings { model: a.m.model.clone(), ..Default::default() };
-    let model = match triton::driver::select(&a.file, checked, &settings) {
+    let (model, source_hash) = match super::common::load_model_hashed(
+        &a.file,
+        &settings,
+        &mut triton::compiler::passes::Timings::new(),
+        style,
+    ) {
         Ok(m) => m,
-        Err(e) => return user_error(e),
+        Err(code) => return code,
     };
     let g = &model.graph;
     let out = match &a.output {

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use triton::data;
 use triton::train::{self, TrainError, defaults};
-use triton_compiler::diagnostics::render::{self, Style};
+use triton_compiler::diagnostics::render::Style;
 
 use super::common::{load_weights, user_error};
 
@@ -50,20 +50,15 @@ fn keep_freed_memory() {
 pub fn run(a: &Args, style: Style) -> ExitCode {
     a.m.init_thread_pool();
     keep_freed_memory();
-    if let Some(why) = triton::files::misplaced(&a.file, "a .tri model", &[]) {
-        return user_error(why);
-    }
-    let checked = triton::driver::check(&a.file, &mut triton::compiler::passes::Timings::new());
-    eprint!("{}", render::render_all(checked.diags().iter(), &checked.program.sources, style));
-    if checked.has_errors() {
-        eprintln!("error: {} has errors", a.file.display());
-        return ExitCode::from(1);
-    }
-    let source_hash = triton::sources_blake3(&checked.program.sources);
     let settings = triton::driver::Settings { model: a.m.model.clone(), ..Default::default() };
-    let model = match triton::driver::select(&a.file, checked, &settings) {
+    let (model, source_hash) = match super::common::load_model_hashed(
+        &a.file,
+        &settings,
+        &mut triton::compiler::passes::Timings::new(),
+        style,
+    ) {
         Ok(m) => m,
-        Err(e) => return user_error(e),
+        Err(code) => return code,
     };
     let out = match &a.output {
         Some(o) => o.clone(),
