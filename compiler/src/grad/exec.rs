@@ -30,7 +30,6 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 enum Aux {
     None,
-    Cols(Array2<f32>),
     Argmax(Vec<usize>),
     Bn(BnSaved),
 }
@@ -104,11 +103,7 @@ pub fn forward(
             Op::Param { index } => params.get(*index).invariant("one value per parameter")?.clone(),
             Op::Const { value } => ArrayD::from_elem(IxDyn(&[]), *value),
             Op::Matmul => kernels::matmul(arg(0), arg(1))?,
-            Op::Conv2d(a) => {
-                let (y, cols) = kernels::conv2d(arg(0), arg(1), *a)?;
-                extra = Aux::Cols(cols);
-                y
-            }
+            Op::Conv2d(a) => kernels::conv2d(arg(0), arg(1), *a)?,
             Op::BatchNorm { eps } => match mode {
                 Mode::Eval => reference::batch_norm(arg(0), arg(1), arg(2), arg(3), arg(4), *eps)?,
                 Mode::Train => {
@@ -227,10 +222,7 @@ pub fn backward_pass(
                 out.extend(dw.map(|d| (1, d)));
             }
             Op::Conv2d(a) => {
-                let Aux::Cols(cols) = &tape.aux[step.node.index()] else {
-                    return Err(Broken("a convolution keeps its columns on the tape").into());
-                };
-                let (dx, dw) = kernels::conv2d_grad(val(0).shape(), cols, val(1), &dy, *a, wants(0))?;
+                let (dx, dw) = kernels::conv2d_grad(val(0), val(1), &dy, *a, wants(0))?;
                 out.extend(dx.map(|d| (0, d)));
                 out.push((1, dw));
             }

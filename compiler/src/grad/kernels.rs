@@ -2,8 +2,9 @@
 //!
 //! Rules:
 //! - Products run on the runtime's GEMM ([`triton_runtime::kernels::sgemm::sgemm`], both cores);
-//!   convolutions are tap-major columns ([`columns`], `[C * KH * KW, B * OH * OW]`) + GEMM per
-//!   group, so every product is one GEMM over the whole batch and columns copy whole runs.
+//!   convolutions run per sample, in parallel: the sample's tap-major columns
+//!   (`[C * KH * KW, OH * OW]`, in a cache-sized scratch buffer) times the weights, one GEMM per
+//!   group; gradients recompute the columns instead of keeping them.
 //! - Shapes were checked by the verifier; a layout fact that fails is a [`Broken`] error.
 //! - The forward semantics are the interpreter's at FP32 (docs/language.md): columns, pooling
 //!   and inference batch norm come from [`crate::reference`]; training batch norm normalises
@@ -92,65 +93,48 @@ fn valid(out: usize, stride: usize, off: isize, len: usize) -> std::ops::Range<u
     lo..(hi.max(0) as usize).clamp(lo, out)
 }
 
-/// The columns of a convolution's input, tap-major: `[C * KH * KW, B * OH * OW]`, row
-/// `(c, u, v)` (a group's channels are its rows, in weight order) holding that tap's input for
-/// every output pixel of every sample, zero in the padding. The transpose of
-/// [`reference::im2col`]'s layout, built a contiguous run at a time (one copy per output row
-/// at stride 1), in parallel over the rows.
-pub fn columns(x: &[f32], b: usize, g: &ConvGeom) -> Result<Array2<f32>, Broken> {
+/// One sample's columns, tap-major: `[C * KH * KW, OH * OW]`, row `(c, u, v)` (a group's
+/// channels are its rows, in weight order) holding that tap's input for every output pixel,
+/// zero in the padding; every value of `out` is written. The transpose of
+/// [`reference::im2col`]'s rows for the sample, built a contiguous run at a time.
+fn sample_columns(x: &[f32], g: &ConvGeom, out: &mut [f32]) {
     let (p, plane, taps) = (g.pixels(), g.h * g.w, g.kh * g.kw);
-    if x.len() != b * g.c * plane {
-        return Err(Broken("the convolution's input has B * C * H * W values"));
-    }
-    // Every value is written below (zeros in the padding), so the array starts uninitialized.
-    let mut cols = Array2::<f32>::uninit((g.c * taps, b * p));
-    let out = cols.as_slice_mut().invariant("a fresh array is contiguous")?;
-    out.par_chunks_mut((b * p).max(1)).enumerate().for_each(|(r, row)| {
+    for (r, row) in out.chunks_mut(p.max(1)).enumerate().take(g.c * taps) {
         let (ch, u, v) = (r / taps, (r % taps) / g.kw, r % g.kw);
         let offx = (v * g.dil[1]) as isize - g.pad[1] as isize;
         let js = valid(g.ow, g.stride[1], offx, g.w);
-        let zero = |d: &mut [std::mem::MaybeUninit<f32>]| d.iter_mut().for_each(|d| _ = d.write(0.0));
-        for n in 0..b {
-            let img = &x[(n * g.c + ch) * plane..][..plane];
-            for i in 0..g.oh {
-                let dst = &mut row[n * p + i * g.ow..][..g.ow];
-                let y = (i * g.stride[0] + u * g.dil[0]) as isize - g.pad[0] as isize;
-                if y < 0 || y as usize >= g.h || js.is_empty() {
-                    zero(dst);
-                    continue;
-                }
-                let src = &img[y as usize * g.w..][..g.w];
-                zero(&mut dst[..js.start]);
-                zero(&mut dst[js.end..]);
-                let x0 = (js.start as isize * g.stride[1] as isize + offx) as usize;
-                if g.stride[1] == 1 {
-                    for (d, v) in dst[js.clone()].iter_mut().zip(&src[x0..x0 + js.len()]) {
-                        d.write(*v);
-                    }
-                } else {
-                    for (d, v) in dst[js.clone()].iter_mut().zip(src[x0..].iter().step_by(g.stride[1])) {
-                        d.write(*v);
-                    }
+        let img = &x[ch * plane..][..plane];
+        for i in 0..g.oh {
+            let dst = &mut row[i * g.ow..][..g.ow];
+            let y = (i * g.stride[0] + u * g.dil[0]) as isize - g.pad[0] as isize;
+            if y < 0 || y as usize >= g.h || js.is_empty() {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &img[y as usize * g.w..][..g.w];
+            dst[..js.start].fill(0.0);
+            dst[js.end..].fill(0.0);
+            let x0 = (js.start as isize * g.stride[1] as isize + offx) as usize;
+            if g.stride[1] == 1 {
+                dst[js.clone()].copy_from_slice(&src[x0..x0 + js.len()]);
+            } else {
+                for (d, v) in dst[js.clone()].iter_mut().zip(src[x0..].iter().step_by(g.stride[1])) {
+                    *d = *v;
                 }
             }
         }
-    });
-    // SAFETY: every element of every row was written above (zero, or a copied input value).
-    Ok(unsafe { cols.assume_init() })
+    }
 }
 
-/// Sums tap-major columns back onto the input (the adjoint of [`columns`]), in parallel over
-/// the input planes.
-fn columns_adjoint(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Broken> {
-    let cs = dcols.as_slice().invariant("a fresh array is contiguous")?;
+/// Adds one sample's tap-major column gradient back onto its input gradient `dx` (the adjoint
+/// of [`sample_columns`]).
+fn sample_adjoint(dcols: &[f32], g: &ConvGeom, dx: &mut [f32]) {
     let (p, plane, taps) = (g.pixels(), g.h * g.w, g.kh * g.kw);
-    let mut dx = ArrayD::<f32>::zeros(IxDyn(&[b, g.c, g.h, g.w]));
-    let out = dx.as_slice_mut().invariant("a fresh array is contiguous")?;
-    out.par_chunks_mut(plane.max(1)).enumerate().for_each(|(nc, img)| {
-        let (n, ch) = (nc / g.c, nc % g.c);
+    for ch in 0..g.c {
+        let img = &mut dx[ch * plane..][..plane];
         for u in 0..g.kh {
             for v in 0..g.kw {
-                let row = &cs[(ch * taps + u * g.kw + v) * b * p + n * p..][..p];
+                let row = &dcols[(ch * taps + u * g.kw + v) * p..][..p];
                 let offx = (v * g.dil[1]) as isize - g.pad[1] as isize;
                 let js = valid(g.ow, g.stride[1], offx, g.w);
                 for i in 0..g.oh {
@@ -173,87 +157,111 @@ fn columns_adjoint(dcols: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD
                 }
             }
         }
-    });
-    Ok(dx)
-}
-
-/// A convolution (NCHW, weight `[O, C / groups, KH, KW]`); also returns its tap-major
-/// [`columns`], which the backward pass reuses.
-pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> Result<(ArrayD<f32>, Array2<f32>), Broken> {
-    let g = reference::conv_geom(x.shape(), w.shape(), &a);
-    let b = x.shape()[0];
-    let x = std_layout(x);
-    let cols = columns(x.as_slice().invariant("a standard-layout array is contiguous")?, b, &g)?;
-    let (k, og) = (g.k(), g.og());
-    let wm = rows_cow(w, k)?;
-    // [O, B * P], a group's output channels from its weight rows and its column rows.
-    let mut ym = Array2::<f32>::zeros((g.o, b * g.pixels()));
-    for gi in 0..g.groups {
-        let xc = cols.slice(s![gi * k..(gi + 1) * k, ..]);
-        let wg = wm.slice(s![gi * og..(gi + 1) * og, ..]);
-        sgemm(&wg, &xc, &mut ym.slice_mut(s![gi * og..(gi + 1) * og, ..]), true);
     }
-    Ok((to_nchw(&ym, &g, b)?, cols))
 }
 
-/// `[O, B * P]` to `[B, O, OH, OW]` (one copy of P values per sample and channel).
-fn to_nchw(ym: &Array2<f32>, g: &ConvGeom, b: usize) -> Result<ArrayD<f32>, Broken> {
-    let p = g.pixels();
-    let src = ym.as_slice().invariant("a fresh array is contiguous")?;
+/// `out[n] = product(n)` for every sample, in parallel over the samples, each with a scratch
+/// buffer of `scratch` floats for its columns (a sample's columns stay in cache).
+fn per_sample(
+    out: &mut [f32],
+    per: usize,
+    scratch: usize,
+    f: impl Fn(usize, &mut [f32], &mut Vec<f32>) -> Result<(), Broken> + Sync + Send,
+) -> Result<(), Broken> {
+    out.par_chunks_mut(per.max(1)).enumerate().try_for_each_init(|| vec![0.0f32; scratch], |buf, (n, o)| f(n, o, buf))
+}
+
+/// A convolution (NCHW, weight `[O, C / groups, KH, KW]`): per sample, its tap-major columns
+/// (in a scratch buffer) times the weights, one GEMM per group, in parallel over the samples.
+pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> Result<ArrayD<f32>, Broken> {
+    let g = reference::conv_geom(x.shape(), w.shape(), &a);
+    let (b, p, k, og) = (x.shape()[0], g.pixels(), g.k(), g.og());
+    let x = std_layout(x);
+    let xs = x.as_slice().invariant("a standard-layout array is contiguous")?;
+    if xs.len() != b * g.c * g.h * g.w {
+        return Err(Broken("the convolution's input has B * C * H * W values"));
+    }
+    let wm = rows_cow(w, k)?;
     let mut y = ArrayD::<f32>::zeros(IxDyn(&[b, g.o, g.oh, g.ow]));
-    let dst = y.as_slice_mut().invariant("a fresh array is contiguous")?;
-    dst.par_chunks_mut((g.o * p).max(1)).enumerate().for_each(|(n, out)| {
-        for o in 0..g.o {
-            out[o * p..][..p].copy_from_slice(&src[o * b * p + n * p..][..p]);
+    let ys = y.as_slice_mut().invariant("a fresh array is contiguous")?;
+    let rows = g.c * g.kh * g.kw;
+    per_sample(ys, g.o * p, rows * p, |n, yn, buf| {
+        sample_columns(&xs[n * g.c * g.h * g.w..][..g.c * g.h * g.w], &g, buf);
+        let cols = ArrayView2::from_shape((rows, p), &buf[..]).invariant("columns are [C*KH*KW, P]")?;
+        let mut out = ndarray::ArrayViewMut2::from_shape((g.o, p), yn).invariant("an output is [O, P]")?;
+        for gi in 0..g.groups {
+            let wg = wm.slice(s![gi * og..(gi + 1) * og, ..]);
+            let xc = cols.slice(s![gi * k..(gi + 1) * k, ..]);
+            sgemm(&wg, &xc, &mut out.slice_mut(s![gi * og..(gi + 1) * og, ..]), false);
         }
-    });
+        Ok(())
+    })?;
     Ok(y)
 }
 
-/// `[B, O, OH, OW]` to `[O, B * P]` (the inverse of [`to_nchw`]).
-fn from_nchw(dy: &ArrayD<f32>, g: &ConvGeom, b: usize) -> Result<Array2<f32>, Broken> {
-    let p = g.pixels();
-    let dy = std_layout(dy);
-    let src = dy.as_slice().invariant("a standard-layout array is contiguous")?;
-    let mut out = Array2::<f32>::zeros((g.o, b * p));
-    let dst = out.as_slice_mut().invariant("a fresh array is contiguous")?;
-    dst.par_chunks_mut((b * p).max(1)).enumerate().for_each(|(o, row)| {
-        for n in 0..b {
-            row[n * p..][..p].copy_from_slice(&src[(n * g.o + o) * p..][..p]);
-        }
-    });
-    Ok(out)
-}
-
-/// Gradients of [`conv2d`] with respect to x (when `want_x`) and w, from the forward pass's
-/// tap-major `cols`.
+/// Gradients of [`conv2d`] with respect to x (when `want_x`) and w. Per sample (in parallel):
+/// its columns again, its weight gradient `dy_n . cols_n^T` and its column gradient
+/// `w^T . dy_n` summed back onto `dx_n`; the samples' weight gradients are then added in
+/// sample order, so the sums do not depend on thread timing.
 pub fn conv2d_grad(
-    x_shape: &[usize],
-    cols: &Array2<f32>,
+    x: &ArrayD<f32>,
     w: &ArrayD<f32>,
     dy: &ArrayD<f32>,
     a: ConvAttrs,
     want_x: bool,
 ) -> Result<(Option<ArrayD<f32>>, ArrayD<f32>), Broken> {
-    let g = reference::conv_geom(x_shape, w.shape(), &a);
-    let (k, og, b) = (g.k(), g.og(), x_shape[0]);
-    let dym = from_nchw(dy, &g, b)?;
-    let wm = rows_cow(w, k)?;
-    let mut dw = Array2::<f32>::zeros((g.o, k));
-    let mut dcols = want_x.then(|| Array2::<f32>::zeros(cols.dim()));
-    for gi in 0..g.groups {
-        let (oc, cc) = (gi * og..(gi + 1) * og, gi * k..(gi + 1) * k);
-        let dyg = dym.slice(s![oc.clone(), ..]);
-        sgemm(&dyg, &cols.slice(s![cc.clone(), ..]).t(), &mut dw.slice_mut(s![oc.clone(), ..]), true);
-        if let Some(dc) = dcols.as_mut() {
-            sgemm(&wm.slice(s![oc, ..]).t(), &dyg, &mut dc.slice_mut(s![cc, ..]), true);
-        }
+    let g = reference::conv_geom(x.shape(), w.shape(), &a);
+    let (b, p, k, og) = (x.shape()[0], g.pixels(), g.k(), g.og());
+    let x = std_layout(x);
+    let xs = x.as_slice().invariant("a standard-layout array is contiguous")?;
+    let dy = std_layout(dy);
+    let dys = dy.as_slice().invariant("a standard-layout array is contiguous")?;
+    if xs.len() != b * g.c * g.h * g.w || dys.len() != b * g.o * p {
+        return Err(Broken("a convolution's input and output gradient have their shapes' sizes"));
     }
-    let dx = match dcols {
-        Some(dc) => Some(columns_adjoint(&dc, &g, b)?),
-        None => None,
+    let wm = rows_cow(w, k)?;
+    let rows = g.c * g.kh * g.kw;
+    let plane = g.c * g.h * g.w;
+    // Per sample: its weight gradient [O, K], then (when wanted) its input gradient.
+    let per = g.o * k + if want_x { plane } else { 0 };
+    let mut parts = vec![0.0f32; b * per];
+    per_sample(&mut parts, per, 2 * rows * p, |n, part, buf| {
+        let (cols_buf, dcols_buf) = buf.split_at_mut(rows * p);
+        sample_columns(&xs[n * plane..][..plane], &g, cols_buf);
+        let cols = ArrayView2::from_shape((rows, p), &cols_buf[..]).invariant("columns are [C*KH*KW, P]")?;
+        let dyn_ = ArrayView2::from_shape((g.o, p), &dys[n * g.o * p..][..g.o * p]).invariant("dy_n is [O, P]")?;
+        let (dw_part, dx_part) = part.split_at_mut(g.o * k);
+        let mut dw = ndarray::ArrayViewMut2::from_shape((g.o, k), dw_part).invariant("dw is [O, K]")?;
+        for gi in 0..g.groups {
+            let (oc, cc) = (gi * og..(gi + 1) * og, gi * k..(gi + 1) * k);
+            let dyg = dyn_.slice(s![oc.clone(), ..]);
+            sgemm(&dyg, &cols.slice(s![cc.clone(), ..]).t(), &mut dw.slice_mut(s![oc.clone(), ..]), false);
+            if want_x {
+                let mut dc = ndarray::ArrayViewMut2::from_shape((rows, p), &mut dcols_buf[..])
+                    .invariant("column gradients are [C*KH*KW, P]")?;
+                sgemm(&wm.slice(s![oc, ..]).t(), &dyg, &mut dc.slice_mut(s![cc, ..]), false);
+            }
+        }
+        if want_x {
+            sample_adjoint(dcols_buf, &g, dx_part);
+        }
+        Ok(())
+    })?;
+    let mut dw = vec![0.0f32; g.o * k];
+    for part in parts.chunks(per.max(1)) {
+        dw.iter_mut().zip(&part[..g.o * k]).for_each(|(d, v)| *d += v);
+    }
+    let dx = match want_x {
+        true => {
+            let mut dx = vec![0.0f32; b * plane];
+            dx.par_chunks_mut(plane.max(1))
+                .zip(parts.par_chunks(per.max(1)))
+                .for_each(|(d, part)| d.copy_from_slice(&part[g.o * k..]));
+            Some(ArrayD::from_shape_vec(IxDyn(x.shape()), dx).invariant("dx has x's shape")?)
+        }
+        false => None,
     };
-    Ok((dx, shaped(dw, w.shape())?))
+    Ok((dx, ArrayD::from_shape_vec(IxDyn(w.shape()), dw).invariant("dw has w's shape")?))
 }
 
 /// Gradient of [`reference::pool`] (from the indices max pooling took).
@@ -511,8 +519,9 @@ mod tests {
         }
     }
 
-    /// Tap-major columns are exactly the transpose of the reference's, over strides, padding,
-    /// dilation and groups; their adjoint satisfies <columns(x), d> = <x, adjoint(d)>.
+    /// Tap-major columns are exactly the reference's rows transposed, sample by sample, over
+    /// strides, padding, dilation and groups; their adjoint satisfies
+    /// <columns(x), d> = <x, adjoint(d)>.
     #[test]
     fn columns_are_the_reference_transposed_and_the_adjoint_is_exact() {
         let shapes = [
@@ -527,13 +536,19 @@ mod tests {
             let n: usize = xs.iter().product();
             let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
             let reference = reference::im2col(&x, xs[0], &g).expect("reference");
-            let ours = columns(&x, xs[0], &g).expect("columns");
-            assert_eq!(ours, reference.t(), "{xs:?} {ws:?} {a:?}");
-            let d = Array2::from_shape_fn(ours.dim(), |(r, c)| ((r * 7 + c * 3) % 11) as f32 - 5.0);
-            let lhs: f64 = ours.iter().zip(d.iter()).map(|(a, b)| f64::from(a * b)).sum();
-            let adj = columns_adjoint(&d, &g, xs[0]).expect("adjoint");
-            let rhs: f64 = x.iter().zip(adj.iter()).map(|(a, b)| f64::from(a * b)).sum();
-            assert_eq!(lhs, rhs, "{xs:?} {ws:?} {a:?}");
+            let (p, rows, plane) = (g.pixels(), g.c * g.kh * g.kw, g.c * g.h * g.w);
+            for s in 0..xs[0] {
+                let mut ours = vec![f32::NAN; rows * p];
+                sample_columns(&x[s * plane..][..plane], &g, &mut ours);
+                let ours = Array2::from_shape_vec((rows, p), ours).expect("shape");
+                assert_eq!(ours, reference.slice(s![s * p..(s + 1) * p, ..]).t(), "{xs:?} {ws:?} {a:?}");
+                let d = Array2::from_shape_fn(ours.dim(), |(r, c)| ((r * 7 + c * 3) % 11) as f32 - 5.0);
+                let lhs: f64 = ours.iter().zip(d.iter()).map(|(a, b)| f64::from(a * b)).sum();
+                let mut adj = vec![0.0f32; plane];
+                sample_adjoint(d.as_slice().expect("contiguous"), &g, &mut adj);
+                let rhs: f64 = x[s * plane..][..plane].iter().zip(&adj).map(|(a, b)| f64::from(a * b)).sum();
+                assert_eq!(lhs, rhs, "{xs:?} {ws:?} {a:?}");
+            }
         }
     }
 }
