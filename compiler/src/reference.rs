@@ -112,6 +112,26 @@ pub fn pool(x: &ArrayD<f32>, a: &PoolAttrs, max: bool) -> Result<(ArrayD<f32>, V
     // the exact loop, which takes the first NaN.
     let fast_max = |plane: usize, out: &mut [f32], arg: &mut [usize]| -> bool {
         let mut nan = false;
+        if (kh, kw, sh, sw) == (2, 2, 2, 2) {
+            // The usual 2x2 window, unrolled in the same tap order.
+            for i in 0..oh {
+                for j in 0..ow {
+                    let first = (plane * h + 2 * i) * w + 2 * j;
+                    let (mut acc, mut best) = (xs[first], first);
+                    for idx in [first + 1, first + w, first + w + 1] {
+                        let v = xs[idx];
+                        nan |= v.is_nan();
+                        let gt = v > acc;
+                        acc = if gt { v } else { acc };
+                        best = if gt { idx } else { best };
+                    }
+                    nan |= xs[first].is_nan();
+                    out[i * ow + j] = acc;
+                    arg[i * ow + j] = best;
+                }
+            }
+            return !nan;
+        }
         for i in 0..oh {
             for j in 0..ow {
                 let first = (plane * h + i * sh) * w + j * sw;
@@ -231,6 +251,47 @@ mod tests {
         let (y, arg) = pool(&x, &a, true).unwrap();
         assert!(y[[0, 0, 0, 0]].is_nan());
         assert_eq!(arg, vec![1]);
+    }
+
+    /// The fast paths (2x2 stride 2, and any window without padding) give the definition's
+    /// values and indices: ties keep the first maximum, the first NaN is taken and kept.
+    #[test]
+    fn fast_max_pooling_matches_the_definition_with_ties_and_nans() {
+        let (h, w) = (6, 8);
+        for (k, st) in [([2, 2], [2, 2]), ([3, 2], [1, 2]), ([2, 3], [2, 1])] {
+            for nan_at in [None, Some(9), Some(20)] {
+                let mut v: Vec<f32> = (0..2 * h * w).map(|i| ((i * 7) % 5) as f32).collect();
+                if let Some(i) = nan_at {
+                    v[i] = f32::NAN;
+                    v[i + 1] = f32::NAN;
+                }
+                let x = arr(&[1, 2, h, w], v.clone());
+                let a = PoolAttrs { kernel: k.map(|d| d as i64), stride: st.map(|d| d as i64), padding: [0, 0] };
+                let (y, arg) = pool(&x, &a, true).unwrap();
+                let (oh, ow) = ((h - k[0]) / st[0] + 1, (w - k[1]) / st[1] + 1);
+                for plane in 0..2 {
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            let (mut acc, mut best) = (f32::NEG_INFINITY, usize::MAX);
+                            for du in 0..k[0] {
+                                for dv in 0..k[1] {
+                                    let idx = (plane * h + i * st[0] + du) * w + j * st[1] + dv;
+                                    let t = v[idx];
+                                    if best == usize::MAX || (!acc.is_nan() && (t.is_nan() || t > acc)) {
+                                        acc = t;
+                                        best = idx;
+                                    }
+                                }
+                            }
+                            let o = (plane * oh + i) * ow + j;
+                            assert_eq!(arg[o], best, "{k:?} {st:?} {nan_at:?} output {o}");
+                            let got = y.as_slice().unwrap()[o];
+                            assert!(got == acc || (got.is_nan() && acc.is_nan()), "{k:?} {st:?} output {o}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
