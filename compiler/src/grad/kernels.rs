@@ -192,7 +192,7 @@ fn per_sample(
 pub fn conv2d(x: &ArrayD<f32>, w: &ArrayD<f32>, a: ConvAttrs) -> Result<ArrayD<f32>, Broken> {
     let g = reference::conv_geom(x.shape(), w.shape(), &a);
     let (b, p, k, og) = (x.shape()[0], g.pixels(), g.k(), g.og());
-    let x = std_layout(x);
+    let x = x.as_standard_layout();
     let xs = x.as_slice().invariant("a standard-layout array is contiguous")?;
     if xs.len() != b * g.c * g.h * g.w {
         return Err(Broken("the convolution's input has B * C * H * W values"));
@@ -228,9 +228,9 @@ pub fn conv2d_grad(
 ) -> Result<(Option<ArrayD<f32>>, ArrayD<f32>), Broken> {
     let g = reference::conv_geom(x.shape(), w.shape(), &a);
     let (b, p, k, og) = (x.shape()[0], g.pixels(), g.k(), g.og());
-    let x = std_layout(x);
+    let x = x.as_standard_layout();
     let xs = x.as_slice().invariant("a standard-layout array is contiguous")?;
-    let dy = std_layout(dy);
+    let dy = dy.as_standard_layout();
     let dys = dy.as_slice().invariant("a standard-layout array is contiguous")?;
     if xs.len() != b * g.c * g.h * g.w || dys.len() != b * g.o * p {
         return Err(Broken("a convolution's input and output gradient have their shapes' sizes"));
@@ -284,7 +284,7 @@ pub fn conv2d_grad(
 pub fn pool_grad(x_shape: &[usize], a: &PoolAttrs, argmax: &[usize], dy: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     let mut dx = ArrayD::<f32>::zeros(IxDyn(x_shape));
     let d = dx.as_slice_mut().invariant("a fresh array is contiguous")?;
-    let dy = std_layout(dy);
+    let dy = dy.as_standard_layout();
     let g = dy.as_slice().invariant("a standard-layout array is contiguous")?;
     if !argmax.is_empty() {
         for (o, &i) in argmax.iter().enumerate() {
