@@ -221,8 +221,8 @@ pub(crate) fn shape_error(path: &Path, what: impl Into<String>) -> DataError {
     DataError::Shape { path: path.display().to_string(), what: what.into() }
 }
 
-/// Which format the dataset at `dir` is in, from the files it holds; `Ok(None)` when it holds
-/// nothing any format reads.
+/// Which format the dataset at `dir` is in, from the files it holds; an error when it holds
+/// nothing any format reads, or files of two formats.
 pub fn detect(dir: &Path) -> Result<Format, DataError> {
     let mut found = Vec::new();
     if idx::files(dir).is_ok() {
@@ -272,7 +272,7 @@ fn resolve(path: &Path) -> Result<PathBuf, DataError> {
 }
 
 /// Reads the dataset `--data` names (`None` or `mnist`: MNIST, looked up), in `format` or the
-/// detected one; `val_fraction` splits a single image folder into train and test.
+/// detected one. A dataset without a test split is split by the trainer ([`crate::train::splits`]).
 pub fn load(data: Option<&str>, format: Option<Format>) -> Result<Dataset, DataError> {
     let dir = match data {
         None | Some("mnist") => find_mnist(None)?,

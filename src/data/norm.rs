@@ -51,12 +51,19 @@ impl Normalization {
     /// `kind` for `split`'s values (`dataset`: computed from `split`).
     pub fn of(kind: Normalize, split: &Split) -> Normalization {
         let divide = if split.pixels.is_bytes() { 255.0 } else { 1.0 };
-        let (mean, std) = match kind {
-            Normalize::Unit => (vec![0.0], vec![1.0]),
-            Normalize::Standard => (vec![0.1307], vec![0.3081]),
-            Normalize::Dataset => channel_stats(split, divide),
-        };
-        Normalization { kind, divide, mean, std }
+        match kind {
+            Normalize::Unit | Normalize::Standard => Normalization::fixed(kind, divide),
+            Normalize::Dataset => {
+                let (mean, std) = channel_stats(split, divide);
+                Normalization { kind, divide, mean, std }
+            }
+        }
+    }
+
+    /// `unit` or `standard` (their constants), for values divided by `divide`.
+    fn fixed(kind: Normalize, divide: f32) -> Normalization {
+        let (mean, std) = if kind == Normalize::Standard { (0.1307, 0.3081) } else { (0.0, 1.0) };
+        Normalization { kind, divide, mean: vec![mean], std: vec![std] }
     }
 
     /// The value stored as `raw` in channel `c`, normalized.
@@ -102,10 +109,7 @@ impl Normalization {
         }
         match meta.get("normalize").map(|s| (s, Normalize::from_name(s))) {
             None => Ok(None),
-            Some((_, Some(k @ (Normalize::Unit | Normalize::Standard)))) => {
-                let (mean, std) = if k == Normalize::Unit { (0.0, 1.0) } else { (0.1307, 0.3081) };
-                Ok(Some(Normalization { kind: k, divide: 255.0, mean: vec![mean], std: vec![std] }))
-            }
+            Some((_, Some(k @ (Normalize::Unit | Normalize::Standard)))) => Ok(Some(Normalization::fixed(k, 255.0))),
             Some((s, _)) => Err(DataError::Metadata(format!(
                 "`normalize` is `{s}` without the `normalization` entry that says its values; expected unit or standard"
             ))),

@@ -238,43 +238,47 @@ pub fn conv2d_grad(
     let wm = rows_cow(w, k)?;
     let rows = g.c * g.kh * g.kw;
     let plane = g.c * g.h * g.w;
-    // Per sample: its weight gradient [O, K], then (when wanted) its input gradient.
-    let per = g.o * k + if want_x { plane } else { 0 };
-    let mut parts = vec![0.0f32; b * per];
-    per_sample(&mut parts, per, 2 * rows * p, |n, part, buf| {
+    // Per sample (in parallel): its weight gradient into its own [O, K] part, and (when
+    // wanted) its input gradient straight into its plane of dx.
+    let ok = g.o * k;
+    let mut dw_parts = vec![0.0f32; b * ok];
+    let mut dx = vec![0.0f32; if want_x { b * plane } else { 0 }];
+    let work = |n: usize, dw_part: &mut [f32], dx_part: Option<&mut [f32]>, buf: &mut Vec<f32>| {
         let (cols_buf, dcols_buf) = buf.split_at_mut(rows * p);
         sample_columns(&xs[n * plane..][..plane], &g, cols_buf);
         let cols = ArrayView2::from_shape((rows, p), &cols_buf[..]).invariant("columns are [C*KH*KW, P]")?;
         let dyn_ = ArrayView2::from_shape((g.o, p), &dys[n * g.o * p..][..g.o * p]).invariant("dy_n is [O, P]")?;
-        let (dw_part, dx_part) = part.split_at_mut(g.o * k);
         let mut dw = ndarray::ArrayViewMut2::from_shape((g.o, k), dw_part).invariant("dw is [O, K]")?;
         for gi in 0..g.groups {
             let (oc, cc) = (gi * og..(gi + 1) * og, gi * k..(gi + 1) * k);
             let dyg = dyn_.slice(s![oc.clone(), ..]);
             sgemm(&dyg, &cols.slice(s![cc.clone(), ..]).t(), &mut dw.slice_mut(s![oc.clone(), ..]), false);
-            if want_x {
+            if dx_part.is_some() {
                 let mut dc = ndarray::ArrayViewMut2::from_shape((rows, p), &mut dcols_buf[..])
                     .invariant("column gradients are [C*KH*KW, P]")?;
                 sgemm(&wm.slice(s![oc, ..]).t(), &dyg, &mut dc.slice_mut(s![cc, ..]), false);
             }
         }
-        if want_x {
-            sample_adjoint(dcols_buf, &g, dx_part);
+        if let Some(d) = dx_part {
+            sample_adjoint(dcols_buf, &g, d);
         }
-        Ok(())
-    })?;
-    let mut dw = vec![0.0f32; g.o * k];
-    for part in parts.chunks(per.max(1)) {
-        dw.iter_mut().zip(&part[..g.o * k]).for_each(|(d, v)| *d += v);
+        Ok::<(), Broken>(())
+    };
+    let scratch = || vec![0.0f32; 2 * rows * p];
+    let parts = dw_parts.par_chunks_mut(ok.max(1));
+    match want_x {
+        true => parts
+            .zip(dx.par_chunks_mut(plane.max(1)))
+            .enumerate()
+            .try_for_each_init(scratch, |buf, (n, (d, x))| work(n, d, Some(x), buf))?,
+        false => parts.enumerate().try_for_each_init(scratch, |buf, (n, d)| work(n, d, None, buf))?,
+    }
+    let mut dw = vec![0.0f32; ok];
+    for part in dw_parts.chunks(ok.max(1)) {
+        dw.iter_mut().zip(part).for_each(|(d, v)| *d += v);
     }
     let dx = match want_x {
-        true => {
-            let mut dx = vec![0.0f32; b * plane];
-            dx.par_chunks_mut(plane.max(1))
-                .zip(parts.par_chunks(per.max(1)))
-                .for_each(|(d, part)| d.copy_from_slice(&part[g.o * k..]));
-            Some(ArrayD::from_shape_vec(IxDyn(x.shape()), dx).invariant("dx has x's shape")?)
-        }
+        true => Some(ArrayD::from_shape_vec(IxDyn(x.shape()), dx).invariant("dx has x's shape")?),
         false => None,
     };
     Ok((dx, ArrayD::from_shape_vec(IxDyn(w.shape()), dw).invariant("dw has w's shape")?))
