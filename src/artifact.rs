@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use triton_compiler::codegen::ternary_gemm::{self, GemmSpec};
+use triton_compiler::codegen::KernelSpec;
 use triton_compiler::codegen::{CodegenError, CodegenReport, isa};
 use triton_compiler::driver;
 use triton_compiler::interp::Precision;
@@ -88,6 +88,7 @@ fn env_key(k: &mut KeyBuilder) -> Result<(), CompileError> {
     k.str(env!("CARGO_PKG_VERSION"))
         .str(isa::CRANELIFT_VERSION)
         .part(&artifact::FORMAT_VERSION.to_le_bytes())
+        .part(&triton_compiler::codegen::KERNELS_VERSION.to_le_bytes())
         .str(&artifact::host_target())
         .str(&flags.join(","))
         .part(std_key);
@@ -188,8 +189,9 @@ pub fn build_artifact(path: &Path, opts: &Options, cache: &Cache) -> Result<Buil
     // The artifact only loads on CPUs with every recorded feature; with AVX2 among them the
     // runtime's wide kernel runs every int8 product, so their JIT kernels would be dead code.
     let wide_runs_int8 = cpu_features.iter().any(|f| f == "avx2");
-    let mut source = |spec: &GemmSpec| {
-        if wide_runs_int8 && !spec.f32_x { Ok((Vec::new(), false)) } else { kernel(cache, spec) }
+    let mut source = |spec: &KernelSpec| match spec {
+        KernelSpec::Gemm(g) if wide_runs_int8 && !g.f32_x => Ok((Vec::new(), false)),
+        _ => kernel(cache, spec),
     };
     let (parts, report) = driver::codegen(&optimized, (&weights, quantized), opts.precision, &mut source, &mut t)?;
     let meta = Meta {
@@ -274,9 +276,9 @@ fn store_manifest(cache: &Cache, manifest_key: &Key, deps: Vec<(String, String)>
 }
 
 /// A kernel's machine code from the cache, or compiled and stored.
-fn kernel(cache: &Cache, spec: &GemmSpec) -> Result<(Vec<u8>, bool), CodegenError> {
+fn kernel(cache: &Cache, spec: &KernelSpec) -> Result<(Vec<u8>, bool), CodegenError> {
     if !cache.enabled() {
-        return ternary_gemm::compile(spec).map(|c| (c, false));
+        return spec.compile().map(|c| (c, false));
     }
     let mut k = KeyBuilder::new("triton-kernel-v1");
     env_key(&mut k).map_err(|e| CodegenError::Isa(e.to_string()))?;
@@ -287,7 +289,7 @@ fn kernel(cache: &Cache, spec: &GemmSpec) -> Result<(Vec<u8>, bool), CodegenErro
     {
         return Ok((code.to_vec(), true));
     }
-    let code = ternary_gemm::compile(spec)?;
+    let code = spec.compile()?;
     cache.put(Kind::Kernel, &key, Arc::new(cache::seal(&code).into()));
     Ok((code, false))
 }

@@ -204,8 +204,8 @@ pub fn codegen(
 }
 
 /// Kernels compiled by the JIT as they are asked for, no cache.
-pub fn jit_kernels() -> impl FnMut(&codegen::ternary_gemm::GemmSpec) -> Result<(Vec<u8>, bool), CodegenError> {
-    |spec| codegen::ternary_gemm::compile(spec).map(|code| (code, false))
+pub fn jit_kernels() -> impl FnMut(&codegen::KernelSpec) -> Result<(Vec<u8>, bool), CodegenError> {
+    |spec| spec.compile().map(|code| (code, false))
 }
 
 /// Everything a whole compile made.

@@ -43,7 +43,7 @@ use crate::kernel::CODE_ALIGN;
 use crate::pack;
 
 /// Version of the layout above and of the plan's encoding; bumped on any change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"\x89TCM\r\n\x1a\n";

@@ -59,6 +59,61 @@ const _: () = {
 /// A kernel's entry point.
 pub type KernelFn = unsafe extern "C" fn(*const GemmArgs);
 
+/// Arguments of a direct convolution kernel (f32, channels-last) for output rows
+/// `[row_begin, row_end)` of one sample. Layout is part of the kernel ABI (see
+/// [`ConvArgs::OFFSETS`]); every size (channels, widths, taps, strides, dilation) is a constant
+/// of the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConvArgs {
+    /// The sample's input with its zero padding, `[H + 2 ph, W + 2 pw, C]`.
+    pub x: *const f32,
+    /// Weights `[kh, kw, C, O4]`: per tap and input channel the output channels, padded with
+    /// zeros to `O4 = ceil(O / 4) * 4`.
+    pub w: *const f32,
+    /// Per output channel vectors, `O4` values each, in this order: the multiplier, the scale,
+    /// the bias (each read only when the kernel has it; absent ones take no room).
+    pub epi: *const f32,
+    /// Per tap `(u, v, c)` of the reduction, the byte offset of its input value from the
+    /// window's corner (`((u * dh * (W + 2 pw) + v * dw) * C + c) * 4`).
+    pub taps: *const i32,
+    /// The sample's residual `[OH, OW, O]` (read only when the kernel has one).
+    pub residual: *const f32,
+    /// The sample's output `[OH, OW, O]`.
+    pub out: *mut f32,
+    pub row_begin: u64,
+    pub row_end: u64,
+}
+
+impl ConvArgs {
+    /// Byte offsets of the fields, in declaration order.
+    pub const OFFSETS: [i32; 8] = [0, 8, 16, 24, 32, 40, 48, 56];
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<ConvArgs>() == 64);
+    assert!(std::mem::offset_of!(ConvArgs, out) == 40);
+    assert!(std::mem::offset_of!(ConvArgs, row_end) == 56);
+};
+
+/// The tap table of a direct convolution kernel ([`ConvArgs::taps`]): per tap `(u, v, c)` of
+/// the reduction, in that order, the byte offset of its input value from the window's corner
+/// in an input `w_pad` pixels wide with `c` channels.
+pub fn conv_taps(c: usize, w_pad: usize, kh: usize, kw: usize, dil: [usize; 2]) -> Vec<i32> {
+    let mut t = Vec::with_capacity(kh * kw * c);
+    for u in 0..kh {
+        for v in 0..kw {
+            for ci in 0..c {
+                t.push((((u * dil[0] * w_pad + v * dil[1]) * c + ci) * 4) as i32);
+            }
+        }
+    }
+    t
+}
+
+/// A direct convolution kernel's entry point.
+pub type ConvKernelFn = unsafe extern "C" fn(*const ConvArgs);
+
 /// Machine code of several kernels in one read-execute mapping.
 pub struct CodeMemory {
     map: memmap2::Mmap,
@@ -114,5 +169,13 @@ impl CodeMemory {
         // SAFETY: the mapping is executable and kernel `i` starts at this offset with the
         // `KernelFn` ABI (the code generator's contract); it lives as long as `self`.
         unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
+    }
+
+    /// The entry point of kernel `i`, a direct convolution kernel.
+    pub fn conv_entry(&self, i: usize) -> ConvKernelFn {
+        let ptr = self.map[self.offsets[i]..].as_ptr();
+        // SAFETY: as for `entry`, with the `ConvKernelFn` ABI (the plan says which kernels are
+        // convolution kernels, and the code generator made them so).
+        unsafe { std::mem::transmute::<*const u8, ConvKernelFn>(ptr) }
     }
 }

@@ -108,10 +108,10 @@ impl Pass<'_> {
                 (Step::Quantize { x, out, fixed, align }, l)
             }
             Step::Dequantize { x, out } => (Step::Dequantize { x, out }, self.layouts[x]),
-            Step::Conv { x, out, weight, geom, mut epilogue } => {
+            Step::Conv { x, out, weight, geom, mut epilogue, kernel } => {
                 let x = self.convert(x, Layout::Nhwc);
                 epilogue.residual = epilogue.residual.map(|r| self.convert(r, Layout::Nhwc));
-                (Step::Conv { x, out, weight, geom, epilogue }, Layout::Nhwc)
+                (Step::Conv { x, out, weight, geom, epilogue, kernel }, Layout::Nhwc)
             }
             Step::Pool { x, out, geom } => (Step::Pool { x: self.convert(x, Layout::Nhwc), out, geom }, Layout::Nhwc),
             Step::GlobalAvgPool { x, out } => {

@@ -12,6 +12,7 @@
 //! - What the backend cannot run yet is a [`CodegenError::Unsupported`] naming the op, never a
 //!   wrong answer.
 
+pub mod conv_direct;
 pub mod isa;
 mod layout;
 pub mod lower;
@@ -20,6 +21,30 @@ pub mod ternary_gemm;
 use std::fmt;
 
 pub use lower::{CodegenReport, KernelSource, KindStats, compile_graph, compile_graph_quantized, compile_graph_with};
+
+/// The version of the kernel generators and their ABIs: part of every cache key, so cached
+/// machine code made by another generator is never used. Bump it whenever a generator's output
+/// or an argument block (`triton_runtime::kernel`) changes.
+pub const KERNELS_VERSION: u32 = 2;
+
+/// A JIT kernel's specialization: what its machine code is compiled from (and cached by).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelSpec {
+    /// A ternary matrix product (`ternary_gemm`), ABI `kernel::GemmArgs`.
+    Gemm(ternary_gemm::GemmSpec),
+    /// A direct f32 convolution (`conv_direct`), ABI `kernel::ConvArgs`.
+    Conv(conv_direct::ConvSpec),
+}
+
+impl KernelSpec {
+    /// The kernel's relocation-free machine code.
+    pub fn compile(&self) -> Result<Vec<u8>, CodegenError> {
+        match self {
+            KernelSpec::Gemm(s) => ternary_gemm::compile(s),
+            KernelSpec::Conv(s) => conv_direct::compile(s),
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CodegenError {

@@ -73,11 +73,11 @@ impl GemmSpec {
     }
 }
 
-fn ro() -> MemFlagsData {
+pub(super) fn ro() -> MemFlagsData {
     MemFlagsData::new().with_notrap().with_readonly().with_can_move()
 }
 
-fn le() -> MemFlagsData {
+pub(super) fn le() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
 
@@ -319,19 +319,7 @@ fn emit_epilogue(
         y = b.ins().fadd(y, v);
     }
     if let Some(act) = s.act {
-        let z = b.ins().f32const(0.0);
-        let zero = b.ins().splat(F32X4, z);
-        // `UnaryOp::Relu`: y < 0 ? 0 : y (a NaN stays NaN, -0.0 stays -0.0).
-        let neg = b.ins().fcmp(FloatCC::LessThan, y, zero);
-        let neg = b.ins().bitcast(F32X4, le(), neg);
-        y = b.ins().bitselect(neg, zero, y);
-        if act == Act::Relu6 {
-            let six = b.ins().f32const(6.0);
-            let six = b.ins().splat(F32X4, six);
-            let big = b.ins().fcmp(FloatCC::GreaterThan, y, six);
-            let big = b.ins().bitcast(F32X4, le(), big);
-            y = b.ins().bitselect(big, six, y);
-        }
+        y = emit_act(b, y, act);
     }
     let p = b.ins().iadd(row.out, byte_off);
     let st = MemFlagsData::new().with_notrap();
@@ -343,6 +331,24 @@ fn emit_epilogue(
             b.ins().store(st, e, p, (4 * c) as i32);
         }
     }
+}
+
+/// `act` on an f32x4, as `UnaryOp::apply` does it: `y < 0 ? 0 : y` (a NaN stays NaN, -0.0
+/// stays -0.0), then for relu6 `y > 6 ? 6 : y`.
+pub(super) fn emit_act(b: &mut FunctionBuilder<'_>, mut y: Value, act: Act) -> Value {
+    let z = b.ins().f32const(0.0);
+    let zero = b.ins().splat(F32X4, z);
+    let neg = b.ins().fcmp(FloatCC::LessThan, y, zero);
+    let neg = b.ins().bitcast(F32X4, le(), neg);
+    y = b.ins().bitselect(neg, zero, y);
+    if act == Act::Relu6 {
+        let six = b.ins().f32const(6.0);
+        let six = b.ins().splat(F32X4, six);
+        let big = b.ins().fcmp(FloatCC::GreaterThan, y, six);
+        let big = b.ins().bitcast(F32X4, le(), big);
+        y = b.ins().bitselect(big, six, y);
+    }
+    y
 }
 
 /// Sums of `code * x` for `channels` channels starting at `row0` and several activation rows

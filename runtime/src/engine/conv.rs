@@ -55,6 +55,10 @@ pub(crate) enum Prepared {
     Dense { w_t: Array2<f32> },
     /// f32 values (or codes) as panels of 16 channels for the f32 kernels (f32 input).
     Panel { panel: F32Panel, pointwise: bool },
+    /// A direct convolution JIT kernel (f32 input, one group): weights `[kh, kw, c, o4]` with
+    /// the output channels padded to `o4` (a multiple of 4), and the per-channel vectors the
+    /// kernel reads (multiplier, scale, bias: those it has), `o4` values each.
+    Direct { w: Vec<f32>, epi: Vec<f32>, taps: Vec<i32>, o: usize, kernel: crate::kernel::ConvKernelFn },
     /// A ternary matrix product's trits (int8 input) as int8 panels for the AVX-512 VNNI
     /// kernel, on CPUs that have it, made on the first product of [`VNNI_MIN_ROWS`] rows or
     /// more (fewer rows stream the 2-bit rows of the tq2 kernels, which memory bounds; a model
@@ -101,17 +105,57 @@ pub(crate) fn window(g: &ConvGeom) -> Window {
 type ChannelVecs<'a> = (Option<&'a [f32]>, Option<&'a [f32]>, Option<&'a [f32]>);
 
 impl Prepared {
+    /// Codes (or values) of `w` per output channel in the stored `(c, u, v)` order.
+    fn values(w: &GemmWeight, g: &ConvGeom) -> Result<Vec<f32>, String> {
+        let (o, k) = (g.o, g.k());
+        match &w.data {
+            WeightData::Trits { packed } => Ok(pack::unpack_tq2(packed, o, k).into_iter().map(f32::from).collect()),
+            WeightData::Dense { w_t } if w_t.dim() == (k, o) => {
+                Ok((0..o).flat_map(|c| w_t.column(c).to_vec()).collect())
+            }
+            WeightData::Dense { .. } => Err(format!("convolution weight `{}` does not match its geometry", w.name)),
+            WeightData::Tq2 { .. } => Err(format!("convolution weight `{}` packed for a matrix product", w.name)),
+        }
+    }
+
+    /// The weights and vectors of a direct convolution kernel (see [`Prepared::Direct`]):
+    /// `scale` and `bias` are the epilogue's vectors, the multiplier is the weight's scale.
+    pub fn direct(
+        w: &GemmWeight,
+        g: &ConvGeom,
+        (scale, bias): (Option<&[f32]>, Option<&[f32]>),
+        kernel: crate::kernel::ConvKernelFn,
+    ) -> Result<Prepared, String> {
+        let (o, k, c, taps) = (g.o, g.k(), g.c, g.kh * g.kw);
+        if g.groups != 1 {
+            return Err(format!("direct convolution kernel for `{}` with {} groups", w.name, g.groups));
+        }
+        let values = Self::values(w, g)?;
+        let o4 = o.div_ceil(4) * 4;
+        // Stored (c, u, v) -> kernel (u, v, c): position t = tap * c + ci reads ci * taps + tap.
+        let mut wd = vec![0.0; k * o4];
+        for t in 0..k {
+            let from = (t % c) * taps + t / c;
+            for oc in 0..o {
+                wd[t * o4 + oc] = values[oc * k + from];
+            }
+        }
+        let mut epi = Vec::new();
+        for v in [w.alpha.as_deref(), scale, bias].into_iter().flatten() {
+            if v.len() != o {
+                return Err(format!("an epilogue vector of `{}` holds {} values, expected {o}", w.name, v.len()));
+            }
+            epi.extend_from_slice(v);
+            epi.resize(epi.len() + o4 - o, 0.0);
+        }
+        let taps = crate::kernel::conv_taps(c, g.w + 2 * g.pad[1], g.kh, g.kw, g.dil);
+        Ok(Prepared::Direct { w: wd, epi, taps, o, kernel })
+    }
+
     /// Re-lays out `w` for a convolution of geometry `g` over values of kind `x`.
     pub fn new(w: &GemmWeight, g: &ConvGeom, x: Kind) -> Result<Prepared, String> {
         let (o, k, cg, taps) = (g.o, g.k(), g.cg(), g.kh * g.kw);
-        // Codes (or values) per output channel in the stored `(c, u, v)` order.
-        let values: Vec<f32> = match &w.data {
-            WeightData::Trits { packed } => pack::unpack_tq2(packed, o, k).into_iter().map(f32::from).collect(),
-            WeightData::Dense { w_t } => (0..o).flat_map(|c| w_t.column(c).to_vec()).collect(),
-            WeightData::Tq2 { .. } => {
-                return Err(format!("convolution weight `{}` packed for a matrix product", w.name));
-            }
-        };
+        let values = Self::values(w, g)?;
         // Index in `(c, u, v)` order of position `t` of the `(u, v, c)` order.
         let from = |t: usize| (t % cg) * taps + t / cg;
         let depthwise = cg == 1 && g.og() == 1;
@@ -163,6 +207,10 @@ impl Prepared {
                 format!("{what} ({})", fconv::kernel_name(isa))
             }
             Prepared::Dense { .. } => "int8 x f32 im2col-gemm (gemm crate)".into(),
+            Prepared::Direct { o, .. } => format!(
+                "f32 direct conv (jit, layer-specialized: {o} output channels in 128-bit lanes, no gather; the f32 panel's 16-channel tile would be {}% empty)",
+                100 * (16 - o.min(&16)) / 16
+            ),
             Prepared::Rows { .. } => format!("int8 tq2 ({isa}); from {VNNI_MIN_ROWS} rows avx512vnni vpdpbusd panel"),
         }
     }
@@ -326,6 +374,19 @@ impl Model {
                     return Err(internal(si, "conv buffers do not match its weight"));
                 }
                 self.conv_f32_panel(xs, panel, *pointwise, g, &win, (alpha, scale, bias), residual, e, &mut out);
+            }
+            (Prepared::Direct { w: wd, epi, taps, kernel, .. }, Val::F32(a)) => {
+                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                let o4 = o.div_ceil(4) * 4;
+                let vectors = [alpha.is_some(), scale.is_some(), bias.is_some()].iter().filter(|v| **v).count();
+                let fits = xs.len() == b * g.h * g.w * g.c
+                    && wd.len() == g.k() * o4
+                    && epi.len() == vectors * o4
+                    && taps.len() == g.k();
+                if !fits || g.groups != 1 {
+                    return Err(internal(si, "direct conv buffers do not match its weight"));
+                }
+                self.conv_direct(xs, (wd, epi, taps), *kernel, g, residual, &mut out, arena);
             }
             (Prepared::Dense { w_t }, Val::Q(q)) => {
                 if w_t.dim() != (g.k(), o) || alpha.is_some_and(|a| a.len() != o) {
@@ -591,6 +652,74 @@ impl Model {
                 let mut cols = vec![0f32; cols_len];
                 (0..tasks).for_each(|t| task(&mut cols, t));
             }
+        }
+    }
+
+    /// A direct convolution JIT kernel over every sample: the input copied once into a
+    /// zero-padded buffer (none without padding), then per sample and block of output rows one
+    /// kernel call (blocks split over the pool when the work is worth it).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_direct(
+        &self,
+        xs: &[f32],
+        (w, epi, taps): (&[f32], &[f32], &[i32]),
+        kernel: crate::kernel::ConvKernelFn,
+        g: &ConvGeom,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+        arena: &mut Arena,
+    ) {
+        let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+        let (per_in, per_out) = (hp * wp * g.c, g.oh * g.ow * g.o);
+        let b = out.len() / per_out.max(1);
+        let padded = (g.pad != [0, 0]).then(|| {
+            let mut buf = arena.f32(b * per_in);
+            let row = g.w * g.c;
+            for n in 0..b {
+                for y in 0..g.h {
+                    let src = &xs[(n * g.h + y) * row..][..row];
+                    let at = n * per_in + ((y + g.pad[0]) * wp + g.pad[1]) * g.c;
+                    buf[at..at + row].copy_from_slice(src);
+                }
+            }
+            buf
+        });
+        let x = padded.as_deref().unwrap_or(xs);
+        let work = b * per_out * g.k();
+        let pool = self.pool_for(work);
+        let threads = pool.map_or(1, |p| p.current_num_threads());
+        // Whole samples per task when there are enough of them, else blocks of rows.
+        let blocks = if b >= 2 * threads { 1 } else { (2 * threads).div_ceil(b.max(1)).min(g.oh.max(1)) };
+        let rows = g.oh.div_ceil(blocks.max(1)).max(1);
+        let blocks = g.oh.div_ceil(rows);
+        let out_ptr = Out(out.as_mut_ptr());
+        let run = |t: usize| {
+            let (n, blk) = (t / blocks, t % blocks);
+            let r0 = blk * rows;
+            let args = crate::kernel::ConvArgs {
+                x: x[n * per_in..].as_ptr(),
+                w: w.as_ptr(),
+                epi: epi.as_ptr(),
+                taps: taps.as_ptr(),
+                residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
+                // SAFETY: sample n's rows r0 .. r0 + rows of `out` are this task's.
+                out: unsafe { out_ptr.get().add(n * per_out) },
+                row_begin: r0 as u64,
+                row_end: (r0 + rows).min(g.oh) as u64,
+            };
+            // SAFETY: the kernel was compiled for this geometry (`Step::Conv::kernel`, checked
+            // by the plan's validation); x holds the sample's padded input, w and epi the
+            // sizes its specialization reads (checked by the caller), out and residual the
+            // sample's output rows; each task writes only its own rows.
+            unsafe { kernel(&args) };
+        };
+        let tasks = b * blocks;
+        match pool.filter(|_| tasks > 1) {
+            Some(pool) => pool.install(|| (0..tasks).into_par_iter().for_each(run)),
+            None => (0..tasks).for_each(run),
+        }
+        if let Some(buf) = padded {
+            arena.f32s.push(buf);
         }
     }
 

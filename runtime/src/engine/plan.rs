@@ -267,6 +267,10 @@ pub enum Step {
         weight: usize,
         geom: ConvGeom,
         epilogue: Epilogue,
+        /// A direct convolution JIT kernel (an index into [`ModelParts::kernels`], ABI
+        /// `kernel::ConvArgs`) that runs this layer: f32 input, one group, at most 16 output
+        /// channels, the epilogue's activation none, relu or relu6. `None`: the runtime's kernels.
+        kernel: Option<usize>,
     },
     /// Max or average pooling, channels-last in and out.
     Pool {
@@ -542,7 +546,7 @@ impl ModelParts {
                 let w = &self.weights[*weight];
                 need(!matches!(w.data, WeightData::Trits { .. }), "a matrix product over convolution weights")
             }
-            Step::Conv { x, weight, geom, epilogue, .. } => {
+            Step::Conv { x, weight, geom, epilogue, kernel, .. } => {
                 need(layout(*x) == Layout::Nhwc && layout(out) == Layout::Nhwc, "a convolution not channels-last")?;
                 need(epilogue.quantize.is_none_or(|q| align_ok(q.align)), "row alignment is neither 4 nor 64")?;
                 if let Some(r) = epilogue.residual {
@@ -551,6 +555,16 @@ impl ModelParts {
                 }
                 let w = &self.weights[*weight];
                 need(!matches!(w.data, WeightData::Tq2 { .. }), "a convolution over matrix-product weights")?;
+                if let Some(k) = kernel {
+                    need(
+                        self.kernels.get(*k).is_some_and(|c| !c.is_empty()),
+                        "a convolution kernel that does not exist",
+                    )?;
+                    f32_in(*x)?;
+                    let act_ok = matches!(epilogue.act, None | Some(UnaryOp::Relu | UnaryOp::Relu6));
+                    let fits = geom.groups == 1 && (1..=16).contains(&geom.o) && act_ok && epilogue.quantize.is_none();
+                    need(fits, "a direct convolution kernel on a layer it cannot run")?;
+                }
                 let g = geom;
                 let sane = g.groups >= 1
                     && g.c % g.groups == 0

@@ -1,0 +1,570 @@
+//! Direct convolution kernels for f32 layers with few output channels: every size of the layer
+//! is a constant, output channels sit in the lanes, a register tile of several output pixels
+//! is summed over the whole (unrolled) reduction, and the epilogue is fused.
+//!
+//! Why: the runtime's f32 convolution gathers each output pixel's window into a row and runs a
+//! panel kernel whose register tile holds 16 output channels. A first layer like LeNet-5's
+//! (1 input channel, 6 output channels, 25 taps) spends its time in the gather and runs the
+//! tile 6/16 full. Here there is no gather: the input is read in place (the engine pads it
+//! once per sample), each input value is broadcast once per tile and multiplied into
+//! `ceil(O / 4)` vectors of weights held in registers.
+//!
+//! Rules:
+//! - Shapes are constants: channels, padded input width, output width, taps, strides,
+//!   dilation, the pixel tile and which epilogue steps exist. The kernel reads only
+//!   [`ConvArgs`] (ABI in `triton_runtime::kernel`), one sample's rows `[row_begin, row_end)`.
+//! - The reduction runs tap by tap, `(u, v, c)` order, one fused multiply-add per weight (or a
+//!   multiply and an add on CPUs without FMA); the result differs from the interpreter's f64
+//!   sums by rounding only, as the runtime's f32 kernels do.
+//! - The epilogue runs in the engine's order, each step rounded in f32: `* mult`, `* scale`,
+//!   `+ bias`, `+ residual`, activation (relu, relu6 only).
+//! - Partial vectors (the last one when `O % 4 != 0`) are loaded and stored lane by lane, so a
+//!   kernel never touches memory outside its pixels' rows.
+//! - Every load is `notrap readonly can_move` (see `ternary_gemm`); the code is relocation-free
+//!   (checked).
+
+use cranelift_codegen::Context;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I64};
+use cranelift_codegen::ir::{AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use triton_runtime::kernel::ConvArgs;
+
+use super::CodegenError;
+use super::ternary_gemm::{Act, emit_act, le, ro};
+
+/// One direct convolution kernel's specialization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvSpec {
+    /// Input channels (values per input pixel).
+    pub c: usize,
+    /// Width of the padded input (`W + 2 pw`).
+    pub w_pad: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Output width.
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub dil: [usize; 2],
+    /// Output pixels per register tile.
+    pub pixels: usize,
+    pub mult: bool,
+    pub scale: bool,
+    pub bias: bool,
+    pub residual: bool,
+    pub act: Option<Act>,
+}
+
+/// Output channels up to which a layer may run on a direct kernel (four vectors of four).
+pub const MAX_CHANNELS: usize = 16;
+/// The longest reduction (taps times input channels) a kernel takes: byte offsets in the tap
+/// table are i32, and beyond this the runtime's blocked kernels keep the weights in cache.
+pub const MAX_TAPS: usize = 1 << 16;
+
+impl ConvSpec {
+    /// Vectors of four output channels.
+    pub fn vectors(&self) -> usize {
+        self.o.div_ceil(4)
+    }
+
+    /// The reduction length: taps times input channels.
+    pub fn k(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+
+    /// The pixel tile for `o` output channels: as many pixels as fit the 16 vector registers
+    /// beside the weights and a broadcast (`pixels * vectors + vectors + 1 <= 16`), at most 8.
+    pub fn tile_for(o: usize) -> usize {
+        let v = o.div_ceil(4).max(1);
+        ((15 - v.min(14)) / v).clamp(1, 8)
+    }
+
+    /// The per-channel vectors the kernel reads from [`ConvArgs::epi`], in order.
+    pub fn epi_vectors(&self) -> usize {
+        usize::from(self.mult) + usize::from(self.scale) + usize::from(self.bias)
+    }
+}
+
+/// Pointers of one call.
+struct Fields {
+    w: Value,
+    epi: Value,
+    /// The tap table: per tap `(u, v, c)`, its input offset in bytes from the window corner.
+    taps: Value,
+}
+
+fn zero(b: &mut FunctionBuilder<'_>) -> Value {
+    let z = b.ins().f32const(0.0);
+    b.ins().splat(F32X4, z)
+}
+
+/// `lanes` (1..=4) f32 values at `p + off` as a vector (lanes past them zero).
+fn load_lanes(b: &mut FunctionBuilder<'_>, p: Value, off: i32, lanes: usize) -> Value {
+    match lanes {
+        4 => b.ins().load(F32X4, ro(), p, off),
+        1 => {
+            let e = b.ins().load(F32, ro(), p, off);
+            b.ins().scalar_to_vector(F32X4, e)
+        }
+        _ => {
+            let d = b.ins().load(F64, ro(), p, off);
+            let v = b.ins().scalar_to_vector(F64X2, d);
+            let mut v = b.ins().bitcast(F32X4, le(), v);
+            if lanes == 3 {
+                let e = b.ins().load(F32, ro(), p, off + 8);
+                v = b.ins().insertlane(v, e, 2);
+            }
+            v
+        }
+    }
+}
+
+/// Stores the first `lanes` (1..=4) values of `y` at `p + off`.
+fn store_lanes(b: &mut FunctionBuilder<'_>, y: Value, p: Value, off: i32, lanes: usize) {
+    let st = MemFlagsData::new().with_notrap();
+    match lanes {
+        4 => {
+            b.ins().store(st, y, p, off);
+        }
+        1 => {
+            let e = b.ins().extractlane(y, 0);
+            b.ins().store(st, e, p, off);
+        }
+        _ => {
+            let d = b.ins().bitcast(F64X2, le(), y);
+            let d = b.ins().extractlane(d, 0);
+            b.ins().store(st, d, p, off);
+            if lanes == 3 {
+                let e = b.ins().extractlane(y, 2);
+                b.ins().store(st, e, p, off + 8);
+            }
+        }
+    }
+}
+
+/// `x * y + acc`, fused when the CPU has FMA.
+fn mul_add(b: &mut FunctionBuilder<'_>, fma: bool, x: Value, y: Value, acc: Value) -> Value {
+    if fma {
+        b.ins().fma(x, y, acc)
+    } else {
+        let p = b.ins().fmul(x, y);
+        b.ins().fadd(acc, p)
+    }
+}
+
+/// One tile of `np` output pixels starting at input address `xb` (the first pixel's window
+/// corner), output address `ob`, residual address `rb`: the whole reduction, the epilogue and
+/// the stores.
+///
+/// The reduction is a loop of one tap per iteration (the window offset from the tap table,
+/// the weights at `w + t * 16 * vectors`), the accumulators loop-carried. Unrolled code would
+/// let the egraph elaborate one accumulator's whole chain first, with every broadcast and
+/// weight vector kept live for the others (measured: a 16 KB spill frame).
+fn emit_tile(
+    b: &mut FunctionBuilder<'_>,
+    s: &ConvSpec,
+    f: &Fields,
+    fma: bool,
+    (xb, ob, rb): (Value, Value, Value),
+    np: usize,
+) {
+    let v = s.vectors();
+    let n = np * v;
+    let init: Vec<Value> = (0..n).map(|_| zero(b)).collect();
+    let head = b.create_block();
+    let body = b.create_block();
+    let done = b.create_block();
+    let t = b.append_block_param(head, I64);
+    // The pointers ride along as loop parameters: computed once before the loop (a value
+    // first used inside the loop would be elaborated, and recomputed, there).
+    let [xp, wp, tp] = [(); 3].map(|_| b.append_block_param(head, I64));
+    let params: Vec<Value> = (0..n).map(|_| b.append_block_param(head, F32X4)).collect();
+    let results: Vec<Value> = (0..n).map(|_| b.append_block_param(done, F32X4)).collect();
+    let t0 = b.ins().iconst(I64, 0);
+    let mut args = vec![BlockArg::from(t0), xb.into(), f.w.into(), f.taps.into()];
+    args.extend(init.iter().map(|a| BlockArg::from(*a)));
+    b.ins().jump(head, &args);
+    b.switch_to_block(head);
+    let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, t, s.k() as i64);
+    let pass: Vec<BlockArg> = params.iter().map(|a| BlockArg::from(*a)).collect();
+    b.ins().brif(more, body, &[], done, &pass);
+    b.switch_to_block(body);
+    let ld = MemFlagsData::new().with_notrap().with_readonly();
+    let t4 = b.ins().imul_imm_s(t, 4);
+    let tap_at = b.ins().iadd(tp, t4);
+    let off = b.ins().sload32(ld, tap_at, 0);
+    let xt = b.ins().iadd(xp, off);
+    let wo = b.ins().imul_imm_s(t, (v * 16) as i64);
+    let wt = b.ins().iadd(wp, wo);
+    let ws: Vec<Value> = (0..v).map(|q| b.ins().load(F32X4, ld, wt, (q * 16) as i32)).collect();
+    let mut next = params.clone();
+    for j in 0..np {
+        let x = b.ins().load(F32, ro(), xt, (j * s.stride[1] * s.c * 4) as i32);
+        let x = b.ins().splat(F32X4, x);
+        for q in 0..v {
+            next[j * v + q] = mul_add(b, fma, x, ws[q], next[j * v + q]);
+        }
+    }
+    let t1 = b.ins().iadd_imm_s(t, 1);
+    let mut args = vec![BlockArg::from(t1), xp.into(), wp.into(), tp.into()];
+    args.extend(next.iter().map(|a| BlockArg::from(*a)));
+    b.ins().jump(head, &args);
+    b.switch_to_block(done);
+    let accs: Vec<Vec<Value>> = results.chunks(v).map(|c| c.to_vec()).collect();
+    let o4 = v * 4;
+    for (j, acc) in accs.into_iter().enumerate() {
+        for (q, mut y) in acc.into_iter().enumerate() {
+            let lanes = (s.o - 4 * q).min(4);
+            let mut slot = 0;
+            for (on, is_mul) in [(s.mult, true), (s.scale, true), (s.bias, false)] {
+                if on {
+                    let e = b.ins().load(F32X4, ro(), f.epi, ((slot * o4 + 4 * q) * 4) as i32);
+                    y = if is_mul { b.ins().fmul(y, e) } else { b.ins().fadd(y, e) };
+                    slot += 1;
+                }
+            }
+            let off = ((j * s.o + 4 * q) * 4) as i32;
+            if s.residual {
+                let r = load_lanes(b, rb, off, lanes);
+                y = b.ins().fadd(y, r);
+            }
+            if let Some(act) = s.act {
+                y = emit_act(b, y, act);
+            }
+            store_lanes(b, y, ob, off, lanes);
+        }
+    }
+}
+
+/// Compiles the kernel: `extern "C" fn(*const ConvArgs)`, relocation-free machine code.
+pub fn compile(s: &ConvSpec) -> Result<Vec<u8>, CodegenError> {
+    compile_with(s, None)
+}
+
+/// [`compile`], with fused multiply-adds forced off (`Some(false)`, the code for CPUs without
+/// FMA, so tests run it everywhere) or taken from the host (`None`).
+pub fn compile_with(s: &ConvSpec, fma: Option<bool>) -> Result<Vec<u8>, CodegenError> {
+    let sane = (1..=MAX_CHANNELS).contains(&s.o)
+        && s.c >= 1
+        && s.kh >= 1
+        && s.kw >= 1
+        && s.ow >= 1
+        && s.stride.iter().chain(&s.dil).all(|v| *v >= 1)
+        && (1..=8).contains(&s.pixels)
+        && s.k() <= MAX_TAPS;
+    if !sane {
+        return Err(CodegenError::Unsupported(format!("direct convolution kernel {s:?}")));
+    }
+    let isa = super::isa::host()?;
+    let host_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
+    let fma = host_fma && fma != Some(false);
+    let ptr = isa.pointer_type();
+    let mut sig = Signature::new(isa.default_call_conv());
+    sig.params.push(AbiParam::new(ptr));
+    let mut func = Function::with_name_signature(UserFuncName::user(0, 1), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let args = b.block_params(entry)[0];
+    let o = ConvArgs::OFFSETS;
+    let mut field = |i: usize| b.ins().load(I64, ro(), args, o[i]);
+    let (x, w, epi, taps, residual, out, row_begin, row_end) =
+        (field(0), field(1), field(2), field(3), field(4), field(5), field(6), field(7));
+    let f = Fields { w, epi, taps };
+
+    // for oy in row_begin..row_end
+    let row_head = b.create_block();
+    let row_body = b.create_block();
+    let exit = b.create_block();
+    let oy = b.append_block_param(row_head, I64);
+    b.ins().jump(row_head, &[row_begin.into()]);
+    b.switch_to_block(row_head);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, oy, row_end);
+    b.ins().brif(more, row_body, &[], exit, &[]);
+    b.switch_to_block(row_body);
+    let in_row = (s.stride[0] * s.w_pad * s.c * 4) as i64;
+    let out_row = (s.ow * s.o * 4) as i64;
+    let xo = b.ins().imul_imm_s(oy, in_row);
+    let xrow = b.ins().iadd(x, xo);
+    let oo = b.ins().imul_imm_s(oy, out_row);
+    let orow = b.ins().iadd(out, oo);
+    let rrow = b.ins().iadd(residual, oo);
+
+    let np = s.pixels.min(s.ow);
+    let tiles = s.ow / np;
+    let rest = s.ow - tiles * np;
+    let x_tile = (np * s.stride[1] * s.c * 4) as i64;
+    let o_tile = (np * s.o * 4) as i64;
+    if tiles == 1 {
+        emit_tile(&mut b, s, &f, fma, (xrow, orow, rrow), np);
+    } else {
+        // for t in 0..tiles
+        let head = b.create_block();
+        let body = b.create_block();
+        let done = b.create_block();
+        let t = b.append_block_param(head, I64);
+        let zero = b.ins().iconst(I64, 0);
+        b.ins().jump(head, &[zero.into()]);
+        b.switch_to_block(head);
+        let more = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, t, tiles as i64);
+        b.ins().brif(more, body, &[], done, &[]);
+        b.switch_to_block(body);
+        let xt = b.ins().imul_imm_s(t, x_tile);
+        let xb = b.ins().iadd(xrow, xt);
+        let ot = b.ins().imul_imm_s(t, o_tile);
+        let ob = b.ins().iadd(orow, ot);
+        let rb = b.ins().iadd(rrow, ot);
+        emit_tile(&mut b, s, &f, fma, (xb, ob, rb), np);
+        let t1 = b.ins().iadd_imm_s(t, 1);
+        b.ins().jump(head, &[t1.into()]);
+        b.switch_to_block(done);
+    }
+    if rest > 0 {
+        let xb = b.ins().iadd_imm_s(xrow, tiles as i64 * x_tile);
+        let ob = b.ins().iadd_imm_s(orow, tiles as i64 * o_tile);
+        let rb = b.ins().iadd_imm_s(rrow, tiles as i64 * o_tile);
+        emit_tile(&mut b, s, &f, fma, (xb, ob, rb), rest);
+    }
+    let next = b.ins().iadd_imm_s(oy, 1);
+    b.ins().jump(row_head, &[next.into()]);
+    b.switch_to_block(exit);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(isa.frontend_config());
+
+    let mut ctx = Context::for_function(func);
+    let code = ctx
+        .compile(&*isa, &mut ControlPlane::default())
+        .map_err(|e| CodegenError::Cranelift(format!("{:?}", e.inner)))?;
+    if !code.buffer.relocs().is_empty() {
+        return Err(CodegenError::Cranelift(format!("kernel has {} relocations", code.buffer.relocs().len())));
+    }
+    Ok(code.code_buffer().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use triton_runtime::kernel::{CodeMemory, ConvArgs, conv_taps};
+
+    use super::*;
+
+    /// A layer: the spec, input height and padding.
+    #[derive(Clone, Debug)]
+    struct Layer {
+        s: ConvSpec,
+        h: usize,
+        w: usize,
+        pad: [usize; 2],
+    }
+
+    impl Layer {
+        fn oh(&self) -> usize {
+            (self.h + 2 * self.pad[0] - self.s.dil[0] * (self.s.kh - 1) - 1) / self.s.stride[0] + 1
+        }
+    }
+
+    fn layer(
+        c: usize,
+        o: usize,
+        (h, w): (usize, usize),
+        (kh, kw): (usize, usize),
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dil: [usize; 2],
+    ) -> Option<Layer> {
+        let span = |n: usize, k: usize, d: usize, p: usize| (n + 2 * p).checked_sub(d * (k - 1) + 1);
+        let ow = span(w, kw, dil[1], pad[1])? / stride[1] + 1;
+        span(h, kh, dil[0], pad[0])?;
+        let s = ConvSpec {
+            c,
+            w_pad: w + 2 * pad[1],
+            o,
+            ow,
+            kh,
+            kw,
+            stride,
+            dil,
+            pixels: ConvSpec::tile_for(o),
+            mult: false,
+            scale: false,
+            bias: false,
+            residual: false,
+            act: None,
+        };
+        Some(Layer { s, h, w, pad })
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Runs the kernel (FMA as `fma` says) over the whole layer; returns (kernel output,
+    /// reference output).
+    fn run(l: &Layer, seed: u64, fma: Option<bool>) -> (Vec<f32>, Vec<f32>) {
+        let s = &l.s;
+        let (oh, ow, o, c) = (l.oh(), s.ow, s.o, s.c);
+        let hp = l.h + 2 * l.pad[0];
+        let x = values(l.h * l.w * c, seed);
+        let w = values(o * s.k(), seed + 1);
+        let vecs = values(3 * o, seed + 2);
+        let res = values(oh * ow * o, seed + 3);
+        // Reference: the definition, f64 sums, the epilogue in order.
+        let mut want = vec![0f32; oh * ow * o];
+        for y in 0..oh {
+            for xo in 0..ow {
+                for oc in 0..o {
+                    let mut acc = 0f64;
+                    for u in 0..s.kh {
+                        for v in 0..s.kw {
+                            let iy = (y * s.stride[0] + u * s.dil[0]) as isize - l.pad[0] as isize;
+                            let ix = (xo * s.stride[1] + v * s.dil[1]) as isize - l.pad[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= l.h as isize || ix >= l.w as isize {
+                                continue;
+                            }
+                            for ci in 0..c {
+                                let xv = x[(iy as usize * l.w + ix as usize) * c + ci];
+                                // Weight layout [o, c, kh, kw].
+                                let wv = w[((oc * c + ci) * s.kh + u) * s.kw + v];
+                                acc += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    let mut r = acc as f32;
+                    if s.mult {
+                        r *= vecs[oc];
+                    }
+                    if s.scale {
+                        r *= vecs[o + oc];
+                    }
+                    if s.bias {
+                        r += vecs[2 * o + oc];
+                    }
+                    if s.residual {
+                        r += res[(y * ow + xo) * o + oc];
+                    }
+                    r = match s.act {
+                        Some(Act::Relu) => r.max(0.0),
+                        Some(Act::Relu6) => r.clamp(0.0, 6.0),
+                        None => r,
+                    };
+                    want[(y * ow + xo) * o + oc] = r;
+                }
+            }
+        }
+        // The kernel's operands, laid out as the engine lays them out.
+        let mut xp = vec![0f32; hp * s.w_pad * c];
+        for y in 0..l.h {
+            let at = ((y + l.pad[0]) * s.w_pad + l.pad[1]) * c;
+            xp[at..at + l.w * c].copy_from_slice(&x[y * l.w * c..(y + 1) * l.w * c]);
+        }
+        let o4 = s.vectors() * 4;
+        let taps = s.kh * s.kw;
+        let mut wk = vec![0f32; s.k() * o4];
+        for t in 0..s.k() {
+            for oc in 0..o {
+                wk[t * o4 + oc] = w[oc * s.k() + (t % c) * taps + t / c];
+            }
+        }
+        let mut epi = Vec::new();
+        for (on, i) in [(s.mult, 0), (s.scale, 1), (s.bias, 2)] {
+            if on {
+                epi.extend_from_slice(&vecs[i * o..(i + 1) * o]);
+                epi.resize(epi.len() + o4 - o, 0.0);
+            }
+        }
+        let table = conv_taps(c, s.w_pad, s.kh, s.kw, s.dil);
+        let code = CodeMemory::new(&[compile_with(s, fma).unwrap()]).unwrap();
+        let mut out = vec![f32::NAN; oh * ow * o + 1];
+        let sentinel = out.len() - 1;
+        out[sentinel] = 7.0;
+        // Two calls over halves of the rows, as the engine's blocks make them.
+        let half = oh / 2;
+        for (r0, r1) in [(0, half), (half, oh)] {
+            let args = ConvArgs {
+                x: xp.as_ptr(),
+                w: wk.as_ptr(),
+                epi: epi.as_ptr(),
+                taps: table.as_ptr(),
+                residual: res.as_ptr(),
+                out: out.as_mut_ptr(),
+                row_begin: r0 as u64,
+                row_end: r1 as u64,
+            };
+            // SAFETY: every buffer has the sizes the kernel's specialization reads and writes.
+            unsafe { code.conv_entry(0)(&args) };
+        }
+        assert_eq!(out[sentinel], 7.0, "the kernel wrote past its output");
+        out.truncate(sentinel);
+        (out, want)
+    }
+
+    /// The kernel, with and without FMA, equals the definition within f32 summation error
+    /// (`|x|, |w| < 1`, so every sum of `k` products is off by at most `k eps k`), and writes
+    /// every output value and nothing past them.
+    fn check(l: &Layer, seed: u64) {
+        for fma in [None, Some(false)] {
+            let (got, want) = run(l, seed, fma);
+            let k = l.s.k() as f32;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let bound = 4.0 * f32::EPSILON * (k * k + 4.0) * (1.0 + w.abs());
+                assert!((g - w).abs() <= bound, "{l:?} fma {fma:?}: value {i}: {g} != {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn lenet_layers_match_the_definition() {
+        // LeNet-5's two convolutions, with every epilogue step.
+        let mut a = layer(1, 6, (28, 28), (5, 5), [1, 1], [2, 2], [1, 1]).unwrap();
+        a.s.bias = true;
+        a.s.act = Some(Act::Relu);
+        check(&a, 1);
+        let mut b = layer(6, 16, (14, 14), (5, 5), [1, 1], [0, 0], [1, 1]).unwrap();
+        (b.s.mult, b.s.scale, b.s.bias, b.s.residual, b.s.act) = (true, true, true, true, Some(Act::Relu6));
+        check(&b, 2);
+    }
+
+    #[test]
+    #[ignore = "writes LeNet-5 conv2's kernel to $CONV_DUMP (for objdump -D -b binary -mi386:x86-64)"]
+    fn dump() {
+        let mut l = layer(6, 16, (14, 14), (5, 5), [1, 1], [0, 0], [1, 1]).unwrap();
+        (l.s.bias, l.s.act) = (true, Some(Act::Relu));
+        let path = std::env::var("CONV_DUMP").unwrap_or_else(|_| "conv.bin".into());
+        std::fs::write(path, compile(&l.s).unwrap()).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn kernels_match_the_definition(
+            c in 1usize..18, o in 1usize..=16, h in 1usize..12, w in 1usize..12,
+            kh in 1usize..8, kw in 1usize..8, sh in 1usize..4, sw in 1usize..4,
+            ph in 0usize..3, pw in 0usize..3, dh in 1usize..3, dw in 1usize..3,
+            flags in 0u8..32, relu6 in any::<bool>(), seed in 0u64..1000,
+        ) {
+            if let Some(mut l) = layer(c, o, (h, w), (kh, kw), [sh, sw], [ph, pw], [dh, dw]) {
+                l.s.mult = flags & 1 != 0;
+                l.s.scale = flags & 2 != 0;
+                l.s.bias = flags & 4 != 0;
+                l.s.residual = flags & 8 != 0;
+                l.s.act = (flags & 16 != 0).then_some(if relu6 { Act::Relu6 } else { Act::Relu });
+                check(&l, seed);
+            }
+        }
+    }
+}
