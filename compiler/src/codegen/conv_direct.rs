@@ -155,22 +155,66 @@ fn mul_add(b: &mut FunctionBuilder<'_>, fma: bool, x: Value, y: Value, acc: Valu
     }
 }
 
-/// One tile of `np` output pixels starting at input address `xb` (the first pixel's window
-/// corner), output address `ob`, residual address `rb`: the whole reduction, the epilogue and
-/// the stores.
-///
-/// The reduction is a loop of one tap per iteration (the window offset from the tap table,
-/// the weights at `w + t * 16 * vectors`), the accumulators loop-carried. Unrolled code would
-/// let the egraph elaborate one accumulator's whole chain first, with every broadcast and
-/// weight vector kept live for the others (measured: a 16 KB spill frame).
-fn emit_tile(
+/// Instructions of one unrolled tile up to which a kernel is unrolled (compiled in order,
+/// [`super::isa::host_in_order`]); longer reductions loop over the taps.
+pub const MAX_UNROLLED: usize = 8192;
+
+impl ConvSpec {
+    /// Whether the reduction is unrolled (every tap's offset a constant of the code).
+    pub fn unrolled(&self) -> bool {
+        let (v, p) = (self.vectors(), self.pixels);
+        self.k() * (p * v + p + v) <= MAX_UNROLLED
+    }
+}
+
+/// The reduction of one tile, unrolled: per tap `(u, v, c)` its weight vectors, then per
+/// pixel the input value's broadcast and its multiply-adds, in that order (the code is
+/// compiled without the mid-end, so this order is the machine code's: one tap's values live
+/// at a time). Returns the accumulators, `vectors` per pixel.
+fn emit_sums_unrolled(
     b: &mut FunctionBuilder<'_>,
     s: &ConvSpec,
     f: &Fields,
     fma: bool,
-    (xb, ob, rb): (Value, Value, Value),
+    xb: Value,
     np: usize,
-) {
+) -> Vec<Value> {
+    let v = s.vectors();
+    let mut accs: Vec<Value> = (0..np * v).map(|_| zero(b)).collect();
+    for u in 0..s.kh {
+        for vv in 0..s.kw {
+            for c in 0..s.c {
+                let t = (u * s.kw + vv) * s.c + c;
+                let ws: Vec<Value> =
+                    (0..v).map(|q| b.ins().load(F32X4, ro(), f.w, ((t * v + q) * 16) as i32)).collect();
+                let tap = (u * s.dil[0] * s.w_pad + vv * s.dil[1]) * s.c + c;
+                for j in 0..np {
+                    let off = (j * s.stride[1] * s.c + tap) * 4;
+                    let x = b.ins().load(F32, ro(), xb, off as i32);
+                    let x = b.ins().splat(F32X4, x);
+                    for q in 0..v {
+                        accs[j * v + q] = mul_add(b, fma, x, ws[q], accs[j * v + q]);
+                    }
+                }
+            }
+        }
+    }
+    accs
+}
+
+/// The reduction of one tile as a loop of one tap per iteration: the tap's input offset from
+/// the tap table, its weights at `w + t * 16 * vectors`, the accumulators loop-carried.
+/// (Unrolled code compiled with the mid-end would let the egraph elaborate one accumulator's
+/// whole chain first, with every broadcast and weight vector kept live for the others:
+/// measured, a 16 KB spill frame.) Returns the accumulators, `vectors` per pixel.
+fn emit_sums_loop(
+    b: &mut FunctionBuilder<'_>,
+    s: &ConvSpec,
+    f: &Fields,
+    fma: bool,
+    xb: Value,
+    np: usize,
+) -> Vec<Value> {
     let v = s.vectors();
     let n = np * v;
     let init: Vec<Value> = (0..n).map(|_| zero(b)).collect();
@@ -213,7 +257,27 @@ fn emit_tile(
     args.extend(next.iter().map(|a| BlockArg::from(*a)));
     b.ins().jump(head, &args);
     b.switch_to_block(done);
-    let accs: Vec<Vec<Value>> = results.chunks(v).map(|c| c.to_vec()).collect();
+    results
+}
+
+/// One tile of `np` output pixels starting at input address `xb` (the first pixel's window
+/// corner), output address `ob`, residual address `rb`: the whole reduction, the epilogue and
+/// the stores.
+///
+/// The reduction is unrolled ([`emit_sums_unrolled`]) when short enough
+/// ([`ConvSpec::unrolled`]), else a loop over the taps ([`emit_sums_loop`]).
+fn emit_tile(
+    b: &mut FunctionBuilder<'_>,
+    s: &ConvSpec,
+    f: &Fields,
+    fma: bool,
+    (xb, ob, rb): (Value, Value, Value),
+    np: usize,
+) {
+    let v = s.vectors();
+    let sums =
+        if s.unrolled() { emit_sums_unrolled(b, s, f, fma, xb, np) } else { emit_sums_loop(b, s, f, fma, xb, np) };
+    let accs: Vec<Vec<Value>> = sums.chunks(v).map(|c| c.to_vec()).collect();
     let o4 = v * 4;
     for (j, acc) in accs.into_iter().enumerate() {
         for (q, mut y) in acc.into_iter().enumerate() {
@@ -258,7 +322,7 @@ pub fn compile_with(s: &ConvSpec, fma: Option<bool>) -> Result<Vec<u8>, CodegenE
     if !sane {
         return Err(CodegenError::Unsupported(format!("direct convolution kernel {s:?}")));
     }
-    let isa = super::isa::host()?;
+    let isa = if s.unrolled() { super::isa::host_in_order()? } else { super::isa::host()? };
     let host_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
     let fma = host_fma && fma != Some(false);
     let ptr = isa.pointer_type();
@@ -537,6 +601,19 @@ mod tests {
         let mut b = layer(6, 16, (14, 14), (5, 5), [1, 1], [0, 0], [1, 1]).unwrap();
         (b.s.mult, b.s.scale, b.s.bias, b.s.residual, b.s.act) = (true, true, true, true, Some(Act::Relu6));
         check(&b, 2);
+    }
+
+    #[test]
+    fn both_reduction_forms_match_the_definition() {
+        // Short: unrolled, compiled in order; long (17 x 7 x 7 taps): the tap loop.
+        let mut short = layer(3, 5, (9, 7), (3, 3), [1, 2], [1, 0], [1, 1]).unwrap();
+        short.s.residual = true;
+        assert!(short.s.unrolled());
+        check(&short, 3);
+        let mut long = layer(17, 13, (9, 11), (7, 7), [2, 1], [2, 3], [1, 1]).unwrap();
+        (long.s.bias, long.s.act) = (true, Some(Act::Relu));
+        assert!(!long.s.unrolled());
+        check(&long, 4);
     }
 
     #[test]

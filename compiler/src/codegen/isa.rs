@@ -8,11 +8,12 @@ use cranelift_codegen::settings::{self, Configurable};
 use super::CodegenError;
 
 static HOST: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
+static HOST_IN_ORDER: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
 
-fn build() -> Result<OwnedTargetIsa, String> {
+fn build(opt_level: &str) -> Result<OwnedTargetIsa, String> {
     let mut flags = settings::builder();
     let set = |b: &mut settings::Builder, k: &str, v: &str| b.set(k, v).map_err(|e| format!("{k}={v}: {e}"));
-    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "opt_level", opt_level)?;
     set(&mut flags, "is_pic", "false")?;
     // Kernels do not need frame pointers or probes; they are leaf functions.
     set(&mut flags, "preserve_frame_pointers", "false")?;
@@ -22,7 +23,15 @@ fn build() -> Result<OwnedTargetIsa, String> {
 
 /// The ISA of this machine (features detected, as `cranelift_native` does).
 pub fn host() -> Result<OwnedTargetIsa, CodegenError> {
-    HOST.get_or_init(build).as_ref().map(Arc::clone).map_err(|e| CodegenError::Isa(e.clone()))
+    HOST.get_or_init(|| build("speed")).as_ref().map(Arc::clone).map_err(|e| CodegenError::Isa(e.clone()))
+}
+
+/// The host ISA without the mid-end optimizer (`opt_level=none`): instructions are emitted in
+/// the order the generator wrote them (no egraph elaboration, GVN or code motion), for
+/// unrolled kernels whose generator already orders and schedules every value (register
+/// allocation and instruction selection, load folding included, still run).
+pub fn host_in_order() -> Result<OwnedTargetIsa, CodegenError> {
+    HOST_IN_ORDER.get_or_init(|| build("none")).as_ref().map(Arc::clone).map_err(|e| CodegenError::Isa(e.clone()))
 }
 
 /// The ISA flags the code is specialised for, as `name=value` pairs (recorded in artifacts).

@@ -374,8 +374,8 @@ fn add_kernel(
 
 /// Output channels up to which an f32 convolution runs on a direct JIT kernel. Measured
 /// (LeNet-5 at batch 16, one thread, Intel Xeon with AVX-512): 6 channels from 1, JIT
-/// 0.18-0.21 ms against the runtime's panel 0.68 ms; 16 channels from 6, JIT 0.25 ms against
-/// the panel 0.115 ms.
+/// 0.100 ms against the runtime's panel 0.68 ms; 16 channels from 6, JIT 0.15 ms against the
+/// panel 0.11 ms.
 pub const DIRECT_MAX_CHANNELS: usize = 8;
 
 /// The direct convolution kernel for an f32 convolution of geometry `g` (weights with a
