@@ -66,11 +66,15 @@ pub type KernelFn = unsafe extern "C" fn(*const GemmArgs);
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConvArgs {
-    /// The sample's input with its zero padding, `[H + 2 ph, W + 2 pw, C]`.
-    pub x: *const f32,
-    /// Weights `[kh, kw, C, O4]`: per tap and input channel the output channels, padded with
-    /// zeros to `O4 = ceil(O / 4) * 4`.
-    pub w: *const f32,
+    /// The sample's input with its zero padding, `[H + 2 ph, W + 2 pw, C]` f32 values; for
+    /// int8 kernels `[H + 2 ph, W + 2 pw, C4]` bytes `x + 128` (`C4 = ceil(C / 4) * 4`; padding
+    /// and padded channels hold 128, the biased zero).
+    pub x: *const u8,
+    /// Weights: f32 `[kh, kw, C, O4]` (per tap and input channel the output channels, padded
+    /// with zeros to `O4 = ceil(O / 4) * 4`); int8 `[kh, kw, C4 / 4, O4 / 4, 4, 4]` signed codes
+    /// (per tap and group of 4 input channels, per vector of 4 output channels, 4 x 4 bytes:
+    /// output channel major).
+    pub w: *const u8,
     /// Per output channel vectors, `O4` values each, in this order: the multiplier, the scale,
     /// the bias (each read only when the kernel has it; absent ones take no room).
     pub epi: *const f32,
@@ -83,15 +87,21 @@ pub struct ConvArgs {
     pub out: *mut f32,
     pub row_begin: u64,
     pub row_end: u64,
+    /// Int8 kernels: the sample's activation scale.
+    pub sx: *const f32,
+    /// Int8 kernels: per output channel `-128 * sum(w)` (`O4` values), removing the bias of
+    /// the inputs.
+    pub corr: *const i32,
 }
 
 impl ConvArgs {
     /// Byte offsets of the fields, in declaration order.
-    pub const OFFSETS: [i32; 8] = [0, 8, 16, 24, 32, 40, 48, 56];
+    pub const OFFSETS: [i32; 10] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 72];
 }
 
 const _: () = {
-    assert!(std::mem::size_of::<ConvArgs>() == 64);
+    assert!(std::mem::size_of::<ConvArgs>() == 80);
+    assert!(std::mem::offset_of!(ConvArgs, corr) == 72);
     assert!(std::mem::offset_of!(ConvArgs, out) == 40);
     assert!(std::mem::offset_of!(ConvArgs, row_end) == 56);
 };

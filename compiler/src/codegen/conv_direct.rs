@@ -26,7 +26,7 @@
 use cranelift_codegen::Context;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I64};
+use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I8X16, I32, I32X4, I64};
 use cranelift_codegen::ir::{AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use triton_runtime::kernel::ConvArgs;
@@ -56,6 +56,10 @@ pub struct ConvSpec {
     pub bias: bool,
     pub residual: bool,
     pub act: Option<Act>,
+    /// Int8 activations (ternary or int8 weights): exact integer sums (`vpdpbusd` where the
+    /// CPU has VNNI), then `sum * (sx * alpha)` as the interpreter computes it; `mult` is then
+    /// the weight's scale and always present.
+    pub int8: bool,
 }
 
 /// Output channels up to which a layer may run on a direct kernel (four vectors of four).
@@ -65,6 +69,11 @@ pub const MAX_CHANNELS: usize = 16;
 pub const MAX_TAPS: usize = 1 << 16;
 
 impl ConvSpec {
+    /// Bytes per input pixel: f32 values, or int8 values (biased to u8) padded to groups of 4.
+    pub fn pixel_bytes(&self) -> usize {
+        if self.int8 { self.c.div_ceil(4) * 4 } else { 4 * self.c }
+    }
+
     /// Vectors of four output channels.
     pub fn vectors(&self) -> usize {
         self.o.div_ceil(4)
@@ -92,6 +101,9 @@ impl ConvSpec {
 struct Fields {
     w: Value,
     epi: Value,
+    /// Int8 kernels: the sample's activation scale (one f32) and the per-channel corrections.
+    sx: Value,
+    corr: Value,
     /// The tap table: per tap `(u, v, c)`, its input offset in bytes from the window corner.
     taps: Value,
 }
@@ -163,7 +175,8 @@ impl ConvSpec {
     /// Whether the reduction is unrolled (every tap's offset a constant of the code).
     pub fn unrolled(&self) -> bool {
         let (v, p) = (self.vectors(), self.pixels);
-        self.k() * (p * v + p + v) <= MAX_UNROLLED
+        let steps = if self.int8 { self.kh * self.kw * self.c.div_ceil(4) } else { self.k() };
+        steps * (p * v + p + v) <= MAX_UNROLLED
     }
 }
 
@@ -200,6 +213,73 @@ fn emit_sums_unrolled(
         }
     }
     accs
+}
+
+/// `c + dot4(a, b)` per 32-bit lane: the sum of the four products of signed bytes of `a` and
+/// unsigned bytes of `b`, written as the tree Cranelift folds into one `vpdpbusd` on CPUs with
+/// AVX-512 VNNI or AVX-VNNI (elsewhere the tree itself runs: same result).
+fn dot4(b: &mut FunctionBuilder<'_>, a: Value, x: Value, c: Value) -> Value {
+    let al = b.ins().swiden_low(a);
+    let xl = b.ins().uwiden_low(x);
+    let lo = b.ins().imul(al, xl);
+    let ah = b.ins().swiden_high(a);
+    let xh = b.ins().uwiden_high(x);
+    let hi = b.ins().imul(ah, xh);
+    let (l0, l1) = (b.ins().swiden_low(lo), b.ins().swiden_high(lo));
+    let l = b.ins().iadd_pairwise(l0, l1);
+    let (h0, h1) = (b.ins().swiden_low(hi), b.ins().swiden_high(hi));
+    let h = b.ins().iadd_pairwise(h0, h1);
+    let d = b.ins().iadd_pairwise(l, h);
+    b.ins().iadd(d, c)
+}
+
+/// The int8 reduction of one tile, unrolled like [`emit_sums_unrolled`]: per tap and group of
+/// 4 input channels the weight vectors (4 output channels x 4 input channels of signed codes
+/// each), per pixel the group's 4 biased bytes (`x + 128`) broadcast and `dot4`-accumulated.
+/// Then the bias correction (`-128 * sum w` per channel, from `corr`) and the conversion:
+/// `f32(sum) * (sx * alpha)`. Returns the scaled sums, `vectors` per pixel.
+fn emit_sums_int8(b: &mut FunctionBuilder<'_>, s: &ConvSpec, f: &Fields, xb: Value, np: usize) -> Vec<Value> {
+    let v = s.vectors();
+    let groups = s.c.div_ceil(4);
+    let pb = s.pixel_bytes();
+    let mut accs: Vec<Value> = (0..np * v)
+        .map(|_| {
+            let z = b.ins().iconst(I32, 0);
+            b.ins().splat(I32X4, z)
+        })
+        .collect();
+    for u in 0..s.kh {
+        for vv in 0..s.kw {
+            for g in 0..groups {
+                let t = (u * s.kw + vv) * groups + g;
+                let ws: Vec<Value> =
+                    (0..v).map(|q| b.ins().load(I8X16, ro(), f.w, ((t * v + q) * 16) as i32)).collect();
+                let tap = (u * s.dil[0] * s.w_pad + vv * s.dil[1]) * pb + 4 * g;
+                for j in 0..np {
+                    let off = j * s.stride[1] * pb + tap;
+                    let x = b.ins().load(I32, ro(), xb, off as i32);
+                    let x = b.ins().splat(I32X4, x);
+                    let x = b.ins().bitcast(I8X16, le(), x);
+                    for q in 0..v {
+                        accs[j * v + q] = dot4(b, ws[q], x, accs[j * v + q]);
+                    }
+                }
+            }
+        }
+    }
+    let sx = b.ins().load(F32, ro(), f.sx, 0);
+    let sx = b.ins().splat(F32X4, sx);
+    let mut ys = Vec::with_capacity(accs.len());
+    for (i, acc) in accs.into_iter().enumerate() {
+        let q = i % v;
+        let corr = b.ins().load(I32X4, ro(), f.corr, (16 * q) as i32);
+        let acc = b.ins().iadd(acc, corr);
+        let accf = b.ins().fcvt_from_sint(F32X4, acc);
+        let alpha = b.ins().load(F32X4, ro(), f.epi, (16 * q) as i32);
+        let s1 = b.ins().fmul(sx, alpha);
+        ys.push(b.ins().fmul(accf, s1));
+    }
+    ys
 }
 
 /// The reduction of one tile as a loop of one tap per iteration: the tap's input offset from
@@ -275,8 +355,13 @@ fn emit_tile(
     np: usize,
 ) {
     let v = s.vectors();
-    let sums =
-        if s.unrolled() { emit_sums_unrolled(b, s, f, fma, xb, np) } else { emit_sums_loop(b, s, f, fma, xb, np) };
+    let sums = if s.int8 {
+        emit_sums_int8(b, s, f, xb, np)
+    } else if s.unrolled() {
+        emit_sums_unrolled(b, s, f, fma, xb, np)
+    } else {
+        emit_sums_loop(b, s, f, fma, xb, np)
+    };
     let accs: Vec<Vec<Value>> = sums.chunks(v).map(|c| c.to_vec()).collect();
     let o4 = v * 4;
     for (j, acc) in accs.into_iter().enumerate() {
@@ -284,7 +369,10 @@ fn emit_tile(
             let lanes = (s.o - 4 * q).min(4);
             let mut slot = 0;
             for (on, is_mul) in [(s.mult, true), (s.scale, true), (s.bias, false)] {
-                if on {
+                if on && s.int8 && slot == 0 {
+                    // The weight's scale, applied with the sample's in `emit_sums_int8`.
+                    slot += 1;
+                } else if on {
                     let e = b.ins().load(F32X4, ro(), f.epi, ((slot * o4 + 4 * q) * 4) as i32);
                     y = if is_mul { b.ins().fmul(y, e) } else { b.ins().fadd(y, e) };
                     slot += 1;
@@ -318,11 +406,12 @@ pub fn compile_with(s: &ConvSpec, fma: Option<bool>) -> Result<Vec<u8>, CodegenE
         && s.ow >= 1
         && s.stride.iter().chain(&s.dil).all(|v| *v >= 1)
         && (1..=8).contains(&s.pixels)
-        && s.k() <= MAX_TAPS;
+        && s.k() <= MAX_TAPS
+        && (!s.int8 || (s.mult && s.unrolled()));
     if !sane {
         return Err(CodegenError::Unsupported(format!("direct convolution kernel {s:?}")));
     }
-    let isa = if s.unrolled() { super::isa::host_in_order()? } else { super::isa::host()? };
+    let isa = if s.unrolled() || s.int8 { super::isa::host_in_order()? } else { super::isa::host()? };
     let host_fma = isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
     let fma = host_fma && fma != Some(false);
     let ptr = isa.pointer_type();
@@ -337,9 +426,9 @@ pub fn compile_with(s: &ConvSpec, fma: Option<bool>) -> Result<Vec<u8>, CodegenE
     let args = b.block_params(entry)[0];
     let o = ConvArgs::OFFSETS;
     let mut field = |i: usize| b.ins().load(I64, ro(), args, o[i]);
-    let (x, w, epi, taps, residual, out, row_begin, row_end) =
-        (field(0), field(1), field(2), field(3), field(4), field(5), field(6), field(7));
-    let f = Fields { w, epi, taps };
+    let (x, w, epi, taps, residual, out, row_begin, row_end, sx, corr) =
+        (field(0), field(1), field(2), field(3), field(4), field(5), field(6), field(7), field(8), field(9));
+    let f = Fields { w, epi, sx, corr, taps };
 
     // for oy in row_begin..row_end
     let row_head = b.create_block();
@@ -351,7 +440,7 @@ pub fn compile_with(s: &ConvSpec, fma: Option<bool>) -> Result<Vec<u8>, CodegenE
     let more = b.ins().icmp(IntCC::UnsignedLessThan, oy, row_end);
     b.ins().brif(more, row_body, &[], exit, &[]);
     b.switch_to_block(row_body);
-    let in_row = (s.stride[0] * s.w_pad * s.c * 4) as i64;
+    let in_row = (s.stride[0] * s.w_pad * s.pixel_bytes()) as i64;
     let out_row = (s.ow * s.o * 4) as i64;
     let xo = b.ins().imul_imm_s(oy, in_row);
     let xrow = b.ins().iadd(x, xo);
@@ -362,7 +451,7 @@ pub fn compile_with(s: &ConvSpec, fma: Option<bool>) -> Result<Vec<u8>, CodegenE
     let np = s.pixels.min(s.ow);
     let tiles = s.ow / np;
     let rest = s.ow - tiles * np;
-    let x_tile = (np * s.stride[1] * s.c * 4) as i64;
+    let x_tile = (np * s.stride[1] * s.pixel_bytes()) as i64;
     let o_tile = (np * s.o * 4) as i64;
     if tiles == 1 {
         emit_tile(&mut b, s, &f, fma, (xrow, orow, rrow), np);
@@ -460,8 +549,25 @@ mod tests {
             bias: false,
             residual: false,
             act: None,
+            int8: false,
         };
         Some(Layer { s, h, w, pad })
+    }
+
+    /// The engine's activations (`UnaryOp::apply`): `-0.0` and NaN pass relu unchanged.
+    fn act(r: f32, a: Option<Act>) -> f32 {
+        let relu = if r < 0.0 { 0.0 } else { r };
+        match a {
+            Some(Act::Relu) => relu,
+            Some(Act::Relu6) => {
+                if relu > 6.0 {
+                    6.0
+                } else {
+                    relu
+                }
+            }
+            None => r,
+        }
     }
 
     /// Deterministic values in [-1, 1).
@@ -521,11 +627,7 @@ mod tests {
                     if s.residual {
                         r += res[(y * ow + xo) * o + oc];
                     }
-                    r = match s.act {
-                        Some(Act::Relu) => r.max(0.0),
-                        Some(Act::Relu6) => r.clamp(0.0, 6.0),
-                        None => r,
-                    };
+                    r = act(r, s.act);
                     want[(y * ow + xo) * o + oc] = r;
                 }
             }
@@ -560,14 +662,16 @@ mod tests {
         let half = oh / 2;
         for (r0, r1) in [(0, half), (half, oh)] {
             let args = ConvArgs {
-                x: xp.as_ptr(),
-                w: wk.as_ptr(),
+                x: xp.as_ptr().cast(),
+                w: wk.as_ptr().cast(),
                 epi: epi.as_ptr(),
                 taps: table.as_ptr(),
                 residual: res.as_ptr(),
                 out: out.as_mut_ptr(),
                 row_begin: r0 as u64,
                 row_end: r1 as u64,
+                sx: std::ptr::null(),
+                corr: std::ptr::null(),
             };
             // SAFETY: every buffer has the sizes the kernel's specialization reads and writes.
             unsafe { code.conv_entry(0)(&args) };
@@ -575,6 +679,13 @@ mod tests {
         assert_eq!(out[sentinel], 7.0, "the kernel wrote past its output");
         out.truncate(sentinel);
         (out, want)
+    }
+
+    impl ConvSpec {
+        /// Whether the int8 form of this spec unrolls (the only form it has).
+        fn int8_unrollable(&self) -> bool {
+            ConvSpec { int8: true, ..*self }.unrolled()
+        }
     }
 
     /// The kernel, with and without FMA, equals the definition within f32 summation error
@@ -603,6 +714,128 @@ mod tests {
         check(&b, 2);
     }
 
+    /// Runs an int8 kernel over the whole layer (codes in `-127..=127`, weights `-lim..=lim`);
+    /// returns (kernel output, reference output computed as the interpreter does: the exact
+    /// integer sum, then `f32(sum) * (sx * alpha)`, scale, bias, residual, activation, each
+    /// rounded in f32).
+    fn run_int8(l: &Layer, seed: u64, lim: i32) -> (Vec<f32>, Vec<f32>) {
+        let s = &l.s;
+        let (oh, ow, o, c) = (l.oh(), s.ow, s.o, s.c);
+        let (hp, c4, o4, taps) = (l.h + 2 * l.pad[0], c.div_ceil(4) * 4, s.vectors() * 4, s.kh * s.kw);
+        let ints = |n: usize, seed: u64, lim: i32| -> Vec<i32> {
+            values(n, seed).iter().map(|v| ((v + 1.0) * 0.5 * (2 * lim + 1) as f32) as i32 - lim).collect()
+        };
+        let x = ints(l.h * l.w * c, seed, 127);
+        let w = ints(o * s.k(), seed + 1, lim);
+        let vecs = values(3 * o, seed + 2);
+        let res = values(oh * ow * o, seed + 3);
+        let sx = 0.0123f32;
+        let mut want = vec![0f32; oh * ow * o];
+        for y in 0..oh {
+            for xo in 0..ow {
+                for oc in 0..o {
+                    let mut acc = 0i64;
+                    for u in 0..s.kh {
+                        for v in 0..s.kw {
+                            let iy = (y * s.stride[0] + u * s.dil[0]) as isize - l.pad[0] as isize;
+                            let ix = (xo * s.stride[1] + v * s.dil[1]) as isize - l.pad[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= l.h as isize || ix >= l.w as isize {
+                                continue;
+                            }
+                            for ci in 0..c {
+                                let xv = x[(iy as usize * l.w + ix as usize) * c + ci];
+                                acc += i64::from(xv * w[((oc * c + ci) * s.kh + u) * s.kw + v]);
+                            }
+                        }
+                    }
+                    let mut r = acc as f32 * (sx * vecs[oc]);
+                    if s.scale {
+                        r *= vecs[o + oc];
+                    }
+                    if s.bias {
+                        r += vecs[2 * o + oc];
+                    }
+                    if s.residual {
+                        r += res[(y * ow + xo) * o + oc];
+                    }
+                    r = act(r, s.act);
+                    want[(y * ow + xo) * o + oc] = r;
+                }
+            }
+        }
+        let mut xp = vec![128u8; hp * s.w_pad * c4];
+        for y in 0..l.h {
+            for xi in 0..l.w {
+                for ci in 0..c {
+                    xp[((y + l.pad[0]) * s.w_pad + xi + l.pad[1]) * c4 + ci] = (x[(y * l.w + xi) * c + ci] + 128) as u8;
+                }
+            }
+        }
+        let groups = c4 / 4;
+        let mut wk = vec![0i8; taps * c4 * o4];
+        let mut corr = vec![0i32; o4];
+        for tap in 0..taps {
+            for ci in 0..c {
+                for oc in 0..o {
+                    let code = w[(oc * c + ci) * taps + tap];
+                    wk[(((tap * groups + ci / 4) * (o4 / 4) + oc / 4) * 4 + oc % 4) * 4 + ci % 4] = code as i8;
+                    corr[oc] -= 128 * code;
+                }
+            }
+        }
+        let mut epi = Vec::new();
+        for (on, i) in [(true, 0), (s.scale, 1), (s.bias, 2)] {
+            if on {
+                epi.extend_from_slice(&vecs[i * o..(i + 1) * o]);
+                epi.resize(epi.len() + o4 - o, 0.0);
+            }
+        }
+        let code = CodeMemory::new(&[compile(s).unwrap()]).unwrap();
+        let mut out = vec![f32::NAN; oh * ow * o + 1];
+        let sentinel = out.len() - 1;
+        out[sentinel] = 7.0;
+        let half = oh / 2;
+        for (r0, r1) in [(0, half), (half, oh)] {
+            let args = ConvArgs {
+                x: xp.as_ptr(),
+                w: wk.as_ptr().cast(),
+                epi: epi.as_ptr(),
+                taps: std::ptr::null(),
+                residual: res.as_ptr(),
+                out: out.as_mut_ptr(),
+                row_begin: r0 as u64,
+                row_end: r1 as u64,
+                sx: &sx,
+                corr: corr.as_ptr(),
+            };
+            // SAFETY: every buffer has the sizes the kernel's specialization reads and writes.
+            unsafe { code.conv_entry(0)(&args) };
+        }
+        assert_eq!(out[sentinel], 7.0, "the kernel wrote past its output");
+        out.truncate(sentinel);
+        (out, want)
+    }
+
+    /// An int8 kernel equals the interpreter's arithmetic bit for bit.
+    fn check_int8(l: &Layer, seed: u64, lim: i32) {
+        let mut l = l.clone();
+        (l.s.int8, l.s.mult) = (true, true);
+        let (got, want) = run_int8(&l, seed, lim);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{l:?}: value {i}: {g} != {w}");
+        }
+    }
+
+    #[test]
+    fn int8_lenet_conv2_is_exact() {
+        let mut l = layer(6, 16, (14, 14), (5, 5), [1, 1], [0, 0], [1, 1]).unwrap();
+        (l.s.bias, l.s.act) = (true, Some(Act::Relu));
+        check_int8(&l, 5, 1);
+        // Int8 codes at the extremes (the widest sums), every epilogue step.
+        (l.s.scale, l.s.residual, l.s.act) = (true, true, Some(Act::Relu6));
+        check_int8(&l, 6, 127);
+    }
+
     #[test]
     fn both_reduction_forms_match_the_definition() {
         // Short: unrolled, compiled in order; long (17 x 7 x 7 taps): the tap loop.
@@ -622,7 +855,9 @@ mod tests {
         let mut l = layer(6, 16, (14, 14), (5, 5), [1, 1], [0, 0], [1, 1]).unwrap();
         (l.s.bias, l.s.act) = (true, Some(Act::Relu));
         let path = std::env::var("CONV_DUMP").unwrap_or_else(|_| "conv.bin".into());
-        std::fs::write(path, compile(&l.s).unwrap()).unwrap();
+        std::fs::write(&path, compile(&l.s).unwrap()).unwrap();
+        (l.s.int8, l.s.mult) = (true, true);
+        std::fs::write(format!("{path}.int8"), compile(&l.s).unwrap()).unwrap();
     }
 
     proptest! {
@@ -641,6 +876,9 @@ mod tests {
                 l.s.residual = flags & 8 != 0;
                 l.s.act = (flags & 16 != 0).then_some(if relu6 { Act::Relu6 } else { Act::Relu });
                 check(&l, seed);
+                if l.s.int8_unrollable() {
+                    check_int8(&l, seed, 1);
+                }
             }
         }
     }

@@ -68,3 +68,8 @@ fn feature_name(flag: &str) -> String {
         f => f.into(),
     }
 }
+
+/// Whether the host ISA has Cranelift flag `name` on (`has_fma`, `has_avx512vnni`, ...).
+pub fn host_has(name: &str) -> bool {
+    host().is_ok_and(|isa| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true)))
+}

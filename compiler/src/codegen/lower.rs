@@ -224,10 +224,22 @@ impl Lowering<'_, '_> {
 
     /// The direct convolution kernel for an f32 convolution, when the layer is one the
     /// runtime's generic tiles run mostly empty (see [`direct_conv_spec`]).
-    fn direct_conv(&mut self, g: &ConvGeom, e: &Epilogue, weight: usize) -> Result<Option<usize>, CodegenError> {
-        let mult = self.parts.weights[weight].alpha.is_some();
-        match direct_conv_spec(g, e, mult) {
-            Some(spec) => self.kernel(KernelSpec::Conv(spec), "f32 direct conv").map(Some),
+    fn direct_conv(
+        &mut self,
+        g: &ConvGeom,
+        e: &Epilogue,
+        weight: usize,
+        int8: bool,
+    ) -> Result<Option<usize>, CodegenError> {
+        let w = &self.parts.weights[weight];
+        let mult = w.alpha.is_some();
+        // Int8 kernels take integer codes: ternary trits (or int8 codes with their scales).
+        if int8 && !matches!(w.data, WeightData::Trits { .. }) {
+            return Ok(None);
+        }
+        let kind = if int8 { "int8 direct conv" } else { "f32 direct conv" };
+        match direct_conv_spec(g, e, mult, int8) {
+            Some(spec) => self.kernel(KernelSpec::Conv(spec), kind).map(Some),
             None => Ok(None),
         }
     }
@@ -295,7 +307,7 @@ impl Lowering<'_, '_> {
                 }
                 match geom {
                     Some(geom) => {
-                        let kernel = if x_integer { None } else { self.direct_conv(&geom, &epilogue, weight)? };
+                        let kernel = self.direct_conv(&geom, &epilogue, weight, x_integer)?;
                         Step::Conv { x, out: self.new_slot(), weight, geom, epilogue, kernel }
                     }
                     None => Step::Gemm { x, out: self.new_slot(), weight, epilogue },
@@ -378,6 +390,10 @@ fn add_kernel(
 /// panel 0.11 ms.
 pub const DIRECT_MAX_CHANNELS: usize = 8;
 
+/// Output channels up to which an int8 convolution runs on a direct JIT kernel (measured:
+/// docs/kernels.md).
+pub const DIRECT_MAX_CHANNELS_INT8: usize = 16;
+
 /// The direct convolution kernel for an f32 convolution of geometry `g` (weights with a
 /// per-channel multiplier when `mult`), or `None` where the runtime's kernels run it.
 ///
@@ -386,7 +402,11 @@ pub const DIRECT_MAX_CHANNELS: usize = 8;
 /// gathers every pixel's window first; with half of it empty or more, the gather and the empty
 /// lanes cost more than the JIT kernel's 128-bit vectors), an activation the kernel fuses
 /// (none, relu, relu6), and a reduction that fits the tap table ([`conv_direct::MAX_TAPS`]).
-pub fn direct_conv_spec(g: &ConvGeom, e: &Epilogue, mult: bool) -> Option<ConvSpec> {
+///
+/// Int8 input (`int8`, ternary weights): the same channel limit, on CPUs whose Cranelift ISA
+/// has VNNI (`vpdpbusd`; without it the dot-product tree is slower than the runtime's kernels),
+/// and reductions short enough to unroll.
+pub fn direct_conv_spec(g: &ConvGeom, e: &Epilogue, mult: bool, int8: bool) -> Option<ConvSpec> {
     let act = match e.act {
         None => None,
         Some(UnaryOp::Relu) => Some(Act::Relu),
@@ -408,9 +428,14 @@ pub fn direct_conv_spec(g: &ConvGeom, e: &Epilogue, mult: bool) -> Option<ConvSp
         bias: e.bias.is_some(),
         residual: e.residual.is_some(),
         act,
+        int8,
     };
+    let vnni = || super::isa::host_has("has_avx512vnni") || super::isa::host_has("has_avxvnni");
+    if int8 && !(mult && spec.unrolled() && vnni()) {
+        return None;
+    }
     let fits = g.groups == 1
-        && (1..=DIRECT_MAX_CHANNELS).contains(&g.o)
+        && (1..=if int8 { DIRECT_MAX_CHANNELS_INT8 } else { DIRECT_MAX_CHANNELS }).contains(&g.o)
         && e.quantize.is_none()
         && spec.k() <= conv_direct::MAX_TAPS;
     fits.then_some(spec)

@@ -25,7 +25,7 @@ pub use lower::{CodegenReport, KernelSource, KindStats, compile_graph, compile_g
 /// The version of the kernel generators and their ABIs: part of every cache key, so cached
 /// machine code made by another generator is never used. Bump it whenever a generator's output
 /// or an argument block (`triton_runtime::kernel`) changes.
-pub const KERNELS_VERSION: u32 = 2;
+pub const KERNELS_VERSION: u32 = 3;
 
 /// A JIT kernel's specialization: what its machine code is compiled from (and cached by).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -59,6 +59,11 @@ pub(crate) enum Prepared {
     /// the output channels padded to `o4` (a multiple of 4), and the per-channel vectors the
     /// kernel reads (multiplier, scale, bias: those it has), `o4` values each.
     Direct { w: Vec<f32>, epi: Vec<f32>, taps: Vec<i32>, o: usize, kernel: crate::kernel::ConvKernelFn },
+    /// An int8 direct convolution JIT kernel (int8 input, integer codes, one group): codes
+    /// `[kh, kw, c4 / 4, o4 / 4, 4, 4]` (see `kernel::ConvArgs::w`), the per-channel
+    /// corrections `-128 * sum(w)` and the vectors (the weight's scale, then scale and bias
+    /// when present), `o4` values each.
+    DirectI8 { w: Vec<i8>, corr: Vec<i32>, epi: Vec<f32>, o: usize, kernel: crate::kernel::ConvKernelFn },
     /// A ternary matrix product's trits (int8 input) as int8 panels for the AVX-512 VNNI
     /// kernel, on CPUs that have it, made on the first product of [`VNNI_MIN_ROWS`] rows or
     /// more (fewer rows stream the 2-bit rows of the tq2 kernels, which memory bounds; a model
@@ -152,6 +157,47 @@ impl Prepared {
         Ok(Prepared::Direct { w: wd, epi, taps, o, kernel })
     }
 
+    /// The codes and vectors of an int8 direct convolution kernel (see [`Prepared::DirectI8`]).
+    pub fn direct_i8(
+        w: &GemmWeight,
+        g: &ConvGeom,
+        (scale, bias): (Option<&[f32]>, Option<&[f32]>),
+        kernel: crate::kernel::ConvKernelFn,
+    ) -> Result<Prepared, String> {
+        let (o, k, c, taps) = (g.o, g.k(), g.c, g.kh * g.kw);
+        let alpha = w.alpha.as_deref().ok_or_else(|| format!("int8 direct convolution `{}` without scales", w.name))?;
+        if g.groups != 1 {
+            return Err(format!("direct convolution kernel for `{}` with {} groups", w.name, g.groups));
+        }
+        let values = Self::values(w, g)?;
+        if values.iter().any(|v| v.fract() != 0.0 || v.abs() > 127.0) {
+            return Err(format!("int8 direct convolution `{}` over values that are not int8 codes", w.name));
+        }
+        let (o4, groups) = (o.div_ceil(4) * 4, c.div_ceil(4));
+        let mut codes = vec![0i8; taps * groups * o4 * 4];
+        let mut corr = vec![0i32; o4];
+        for tap in 0..taps {
+            for ci in 0..c {
+                let (gi, m) = (ci / 4, ci % 4);
+                for oc in 0..o {
+                    let code = values[oc * k + ci * taps + tap] as i8;
+                    let (q, l) = (oc / 4, oc % 4);
+                    codes[(((tap * groups + gi) * (o4 / 4) + q) * 4 + l) * 4 + m] = code;
+                    corr[oc] -= 128 * i32::from(code);
+                }
+            }
+        }
+        let mut epi = Vec::new();
+        for v in [Some(alpha), scale, bias].into_iter().flatten() {
+            if v.len() != o {
+                return Err(format!("an epilogue vector of `{}` holds {} values, expected {o}", w.name, v.len()));
+            }
+            epi.extend_from_slice(v);
+            epi.resize(epi.len() + o4 - o, 0.0);
+        }
+        Ok(Prepared::DirectI8 { w: codes, corr, epi, o, kernel })
+    }
+
     /// Re-lays out `w` for a convolution of geometry `g` over values of kind `x`.
     pub fn new(w: &GemmWeight, g: &ConvGeom, x: Kind) -> Result<Prepared, String> {
         let (o, k, cg, taps) = (g.o, g.k(), g.cg(), g.kh * g.kw);
@@ -207,6 +253,9 @@ impl Prepared {
                 format!("{what} ({})", fconv::kernel_name(isa))
             }
             Prepared::Dense { .. } => "int8 x f32 im2col-gemm (gemm crate)".into(),
+            Prepared::DirectI8 { o, .. } => format!(
+                "int8 direct conv (jit, layer-specialized: {o} output channels in 128-bit lanes, vpdpbusd where the CPU has VNNI, no gather)"
+            ),
             Prepared::Direct { o, .. } => format!(
                 "f32 direct conv (jit, layer-specialized: {o} output channels in 128-bit lanes, no gather; the f32 panel's 16-channel tile would be {}% empty)",
                 100 * (16 - o.min(&16)) / 16
@@ -387,6 +436,22 @@ impl Model {
                     return Err(internal(si, "direct conv buffers do not match its weight"));
                 }
                 self.conv_direct(xs, (wd, epi, taps), *kernel, g, residual, &mut out, arena);
+            }
+            (Prepared::DirectI8 { w: wd, corr, epi, kernel, .. }, Val::Q(q)) => {
+                let (o4, c4) = (o.div_ceil(4) * 4, g.c.div_ceil(4) * 4);
+                let vectors = 1 + usize::from(scale.is_some()) + usize::from(bias.is_some());
+                let fits = q.k == g.c
+                    && q.k_pad >= g.c
+                    && q.rows() == b * g.h * g.w
+                    && q.data.len() >= q.rows() * q.k_pad
+                    && wd.len() == g.kh * g.kw * c4 * o4
+                    && corr.len() == o4
+                    && epi.len() == vectors * o4
+                    && g.groups == 1;
+                if !fits {
+                    return Err(internal(si, "int8 direct conv buffers do not match its weight"));
+                }
+                self.conv_direct_i8(q, (wd, corr, epi), *kernel, g, residual, &mut out, arena);
             }
             (Prepared::Dense { w_t }, Val::Q(q)) => {
                 if w_t.dim() != (g.k(), o) || alpha.is_some_and(|a| a.len() != o) {
@@ -697,8 +762,8 @@ impl Model {
             let (n, blk) = (t / blocks, t % blocks);
             let r0 = blk * rows;
             let args = crate::kernel::ConvArgs {
-                x: x[n * per_in..].as_ptr(),
-                w: w.as_ptr(),
+                x: x[n * per_in..].as_ptr().cast(),
+                w: w.as_ptr().cast(),
                 epi: epi.as_ptr(),
                 taps: taps.as_ptr(),
                 residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
@@ -706,6 +771,8 @@ impl Model {
                 out: unsafe { out_ptr.get().add(n * per_out) },
                 row_begin: r0 as u64,
                 row_end: (r0 + rows).min(g.oh) as u64,
+                sx: std::ptr::null(),
+                corr: std::ptr::null(),
             };
             // SAFETY: the kernel was compiled for this geometry (`Step::Conv::kernel`, checked
             // by the plan's validation); x holds the sample's padded input, w and epi the
@@ -721,6 +788,72 @@ impl Model {
         if let Some(buf) = padded {
             arena.f32s.push(buf);
         }
+    }
+
+    /// An int8 direct convolution JIT kernel: every sample's codes copied once, biased to
+    /// bytes `x + 128`, into a padded buffer (padding and padded channels 128), then one
+    /// kernel call per sample (or block of rows), as [`Model::conv_direct`].
+    #[allow(clippy::too_many_arguments)]
+    fn conv_direct_i8(
+        &self,
+        q: &QTensor,
+        (w, corr, epi): (&[i8], &[i32], &[f32]),
+        kernel: crate::kernel::ConvKernelFn,
+        g: &ConvGeom,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+        arena: &mut Arena,
+    ) {
+        let (hp, wp, c4) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1], g.c.div_ceil(4) * 4);
+        let (per_in, per_out) = (hp * wp * c4, g.oh * g.ow * g.o);
+        let b = out.len() / per_out.max(1);
+        let mut buf = arena.i8_aligned(b * per_in, Some(i8::MIN));
+        for n in 0..b {
+            for y in 0..g.h {
+                for x in 0..g.w {
+                    let src = &q.data[((n * g.h + y) * g.w + x) * q.k_pad..][..g.c];
+                    let at = n * per_in + ((y + g.pad[0]) * wp + x + g.pad[1]) * c4;
+                    // x + 128 as a byte: flip the sign bit.
+                    buf[at..at + g.c].iter_mut().zip(src).for_each(|(d, s)| *d = *s ^ i8::MIN);
+                }
+            }
+        }
+        let xs: &[i8] = &buf;
+        let work = b * per_out * g.k();
+        let pool = self.pool_for(work);
+        let threads = pool.map_or(1, |p| p.current_num_threads());
+        let blocks = if b >= 2 * threads { 1 } else { (2 * threads).div_ceil(b.max(1)).min(g.oh.max(1)) };
+        let rows = g.oh.div_ceil(blocks.max(1)).max(1);
+        let blocks = g.oh.div_ceil(rows);
+        let out_ptr = Out(out.as_mut_ptr());
+        let run = |t: usize| {
+            let (n, blk) = (t / blocks, t % blocks);
+            let r0 = blk * rows;
+            let args = crate::kernel::ConvArgs {
+                x: xs[n * per_in..].as_ptr().cast(),
+                w: w.as_ptr().cast(),
+                epi: epi.as_ptr(),
+                taps: std::ptr::null(),
+                residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
+                // SAFETY: sample n's rows r0 .. r0 + rows of `out` are this task's.
+                out: unsafe { out_ptr.get().add(n * per_out) },
+                row_begin: r0 as u64,
+                row_end: (r0 + rows).min(g.oh) as u64,
+                sx: &q.row_scale[n * g.h * g.w],
+                corr: corr.as_ptr(),
+            };
+            // SAFETY: the kernel was compiled for this geometry (`Step::Conv::kernel`, checked
+            // by the plan's validation); xs holds the sample's biased padded codes, w, corr
+            // and epi the sizes its specialization reads (checked by the caller), out and
+            // residual the sample's output rows; each task writes only its own rows.
+            unsafe { kernel(&args) };
+        };
+        let tasks = b * blocks;
+        match pool.filter(|_| tasks > 1) {
+            Some(pool) => pool.install(|| (0..tasks).into_par_iter().for_each(run)),
+            None => (0..tasks).for_each(run),
+        }
+        arena.i8s.push(buf.into_vec());
     }
 
     /// Int8 activations with a weight that is not ternary (f32 values or int8 codes): a GEMM

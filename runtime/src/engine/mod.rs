@@ -118,13 +118,17 @@ impl Model {
         let mut prepared = Vec::with_capacity(parts.steps.len());
         for s in &parts.steps {
             prepared.push(match s {
-                Step::Conv { weight, geom, epilogue, kernel: Some(k), .. } => {
+                Step::Conv { x, weight, geom, epilogue, kernel: Some(k), .. } => {
                     let vector = |c: Option<usize>| c.and_then(|c| parts.consts.get(c)).and_then(|a| a.as_slice());
                     let vecs = (vector(epilogue.scale), vector(epilogue.bias));
                     if epilogue.scale.is_some() != vecs.0.is_some() || epilogue.bias.is_some() != vecs.1.is_some() {
                         return Err(PartsError::Invalid("a convolution's epilogue vector is missing".into()));
                     }
-                    let prep = conv::Prepared::direct(&parts.weights[*weight], geom, vecs, code.conv_entry(*k));
+                    let (w, entry) = (&parts.weights[*weight], code.conv_entry(*k));
+                    let prep = match kinds[*x] {
+                        Kind::Int8 => conv::Prepared::direct_i8(w, geom, vecs, entry),
+                        Kind::F32 => conv::Prepared::direct(w, geom, vecs, entry),
+                    };
                     Some(prep.map_err(PartsError::Invalid)?)
                 }
                 Step::Conv { x, weight, geom, .. } => {

@@ -560,7 +560,7 @@ impl ModelParts {
                         self.kernels.get(*k).is_some_and(|c| !c.is_empty()),
                         "a convolution kernel that does not exist",
                     )?;
-                    f32_in(*x)?;
+                    need(kinds[*x] == Kind::F32 || w.alpha.is_some(), "an int8 direct convolution of f32 weights")?;
                     let act_ok = matches!(epilogue.act, None | Some(UnaryOp::Relu | UnaryOp::Relu6));
                     let fits = geom.groups == 1 && (1..=16).contains(&geom.o) && act_ok && epilogue.quantize.is_none();
                     need(fits, "a direct convolution kernel on a layer it cannot run")?;
