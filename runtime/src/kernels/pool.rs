@@ -59,8 +59,32 @@ fn global_avg_avx2(x: &[f32], c: usize, out: &mut [f32]) {
     global_avg_generic(x, c, out)
 }
 
+/// 2x2 max pooling with stride 2 and no padding (LeNet's, VGG's): per output value the four
+/// taps in the definition's order, `max(max(max(a, b), c), d)` (`max(-inf, a)` is `a`, bit for
+/// bit), with no window bookkeeping. Few channels (LeNet-5's 6) leave the generic loop mostly
+/// overhead.
+#[inline(always)]
+fn max_pool_2x2(x: &[f32], d: PoolDims, out: &mut [f32]) {
+    let (c, row) = (d.c, d.w * d.c);
+    for i in 0..d.oh {
+        let r0 = &x[2 * i * row..][..row];
+        let r1 = &x[(2 * i + 1) * row..][..row];
+        let o = &mut out[i * d.ow * c..][..d.ow * c];
+        for (j, oj) in o.chunks_exact_mut(c.max(1)).enumerate() {
+            let (a, b) = (&r0[2 * j * c..][..c], &r0[(2 * j + 1) * c..][..c]);
+            let (p, q) = (&r1[2 * j * c..][..c], &r1[(2 * j + 1) * c..][..c]);
+            for ch in 0..c {
+                oj[ch] = pool_max(pool_max(pool_max(a[ch], b[ch]), p[ch]), q[ch]);
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn pool_generic(x: &[f32], d: PoolDims, g: &PoolGeom, out: &mut [f32]) {
+    if g.max && g.kernel == [2, 2] && g.stride == [2, 2] && g.pad == [0, 0] && d.oh * 2 <= d.h && d.ow * 2 <= d.w {
+        return max_pool_2x2(x, d, out);
+    }
     let [kh, kw] = g.kernel;
     let c = d.c;
     let window = (kh * kw) as f32;
@@ -147,6 +171,52 @@ mod tests {
                 let same = out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{} pooling (max: {max}) differs from the definition", isa.name());
             }
+        }
+    }
+
+    #[test]
+    fn max_pooling_2x2_gives_the_definitions_bits() {
+        // Odd sizes (the last row and column unread), few and many channels, NaNs, infinities
+        // and signed zeros in every tap position (ties keep the earlier value).
+        let special = [f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, 1.5, -2.0];
+        for (h, w, c) in [(7, 9, 6), (4, 4, 1), (6, 5, 19)] {
+            let x: Vec<f32> =
+                (0..h * w * c)
+                    .map(|i| {
+                        if i % 3 == 0 {
+                            special[(i / 3) % special.len()]
+                        } else {
+                            ((i * 37 % 101) as f32 - 50.0) * 0.25
+                        }
+                    })
+                    .collect();
+            let g = PoolGeom { max: true, kernel: [2, 2], stride: [2, 2], pad: [0, 0] };
+            let d = PoolDims { h, w, c, oh: h / 2, ow: w / 2 };
+            let want = reference(&x, d, &g);
+            check_2x2(&x, d, &g, &want);
+        }
+        // Every window of four values from NaNs of two payloads, both zeros and 1: the order
+        // of the taps decides ties and which NaN wins.
+        let vals = [f32::NAN, f32::from_bits(0x7fc0_0001), -0.0, 0.0, 1.0];
+        let windows: Vec<[f32; 4]> = (0..625).map(|i| [0, 1, 2, 3].map(|t| vals[i / 5usize.pow(t) % 5])).collect();
+        let w = 2 * windows.len();
+        let mut x = vec![0.0; 2 * w];
+        for (j, win) in windows.iter().enumerate() {
+            (x[2 * j], x[2 * j + 1], x[w + 2 * j], x[w + 2 * j + 1]) = (win[0], win[1], win[2], win[3]);
+        }
+        let g = PoolGeom { max: true, kernel: [2, 2], stride: [2, 2], pad: [0, 0] };
+        let d = PoolDims { h: 2, w, c: 1, oh: 1, ow: windows.len() };
+        check_2x2(&x, d, &g, &reference(&x, d, &g));
+    }
+
+    /// Every level's pooling of `x` equals `want` bit for bit.
+    fn check_2x2(x: &[f32], d: PoolDims, g: &PoolGeom, want: &[f32]) {
+        let PoolDims { h, w, c, .. } = d;
+        for isa in Isa::available() {
+            let mut out = vec![7.0; want.len()];
+            pool(isa, x, d, g, &mut out);
+            let same = out.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} 2x2 max pooling of {h}x{w}x{c} differs from the definition", isa.name());
         }
     }
 
