@@ -23,8 +23,6 @@
 //! - Every load is `notrap readonly can_move` (see `ternary_gemm`); the code is relocation-free
 //!   (checked).
 
-use cranelift_codegen::Context;
-use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I8X16, I32, I32X4, I64};
 use cranelift_codegen::ir::{AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
@@ -490,14 +488,7 @@ pub fn compile_with(s: &ConvSpec, fma: Option<bool>) -> Result<Vec<u8>, CodegenE
     b.seal_all_blocks();
     b.finalize(isa.frontend_config());
 
-    let mut ctx = Context::for_function(func);
-    let code = ctx
-        .compile(&*isa, &mut ControlPlane::default())
-        .map_err(|e| CodegenError::Cranelift(format!("{:?}", e.inner)))?;
-    if !code.buffer.relocs().is_empty() {
-        return Err(CodegenError::Cranelift(format!("kernel has {} relocations", code.buffer.relocs().len())));
-    }
-    Ok(code.code_buffer().to_vec())
+    super::isa::compile_kernel(func, &*isa)
 }
 
 #[cfg(test)]

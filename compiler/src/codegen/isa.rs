@@ -73,3 +73,20 @@ fn feature_name(flag: &str) -> String {
 pub fn host_has(name: &str) -> bool {
     host().is_ok_and(|isa| isa.isa_flags().iter().any(|f| f.name == name && f.as_bool() == Some(true)))
 }
+
+/// Compiles a finished kernel function for `isa` into its machine code (code, then constant
+/// pool), refusing any relocation: a kernel is a leaf function that gets every address as an
+/// argument (`triton_runtime::kernel`), so its bytes run wherever they are copied.
+pub fn compile_kernel(
+    func: cranelift_codegen::ir::Function,
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+) -> Result<Vec<u8>, CodegenError> {
+    let mut ctx = cranelift_codegen::Context::for_function(func);
+    let code = ctx
+        .compile(isa, &mut cranelift_codegen::control::ControlPlane::default())
+        .map_err(|e| CodegenError::Cranelift(format!("{:?}", e.inner)))?;
+    if !code.buffer.relocs().is_empty() {
+        return Err(CodegenError::Cranelift(format!("kernel has {} relocations", code.buffer.relocs().len())));
+    }
+    Ok(code.code_buffer().to_vec())
+}

@@ -22,8 +22,6 @@
 //!   it Cranelift keeps loaded vectors live and spills (../shared/notes/kernels.md).
 //! - The result is relocation-free (checked): all addresses come from the argument block.
 
-use cranelift_codegen::Context;
-use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16, I16X8, I32, I32X4, I64};
 use cranelift_codegen::ir::{
@@ -633,12 +631,5 @@ pub fn compile(s: &GemmSpec) -> Result<Vec<u8>, CodegenError> {
     b.seal_all_blocks();
     b.finalize(isa.frontend_config());
 
-    let mut ctx = Context::for_function(func);
-    let code = ctx
-        .compile(&*isa, &mut ControlPlane::default())
-        .map_err(|e| CodegenError::Cranelift(format!("{:?}", e.inner)))?;
-    if !code.buffer.relocs().is_empty() {
-        return Err(CodegenError::Cranelift(format!("kernel has {} relocations", code.buffer.relocs().len())));
-    }
-    Ok(code.code_buffer().to_vec())
+    super::isa::compile_kernel(func, &*isa)
 }

@@ -750,10 +750,44 @@ impl Model {
             buf
         });
         let x = padded.as_deref().unwrap_or(xs);
-        let work = b * per_out * g.k();
-        let pool = self.pool_for(work);
+        self.direct_calls(
+            b,
+            g,
+            kernel,
+            |n, r0, r1, out: *mut f32| crate::kernel::ConvArgs {
+                x: x[n * per_in..].as_ptr().cast(),
+                w: w.as_ptr().cast(),
+                epi: epi.as_ptr(),
+                taps: taps.as_ptr(),
+                residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
+                out,
+                row_begin: r0 as u64,
+                row_end: r1 as u64,
+                sx: std::ptr::null(),
+                corr: std::ptr::null(),
+            },
+            out,
+        );
+        if let Some(buf) = padded {
+            arena.f32s.push(buf);
+        }
+    }
+
+    /// The calls of a direct convolution kernel over `b` samples: one per sample, or per block
+    /// of output rows when there are fewer samples than twice the threads; tasks split over
+    /// the pool when the work is worth it. `args(n, r0, r1, sample_out)` makes the arguments
+    /// of sample `n`'s rows `r0 .. r1`, `sample_out` pointing at the sample's output.
+    fn direct_calls(
+        &self,
+        b: usize,
+        g: &ConvGeom,
+        kernel: crate::kernel::ConvKernelFn,
+        args: impl Fn(usize, usize, usize, *mut f32) -> crate::kernel::ConvArgs + Sync,
+        out: &mut [f32],
+    ) {
+        let per_out = g.oh * g.ow * g.o;
+        let pool = self.pool_for(b * per_out * g.k());
         let threads = pool.map_or(1, |p| p.current_num_threads());
-        // Whole samples per task when there are enough of them, else blocks of rows.
         let blocks = if b >= 2 * threads { 1 } else { (2 * threads).div_ceil(b.max(1)).min(g.oh.max(1)) };
         let rows = g.oh.div_ceil(blocks.max(1)).max(1);
         let blocks = g.oh.div_ceil(rows);
@@ -761,32 +795,19 @@ impl Model {
         let run = |t: usize| {
             let (n, blk) = (t / blocks, t % blocks);
             let r0 = blk * rows;
-            let args = crate::kernel::ConvArgs {
-                x: x[n * per_in..].as_ptr().cast(),
-                w: w.as_ptr().cast(),
-                epi: epi.as_ptr(),
-                taps: taps.as_ptr(),
-                residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
-                // SAFETY: sample n's rows r0 .. r0 + rows of `out` are this task's.
-                out: unsafe { out_ptr.get().add(n * per_out) },
-                row_begin: r0 as u64,
-                row_end: (r0 + rows).min(g.oh) as u64,
-                sx: std::ptr::null(),
-                corr: std::ptr::null(),
-            };
+            // SAFETY: sample n's output starts at n * per_out (the caller sized `out` for b
+            // samples); this task writes only its rows r0 .. r0 + rows of it.
+            let a = args(n, r0, (r0 + rows).min(g.oh), unsafe { out_ptr.get().add(n * per_out) });
             // SAFETY: the kernel was compiled for this geometry (`Step::Conv::kernel`, checked
-            // by the plan's validation); x holds the sample's padded input, w and epi the
-            // sizes its specialization reads (checked by the caller), out and residual the
-            // sample's output rows; each task writes only its own rows.
-            unsafe { kernel(&args) };
+            // by the plan's validation); the caller's arguments hold the sample's input and
+            // the sizes the kernel's specialization reads (checked by the callers); each task
+            // writes only its own rows.
+            unsafe { kernel(&a) };
         };
         let tasks = b * blocks;
         match pool.filter(|_| tasks > 1) {
             Some(pool) => pool.install(|| (0..tasks).into_par_iter().for_each(run)),
             None => (0..tasks).for_each(run),
-        }
-        if let Some(buf) = padded {
-            arena.f32s.push(buf);
         }
     }
 
@@ -819,40 +840,24 @@ impl Model {
             }
         }
         let xs: &[i8] = &buf;
-        let work = b * per_out * g.k();
-        let pool = self.pool_for(work);
-        let threads = pool.map_or(1, |p| p.current_num_threads());
-        let blocks = if b >= 2 * threads { 1 } else { (2 * threads).div_ceil(b.max(1)).min(g.oh.max(1)) };
-        let rows = g.oh.div_ceil(blocks.max(1)).max(1);
-        let blocks = g.oh.div_ceil(rows);
-        let out_ptr = Out(out.as_mut_ptr());
-        let run = |t: usize| {
-            let (n, blk) = (t / blocks, t % blocks);
-            let r0 = blk * rows;
-            let args = crate::kernel::ConvArgs {
+        self.direct_calls(
+            b,
+            g,
+            kernel,
+            |n, r0, r1, out: *mut f32| crate::kernel::ConvArgs {
                 x: xs[n * per_in..].as_ptr().cast(),
                 w: w.as_ptr().cast(),
                 epi: epi.as_ptr(),
                 taps: std::ptr::null(),
                 residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
-                // SAFETY: sample n's rows r0 .. r0 + rows of `out` are this task's.
-                out: unsafe { out_ptr.get().add(n * per_out) },
+                out,
                 row_begin: r0 as u64,
-                row_end: (r0 + rows).min(g.oh) as u64,
+                row_end: r1 as u64,
                 sx: &q.row_scale[n * g.h * g.w],
                 corr: corr.as_ptr(),
-            };
-            // SAFETY: the kernel was compiled for this geometry (`Step::Conv::kernel`, checked
-            // by the plan's validation); xs holds the sample's biased padded codes, w, corr
-            // and epi the sizes its specialization reads (checked by the caller), out and
-            // residual the sample's output rows; each task writes only its own rows.
-            unsafe { kernel(&args) };
-        };
-        let tasks = b * blocks;
-        match pool.filter(|_| tasks > 1) {
-            Some(pool) => pool.install(|| (0..tasks).into_par_iter().for_each(run)),
-            None => (0..tasks).for_each(run),
-        }
+            },
+            out,
+        );
         arena.i8s.push(buf.into_vec());
     }
 
