@@ -1,26 +1,30 @@
-//! Direct convolution kernels for f32 layers with few output channels: every size of the layer
-//! is a constant, output channels sit in the lanes, a register tile of several output pixels
-//! is summed over the whole (unrolled) reduction, and the epilogue is fused.
+//! Direct convolution kernels for layers with few output channels, f32 or int8 input: every
+//! size of the layer is a constant, output channels sit in the lanes, a register tile of
+//! several output pixels is summed over the whole reduction, and the epilogue is fused.
 //!
-//! Why: the runtime's f32 convolution gathers each output pixel's window into a row and runs a
-//! panel kernel whose register tile holds 16 output channels. A first layer like LeNet-5's
-//! (1 input channel, 6 output channels, 25 taps) spends its time in the gather and runs the
-//! tile 6/16 full. Here there is no gather: the input is read in place (the engine pads it
-//! once per sample), each input value is broadcast once per tile and multiplied into
-//! `ceil(O / 4)` vectors of weights held in registers.
+//! Why: the runtime's convolutions gather each output pixel's window into a row and run panel
+//! kernels whose register tiles hold 16 (f32) or more (int8) output channels. A layer like
+//! LeNet-5's first (1 input channel, 6 output channels, 25 taps) spends its time in the gather
+//! and runs the tile 6/16 full. Here there is no gather: the input is read in place (the engine
+//! pads it once per sample), each input value (f32) or group of 4 input bytes (int8) is
+//! broadcast once per tile and multiplied into `ceil(O / 4)` weight vectors.
 //!
 //! Rules:
 //! - Shapes are constants: channels, padded input width, output width, taps, strides,
 //!   dilation, the pixel tile and which epilogue steps exist. The kernel reads only
 //!   [`ConvArgs`] (ABI in `triton_runtime::kernel`), one sample's rows `[row_begin, row_end)`.
-//! - The reduction runs tap by tap, `(u, v, c)` order, one fused multiply-add per weight (or a
-//!   multiply and an add on CPUs without FMA); the result differs from the interpreter's f64
-//!   sums by rounding only, as the runtime's f32 kernels do.
+//! - f32: the reduction runs tap by tap, `(u, v, c)` order, one fused multiply-add per weight
+//!   (or a multiply and an add on CPUs without FMA); the result differs from the interpreter's
+//!   f64 sums by rounding only, as the runtime's f32 kernels do.
+//! - int8: exact integer sums of biased inputs (`x + 128`, `vpdpbusd` on VNNI CPUs) minus
+//!   `128 * sum(w)`, then `f32(sum) * (sx * alpha)`: bit for bit the interpreter's value.
 //! - The epilogue runs in the engine's order, each step rounded in f32: `* mult`, `* scale`,
 //!   `+ bias`, `+ residual`, activation (relu, relu6 only).
 //! - Partial vectors (the last one when `O % 4 != 0`) are loaded and stored lane by lane, so a
 //!   kernel never touches memory outside its pixels' rows.
-//! - Every load is `notrap readonly can_move` (see `ternary_gemm`); the code is relocation-free
+//! - Unrolled kernels are compiled without the mid-end ([`super::isa::host_in_order`]): the
+//!   generator's order is the schedule. Looping kernels use the optimizer with their loads
+//!   `notrap readonly` (not hoisted or merged across taps). The code is relocation-free
 //!   (checked).
 
 use cranelift_codegen::ir::condcodes::IntCC;
