@@ -26,6 +26,7 @@
 
 mod arena;
 mod conv;
+mod direct;
 mod elementwise;
 mod gemm;
 pub mod plan;
