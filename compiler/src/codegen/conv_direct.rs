@@ -65,7 +65,7 @@ pub struct ConvSpec {
 }
 
 /// Output channels up to which a layer may run on a direct kernel (four vectors of four).
-pub const MAX_CHANNELS: usize = 16;
+pub const MAX_CHANNELS: usize = triton_runtime::engine::plan::DIRECT_CONV_MAX_CHANNELS;
 /// The longest reduction (taps times input channels) a kernel takes: byte offsets in the tap
 /// table are i32, and beyond this the runtime's blocked kernels keep the weights in cache.
 pub const MAX_TAPS: usize = 1 << 16;

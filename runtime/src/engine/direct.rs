@@ -18,6 +18,20 @@ use super::conv::{Out, Prepared};
 use super::plan::{ConvGeom, GemmWeight};
 use super::value::QTensor;
 
+/// The per-channel vectors a direct kernel reads (`kernel::ConvArgs::epi`): the present ones
+/// of `vecs`, in order, each `o = w.n` values padded with zeros to `o4`.
+fn channel_vectors(w: &GemmWeight, vecs: [Option<&[f32]>; 3], o4: usize) -> Result<Vec<f32>, String> {
+    let mut epi = Vec::new();
+    for v in vecs.into_iter().flatten() {
+        if v.len() != w.n {
+            return Err(format!("an epilogue vector of `{}` holds {} values, expected {}", w.name, v.len(), w.n));
+        }
+        epi.extend_from_slice(v);
+        epi.resize(epi.len() + o4 - w.n, 0.0);
+    }
+    Ok(epi)
+}
+
 impl Prepared {
     /// The weights and vectors of a direct convolution kernel (see [`Prepared::Direct`]):
     /// `scale` and `bias` are the epilogue's vectors, the multiplier is the weight's scale.
@@ -41,14 +55,7 @@ impl Prepared {
                 wd[t * o4 + oc] = values[oc * k + from];
             }
         }
-        let mut epi = Vec::new();
-        for v in [w.alpha.as_deref(), scale, bias].into_iter().flatten() {
-            if v.len() != o {
-                return Err(format!("an epilogue vector of `{}` holds {} values, expected {o}", w.name, v.len()));
-            }
-            epi.extend_from_slice(v);
-            epi.resize(epi.len() + o4 - o, 0.0);
-        }
+        let epi = channel_vectors(w, [w.alpha.as_deref(), scale, bias], o4)?;
         let taps = crate::kernel::conv_taps(c, g.w + 2 * g.pad[1], g.kh, g.kw, g.dil);
         Ok(Prepared::Direct { w: wd, epi, taps, o, kernel })
     }
@@ -83,14 +90,7 @@ impl Prepared {
                 }
             }
         }
-        let mut epi = Vec::new();
-        for v in [Some(alpha), scale, bias].into_iter().flatten() {
-            if v.len() != o {
-                return Err(format!("an epilogue vector of `{}` holds {} values, expected {o}", w.name, v.len()));
-            }
-            epi.extend_from_slice(v);
-            epi.resize(epi.len() + o4 - o, 0.0);
-        }
+        let epi = channel_vectors(w, [Some(alpha), scale, bias], o4)?;
         Ok(Prepared::DirectI8 { w: codes, corr, epi, o, kernel })
     }
 }

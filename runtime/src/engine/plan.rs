@@ -172,6 +172,11 @@ impl Epilogue {
     }
 }
 
+/// Output channels up to which a direct convolution kernel (`Step::Conv::kernel`) may run a
+/// layer: four vectors of four channels (the compiler's `codegen::conv_direct` builds no wider
+/// ones).
+pub const DIRECT_CONV_MAX_CHANNELS: usize = 16;
+
 /// Row padding of int8 values read by matrix products: whole tq2 blocks.
 pub const GEMM_ALIGN: usize = pack::BLOCK;
 /// Row (pixel) padding of int8 values read by convolutions only: groups of 4 channels, the
@@ -562,7 +567,10 @@ impl ModelParts {
                     )?;
                     need(kinds[*x] == Kind::F32 || w.alpha.is_some(), "an int8 direct convolution of f32 weights")?;
                     let act_ok = matches!(epilogue.act, None | Some(UnaryOp::Relu | UnaryOp::Relu6));
-                    let fits = geom.groups == 1 && (1..=16).contains(&geom.o) && act_ok && epilogue.quantize.is_none();
+                    let fits = geom.groups == 1
+                        && (1..=DIRECT_CONV_MAX_CHANNELS).contains(&geom.o)
+                        && act_ok
+                        && epilogue.quantize.is_none();
                     need(fits, "a direct convolution kernel on a layer it cannot run")?;
                 }
                 let g = geom;
