@@ -184,6 +184,10 @@ enum Command {
         /// Calls timed by --timing.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), requires = "timing")]
         repeat: u32,
+        /// Run the runtime's kernels at this instruction-set level instead of the best this CPU
+        /// has, to compare the paths (a level the CPU lacks is refused).
+        #[arg(long, value_enum, value_name = "LEVEL")]
+        isa: Option<cmd::run::IsaArg>,
         /// Print nothing on stderr but errors and warnings (no weights line, no notes).
         #[arg(long, short)]
         quiet: bool,
@@ -545,8 +549,9 @@ fn run(cli: Cli) -> ExitCode {
         Command::Import { file, output, weights_out, ternary, name, quiet } => {
             cmd::import::run(&cmd::import::Args { file, output, weights_out, ternary, name, quiet })
         }
-        Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, quiet, normalize } => cmd::run::run(
+        Command::Run { file, inputs, m, engine, out, top_k, timing, repeat, isa, quiet, normalize } => cmd::run::run(
             &cmd::run::Args {
+                isa: isa.map(Into::into),
                 normalize,
                 engine,
                 file,

@@ -28,6 +28,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The numbers in a printed output.
+fn numbers(s: &str) -> Vec<f32> {
+    s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
 #[test]
 fn check_prints_one_summary_line_per_model_and_exits_0() {
     let out = triton(&["check", "examples/mnist_mlp.tri", "examples/resnet18_cifar10.tri"]);
@@ -235,11 +242,6 @@ fn run_prints_or_writes_the_output_and_levels_agree() {
     assert!(outputs.iter().all(|o| *o == outputs[0]), "{outputs:?}");
     // -O3 quantizes the ternary layers' activations to int8: close to -O0, not equal.
     let o3 = text(&triton(&["run", "examples/mnist_mlp.tri", "--input", x, "-O3"]).stdout);
-    let numbers = |s: &str| -> Vec<f32> {
-        s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
-            .filter_map(|t| t.parse().ok())
-            .collect()
-    };
     let (a, b) = (numbers(&o3), numbers(&outputs[0]));
     assert_eq!(a.len(), 20, "{o3}");
     assert_ne!(a, b, "int8 activations change the values");
@@ -388,4 +390,33 @@ fn train_names_where_it_looked_for_missing_data_and_keeps_a_foreign_output() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     assert_eq!(std::fs::read_to_string(&keep).expect("kept"), "mine");
+}
+
+/// `run --isa`: every level this CPU runs gives the same int8 results (the MLP's ternary layers
+/// are exact; its f32 head rounds alike on each); a level above the CPU's, or with the
+/// interpreter, is refused with exit 2.
+#[test]
+fn run_isa_runs_every_level_the_cpu_has_and_refuses_the_rest() {
+    use triton::runtime::cpu::Isa;
+    let x = npy("isa.npy", &[16, 784], &(0..16 * 784).map(|i| ((i * 7) % 23) as f32 / 23.0).collect::<Vec<_>>());
+    let x = x.to_str().expect("utf-8");
+    let mut outs = Vec::new();
+    for isa in Isa::available() {
+        let out = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--isa", isa.name(), "-q"]);
+        assert_eq!(out.status.code(), Some(0), "{isa}: {}", text(&out.stderr));
+        outs.push((isa, numbers(&text(&out.stdout))));
+    }
+    let (first, v) = &outs[0];
+    assert_eq!(v.len(), 160);
+    for (isa, u) in &outs[1..] {
+        assert!(u.iter().zip(v).all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + q.abs())), "{isa} vs {first}");
+    }
+    let interp = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--isa", "generic", "--engine", "interp"]);
+    assert_eq!(interp.status.code(), Some(2), "{}", text(&interp.stderr));
+    assert!(text(&interp.stderr).contains("interpreter"), "{}", text(&interp.stderr));
+    if let Some(above) = Isa::ALL.into_iter().find(|i| *i > triton::runtime::cpu::best()) {
+        let out = triton(&["run", "examples/mnist_mlp.tri", "--input", x, "--isa", above.name()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("this CPU runs"), "{}", text(&out.stderr));
+    }
 }

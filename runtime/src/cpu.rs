@@ -20,16 +20,20 @@ pub enum Isa {
     Avx2,
     /// AVX2 plus AVX512-F/BW/VL and AVX512-VNNI (`vpdpbusd`).
     Avx512Vnni,
+    /// AVX-512 VNNI plus AMX-INT8 tiles (`tdpbusd` / `tdpbssd` on 16 x 64-byte tiles), with
+    /// the operating system's permission to use them (Linux `arch_prctl`).
+    Amx,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Generic, Isa::Avx2, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 4] = [Isa::Generic, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Generic => "generic",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
         }
     }
 
@@ -56,9 +60,35 @@ fn detect() -> Isa {
     if !(has("avx2") && has("fma")) {
         Isa::Generic
     } else if ["avx512f", "avx512bw", "avx512vl", "avx512vnni"].iter().all(|f| has(f)) {
-        Isa::Avx512Vnni
+        if amx_int8() { Isa::Amx } else { Isa::Avx512Vnni }
     } else {
         Isa::Avx2
+    }
+}
+
+/// Whether this CPU has AMX tiles with int8 products (CPUID leaf 7: AMX-TILE and AMX-INT8) and
+/// the kernel lets this process use them: Linux enables the tiles' 8 KB of register state per
+/// process on request (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); a refused request
+/// (an older kernel, a hypervisor that hides the state) leaves the process at AVX-512 VNNI.
+fn amx_int8() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        const AMX_TILE: u32 = 1 << 24;
+        const AMX_INT8: u32 = 1 << 25;
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // CPUID leaf 7 exists on every x86-64 CPU with AVX-512 (the caller checked it).
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        if leaf7.edx & (AMX_TILE | AMX_INT8) != AMX_TILE | AMX_INT8 {
+            return false;
+        }
+        // SAFETY: a plain system call with integer arguments; it changes only which register
+        // state the kernel saves for this process.
+        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
     }
 }
 
@@ -118,7 +148,7 @@ mod tests {
 
     #[test]
     fn levels_are_ordered_and_detected_consistently() {
-        assert!(Isa::Generic < Isa::Avx2 && Isa::Avx2 < Isa::Avx512Vnni);
+        assert!(Isa::Generic < Isa::Avx2 && Isa::Avx2 < Isa::Avx512Vnni && Isa::Avx512Vnni < Isa::Amx);
         let levels: Vec<Isa> = Isa::available().collect();
         assert_eq!(levels.first(), Some(&Isa::Generic));
         assert_eq!(levels.last(), Some(&best()));

@@ -24,6 +24,7 @@ use triton_compiler::interp;
 use triton_compiler::ir::Dim;
 use triton_compiler::passes::Timings;
 use triton_runtime::Model;
+use triton_runtime::cpu::Isa;
 
 use super::common::{load_weights, model_and_choice, optimize, usage_error, user_error};
 use super::opts::ModelOpts;
@@ -37,7 +38,40 @@ pub enum Engine {
     Interp,
 }
 
+/// `--isa`: the runtime's instruction-set levels ([`Isa`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsaArg {
+    Generic,
+    Avx2,
+    Avx512vnni,
+    Amx,
+}
+
+impl From<IsaArg> for Isa {
+    fn from(a: IsaArg) -> Isa {
+        match a {
+            IsaArg::Generic => Isa::Generic,
+            IsaArg::Avx2 => Isa::Avx2,
+            IsaArg::Avx512vnni => Isa::Avx512Vnni,
+            IsaArg::Amx => Isa::Amx,
+        }
+    }
+}
+
+/// The level `--isa` asks for, refused (exit 2) above what this CPU runs.
+fn isa_level(a: &Args) -> Result<Option<Isa>, ExitCode> {
+    match a.isa {
+        Some(i) if i > triton_runtime::cpu::best() => Err(usage_error(format!(
+            "--isa {i}: this CPU runs the runtime's kernels up to `{}`",
+            triton_runtime::cpu::best()
+        ))),
+        i => Ok(i),
+    }
+}
+
 pub struct Args {
+    /// `--isa`: run the runtime's kernels at this level (at most the CPU's).
+    pub isa: Option<Isa>,
     pub engine: Option<Engine>,
     pub file: PathBuf,
     /// `--input` items: `FILE` or `NAME=FILE`.
@@ -132,10 +166,17 @@ fn run_artifact(a: &Args) -> ExitCode {
             refused.join(", ")
         ));
     }
-    let model = match Model::load_with_threads(&a.file, a.m.threads()) {
+    let isa = match isa_level(a) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let mut model = match Model::load_with_threads(&a.file, a.m.threads()) {
         Ok(m) => m,
         Err(e) => return user_error(format!("{}: {e}", a.file.display())),
     };
+    if let Some(i) = isa {
+        model.set_isa(i);
+    }
     let names: Vec<String> = model.inputs().iter().map(|(n, _)| n.clone()).collect();
     let sigs: Vec<String> = model.inputs().iter().map(|(_, s)| s.to_string()).collect();
     let inputs = match read_inputs(&a.inputs, &names, &sigs) {
@@ -333,6 +374,13 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
             }
         }
     }
+    let isa = match isa_level(a) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    if isa.is_some() && a.engine == Some(Engine::Interp) {
+        return usage_error("--isa chooses the engine's kernels; the reference interpreter (--engine interp) has none");
+    }
     let mut timings = Timings::new();
     let (model, choice) = match model_and_choice(&a.file, &a.m, &mut timings, style, a.quiet) {
         Ok(mc) => mc,
@@ -383,7 +431,12 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
             }
             match built {
                 Ok(b) => match Model::from_artifact(b.bytes.as_ref(), a.m.threads()) {
-                    Ok(m) => Some(m),
+                    Ok(mut m) => {
+                        if let Some(i) = isa {
+                            m.set_isa(i);
+                        }
+                        Some(m)
+                    }
                     Err(e) => return user_error(e),
                 },
                 Err(triton::CompileError::Codegen(e @ CodegenError::Unsupported(_))) => {

@@ -158,14 +158,16 @@ impl Prepared {
     pub fn kernel_name(&self, isa: crate::cpu::Isa) -> String {
         use crate::cpu::Isa;
         let depthwise = match isa {
-            Isa::Avx512Vnni => "avx512 8-pixel tiles",
+            Isa::Avx512Vnni | Isa::Amx => "avx512 8-pixel tiles",
             Isa::Avx2 => "avx2 auto-vectorized",
             Isa::Generic => "generic",
         };
         match self {
             Prepared::Tq2 { pointwise, panel, .. } => {
                 let what = if *pointwise { "int8 pointwise gemm" } else { "int8 implicit-gemm" };
-                if panel.is_some() && isa >= Isa::Avx512Vnni {
+                if panel.is_some() && isa >= Isa::Amx {
+                    format!("{what} (amx int8 tiles on the panel)")
+                } else if panel.is_some() && isa >= Isa::Avx512Vnni {
                     format!("{what} (avx512vnni vpdpbusd panel)")
                 } else {
                     format!("{what} (tq2 {isa})")
@@ -185,7 +187,10 @@ impl Prepared {
                 "f32 direct conv (jit, layer-specialized: {o} output channels in 128-bit lanes, no gather; the f32 panel's 16-channel tile would be {}% empty)",
                 100 * (16 - o.min(&16)) / 16
             ),
-            Prepared::Rows { .. } => format!("int8 tq2 ({isa}); from {VNNI_MIN_ROWS} rows avx512vnni vpdpbusd panel"),
+            Prepared::Rows { .. } => {
+                let panel = if isa >= Isa::Amx { "amx int8 tiles" } else { "avx512vnni vpdpbusd panel" };
+                format!("int8 tq2 ({}); from {VNNI_MIN_ROWS} rows {panel}", isa.min(Isa::Avx512Vnni))
+            }
         }
     }
 }
@@ -485,7 +490,7 @@ impl Model {
                         // SAFETY: the model's level (capped at the CPU's) has AVX-512 VNNI; cols
                         // holds nr rows of k_pad codes, sx nr values, dst (and res) nr rows of
                         // og = n values, the vectors og values of this group.
-                        unsafe { crate::kernels::avx512::conv::product(panel, &call) };
+                        unsafe { crate::kernels::panel_product(self.isa, panel, &call) };
                     }
                     // SAFETY: cols holds nr rows of k_pad codes, xsum and sx nr values; the
                     // group's weight rows, scales and biases start at channel c0 of o (sizes
@@ -559,7 +564,7 @@ impl Model {
             // SAFETY: the model's level has AVX-512 VNNI (`Model::set_isa` caps it); the int8
             // rows r0 .. r0 + nr hold k_pad codes each (checked by the caller), out and the
             // residual o values per row, the vectors o values.
-            unsafe { crate::kernels::avx512::conv::product(panel, &call) };
+            unsafe { crate::kernels::panel_product(self.isa, panel, &call) };
         };
         let chunks = rows.div_ceil(CHUNK);
         match self.pool_for(rows * o * q.k_pad / 4).filter(|_| chunks > 1) {

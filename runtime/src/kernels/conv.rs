@@ -148,7 +148,7 @@ pub(crate) fn depthwise<T: DepthwiseLanes>(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's level is capped at what the CPU has (`Model::set_isa`).
-        Isa::Avx512Vnni => unsafe {
+        Isa::Avx512Vnni | Isa::Amx => unsafe {
             super::avx512::depthwise::depthwise(x, stride, w, c, win, pixels, epi, residual, out)
         },
         #[cfg(target_arch = "x86_64")]

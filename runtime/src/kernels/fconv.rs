@@ -31,7 +31,7 @@ use crate::cpu::Isa;
 /// Which kernel [`product`] runs at level `isa`, as the plan prints it.
 pub fn kernel_name(isa: Isa) -> &'static str {
     match isa {
-        Isa::Avx512Vnni => "avx512 fma panel",
+        Isa::Avx512Vnni | Isa::Amx => "avx512 fma panel",
         Isa::Avx2 => "avx2 fma panel",
         Isa::Generic => "generic panel",
     }
@@ -48,7 +48,7 @@ pub unsafe fn product(isa: Isa, p: &F32Panel, c: &FCall<'_>) {
     match isa {
         // SAFETY: forwarded.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { super::avx512::fconv::product(p, c) },
+        Isa::Avx512Vnni | Isa::Amx => unsafe { super::avx512::fconv::product(p, c) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { super::avx2::fconv::product(p, c) },
         _ => unsafe { product_generic(p, c) },

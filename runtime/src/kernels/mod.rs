@@ -9,6 +9,8 @@
 //! - The epilogue of a product is [`epilogue`]'s order everywhere: `acc * mult`, `* scale`,
 //!   `+ bias`, `+ residual`, activation, each rounded in f32 (no fused multiply-add), so
 //!   integer products equal the interpreter's bit for bit.
+//! - AMX ([`amx`], Intel CPUs that have it and an OS that enables it) runs the int8 panel
+//!   products ([`panel_product`]); every other kernel runs its AVX-512 code at that level.
 //! - Drivers: [`tq2`] (the int8 x tq2 matrix product of `Step::Gemm`), [`conv`] (channels-last
 //!   convolutions: direct/implicit-GEMM int8 and f32, depthwise), [`pool`] (channels-last
 //!   pooling), [`sgemm`] (the f32 GEMM of matrix products, on the `gemm` crate).
@@ -22,11 +24,32 @@ pub mod sgemm;
 pub mod tq2;
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
 use crate::ops::UnaryOp;
+
+/// The int8 panel product (convolutions and matrix products of several rows, CPUs with AVX-512
+/// VNNI): on AMX tiles at [`crate::cpu::Isa::Amx`] from [`amx::MIN_ROWS`] rows, else on 512-bit
+/// `vpdpbusd`; the same bits either way.
+///
+/// # Safety
+/// `isa <= cpu::best()` and at least [`crate::cpu::Isa::Avx512Vnni`]; `c` valid for `p` as
+/// [`avx512::conv::product`] requires.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn panel_product(isa: crate::cpu::Isa, p: &avx512::conv::Panel, c: &avx512::conv::Call<'_>) {
+    // SAFETY: forwarded from the caller; AMX runs only at its level and on whole-tile panels.
+    unsafe {
+        if isa >= crate::cpu::Isa::Amx && c.rows >= amx::MIN_ROWS && amx::fits(p) {
+            amx::product(p, c)
+        } else {
+            avx512::conv::product(p, c)
+        }
+    }
+}
 
 /// Pointers to rows `r0 .. r0 + R` of `x` (`stride` elements apart): one per row of a
 /// register tile, so each of the tile's loads is one base + index address.

@@ -27,7 +27,7 @@ pub struct PoolDims {
 pub fn pool(isa: Isa, x: &[f32], d: PoolDims, g: &PoolGeom, out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => {
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => {
             // SAFETY: the caller's level is capped at what the CPU has (`Model::set_isa`).
             unsafe { pool_avx2(x, d, g, out) }
         }
@@ -39,7 +39,7 @@ pub fn pool(isa: Isa, x: &[f32], d: PoolDims, g: &PoolGeom, out: &mut [f32]) {
 pub fn global_avg(isa: Isa, x: &[f32], c: usize, out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => {
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => {
             // SAFETY: as in `pool`.
             unsafe { global_avg_avx2(x, c, out) }
         }

@@ -47,7 +47,7 @@ pub unsafe fn gemm(isa: Isa, args: &GemmArgs, n: usize, k_pad: usize, act: Optio
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => super::avx2::tq2::gemm(args, n, k_pad, act, channels),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => super::avx512::tq2::gemm(args, n, k_pad, act, channels),
+            Isa::Avx512Vnni | Isa::Amx => super::avx512::tq2::gemm(args, n, k_pad, act, channels),
             #[cfg(not(target_arch = "x86_64"))]
             _ => generic(args, n, k_pad, act, channels),
         }

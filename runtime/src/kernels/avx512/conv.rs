@@ -237,7 +237,7 @@ unsafe fn finish_tile<const R: usize, const B: usize>(
                     *a = _mm512_add_epi32(*a, _mm512_maskz_loadu_epi32(m, at.add(ch)));
                 }
                 if last {
-                    epilogue(p, c, r0 + ri, b0 + j, *a);
+                    epilogue(p, c, r0 + ri, b0 + j, *a, true);
                 } else {
                     _mm512_mask_storeu_epi32(at.add(ch), m, *a);
                 }
@@ -246,16 +246,24 @@ unsafe fn finish_tile<const R: usize, const B: usize>(
     }
 }
 
-/// The epilogue of 16 channels of one row.
+/// The epilogue of 16 channels of one row, from sums of flipped activations (`x + 128`,
+/// corrected here by [`Panel::corr`]) when `flipped`, else from the exact sums.
+///
+/// # Safety
+/// The CPU has AVX512-F/BW/VL; row `row` and block `block` are inside `c` and `p`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn epilogue(p: &Panel, c: &Call<'_>, row: usize, block: usize, acc: __m512i) {
+pub(crate) unsafe fn epilogue(p: &Panel, c: &Call<'_>, row: usize, block: usize, acc: __m512i, flipped: bool) {
     let (ch, m) = (block * 16, super::block_mask(c.og, block));
     // SAFETY: the mask's channels ch .. < og of every vector and output row `row` (caller); the
     // masked loads and stores touch no other lane.
     unsafe {
-        let corr = _mm512_loadu_si512(p.corr.as_ptr().add((c.group * p.blocks + block) * 16).cast());
-        let accf = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, corr));
+        let acc = if flipped {
+            _mm512_sub_epi32(acc, _mm512_loadu_si512(p.corr.as_ptr().add((c.group * p.blocks + block) * 16).cast()))
+        } else {
+            acc
+        };
+        let accf = _mm512_cvtepi32_ps(acc);
         let mult = _mm512_mul_ps(_mm512_set1_ps(*c.sx.add(row)), _mm512_maskz_loadu_ps(m, c.alpha.as_ptr().add(ch)));
         let y = _mm512_mul_ps(accf, mult);
         let res = if c.residual.is_null() { std::ptr::null() } else { c.residual.add(row * c.n) };
