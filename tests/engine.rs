@@ -78,7 +78,7 @@ output %17\noutput %18\n",
 }
 
 fn block() -> impl Strategy<Value = Block> {
-    let acts = || prop::sample::select(vec!["relu", "relu6", "sigmoid", "silu", "tanh"]);
+    let acts = || prop::sample::select(vec!["relu", "relu6", "sigmoid", "silu", "tanh", "gelu", "gelu_tanh"]);
     (
         (1usize..6, 1usize..10, 1usize..4, prop::sample::select(vec![1usize, 2, 3])),
         (prop::sample::select(vec![1usize, 3, 5, 7]), 1usize..4, 0usize..4, 1usize..3),

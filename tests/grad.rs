@@ -113,6 +113,16 @@ fn every_differentiable_op_matches_finite_differences() {
         ("sigmoid", unary("sigmoid"), vec![3, 5]),
         ("silu", unary("silu"), vec![3, 5]),
         ("tanh", unary("tanh"), vec![3, 5]),
+        ("gelu", unary("gelu"), vec![3, 5]),
+        ("gelu_tanh", unary("gelu_tanh"), vec![3, 5]),
+        ("exp", unary("exp"), vec![3, 5]),
+        (
+            "sqrt",
+            format!(
+                "{NN}model M {{ a = Linear(5, 4)\n b = Linear(4, 3)\n fn forward(x: f32[B, 5]) -> f32[B, 3] {{ let h = a(x)\n return b(sqrt(h * h + 1.0)) }} }}"
+            ),
+            vec![3, 5],
+        ),
         ("softmax", unary("softmax"), vec![3, 5]),
         (
             "mul, sub, div",

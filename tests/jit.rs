@@ -414,3 +414,43 @@ proptest! {
         }
     }
 }
+
+/// Every element-wise op of the language after an int8 product (fused into its epilogue where
+/// it is an activation, a step of its own otherwise) gives the interpreter's bits at -O0 and
+/// -O3, every level the machine has, on values that reach the ops' tails (|x| up to ~40),
+/// zeros, and a second op on the first's result.
+#[test]
+fn every_unary_op_equals_the_interpreter_after_an_int8_product() {
+    use triton::runtime::ops::UnaryOp;
+    for op in UnaryOp::ALL {
+        let name = op.name();
+        let text = format!(
+            "graph U\nparam 0 \"w\": trit[24, 40] weight quant=absmean init=kaiming\n\
+%0 = input \"x\" : f32[B, 40]\n%1 = param 0 : trit[24, 40]\n%2 = quantize_i8 %0 : i8[B, 40]\n\
+%3 = matmul %2, %1 : i32[B, 24]\n%4 = dequantize %3 : f32[B, 24]\n%5 = {name} %4 : f32[B, 24]\n\
+%6 = {name} %5 : f32[B, 24]\noutput %5\noutput %6\n"
+        );
+        let g = ir::parse(&text, FileId(0)).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        ir::verify(&g).expect("valid");
+        let w = Weights::init(&g.params, 11);
+        let x = input(&[5, 40], 4).mapv(|v| v * 8.0);
+        for level in [OptLevel::O0, OptLevel::O3] {
+            let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) })
+                .expect("valid");
+            let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
+            let r = interp::run(&opt.graph, &p, std::slice::from_ref(&x), Precision::Ternary).expect("runs");
+            let parts =
+                triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
+                    .expect("compiles");
+            let mut model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
+            for isa in Isa::available() {
+                model.set_isa(isa);
+                let y = model.run(&[x.view()]).unwrap_or_else(|e| panic!("{name} at {level:?}, {isa}: {e}"));
+                for (got, want) in y.iter().zip(&r) {
+                    let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(got), bits(want), "{name} at {level:?}, {isa}");
+                }
+            }
+        }
+    }
+}

@@ -250,8 +250,21 @@ fn exported_models_match_onnx_runtime_when_installed() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp");
-    for name in ["mnist_cnn", "resnet18_cifar10", "mobilenetv2_cifar10", "efficientnet_b0_imagenet"] {
-        let (model, w) = zoo(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.tri")));
+    // The transcendental activations, written as opset-17 patterns (GELU: Div-Erf-Add-Mul-Mul).
+    let acts = dir.path().join("acts.tri");
+    std::fs::write(
+        &acts,
+        "use std::nn::Linear\nmodel Acts {\n a = Linear(8, 16)\n b = Linear(16, 4)\n          fn forward(x: f32[B, 8]) -> f32[B, 4] {\n let h = a(x) * 3.0\n          return b(gelu(h) + gelu_tanh(h) + sqrt(exp(h * 0.5))) }\n}\n",
+    )
+    .expect("write");
+    let mut paths: Vec<PathBuf> = ["mnist_cnn", "resnet18_cifar10", "mobilenetv2_cifar10", "efficientnet_b0_imagenet"]
+        .iter()
+        .map(|name| Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.tri")))
+        .collect();
+    paths.push(acts);
+    for path in paths {
+        let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
+        let (model, w) = zoo(&path);
         let x = batch_of_two(&model);
         let onnx_path = dir.path().join(format!("{name}.onnx"));
         std::fs::write(&onnx_path, onnx::export::export(&model.graph, &w, Precision::Fp32).expect("exports"))

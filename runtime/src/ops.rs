@@ -12,13 +12,29 @@ pub enum UnaryOp {
     Silu,
     Tanh,
     Neg,
-    /// Square root (introduced by batch-norm folding; not a source-level op).
+    /// Square root (IEEE, correctly rounded).
     Sqrt,
+    /// `e^x` ([`exp`]).
+    Exp,
+    /// GELU, the erf form ([`gelu`]).
+    Gelu,
+    /// GELU, the tanh approximation ([`gelu_tanh`]).
+    GeluTanh,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 7] =
-        [UnaryOp::Relu, UnaryOp::Relu6, UnaryOp::Sigmoid, UnaryOp::Silu, UnaryOp::Tanh, UnaryOp::Neg, UnaryOp::Sqrt];
+    pub const ALL: [UnaryOp; 10] = [
+        UnaryOp::Relu,
+        UnaryOp::Relu6,
+        UnaryOp::Sigmoid,
+        UnaryOp::Silu,
+        UnaryOp::Tanh,
+        UnaryOp::Neg,
+        UnaryOp::Sqrt,
+        UnaryOp::Exp,
+        UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
+    ];
 
     /// The op on one f32 value (docs/language.md, "Activations").
     #[inline]
@@ -35,12 +51,24 @@ impl UnaryOp {
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Neg => -x,
             UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Exp => exp(x),
+            UnaryOp::Gelu => gelu(x),
+            UnaryOp::GeluTanh => gelu_tanh(x),
         }
     }
 
     /// Activations a fused epilogue may end with.
     pub fn is_activation(self) -> bool {
-        matches!(self, UnaryOp::Relu | UnaryOp::Relu6 | UnaryOp::Sigmoid | UnaryOp::Silu | UnaryOp::Tanh)
+        matches!(
+            self,
+            UnaryOp::Relu
+                | UnaryOp::Relu6
+                | UnaryOp::Sigmoid
+                | UnaryOp::Silu
+                | UnaryOp::Tanh
+                | UnaryOp::Gelu
+                | UnaryOp::GeluTanh
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -52,6 +80,9 @@ impl UnaryOp {
             UnaryOp::Tanh => "tanh",
             UnaryOp::Neg => "neg",
             UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::GeluTanh => "gelu_tanh",
         }
     }
 }
@@ -78,6 +109,38 @@ pub fn exp(x: f32) -> f32 {
     }
     let p = (p * r).mul_add(r, r + 1.0);
     scale_pow2(p, n as i32)
+}
+
+/// GELU, erf form (docs/language.md, "Activations"): `x * Phi(x)`, computed in f32 as
+/// `0.5 * x * erfc(-x / sqrt(2))` with the `libm` crate's `erfcf` (a pure-Rust port of
+/// FreeBSD's: the same bits on every CPU). Equal to `0.5 * x * (1 + erf(x / sqrt(2)))`, PyTorch's
+/// formula, but without its cancellation for negative `x` (hundreds of ulp at `x = -3`): within
+/// a few ulp everywhere (tested). `-inf` gives `-0.0` (the limit, as for large negative `x`);
+/// NaN stays NaN.
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    if x == f32::NEG_INFINITY {
+        return -0.0;
+    }
+    0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2)
+}
+
+/// `sqrt(2 / pi)`, the tanh approximation's scale.
+pub const GELU_TANH_SCALE: f32 = 0.797_884_6;
+/// The tanh approximation's cubic coefficient.
+pub const GELU_TANH_CUBIC: f32 = 0.044_715;
+
+/// GELU, tanh approximation (PyTorch's `approximate="tanh"`, GPT-2's):
+/// `0.5 * x * (1 + tanh(u))` with `u = sqrt(2 / pi) * (x + 0.044715 * x^3)`, computed in f32
+/// as the identical `x / (1 + e^(-2u))` with [`exp`] (no cancellation for negative `x`, and the
+/// vector kernels' `exp` gives the same bits). `-inf` gives `-0.0`; NaN stays NaN.
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    if x == f32::NEG_INFINITY {
+        return -0.0;
+    }
+    let u = GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * (x * x * x));
+    x / (1.0 + exp(-2.0 * u))
 }
 
 /// `ln 2 = EXP_LN2_HI + EXP_LN2_LO` for [`exp`]'s range reduction.
@@ -365,6 +428,42 @@ mod tests {
         assert!(exp(-100.0) > 0.0 && exp(-100.0) < f32::MIN_POSITIVE, "a subnormal result, not flushed");
         assert_eq!(UnaryOp::Sigmoid.apply(0.0), 0.5);
         assert_eq!(UnaryOp::Silu.apply(-200.0), -0.0);
+    }
+
+    /// GELU against its definition in f64 (libm's f64 `erfc`) over [-8, 8], within a few ulp
+    /// plus the conditioning of the negative tail; PyTorch's printed values; the limits.
+    #[test]
+    fn gelu_is_the_erf_form_and_gelu_tanh_the_approximation() {
+        let mut worst = (0, 0);
+        for i in 0..=200_000 {
+            let x = -8.0 + i as f32 * 8.0e-5;
+            let xd = f64::from(x);
+            // 1 + erf(z) = erfc(-z) and 1 + tanh(u) = 2 / (1 + e^(-2u)): no cancellation in f64.
+            let want = 0.5 * xd * libm::erfc(-xd / std::f64::consts::SQRT_2);
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3));
+            let want_tanh = xd / (1.0 + (-2.0 * u).exp());
+            // Past the few ulp of the evaluation, the f32 steps before the tail (x / sqrt(2),
+            // u) carry a relative error the tail multiplies by about x^2 (its conditioning).
+            let allowed = 4 + (2.0 * x * x) as u32;
+            worst.0 = worst.0.max(ulps(gelu(x), want as f32).saturating_sub(allowed));
+            worst.1 = worst.1.max(ulps(gelu_tanh(x), want_tanh as f32).saturating_sub(allowed));
+        }
+        assert!(worst == (0, 0), "gelu {} ulp, gelu_tanh {} ulp past the bound", worst.0, worst.1);
+        // torch.nn.functional.gelu at 1, -1, 2 (erf), and with approximate="tanh" at 1.
+        for (x, y) in [(1.0, 0.841_344_7), (-1.0, -0.158_655_26), (2.0, 1.954_499_7)] {
+            assert!(ulps(gelu(x), y) <= 2, "gelu({x}) = {}", gelu(x));
+        }
+        assert!(ulps(gelu_tanh(1.0), 0.841_192) <= 2, "{}", gelu_tanh(1.0));
+        for f in [gelu, gelu_tanh] {
+            assert_eq!(f(0.0), 0.0);
+            assert_eq!(f(f32::INFINITY), f32::INFINITY);
+            assert_eq!(f(f32::NEG_INFINITY).to_bits(), (-0.0f32).to_bits());
+            assert_eq!(f(-30.0), -0.0);
+            assert_eq!(f(30.0), 30.0);
+            assert!(f(f32::NAN).is_nan());
+        }
+        assert_eq!(UnaryOp::Exp.apply(1.0), exp(1.0));
+        assert!(UnaryOp::Gelu.is_activation() && UnaryOp::GeluTanh.is_activation() && !UnaryOp::Exp.is_activation());
     }
 
     use super::*;

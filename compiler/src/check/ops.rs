@@ -30,6 +30,10 @@ pub enum Op {
     Sigmoid,
     Silu,
     Tanh,
+    Gelu,
+    GeluTanh,
+    Exp,
+    Sqrt,
     Softmax,
     Add,
     Sub,
@@ -143,6 +147,10 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { op: Op::Sigmoid, name: "sigmoid", params: UNARY },
     OpSpec { op: Op::Silu, name: "silu", params: UNARY },
     OpSpec { op: Op::Tanh, name: "tanh", params: UNARY },
+    OpSpec { op: Op::Gelu, name: "gelu", params: UNARY },
+    OpSpec { op: Op::GeluTanh, name: "gelu_tanh", params: UNARY },
+    OpSpec { op: Op::Exp, name: "exp", params: UNARY },
+    OpSpec { op: Op::Sqrt, name: "sqrt", params: UNARY },
     OpSpec { op: Op::Softmax, name: "softmax", params: &[X, p("axis", Int, ArgDefault::Int(-1))] },
     OpSpec { op: Op::Add, name: "add", params: BINARY },
     OpSpec { op: Op::Sub, name: "sub", params: BINARY },
@@ -174,10 +182,9 @@ pub fn is_builtin(name: &str) -> bool {
 }
 
 /// Well-known ops of other frameworks that Triton does not have yet: a near-miss suggestion
-/// (`gelu` -> `relu`) would mislead, so the diagnostic says what they are instead.
+/// (`mish` -> `min`) would mislead, so the diagnostic says what they are instead.
 pub fn not_yet(name: &str) -> Option<&'static str> {
-    const KNOWN: [(&str, &str); 7] = [
-        ("gelu", "GELU"),
+    const KNOWN: [(&str, &str); 6] = [
         ("elu", "ELU"),
         ("selu", "SELU"),
         ("mish", "Mish"),
@@ -475,6 +482,10 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         Op::Sigmoid => ir::Op::Unary(UnaryOp::Sigmoid),
         Op::Silu => ir::Op::Unary(UnaryOp::Silu),
         Op::Tanh => ir::Op::Unary(UnaryOp::Tanh),
+        Op::Gelu => ir::Op::Unary(UnaryOp::Gelu),
+        Op::GeluTanh => ir::Op::Unary(UnaryOp::GeluTanh),
+        Op::Exp => ir::Op::Unary(UnaryOp::Exp),
+        Op::Sqrt => ir::Op::Unary(UnaryOp::Sqrt),
         Op::Neg => ir::Op::Unary(UnaryOp::Neg),
         Op::Softmax => {
             // Axis errors name the op; the IR rule only sees a resolved axis.

@@ -335,6 +335,19 @@ pub fn unary_grad(op: UnaryOp, x: f32, y: f32) -> f32 {
         UnaryOp::Tanh => 1.0 - y * y,
         UnaryOp::Neg => -1.0,
         UnaryOp::Sqrt => 0.5 / y,
+        UnaryOp::Exp => y,
+        // Phi(x) + x phi(x).
+        UnaryOp::Gelu => {
+            let phi = (-0.5 * x * x).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+            0.5 * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2) + x * phi
+        }
+        // y = x s(2u), s the logistic function: s + 2 x s (1 - s) u'.
+        UnaryOp::GeluTanh => {
+            use triton_runtime::ops::{GELU_TANH_CUBIC, GELU_TANH_SCALE};
+            let u = GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x * x * x);
+            let s = 1.0 / (1.0 + (-2.0 * u).exp());
+            s + 2.0 * x * s * (1.0 - s) * GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * x * x)
+        }
     }
 }
 

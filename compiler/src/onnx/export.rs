@@ -277,6 +277,37 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                     let s = w.emit("Sigmoid", args.clone(), vec![]);
                     w.emit("Mul", vec![args[0].clone(), s], vec![])
                 }
+                UnaryOp::Exp => w.emit("Exp", args.clone(), vec![]),
+                // Opset 17 has no Gelu: PyTorch's pattern, x * (erf(x / sqrt 2) + 1) * 0.5.
+                UnaryOp::Gelu => {
+                    let x = args[0].clone();
+                    let d = w.scalar(std::f32::consts::SQRT_2);
+                    let d = w.emit("Div", vec![x.clone(), d], vec![]);
+                    let e = w.emit("Erf", vec![d], vec![]);
+                    let one = w.scalar(1.0);
+                    let a = w.emit("Add", vec![e, one], vec![]);
+                    let m = w.emit("Mul", vec![x, a], vec![]);
+                    let half = w.scalar(0.5);
+                    w.emit("Mul", vec![m, half], vec![])
+                }
+                // x * 0.5 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))).
+                UnaryOp::GeluTanh => {
+                    use triton_runtime::ops::{GELU_TANH_CUBIC, GELU_TANH_SCALE};
+                    let x = args[0].clone();
+                    let x2 = w.emit("Mul", vec![x.clone(), x.clone()], vec![]);
+                    let x3 = w.emit("Mul", vec![x2, x.clone()], vec![]);
+                    let c = w.scalar(GELU_TANH_CUBIC);
+                    let cx3 = w.emit("Mul", vec![x3, c], vec![]);
+                    let inner = w.emit("Add", vec![x.clone(), cx3], vec![]);
+                    let k = w.scalar(GELU_TANH_SCALE);
+                    let u = w.emit("Mul", vec![inner, k], vec![]);
+                    let t = w.emit("Tanh", vec![u], vec![]);
+                    let one = w.scalar(1.0);
+                    let a = w.emit("Add", vec![t, one], vec![]);
+                    let m = w.emit("Mul", vec![x, a], vec![]);
+                    let half = w.scalar(0.5);
+                    w.emit("Mul", vec![m, half], vec![])
+                }
             },
             Op::Binary(b) => {
                 let op = match b {

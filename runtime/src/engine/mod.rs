@@ -396,9 +396,12 @@ impl Model {
         let result = p
             .outputs
             .iter()
-            .map(|o| match *o {
+            .enumerate()
+            .map(|(i, o)| match *o {
                 Src::Const(c) => Ok(p.consts[c].clone()),
-                Src::Value(v) => match vals[v].take() {
+                // A value returned twice (outputs the optimizer found equal) is copied for all
+                // but its last place.
+                Src::Value(v) => match if p.outputs[i + 1..].contains(o) { vals[v].clone() } else { vals[v].take() } {
                     Some(Val::F32(a)) => Ok(a),
                     Some(Val::Q(q)) => Ok(q.dequantize()),
                     None => Err(internal(p.steps.len(), format!("output slot {v} was not computed"))),

@@ -338,6 +338,9 @@ impl Converter<'_> {
                     | "Clip"
                     | "Sigmoid"
                     | "Tanh"
+                    | "Exp"
+                    | "Sqrt"
+                    | "Gelu"
                     | "Flatten"
                     | "Softmax"
                     | "Identity"
@@ -413,6 +416,9 @@ const SUPPORTED: &[&str] = &[
     "Relu",
     "Sigmoid",
     "Tanh",
+    "Exp",
+    "Sqrt",
+    "Gelu",
     "Clip",
     "HardSwish",
     "HardSigmoid",

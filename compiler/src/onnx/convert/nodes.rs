@@ -59,6 +59,16 @@ impl Converter<'_> {
                 }
             }
             "Tanh" => unary(self, "tanh")?,
+            "Exp" => unary(self, "exp")?,
+            "Sqrt" => unary(self, "sqrt")?,
+            // Opset 20's Gelu: the erf form, or `approximate = "tanh"`.
+            "Gelu" => match n.string("approximate") {
+                None | Some("none") => unary(self, "gelu")?,
+                Some("tanh") => unary(self, "gelu_tanh")?,
+                Some(other) => {
+                    return Err(format!("Gelu with approximate = \"{other}\" (expected \"none\" or \"tanh\")"));
+                }
+            },
             "Neg" => {
                 let x = self.input(n, 0)?;
                 Val { expr: format!("-{}", paren(&x)), shape: x.shape, atomic: false, pooled: false }
