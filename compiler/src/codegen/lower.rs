@@ -439,6 +439,15 @@ pub fn direct_conv_spec(g: &ConvGeom, e: &Epilogue, mult: bool, int8: bool) -> O
     if int8 && (pointwise || !(mult && spec.unrolled() && vnni())) {
         return None;
     }
+    // Few input channels, stride 1, on CPUs with AVX-512: the runtime's planar kernel puts 16
+    // output pixels in a vector, where this kernel's 128-bit channel vectors are bound by the
+    // multiply-adds (LeNet-5's conv1 at batch 16: see docs/kernels.md).
+    if !int8
+        && triton_runtime::cpu::best() >= triton_runtime::cpu::Isa::Avx512Vnni
+        && triton_runtime::kernels::planar::fits(g.c, g.o, g.stride, g.groups)
+    {
+        return None;
+    }
     let fits = g.groups == 1
         && (1..=if int8 { DIRECT_MAX_CHANNELS_INT8 } else { DIRECT_MAX_CHANNELS }).contains(&g.o)
         && e.quantize.is_none()

@@ -64,6 +64,9 @@ pub(crate) enum Prepared {
     /// corrections `-128 * sum(w)` and the vectors (the weight's scale, then scale and bias
     /// when present), `o4` values each.
     DirectI8 { w: Vec<i8>, corr: Vec<i32>, epi: Vec<f32>, o: usize, kernel: crate::kernel::ConvKernelFn },
+    /// Weights `[o][c][kh][kw]` of an f32 convolution with few input channels run with output
+    /// pixels in the lanes (`kernels::planar`), on CPUs with AVX-512.
+    Planar { w: Vec<f32>, o: usize },
     /// A ternary matrix product's trits (int8 input) as int8 panels for the AVX-512 VNNI
     /// kernel, on CPUs that have it, made on the first product of [`VNNI_MIN_ROWS`] rows or
     /// more (fewer rows stream the 2-bit rows of the tq2 kernels, which memory bounds; a model
@@ -146,6 +149,12 @@ impl Prepared {
                     .then(|| Panel::new(&codes, g.groups, g.og(), k, k_pad));
                 Prepared::Tq2 { packed: pack::pack_tq2(&codes, o, k), k_pad, pointwise: is_pointwise(g), panel }
             }
+            (Kind::F32, false)
+                if crate::cpu::best() >= crate::cpu::Isa::Avx512Vnni
+                    && crate::kernels::planar::fits(g.c, o, g.stride, g.groups) =>
+            {
+                Prepared::Planar { w: values, o }
+            }
             (Kind::F32, false) => Prepared::Panel {
                 panel: F32Panel::new(g.groups, g.og(), k, |t, c| values[c * k + from(t)]),
                 pointwise: is_pointwise(g),
@@ -186,6 +195,10 @@ impl Prepared {
             Prepared::Direct { o, .. } => format!(
                 "f32 direct conv (jit, layer-specialized: {o} output channels in 128-bit lanes, no gather; the f32 panel's 16-channel tile would be {}% empty)",
                 100 * (16 - o.min(&16)) / 16
+            ),
+            Prepared::Planar { o, .. } => format!(
+                "f32 planar conv ({}; {o} output channels, few input channels: no gather, no empty channel lanes)",
+                crate::kernels::planar::kernel_name(isa)
             ),
             Prepared::Rows { .. } => {
                 let panel = if isa >= Isa::Amx { "amx int8 tiles" } else { "avx512vnni vpdpbusd panel" };
@@ -357,6 +370,20 @@ impl Model {
                     return Err(internal(si, "conv buffers do not match its weight"));
                 }
                 self.conv_f32_panel(xs, panel, *pointwise, g, &win, (alpha, scale, bias), residual, e, &mut out);
+            }
+            (Prepared::Planar { w: wd, .. }, Val::F32(a)) => {
+                let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;
+                let fits = xs.len() == b * g.h * g.w * g.c
+                    && wd.len() == o * g.k()
+                    && crate::kernels::planar::fits(g.c, o, g.stride, g.groups)
+                    && alpha.is_none_or(|v| v.len() == o)
+                    && scale.is_none_or(|v| v.len() == o)
+                    && bias.is_none_or(|v| v.len() == o);
+                if !fits {
+                    return Err(internal(si, "planar conv buffers do not match its weight"));
+                }
+                let epi = crate::kernels::ChannelEpilogue { mult: alpha, scale, bias, act: e.act };
+                self.conv_planar(si, xs, wd, g, epi, residual, &mut out, arena)?;
             }
             (Prepared::Direct { w: wd, epi, taps, kernel, .. }, Val::F32(a)) => {
                 let xs = a.as_slice().ok_or_else(|| internal(si, "conv input not contiguous"))?;

@@ -129,18 +129,23 @@ impl Model {
         self.direct_calls(
             b,
             g,
-            kernel,
-            |n, r0, r1, out: *mut f32| crate::kernel::ConvArgs {
-                x: x[n * per_in..].as_ptr().cast(),
-                w: w.as_ptr().cast(),
-                epi: epi.as_ptr(),
-                taps: taps.as_ptr(),
-                residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
-                out,
-                row_begin: r0 as u64,
-                row_end: r1 as u64,
-                sx: std::ptr::null(),
-                corr: std::ptr::null(),
+            |n, r0, r1, out: *mut f32| {
+                let a = crate::kernel::ConvArgs {
+                    x: x[n * per_in..].as_ptr().cast(),
+                    w: w.as_ptr().cast(),
+                    epi: epi.as_ptr(),
+                    taps: taps.as_ptr(),
+                    residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
+                    out,
+                    row_begin: r0 as u64,
+                    row_end: r1 as u64,
+                    sx: std::ptr::null(),
+                    corr: std::ptr::null(),
+                };
+                // SAFETY: the kernel was compiled for this geometry (`Step::Conv::kernel`,
+                // checked by the plan's validation); the arguments hold the sample's padded input
+                // and the sizes the kernel's specialization reads (checked by the caller).
+                unsafe { kernel(&a) }
             },
             out,
         );
@@ -149,16 +154,81 @@ impl Model {
         }
     }
 
-    /// The calls of a direct convolution kernel over `b` samples: one per sample, or per block
-    /// of output rows when there are fewer samples than twice the threads; tasks split over
-    /// the pool when the work is worth it. `args(n, r0, r1, sample_out)` makes the arguments
-    /// of sample `n`'s rows `r0 .. r1`, `sample_out` pointing at the sample's output.
+    /// An f32 convolution with few input channels on the planar kernel (`kernels::planar`):
+    /// every sample transposed once into zero-padded planes, then calls over blocks of output
+    /// rows as the JIT kernels'.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv_planar(
+        &self,
+        si: usize,
+        xs: &[f32],
+        w: &[f32],
+        g: &ConvGeom,
+        epi: crate::kernels::ChannelEpilogue<'_>,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+        arena: &mut Arena,
+    ) -> Result<(), super::RunError> {
+        let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+        let (plane, per_out) = (hp * wp, g.oh * g.ow * g.o);
+        let b = out.len() / per_out.max(1);
+        let mut buf = arena.f32(b * g.c * plane);
+        for (n, sample) in xs.chunks_exact(g.h * g.w * g.c).take(b).enumerate() {
+            for (y, src) in sample.chunks_exact(g.w * g.c).enumerate() {
+                for ci in 0..g.c {
+                    let at = (n * g.c + ci) * plane + (y + g.pad[0]) * wp + g.pad[1];
+                    let dst = &mut buf[at..at + g.w];
+                    if g.c == 1 {
+                        dst.copy_from_slice(src);
+                    } else {
+                        dst.iter_mut().zip(src[ci..].iter().step_by(g.c)).for_each(|(d, s)| *d = *s);
+                    }
+                }
+            }
+        }
+        let call = |n: usize, rows: std::ops::Range<usize>| crate::kernels::planar::PlanarCall {
+            x: &buf[n * g.c * plane..(n + 1) * g.c * plane],
+            c: g.c,
+            hp,
+            wp,
+            w,
+            o: g.o,
+            kh: g.kh,
+            kw: g.kw,
+            dil: g.dil,
+            ow: g.ow,
+            rows,
+            epi,
+            residual: residual.map(|r| &r[n * per_out..(n + 1) * per_out]),
+        };
+        if out.len() < b * per_out || (0..b).any(|n| !crate::kernels::planar::sizes_fit(&call(n, 0..g.oh), per_out)) {
+            arena.f32s.push(buf);
+            return Err(super::internal(si, "planar conv buffers do not match its geometry"));
+        }
+        let isa = self.isa;
+        self.direct_calls(
+            b,
+            g,
+            // SAFETY: the model's level is capped at the CPU's; the sample's output holds
+            // per_out floats and the sizes fit (checked above for every sample's rows); this
+            // task writes only rows r0 .. r1, no other task touches them.
+            |n, r0, r1, sample: *mut f32| unsafe { crate::kernels::planar::conv(isa, &call(n, r0..r1), sample) },
+            out,
+        );
+        arena.f32s.push(buf);
+        Ok(())
+    }
+
+    /// The calls of a direct convolution over `b` samples: one per sample, or per block of
+    /// output rows when there are fewer samples than twice the threads; tasks split over the
+    /// pool when the work is worth it. `run(n, r0, r1, sample_out)` computes sample `n`'s rows
+    /// `r0 .. r1`, `sample_out` pointing at the sample's output (each task writes only its
+    /// rows).
     fn direct_calls(
         &self,
         b: usize,
         g: &ConvGeom,
-        kernel: crate::kernel::ConvKernelFn,
-        args: impl Fn(usize, usize, usize, *mut f32) -> crate::kernel::ConvArgs + Sync,
+        run_rows: impl Fn(usize, usize, usize, *mut f32) + Sync,
         out: &mut [f32],
     ) {
         let per_out = g.oh * g.ow * g.o;
@@ -173,12 +243,7 @@ impl Model {
             let r0 = blk * rows;
             // SAFETY: sample n's output starts at n * per_out (the caller sized `out` for b
             // samples); this task writes only its rows r0 .. r0 + rows of it.
-            let a = args(n, r0, (r0 + rows).min(g.oh), unsafe { out_ptr.get().add(n * per_out) });
-            // SAFETY: the kernel was compiled for this geometry (`Step::Conv::kernel`, checked
-            // by the plan's validation); the caller's arguments hold the sample's input and
-            // the sizes the kernel's specialization reads (checked by the callers); each task
-            // writes only its own rows.
-            unsafe { kernel(&a) };
+            run_rows(n, r0, (r0 + rows).min(g.oh), unsafe { out_ptr.get().add(n * per_out) });
         };
         let tasks = b * blocks;
         match pool.filter(|_| tasks > 1) {
@@ -219,18 +284,21 @@ impl Model {
         self.direct_calls(
             b,
             g,
-            kernel,
-            |n, r0, r1, out: *mut f32| crate::kernel::ConvArgs {
-                x: xs[n * per_in..].as_ptr().cast(),
-                w: w.as_ptr().cast(),
-                epi: epi.as_ptr(),
-                taps: std::ptr::null(),
-                residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
-                out,
-                row_begin: r0 as u64,
-                row_end: r1 as u64,
-                sx: &q.row_scale[n * g.h * g.w],
-                corr: corr.as_ptr(),
+            |n, r0, r1, out: *mut f32| {
+                let a = crate::kernel::ConvArgs {
+                    x: xs[n * per_in..].as_ptr().cast(),
+                    w: w.as_ptr().cast(),
+                    epi: epi.as_ptr(),
+                    taps: std::ptr::null(),
+                    residual: residual.map_or(std::ptr::null(), |r| r[n * per_out..].as_ptr()),
+                    out,
+                    row_begin: r0 as u64,
+                    row_end: r1 as u64,
+                    sx: &q.row_scale[n * g.h * g.w],
+                    corr: corr.as_ptr(),
+                };
+                // SAFETY: as in `conv_direct`, for the int8 kernel and its biased input.
+                unsafe { kernel(&a) }
             },
             out,
         );

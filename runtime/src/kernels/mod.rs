@@ -19,6 +19,7 @@ pub mod contract;
 pub mod conv;
 pub mod fconv;
 pub(crate) mod lines;
+pub mod planar;
 pub mod pool;
 pub mod sgemm;
 pub mod tq2;

@@ -6,6 +6,7 @@
 pub(crate) mod conv;
 pub(crate) mod depthwise;
 pub(crate) mod fconv;
+pub(crate) mod planar;
 pub(crate) mod tq2;
 
 use std::arch::x86_64::*;
