@@ -117,6 +117,16 @@ fn every_differentiable_op_matches_finite_differences() {
         ("gelu_tanh", unary("gelu_tanh"), vec![3, 5]),
         ("exp", unary("exp"), vec![3, 5]),
         (
+            "layer_norm, rms_norm",
+            format!(
+                "{NN}model M {{ a = Linear(5, 6)\n b = Linear(6, 3)\n \
+                 param g: f32[6] (init = \"ones\")\n param c: f32[6]\n param r: f32[6] (init = \"ones\")\n \
+                 fn forward(x: f32[B, 5]) -> f32[B, 3] {{ let h = layer_norm(a(x), g * 1.5, c + 0.2, eps = 0.01)\n \
+                 return b(rms_norm(h * h + h, r, eps = 0.001)) }} }}"
+            ),
+            vec![3, 5],
+        ),
+        (
             "sqrt",
             format!(
                 "{NN}model M {{ a = Linear(5, 4)\n b = Linear(4, 3)\n fn forward(x: f32[B, 5]) -> f32[B, 3] {{ let h = a(x)\n return b(sqrt(h * h + 1.0)) }} }}"

@@ -454,3 +454,44 @@ fn every_unary_op_equals_the_interpreter_after_an_int8_product() {
         }
     }
 }
+
+/// Layer and RMS normalization after an int8 product (a step over rows of the last axis, on
+/// the shared definition) give the interpreter's bits at -O0 and -O3, every level, batch 1-4.
+#[test]
+fn normalizations_equal_the_interpreter() {
+    let text = "graph N\nparam 0 \"w\": trit[24, 40] weight quant=absmean init=kaiming\n\
+param 1 \"g\": f32[24] param init=ones\nparam 2 \"b\": f32[24] param init=zeros\n\
+%0 = input \"x\" : f32[B, 40]\n%1 = param 0 : trit[24, 40]\n%2 = param 1 : f32[24]\n%3 = param 2 : f32[24]\n\
+%4 = quantize_i8 %0 : i8[B, 40]\n%5 = matmul %4, %1 : i32[B, 24]\n%6 = dequantize %5 : f32[B, 24]\n\
+%7 = layer_norm %6, %2, %3 {eps=0.001} : f32[B, 24]\n%8 = rms_norm %7, %2 {eps=1e-05} : f32[B, 24]\n\
+%9 = relu %8 : f32[B, 24]\noutput %9\noutput %7\n";
+    let g = ir::parse(text, FileId(0)).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    ir::verify(&g).expect("valid");
+    let mut w = Weights::init(&g.params, 5);
+    // A gamma and beta that are not ones and zeros.
+    for (name, k) in [("g", 1usize), ("b", 2)] {
+        let v = w.tensors.get_mut(name).expect("initialised");
+        v.iter_mut().enumerate().for_each(|(j, x)| *x = 0.5 + (k * 7 + j) as f32 * 0.03);
+    }
+    for batch in 1..5 {
+        let x = input(&[batch, 40], batch).mapv(|v| v * 3.0);
+        for level in [OptLevel::O0, OptLevel::O3] {
+            let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) })
+                .expect("valid");
+            let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
+            let r = interp::run(&opt.graph, &p, std::slice::from_ref(&x), Precision::Ternary).expect("runs");
+            let parts =
+                triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
+                    .expect("compiles");
+            let mut model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
+            for isa in Isa::available() {
+                model.set_isa(isa);
+                let y = model.run(&[x.view()]).unwrap_or_else(|e| panic!("{level:?}, {isa}: {e}"));
+                for (got, want) in y.iter().zip(&r) {
+                    let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(got), bits(want), "batch {batch} at {level:?}, {isa}");
+                }
+            }
+        }
+    }
+}

@@ -250,11 +250,12 @@ fn exported_models_match_onnx_runtime_when_installed() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp");
-    // The transcendental activations, written as opset-17 patterns (GELU: Div-Erf-Add-Mul-Mul).
+    // The transcendental activations and the normalizations, written as opset-17 ops and
+    // patterns (GELU: Div-Erf-Add-Mul-Mul; RMS norm: Mul-ReduceMean-Add-Sqrt-Reciprocal-Mul-Mul).
     let acts = dir.path().join("acts.tri");
     std::fs::write(
         &acts,
-        "use std::nn::Linear\nmodel Acts {\n a = Linear(8, 16)\n b = Linear(16, 4)\n          fn forward(x: f32[B, 8]) -> f32[B, 4] {\n let h = a(x) * 3.0\n          return b(gelu(h) + gelu_tanh(h) + sqrt(exp(h * 0.5))) }\n}\n",
+        "use std::nn::{Linear, LayerNorm1d}\nmodel Acts {\n a = Linear(8, 16)\n b = Linear(16, 4)\n n = LayerNorm1d(16, eps = 0.001)\n param r: f32[16] (init = \"ones\")\n fn forward(x: f32[B, 8]) -> f32[B, 4] {\n let h = a(x) * 3.0\n return b(rms_norm(n(gelu(h) + gelu_tanh(h) + sqrt(exp(h * 0.5))), r * 0.7)) }\n}\n",
     )
     .expect("write");
     let mut paths: Vec<PathBuf> = ["mnist_cnn", "resnet18_cifar10", "mobilenetv2_cifar10", "efficientnet_b0_imagenet"]
@@ -341,4 +342,34 @@ fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
     let mut v = bytes.to_vec();
     v[at] ^= 0xA5;
     v
+}
+
+/// `LayerNormalization` comes back as the layer it was exported from (with its epsilon), and
+/// the re-imported model computes the same function.
+#[test]
+fn layer_norm_round_trips_through_onnx() {
+    let dir = tempfile::tempdir().expect("temp");
+    let path = dir.path().join("ln.tri");
+    std::fs::write(
+        &path,
+        "use std::nn::{Linear, LayerNorm1d}\nmodel Ln {\n a = Linear(6, 12)\n n = LayerNorm1d(12, eps = 0.001)\n \
+         b = Linear(12, 3)\n fn forward(x: f32[B, 6]) -> f32[B, 3] {\n return b(relu(n(a(x)))) }\n}\n",
+    )
+    .expect("write");
+    let (model, mut w) = zoo(&path);
+    for (k, v) in w.tensors.iter_mut() {
+        if k.starts_with("n.") {
+            v.iter_mut().enumerate().for_each(|(j, x)| *x = 0.3 + j as f32 * 0.1);
+        }
+    }
+    let bytes = onnx::export::export(&model.graph, &w, Precision::Fp32).expect("exports");
+    let imported =
+        onnx::import(&bytes, Path::new("ln.onnx"), &ImportOptions { name: None, ternary: TernaryPolicy::None })
+            .expect("imports");
+    assert!(imported.source.contains("LayerNorm1d(12, eps = 0.001)"), "{}", imported.source);
+    let checked = triton::compiler::check_source("ln.tri", &imported.source, None);
+    assert!(!checked.has_errors(), "{}", imported.source);
+    let x = batch_of_two(&model);
+    let err = rel_l2(&run_fp32(&checked.models[0], &imported.weights, &x), &run_fp32(&model, &w, &x));
+    assert!(err <= 1e-6, "round trip changes the output by {err}");
 }

@@ -397,6 +397,61 @@ pub fn softmax(x: &ndarray::ArrayD<f32>, axis: usize) -> ndarray::ArrayD<f32> {
     y
 }
 
+/// Layer normalization of one row (docs/language.md, "Normalization"): the mean and the
+/// (biased) variance of `x` summed in f64 in order, `r = 1 / sqrt(var + eps)` in f64, then per
+/// value in f32: `(x - mean) * r * gamma (+ beta)`, each step rounded in f32. The interpreter,
+/// the training pass and the engine call this function, so they agree bit for bit.
+pub fn layer_norm_row(x: &[f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+    let var = x.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n;
+    let (m, r) = (mean as f32, (1.0 / (var + f64::from(eps)).sqrt()) as f32);
+    for (i, (o, v)) in out.iter_mut().zip(x).enumerate() {
+        let y = (*v - m) * r * gamma[i];
+        *o = match beta {
+            Some(b) => y + b[i],
+            None => y,
+        };
+    }
+}
+
+/// RMS normalization of one row: `ms = mean(x^2)` summed in f64 in order,
+/// `r = 1 / sqrt(ms + eps)` in f64, then per value in f32 `x * r * gamma`.
+pub fn rms_norm_row(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len().max(1) as f64;
+    let ms = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / n;
+    let r = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
+    for ((o, v), g) in out.iter_mut().zip(x).zip(gamma) {
+        *o = *v * r * g;
+    }
+}
+
+/// [`layer_norm_row`] (with `beta`, or [`rms_norm_row`] without) over every row of the last
+/// axis of `x`; `None` when `gamma` (or `beta`) is not a vector of the last axis' length.
+pub fn norm_rows(
+    x: &ndarray::ArrayD<f32>,
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    eps: f32,
+    rms: bool,
+) -> Option<ndarray::ArrayD<f32>> {
+    let d = *x.shape().last()?;
+    if gamma.len() != d || beta.is_some_and(|b| b.len() != d) {
+        return None;
+    }
+    let src = x.as_standard_layout();
+    let mut out = ndarray::ArrayD::<f32>::zeros(x.raw_dim());
+    let dst = out.as_slice_mut()?;
+    for (row, o) in src.as_slice()?.chunks_exact(d.max(1)).zip(dst.chunks_exact_mut(d.max(1))) {
+        if rms {
+            rms_norm_row(row, gamma, eps, o);
+        } else {
+            layer_norm_row(row, gamma, beta, eps, o);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     fn ulps(a: f32, b: f32) -> u32 {

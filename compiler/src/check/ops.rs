@@ -34,6 +34,8 @@ pub enum Op {
     GeluTanh,
     Exp,
     Sqrt,
+    LayerNorm,
+    RmsNorm,
     Softmax,
     Add,
     Sub,
@@ -151,6 +153,21 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { op: Op::GeluTanh, name: "gelu_tanh", params: UNARY },
     OpSpec { op: Op::Exp, name: "exp", params: UNARY },
     OpSpec { op: Op::Sqrt, name: "sqrt", params: UNARY },
+    OpSpec {
+        op: Op::LayerNorm,
+        name: "layer_norm",
+        params: &[
+            X,
+            p("gamma", Tensor, Required),
+            p("beta", Tensor, Required),
+            p("eps", Float, ArgDefault::Float(1e-5)),
+        ],
+    },
+    OpSpec {
+        op: Op::RmsNorm,
+        name: "rms_norm",
+        params: &[X, p("gamma", Tensor, Required), p("eps", Float, ArgDefault::Float(1e-5))],
+    },
     OpSpec { op: Op::Softmax, name: "softmax", params: &[X, p("axis", Int, ArgDefault::Int(-1))] },
     OpSpec { op: Op::Add, name: "add", params: BINARY },
     OpSpec { op: Op::Sub, name: "sub", params: BINARY },
@@ -184,14 +201,7 @@ pub fn is_builtin(name: &str) -> bool {
 /// Well-known ops of other frameworks that Triton does not have yet: a near-miss suggestion
 /// (`mish` -> `min`) would mislead, so the diagnostic says what they are instead.
 pub fn not_yet(name: &str) -> Option<&'static str> {
-    const KNOWN: [(&str, &str); 6] = [
-        ("elu", "ELU"),
-        ("selu", "SELU"),
-        ("mish", "Mish"),
-        ("layer_norm", "layer normalisation"),
-        ("layernorm", "layer normalisation"),
-        ("rms_norm", "RMS normalisation"),
-    ];
+    const KNOWN: [(&str, &str); 3] = [("elu", "ELU"), ("selu", "SELU"), ("mish", "Mish")];
     KNOWN.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, what)| *what)
 }
 
@@ -463,6 +473,8 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
             vec![b.input(0)?, b.input(1)?]
         }
         Op::BatchNorm => (0..5).map(|i| b.input(i)).collect::<Result<_, _>>()?,
+        Op::LayerNorm => (0..3).map(|i| b.input(i)).collect::<Result<_, _>>()?,
+        Op::RmsNorm => (0..2).map(|i| b.input(i)).collect::<Result<_, _>>()?,
         _ => vec![b.input(0)?],
     };
     if matches!(op, Op::TernaryMatmul | Op::TernaryConv2d) && inputs[1].ty.dtype != DType::Trit {
@@ -477,6 +489,8 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
             groups: b.int(5).unwrap_or(1),
         }),
         Op::BatchNorm => ir::Op::BatchNorm { eps: b.float(5).unwrap_or(1e-5) as f32 },
+        Op::LayerNorm => ir::Op::LayerNorm { eps: b.float(3).unwrap_or(1e-5) as f32 },
+        Op::RmsNorm => ir::Op::RmsNorm { eps: b.float(2).unwrap_or(1e-5) as f32 },
         Op::Relu => ir::Op::Unary(UnaryOp::Relu),
         Op::Relu6 => ir::Op::Unary(UnaryOp::Relu6),
         Op::Sigmoid => ir::Op::Unary(UnaryOp::Sigmoid),
@@ -675,11 +689,15 @@ fn op_diag(b: &Bound, inputs: &[Input], e: OpError) -> Diag {
                 .help(detail)
         }
         OpError::ChannelVector { arg, name, channels, got } => {
+            let (per, label) = match b.name {
+                "layer_norm" | "rms_norm" => ("feature", format!("the last axis has {channels} features")),
+                _ => ("channel", format!("the input has {channels} channels")),
+            };
             let mut d = Diag::error(
                 Code::ShapeMismatch,
-                format!("`batch_norm` expects `{name}` of shape [{channels}] (one per channel), got {got}"),
+                format!("`{}` expects `{name}` of shape [{channels}] (one per {per}), got {got}", b.name),
             )
-            .at(at(arg), format!("the input has {channels} channels"));
+            .at(at(arg), label);
             if let Some(decl) = inputs[arg].decl {
                 d = d.also(decl, "declared here");
             }

@@ -128,6 +128,10 @@ impl Pass<'_> {
                 (Step::BatchNorm { x, out, gamma, beta, mean, var, eps, axis }, l)
             }
             Step::Unary { x, out, op } => (Step::Unary { x, out, op }, self.layouts[x]),
+            Step::Norm { x, out, gamma, beta, eps, rms } => {
+                let x = self.convert(x, Layout::Plain);
+                (Step::Norm { x, out, gamma, beta, eps, rms }, Layout::Plain)
+            }
             Step::Softmax { x, out, axis } => {
                 let l = self.layouts[x];
                 (Step::Softmax { x, out, axis: l.physical_axis(axis, rank_of(self, x)) }, l)

@@ -343,6 +343,13 @@ impl Lowering<'_, '_> {
                     axis: 1,
                 }
             }
+            Op::LayerNorm { eps } | Op::RmsNorm { eps } => {
+                let rms = matches!(node.op, Op::RmsNorm { .. });
+                let x = self.value_slot(node.args[0])?;
+                let gamma = self.const_index(node.args[1])?;
+                let beta = if rms { None } else { Some(self.const_index(node.args[2])?) };
+                Step::Norm { x, out: self.new_slot(), gamma, beta, eps: *eps, rms }
+            }
             Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
                 let max = matches!(node.op, Op::MaxPool2d(_));
                 Step::Pool { x: self.value_slot(node.args[0])?, out: self.new_slot(), geom: pool_geom(a, max)? }

@@ -135,6 +135,13 @@ pub fn forward(
                 }
             }
             Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
+            Op::LayerNorm { eps } | Op::RmsNorm { eps } => {
+                let beta =
+                    matches!(node.op, Op::LayerNorm { .. }).then(|| arg(2).iter().copied().collect::<Vec<f32>>());
+                let gamma: Vec<f32> = arg(1).iter().copied().collect();
+                triton_runtime::ops::norm_rows(arg(0), &gamma, beta.as_deref(), *eps, beta.is_none())
+                    .invariant("a normalization's vectors have the last axis' length (checked)")?
+            }
             Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
                 let max = matches!(node.op, Op::MaxPool2d(_));
                 let (y, argmax) = reference::pool(arg(0), a, max)?;
@@ -253,6 +260,14 @@ pub fn backward_pass(
             }
             Op::Softmax { axis } => {
                 out.push((0, kernels::softmax_grad(&tape.values[step.node.index()], &dy, *axis)));
+            }
+            Op::LayerNorm { eps } | Op::RmsNorm { eps } => {
+                let rms = matches!(node.op, Op::RmsNorm { .. });
+                let (dx, dgamma, dbeta) = kernels::norm_grad(val(0), val(1), &dy, *eps, rms)?;
+                out.extend([(0, dx), (1, dgamma)]);
+                if !rms {
+                    out.push((2, dbeta));
+                }
             }
             Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
                 let Aux::Argmax(arg) = &tape.aux[step.node.index()] else {

@@ -443,6 +443,54 @@ pub fn softmax_grad(y: &ArrayD<f32>, dy: &ArrayD<f32>, axis: usize) -> ArrayD<f3
     y * &(dy - &dot)
 }
 
+/// `(dx, dgamma, dbeta)` of a normalization.
+pub type NormGrads = (ArrayD<f32>, ArrayD<f32>, ArrayD<f32>);
+
+/// Gradients of layer normalization (or RMS normalization, `rms`) over the last axis:
+/// `(dx, dgamma, dbeta)` (`dbeta` zeros for RMS). Per row, with `r = 1 / sqrt(var + eps)`,
+/// `xhat = (x - mean) r` and `g = dy * gamma`: `dx = r (g - mean(g) - xhat mean(g xhat))`; for
+/// RMS (`xhat = x r`): `dx = r (g - xhat mean(g xhat))`. Statistics in f64.
+pub fn norm_grad(
+    x: &ArrayD<f32>,
+    gamma: &ArrayD<f32>,
+    dy: &ArrayD<f32>,
+    eps: f32,
+    rms: bool,
+) -> Result<NormGrads, Broken> {
+    let d = *x.shape().last().invariant("a normalized value has a last axis")?;
+    let gm: Vec<f64> = gamma.iter().map(|v| f64::from(*v)).collect();
+    if gm.len() != d || dy.shape() != x.shape() {
+        return Err(Broken("a normalization's gradient matches its input"));
+    }
+    let (xs, dys) = (x.as_standard_layout(), dy.as_standard_layout());
+    let (xs, dys) = (xs.as_slice().invariant("standard layout")?, dys.as_slice().invariant("standard layout")?);
+    let mut dx = vec![0f32; xs.len()];
+    let (mut dgamma, mut dbeta) = (vec![0f64; d], vec![0f64; d]);
+    let n = d.max(1) as f64;
+    for ((row, drow), out) in
+        xs.chunks_exact(d.max(1)).zip(dys.chunks_exact(d.max(1))).zip(dx.chunks_exact_mut(d.max(1)))
+    {
+        let mean = if rms { 0.0 } else { row.iter().map(|v| f64::from(*v)).sum::<f64>() / n };
+        let var = row.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n;
+        let r = 1.0 / (var + f64::from(eps)).sqrt();
+        let xhat: Vec<f64> = row.iter().map(|v| (f64::from(*v) - mean) * r).collect();
+        let g: Vec<f64> = drow.iter().zip(&gm).map(|(dy, gm)| f64::from(*dy) * gm).collect();
+        let mean_g = if rms { 0.0 } else { g.iter().sum::<f64>() / n };
+        let mean_gx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / n;
+        for i in 0..d {
+            out[i] = (r * (g[i] - mean_g - xhat[i] * mean_gx)) as f32;
+            dgamma[i] += f64::from(drow[i]) * xhat[i];
+            dbeta[i] += f64::from(drow[i]);
+        }
+    }
+    let vector = |v: Vec<f64>| ArrayD::from_shape_vec(IxDyn(&[d]), v.into_iter().map(|v| v as f32).collect());
+    Ok((
+        ArrayD::from_shape_vec(x.raw_dim(), dx).invariant("one gradient per input value")?,
+        vector(dgamma).invariant("one gradient per feature")?,
+        vector(if rms { vec![0.0; d] } else { dbeta }).invariant("one gradient per feature")?,
+    ))
+}
+
 /// What training-mode batch norm keeps for its backward pass.
 #[derive(Clone, Debug)]
 pub struct BnSaved {

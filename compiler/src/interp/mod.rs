@@ -307,6 +307,7 @@ fn eval(
         Op::Unary(u) => Value::F32(args[0].f32()?.mapv(|x| u.apply(x))),
         Op::Binary(b) => Value::F32(binary(*b, args[0].f32()?, args[1].f32()?)?),
         Op::Softmax { axis } => Value::F32(triton_runtime::ops::softmax(args[0].f32()?, *axis)),
+        Op::LayerNorm { eps } | Op::RmsNorm { eps } => Value::F32(norm(op, args, *eps)?),
         Op::MaxPool2d(a) => Value::F32(reference::pool(args[0].f32()?, a, true)?.0),
         Op::AvgPool2d(a) => Value::F32(reference::pool(args[0].f32()?, a, false)?.0),
         Op::GlobalAvgPool => {
@@ -563,4 +564,16 @@ fn conv2d(x: &Value, w: &Value, a: &ConvAttrs) -> Result<Value, Broken> {
         }
     }
     Ok(Value::F32(y))
+}
+
+/// Layer or RMS normalization over the last axis (the shared definition in `runtime::ops`).
+pub(crate) fn norm(op: &Op, args: &[&Value], eps: f32) -> Result<ArrayD<f32>, Broken> {
+    let vector = |i: usize| -> Result<Vec<f32>, Broken> { Ok(args[i].f32()?.iter().copied().collect()) };
+    let gamma = vector(1)?;
+    let beta = match op {
+        Op::LayerNorm { .. } => Some(vector(2)?),
+        _ => None,
+    };
+    triton_runtime::ops::norm_rows(args[0].f32()?, &gamma, beta.as_deref(), eps, beta.is_none())
+        .invariant("a normalization's vectors have the last axis' length (checked)")
 }

@@ -91,6 +91,15 @@ pub enum Op {
     Softmax {
         axis: usize,
     },
+    /// Layer normalization over the last axis: `(x, gamma, beta)`, `gamma` and `beta` of the
+    /// last axis' length (`runtime::ops::layer_norm_row`).
+    LayerNorm {
+        eps: f32,
+    },
+    /// RMS normalization over the last axis: `(x, gamma)` (`runtime::ops::rms_norm_row`).
+    RmsNorm {
+        eps: f32,
+    },
     MaxPool2d(PoolAttrs),
     AvgPool2d(PoolAttrs),
     GlobalAvgPool,
@@ -348,6 +357,8 @@ impl Op {
             Op::Unary(u) => u.name(),
             Op::Binary(b) => b.name(),
             Op::Softmax { .. } => "softmax",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::RmsNorm { .. } => "rms_norm",
             Op::MaxPool2d(_) => "max_pool2d",
             Op::AvgPool2d(_) => "avg_pool2d",
             Op::GlobalAvgPool => "global_avg_pool",
@@ -366,6 +377,8 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } => 0,
             Op::Matmul | Op::Conv2d(_) | Op::Binary(_) => 2,
             Op::BatchNorm { .. } => 5,
+            Op::LayerNorm { .. } => 3,
+            Op::RmsNorm { .. } => 2,
             Op::Concat { .. } => return None,
             Op::Fused(f) => f.inputs(),
             Op::Unary(_)
@@ -460,6 +473,22 @@ impl Op {
                     let v = inputs[i];
                     if v.rank() != 1 || v.shape[0] != *c {
                         return Err(OpError::ChannelVector { arg: i, name, channels: c.clone(), got: v.clone() });
+                    }
+                }
+                Ok(x.clone())
+            }
+            Op::LayerNorm { .. } | Op::RmsNorm { .. } => {
+                for i in 0..inputs.len() {
+                    need_dtype(inputs, i, F32)?;
+                }
+                let x = inputs[0];
+                let Some(d) = x.shape.last() else {
+                    return Err(OpError::MinRank { arg: 0, min: 1, got: x.clone(), layout: "[..., features]" });
+                };
+                for (i, name) in [(1, "gamma"), (2, "beta")].into_iter().take(inputs.len() - 1) {
+                    let v = inputs[i];
+                    if v.rank() != 1 || v.shape[0] != *d {
+                        return Err(OpError::ChannelVector { arg: i, name, channels: d.clone(), got: v.clone() });
                     }
                 }
                 Ok(x.clone())

@@ -433,6 +433,17 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
             })?;
             Op::BatchNorm { eps }
         }
+        "layer_norm" | "rms_norm" => {
+            let mut eps = 1e-5f32;
+            p.attrs(|p, k| {
+                match k {
+                    "eps" => eps = p.float()? as f32,
+                    _ => unknown(p, k)?,
+                }
+                Ok(())
+            })?;
+            if name == "layer_norm" { Op::LayerNorm { eps } } else { Op::RmsNorm { eps } }
+        }
         "softmax" | "concat" => {
             let mut axis = None;
             p.attrs(|p, k| {

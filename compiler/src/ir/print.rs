@@ -33,7 +33,7 @@ pub fn attrs(op: &Op) -> String {
             pair(a.dilation),
             a.groups
         ),
-        Op::BatchNorm { eps } => format!(" {{eps={eps:?}}}"),
+        Op::BatchNorm { eps } | Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!(" {{eps={eps:?}}}"),
         Op::Softmax { axis } => format!(" {{axis={axis}}}"),
         Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
             format!(" {{kernel={}, stride={}, padding={}}}", pair(a.kernel), pair(a.stride), pair(a.padding))

@@ -263,6 +263,21 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                 w.emit("Conv", args.clone(), attrs)
             }
             Op::BatchNorm { eps } => w.emit("BatchNormalization", args.clone(), vec![attr_float("epsilon", *eps)]),
+            Op::LayerNorm { eps } => {
+                w.emit("LayerNormalization", args.clone(), vec![attr_int("axis", -1), attr_float("epsilon", *eps)])
+            }
+            // Opset 17 has no RMSNormalization: x * (1 / sqrt(mean(x^2) + eps)) * gamma.
+            Op::RmsNorm { eps } => {
+                let x = args[0].clone();
+                let x2 = w.emit("Mul", vec![x.clone(), x.clone()], vec![]);
+                let ms = w.emit("ReduceMean", vec![x2], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
+                let e = w.scalar(*eps);
+                let a = w.emit("Add", vec![ms, e], vec![]);
+                let s = w.emit("Sqrt", vec![a], vec![]);
+                let r = w.emit("Reciprocal", vec![s], vec![]);
+                let xr = w.emit("Mul", vec![x, r], vec![]);
+                w.emit("Mul", vec![xr, args[1].clone()], vec![])
+            }
             Op::Unary(u) => match u {
                 UnaryOp::Relu => w.emit("Relu", args.clone(), vec![]),
                 UnaryOp::Sigmoid => w.emit("Sigmoid", args.clone(), vec![]),

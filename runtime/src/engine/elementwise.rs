@@ -177,7 +177,9 @@ pub(crate) fn relayout(si: usize, x: &ArrayD<f32>, to: Layout, arena: &mut Arena
         // One channel (or one pixel): both layouts are the same order.
         buf.copy_from_slice(xs);
     }
-    for (src, dst) in xs.chunks_exact((r * s).max(1)).zip(buf.chunks_exact_mut((r * s).max(1))).take(b).filter(|_| r > 1 && s > 1) {
+    for (src, dst) in
+        xs.chunks_exact((r * s).max(1)).zip(buf.chunks_exact_mut((r * s).max(1))).take(b).filter(|_| r > 1 && s > 1)
+    {
         for (i, row) in src.chunks_exact(s.max(1)).enumerate() {
             for (j, v) in row.iter().enumerate() {
                 dst[j * r + i] = *v;

@@ -316,6 +316,17 @@ pub enum Step {
         out: usize,
         axis: usize,
     },
+    /// Layer normalization (`beta` present) or RMS normalization (`rms`) over the last axis
+    /// of a plain value, with constant vectors `gamma` and `beta` (`ops::layer_norm_row`,
+    /// `ops::rms_norm_row`).
+    Norm {
+        x: usize,
+        out: usize,
+        gamma: usize,
+        beta: Option<usize>,
+        eps: f32,
+        rms: bool,
+    },
     /// The same values in another shape (logical `shape`), read and written in memory order.
     Reshape {
         x: Src,
@@ -379,6 +390,7 @@ impl Step {
             | Step::Unary { out, .. }
             | Step::Binary { out, .. }
             | Step::Softmax { out, .. }
+            | Step::Norm { out, .. }
             | Step::Reshape { out, .. }
             | Step::Concat { out, .. }
             | Step::Relayout { out, .. } => out,
@@ -401,6 +413,9 @@ impl Step {
             | Step::Relayout { x, .. } => vec![Src::Value(*x)],
             Step::Gemm { x, epilogue, .. } | Step::Conv { x, epilogue, .. } => {
                 std::iter::once(Src::Value(*x)).chain(epi(epilogue)).collect()
+            }
+            Step::Norm { x, gamma, beta, .. } => {
+                std::iter::once(Src::Value(*x)).chain(std::iter::once(*gamma).chain(*beta).map(Src::Const)).collect()
             }
             Step::BatchNorm { x, gamma, beta, mean, var, .. } => std::iter::once(Src::Value(*x))
                 .chain([gamma, beta, mean, var].into_iter().map(|c| Src::Const(*c)))
@@ -438,6 +453,8 @@ impl Step {
             Step::Unary { .. } => "unary",
             Step::Binary { .. } => "binary",
             Step::Softmax { .. } => "softmax",
+            Step::Norm { rms: false, .. } => "layer_norm",
+            Step::Norm { rms: true, .. } => "rms_norm",
             Step::Reshape { .. } => "reshape",
             Step::Concat { .. } => "concat",
             Step::Relayout { .. } => "relayout",
@@ -602,6 +619,13 @@ impl ModelParts {
             Step::BatchNorm { x, .. } | Step::Unary { x, .. } | Step::Softmax { x, .. } => {
                 f32_in(*x)?;
                 need(layout(out) == layout(*x), "changes the layout")
+            }
+            Step::Norm { x, .. } => {
+                f32_in(*x)?;
+                need(
+                    layout(*x) == Layout::Plain && layout(out) == Layout::Plain,
+                    "a normalization not over a plain value",
+                )
             }
             Step::Binary { a, b, .. } => {
                 let values: Vec<usize> = [a, b].into_iter().filter_map(|s| s.value()).collect();

@@ -148,6 +148,20 @@ impl<'p> Elab<'p> {
         at: Span,
         what: &str,
     ) -> bool {
+        // A rank mismatch first: its symbolic dimensions were never bound, so the declared type
+        // cannot be evaluated (and would fail without a word).
+        if declared.dims.len() != actual.rank() {
+            let text = self.program.sources.snippet(declared.span);
+            self.report(
+                Diag::error(
+                    Code::RankMismatch,
+                    format!("{what} expects {text} ({} dimensions), got {actual}", declared.dims.len()),
+                )
+                .at(at, format!("this has {} dimensions", actual.rank()))
+                .also(declared.span, format!("declared as {text}")),
+            );
+            return false;
+        }
         let Some(expected) = self.type_expr(declared, &Env { inst: id, locals }) else {
             return false;
         };

@@ -99,6 +99,45 @@ impl Converter<'_> {
         Ok(Val { expr: format!("{name}({})", x.expr), shape: x.shape, atomic: true, pooled: false })
     }
 
+    /// `LayerNormalization` over the last axis (opset 17): `LayerNorm` for `[B, T, D]` tokens,
+    /// `LayerNorm1d` for `[B, D]` vectors; a missing bias is zeros.
+    pub(super) fn layer_norm(&mut self, i: usize, x: Val) -> Result<Val, String> {
+        let n = &self.g.nodes[i];
+        let rank = x.shape.len() as i64;
+        let axis = n.int("axis").unwrap_or(-1);
+        if axis != -1 && axis != rank - 1 {
+            return Err(format!(
+                "normalization over axis {axis} of a rank-{rank} input; only the last axis is supported"
+            ));
+        }
+        let d = x.shape.last().and_then(|d| d.known()).ok_or("no known last dimension")?;
+        let gamma = self.constant(n, 1)?.clone();
+        let beta = match n.inputs.get(2).filter(|s| !s.is_empty()) {
+            Some(_) => Some(self.constant(n, 2)?.clone()),
+            None => None,
+        };
+        if gamma.len() != d || beta.as_ref().is_some_and(|b| b.len() != d) {
+            return Err(format!("scale or bias that do not have {d} values"));
+        }
+        let layer = match rank {
+            3 => "LayerNorm",
+            2 => "LayerNorm1d",
+            r => return Err(format!("a rank-{r} input; [B, T, D] or [B, D] expected")),
+        };
+        self.uses_std.insert(layer);
+        let name = self.layer_name(i, &n.inputs[1], "ln");
+        let eps = n.float("epsilon").unwrap_or(1e-5);
+        let args = if (eps - 1e-5).abs() > 1e-12 { format!("{d}, eps = {}", float(eps)) } else { d.to_string() };
+        self.layers.push(format!("{name} = {layer}({args})"));
+        self.weights.insert(format!("{name}.gamma"), array(&gamma, &[d]));
+        let beta = match beta {
+            Some(b) => array(&b, &[d]),
+            None => ArrayD::zeros(ndarray::IxDyn(&[d])),
+        };
+        self.weights.insert(format!("{name}.beta"), beta);
+        Ok(Val { expr: format!("{name}({})", x.expr), shape: x.shape, atomic: true, pooled: false })
+    }
+
     /// A linear layer: `x [B, K]`, weight as `[N, K]`, optional bias `[N]`.
     pub(super) fn linear(
         &mut self,

@@ -413,6 +413,7 @@ const SUPPORTED: &[&str] = &[
     "Gemm",
     "MatMul",
     "BatchNormalization",
+    "LayerNormalization",
     "Relu",
     "Sigmoid",
     "Tanh",

@@ -44,6 +44,10 @@ impl Converter<'_> {
                 let x = self.input(n, 0)?;
                 self.batch_norm(i, x)?
             }
+            "LayerNormalization" => {
+                let x = self.input(n, 0)?;
+                self.layer_norm(i, x)?
+            }
             "Relu" => unary(self, "relu")?,
             "Sigmoid" => {
                 // x * sigmoid(x) -> silu(x)
