@@ -495,3 +495,42 @@ param 1 \"g\": f32[24] param init=ones\nparam 2 \"b\": f32[24] param init=zeros\
         }
     }
 }
+
+/// Attention written with the tensor ops (permute, transpose, bmm, softmax, layer_norm) runs
+/// on the engine within rounding of the interpreter, at batch 1-4, -O0 and -O3, every level.
+#[test]
+fn attention_from_tensor_ops_matches_the_interpreter() {
+    let src = "use std::nn::{Linear, TernaryLinear, LayerNorm}
+model Att {
+    q = Linear(8, 8)
+    k = TernaryLinear(8, 8)
+    v = Linear(8, 8)
+    n = LayerNorm(8)
+    fn forward(x: f32[B, 4, 8]) -> f32[B, 4, 8] {
+        let t = reshape(n(x), [B * 4, 8])
+        let qh = permute(reshape(q(t), [B, 4, 2, 4]), [0, 2, 1, 3])
+        let kt = permute(reshape(k(t), [B, 4, 2, 4]), [0, 2, 3, 1])
+        let vh = transpose(reshape(v(t), [B, 4, 2, 4]), 1, 2)
+        let att = softmax(bmm(qh, kt) * 0.5, axis = -1)
+        return reshape(transpose(bmm(att, vh), -3, -2), [B, 4, 8]) + gelu(x)
+    }
+}
+";
+    let checked = triton::check_source("att.tri", src, None);
+    assert!(!checked.has_errors(), "does not check");
+    let model = &checked.models[0];
+    let w = Weights::init(model.params(), 3);
+    for batch in 1..5 {
+        let x = input(&[batch, 4, 8], batch);
+        for (level, precision) in [(OptLevel::O0, Precision::Fp32), (OptLevel::O3, Precision::Ternary)] {
+            let r = interpret(&model.graph, &w, &x, precision, level);
+            let opts = Options { opt: level, precision, threads: 1, ..Default::default() };
+            let mut m = compile_model(model, &w, &opts).expect("compiles");
+            for isa in Isa::available() {
+                m.set_isa(isa);
+                let y = m.run(&x.view()).unwrap_or_else(|e| panic!("{level:?}: {e}"));
+                assert_close(&y, &r, 1e-5, &format!("batch {batch}, {level:?}, {isa}"));
+            }
+        }
+    }
+}

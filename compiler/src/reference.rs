@@ -224,6 +224,40 @@ pub fn batch_norm(
     Ok((x - &m) * per_channel(&inv, nd)? * g + b)
 }
 
+/// The batched product `[..., M, K] x [..., K, N] -> [..., M, N]` of two f32 values, each
+/// output summed in f64 and rounded once (the engine's f32 sums differ by rounding only).
+pub fn bmm(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
+    let r = a.ndim();
+    if r < 2 || b.ndim() != r || a.shape()[..r - 2] != b.shape()[..r - 2] || a.shape()[r - 1] != b.shape()[r - 2] {
+        return Err(Broken("a batched product's operands agree (checked)"));
+    }
+    let (m, k, n) = (a.shape()[r - 2], a.shape()[r - 1], b.shape()[r - 1]);
+    let batch: usize = a.shape()[..r - 2].iter().product();
+    let a3 = a.as_standard_layout().mapv(f64::from).into_shape_with_order((batch, m, k)).invariant("[batch, M, K]")?;
+    let b3 = b.as_standard_layout().mapv(f64::from).into_shape_with_order((batch, k, n)).invariant("[batch, K, N]")?;
+    let mut out = Vec::with_capacity(batch * m * n);
+    for (x, y) in a3.outer_iter().zip(b3.outer_iter()) {
+        out.extend(x.dot(&y).iter().map(|v| *v as f32));
+    }
+    let mut shape = a.shape()[..r - 1].to_vec();
+    shape.push(n);
+    ArrayD::from_shape_vec(IxDyn(&shape), out).invariant("[..., M, N] values")
+}
+
+/// `x` with its axes reordered (result axis `i` is axis `perm[i]`), in standard layout.
+pub fn permute(x: &ArrayD<f32>, perm: &[usize]) -> ArrayD<f32> {
+    x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()
+}
+
+/// The permutation that undoes `perm`.
+pub fn inverse_permutation(perm: &[usize]) -> Vec<usize> {
+    let mut inv = vec![0; perm.len()];
+    for (i, p) in perm.iter().enumerate() {
+        inv[*p] = i;
+    }
+    inv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

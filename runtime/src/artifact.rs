@@ -42,8 +42,9 @@ use crate::engine::{Model, PartsError};
 use crate::kernel::CODE_ALIGN;
 use crate::pack;
 
-/// Version of the layout above and of the plan's encoding; bumped on any change.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version of the layout above and of the plan's encoding; bumped on any change (4: the
+/// normalization, permutation and batched-product steps).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"\x89TCM\r\n\x1a\n";

@@ -36,6 +36,9 @@ pub enum Op {
     Sqrt,
     LayerNorm,
     RmsNorm,
+    Permute,
+    Transpose,
+    Bmm,
     Softmax,
     Add,
     Sub,
@@ -168,6 +171,9 @@ pub const OPS: &[OpSpec] = &[
         name: "rms_norm",
         params: &[X, p("gamma", Tensor, Required), p("eps", Float, ArgDefault::Float(1e-5))],
     },
+    OpSpec { op: Op::Permute, name: "permute", params: &[X, p("dims", Dims, Required)] },
+    OpSpec { op: Op::Transpose, name: "transpose", params: &[X, p("dim0", Int, Required), p("dim1", Int, Required)] },
+    OpSpec { op: Op::Bmm, name: "bmm", params: &[p("a", Tensor, Required), p("b", Tensor, Required)] },
     OpSpec { op: Op::Softmax, name: "softmax", params: &[X, p("axis", Int, ArgDefault::Int(-1))] },
     OpSpec { op: Op::Add, name: "add", params: BINARY },
     OpSpec { op: Op::Sub, name: "sub", params: BINARY },
@@ -474,6 +480,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         }
         Op::BatchNorm => (0..5).map(|i| b.input(i)).collect::<Result<_, _>>()?,
         Op::LayerNorm => (0..3).map(|i| b.input(i)).collect::<Result<_, _>>()?,
+        Op::Bmm => vec![b.input(0)?, b.input(1)?],
         Op::RmsNorm => (0..2).map(|i| b.input(i)).collect::<Result<_, _>>()?,
         _ => vec![b.input(0)?],
     };
@@ -530,6 +537,15 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
             ir::Op::Reshape { shape }
         }
         Op::Reshape => ir::Op::Reshape { shape: reshape_target(b, &inputs[0].ty)? },
+        Op::Permute => ir::Op::Permute { perm: permutation(b, inputs[0].ty.rank())? },
+        Op::Transpose => {
+            let rank = inputs[0].ty.rank();
+            let mut perm: Vec<usize> = (0..rank).collect();
+            let (i, j) = (normalize_axis(b, 1, rank)?, normalize_axis(b, 2, rank)?);
+            perm.swap(i, j);
+            ir::Op::Permute { perm }
+        }
+        Op::Bmm => ir::Op::BatchMatmul,
         Op::Concat => {
             let list_span = b.span(0);
             let Some(first) = inputs.first() else {
@@ -546,6 +562,46 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         Ok(ty) => Ok(Lowered { op: ir_op, args: inputs.iter().map(|i| i.operand).collect(), ty }),
         Err(e) => Err(op_diag(b, &inputs, e)),
     }
+}
+
+/// The axes of `permute` (negative ones counted from the end): each axis of a rank-`rank`
+/// tensor exactly once.
+fn permutation(b: &Bound, rank: usize) -> Result<Vec<usize>, Diag> {
+    let Some((Value::List(items), _)) = &b.values[1] else { return Err(b.not_a(1, "a list of axes")) };
+    let r = rank as i64;
+    let mut perm = Vec::with_capacity(items.len());
+    let shown: Vec<String> = items
+        .iter()
+        .map(|v| match v {
+            Value::Int(d) => d.to_string(),
+            _ => "?".into(),
+        })
+        .collect();
+    for v in items {
+        let Some(a) = (match v {
+            Value::Int(d) => d.as_known(),
+            _ => None,
+        }) else {
+            return Err(b.not_a(1, "a list of axes"));
+        };
+        let a = if a < 0 { a + r } else { a };
+        if !(0..r).contains(&a) || perm.contains(&(a as usize)) {
+            return Err(Diag::error(
+                Code::InvalidArgument,
+                format!("`permute` dims must name each of the {rank} axes once, got [{}]", shown.join(", ")),
+            )
+            .at(b.span(1), format!("valid axes: {} to {}, each once", -r, r - 1)));
+        }
+        perm.push(a as usize);
+    }
+    if perm.len() != rank {
+        return Err(Diag::error(
+            Code::InvalidArgument,
+            format!("`permute` of a tensor with {rank} dimensions needs {rank} axes, got {}", perm.len()),
+        )
+        .at(b.span(1), "one entry per axis"));
+    }
+    Ok(perm)
 }
 
 /// The full target shape of `reshape`, with `-1` inferred.

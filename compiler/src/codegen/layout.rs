@@ -128,6 +128,13 @@ impl Pass<'_> {
                 (Step::BatchNorm { x, out, gamma, beta, mean, var, eps, axis }, l)
             }
             Step::Unary { x, out, op } => (Step::Unary { x, out, op }, self.layouts[x]),
+            Step::Permute { x, out, perm } => {
+                (Step::Permute { x: self.operand(x, Layout::Plain), out, perm }, Layout::Plain)
+            }
+            Step::BatchMatmul { a, b, out } => {
+                let (a, b) = (self.operand(a, Layout::Plain), self.operand(b, Layout::Plain));
+                (Step::BatchMatmul { a, b, out }, Layout::Plain)
+            }
             Step::Norm { x, out, gamma, beta, eps, rms } => {
                 let x = self.convert(x, Layout::Plain);
                 (Step::Norm { x, out, gamma, beta, eps, rms }, Layout::Plain)

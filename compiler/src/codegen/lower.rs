@@ -343,6 +343,13 @@ impl Lowering<'_, '_> {
                     axis: 1,
                 }
             }
+            Op::Permute { perm } => {
+                Step::Permute { x: self.arg(node.args[0])?, out: self.new_slot(), perm: perm.clone() }
+            }
+            Op::BatchMatmul => {
+                let (a, b) = (self.arg(node.args[0])?, self.arg(node.args[1])?);
+                Step::BatchMatmul { a, b, out: self.new_slot() }
+            }
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => {
                 let rms = matches!(node.op, Op::RmsNorm { .. });
                 let x = self.value_slot(node.args[0])?;

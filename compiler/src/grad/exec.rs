@@ -135,6 +135,8 @@ pub fn forward(
                 }
             }
             Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
+            Op::Permute { perm } => crate::reference::permute(arg(0), perm),
+            Op::BatchMatmul => crate::reference::bmm(arg(0), arg(1))?,
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => {
                 let beta =
                     matches!(node.op, Op::LayerNorm { .. }).then(|| arg(2).iter().copied().collect::<Vec<f32>>());
@@ -260,6 +262,22 @@ pub fn backward_pass(
             }
             Op::Softmax { axis } => {
                 out.push((0, kernels::softmax_grad(&tape.values[step.node.index()], &dy, *axis)));
+            }
+            Op::Permute { perm } => {
+                out.push((0, crate::reference::permute(&dy, &crate::reference::inverse_permutation(perm))));
+            }
+            // da = dy b^T, db = a^T dy, batched.
+            Op::BatchMatmul => {
+                let r = dy.ndim();
+                let mut swap: Vec<usize> = (0..r).collect();
+                swap.swap(r - 2, r - 1);
+                let t = |a: &ArrayD<f32>| crate::reference::permute(a, &swap);
+                if wants(0) {
+                    out.push((0, crate::reference::bmm(&dy, &t(val(1)))?));
+                }
+                if wants(1) {
+                    out.push((1, crate::reference::bmm(&t(val(0)), &dy)?));
+                }
             }
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => {
                 let rms = matches!(node.op, Op::RmsNorm { .. });

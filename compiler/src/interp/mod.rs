@@ -308,6 +308,8 @@ fn eval(
         Op::Binary(b) => Value::F32(binary(*b, args[0].f32()?, args[1].f32()?)?),
         Op::Softmax { axis } => Value::F32(triton_runtime::ops::softmax(args[0].f32()?, *axis)),
         Op::LayerNorm { eps } | Op::RmsNorm { eps } => Value::F32(norm(op, args, *eps)?),
+        Op::Permute { perm } => Value::F32(reference::permute(args[0].f32()?, perm)),
+        Op::BatchMatmul => Value::F32(reference::bmm(args[0].f32()?, args[1].f32()?)?),
         Op::MaxPool2d(a) => Value::F32(reference::pool(args[0].f32()?, a, true)?.0),
         Op::AvgPool2d(a) => Value::F32(reference::pool(args[0].f32()?, a, false)?.0),
         Op::GlobalAvgPool => {

@@ -100,6 +100,13 @@ pub enum Op {
     RmsNorm {
         eps: f32,
     },
+    /// The axes reordered: result axis `i` is input axis `perm[i]`.
+    Permute {
+        perm: Vec<usize>,
+    },
+    /// The batched product of two f32 activations, `[..., M, K] x [..., K, N] -> [..., M, N]`
+    /// (the same leading dimensions), sums in f32.
+    BatchMatmul,
     MaxPool2d(PoolAttrs),
     AvgPool2d(PoolAttrs),
     GlobalAvgPool,
@@ -359,6 +366,8 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::LayerNorm { .. } => "layer_norm",
             Op::RmsNorm { .. } => "rms_norm",
+            Op::Permute { .. } => "permute",
+            Op::BatchMatmul => "bmm",
             Op::MaxPool2d(_) => "max_pool2d",
             Op::AvgPool2d(_) => "avg_pool2d",
             Op::GlobalAvgPool => "global_avg_pool",
@@ -375,13 +384,14 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } => 0,
-            Op::Matmul | Op::Conv2d(_) | Op::Binary(_) => 2,
+            Op::Matmul | Op::Conv2d(_) | Op::Binary(_) | Op::BatchMatmul => 2,
             Op::BatchNorm { .. } => 5,
             Op::LayerNorm { .. } => 3,
             Op::RmsNorm { .. } => 2,
             Op::Concat { .. } => return None,
             Op::Fused(f) => f.inputs(),
             Op::Unary(_)
+            | Op::Permute { .. }
             | Op::Softmax { .. }
             | Op::MaxPool2d(_)
             | Op::AvgPool2d(_)
@@ -476,6 +486,50 @@ impl Op {
                     }
                 }
                 Ok(x.clone())
+            }
+            Op::Permute { perm } => {
+                need_dtype(inputs, 0, F32)?;
+                let x = inputs[0];
+                let mut seen = vec![false; x.rank()];
+                for &a in perm {
+                    if a >= x.rank() || std::mem::replace(&mut seen[a], true) {
+                        return Err(OpError::Axis { axis: a as i64, rank: x.rank() });
+                    }
+                }
+                if perm.len() != x.rank() {
+                    return Err(OpError::Rank {
+                        arg: 0,
+                        expected: perm.len(),
+                        got: x.clone(),
+                        layout: "one axis per entry of `dims`",
+                    });
+                }
+                Ok(TensorType::new(DType::F32, perm.iter().map(|a| x.shape[*a].clone()).collect()))
+            }
+            Op::BatchMatmul => {
+                need_dtype(inputs, 0, F32)?;
+                need_dtype(inputs, 1, F32)?;
+                let (a, b) = (inputs[0], inputs[1]);
+                if a.rank() < 2 {
+                    return Err(OpError::MinRank { arg: 0, min: 2, got: a.clone(), layout: "[..., M, K]" });
+                }
+                need_rank(inputs, 1, a.rank(), "[..., K, N] with the same leading dimensions")?;
+                let r = a.rank();
+                if let Some(dim) = (0..r - 2).find(|&i| a.shape[i] != b.shape[i]) {
+                    return Err(OpError::Broadcast {
+                        a: a.clone(),
+                        b: b.clone(),
+                        dim,
+                        x: a.shape[dim].clone(),
+                        y: b.shape[dim].clone(),
+                    });
+                }
+                if a.shape[r - 1] != b.shape[r - 2] {
+                    return Err(OpError::Features { expected: a.shape[r - 1].clone(), got: b.shape[r - 2].clone() });
+                }
+                let mut shape = a.shape[..r - 1].to_vec();
+                shape.push(b.shape[r - 1].clone());
+                Ok(TensorType::new(DType::F32, shape))
             }
             Op::LayerNorm { .. } | Op::RmsNorm { .. } => {
                 for i in 0..inputs.len() {

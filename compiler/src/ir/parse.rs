@@ -395,6 +395,29 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
         "matmul" => Op::Matmul,
         "global_avg_pool" => Op::GlobalAvgPool,
         "dequantize" => Op::Dequantize,
+        "bmm" => Op::BatchMatmul,
+        "permute" => {
+            let mut perm = None;
+            p.attrs(|p, k| {
+                match k {
+                    "dims" => {
+                        let dims = p.dims()?;
+                        let known: Option<Vec<usize>> =
+                            dims.iter().map(|d| d.as_known().and_then(|v| usize::try_from(v).ok())).collect();
+                        match known {
+                            Some(v) => perm = Some(v),
+                            None => return p.fail("`permute` dims must be axis numbers"),
+                        }
+                    }
+                    _ => unknown(p, k)?,
+                }
+                Ok(())
+            })?;
+            let Some(perm) = perm else {
+                return p.fail("`permute` needs {dims=[...]}");
+            };
+            Op::Permute { perm }
+        }
         "conv2d" => {
             let mut a = ConvAttrs::default();
             p.attrs(|p, k| {

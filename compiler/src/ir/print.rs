@@ -38,6 +38,10 @@ pub fn attrs(op: &Op) -> String {
         Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
             format!(" {{kernel={}, stride={}, padding={}}}", pair(a.kernel), pair(a.stride), pair(a.padding))
         }
+        Op::Permute { perm } => {
+            let dims: Vec<String> = perm.iter().map(|a| a.to_string()).collect();
+            format!(" {{dims=[{}]}}", dims.join(", "))
+        }
         Op::Reshape { shape } => {
             let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
             format!(" {{shape=[{}]}}", dims.join(", "))
@@ -71,6 +75,7 @@ pub fn attrs(op: &Op) -> String {
         | Op::Param { .. }
         | Op::Const { .. }
         | Op::Matmul
+        | Op::BatchMatmul
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::GlobalAvgPool

@@ -263,6 +263,11 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                 w.emit("Conv", args.clone(), attrs)
             }
             Op::BatchNorm { eps } => w.emit("BatchNormalization", args.clone(), vec![attr_float("epsilon", *eps)]),
+            Op::Permute { perm } => {
+                let perm: Vec<i64> = perm.iter().map(|a| *a as i64).collect();
+                w.emit("Transpose", args.clone(), vec![attr_ints("perm", &perm)])
+            }
+            Op::BatchMatmul => w.emit("MatMul", args.clone(), vec![]),
             Op::LayerNorm { eps } => {
                 w.emit("LayerNormalization", args.clone(), vec![attr_int("axis", -1), attr_float("epsilon", *eps)])
             }

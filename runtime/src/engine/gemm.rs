@@ -245,6 +245,43 @@ impl Model {
         }
     }
 
+    /// The batched product of two f32 values, `[..., M, K] x [..., K, N]`: one f32 GEMM per
+    /// leading index (attention's scores and weighted sums).
+    pub(crate) fn batch_matmul(
+        &self,
+        si: usize,
+        a: &ArrayD<f32>,
+        b: &ArrayD<f32>,
+        arena: &mut Arena,
+    ) -> Result<ArrayD<f32>, RunError> {
+        let r = a.ndim();
+        let fits =
+            r >= 2 && b.ndim() == r && a.shape()[..r - 2] == b.shape()[..r - 2] && a.shape()[r - 1] == b.shape()[r - 2];
+        if !fits {
+            return Err(internal(si, format!("batched product of {:?} and {:?}", a.shape(), b.shape())));
+        }
+        let (m, k, n) = (a.shape()[r - 2], a.shape()[r - 1], b.shape()[r - 1]);
+        let batch: usize = a.shape()[..r - 2].iter().product();
+        let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+        let (xs, ws) = (
+            a.as_slice().ok_or_else(|| internal(si, "operand not contiguous"))?,
+            b.as_slice().ok_or_else(|| internal(si, "operand not contiguous"))?,
+        );
+        let mut buf = arena.f32_overwritten(batch * m * n);
+        for i in 0..batch {
+            let x = ndarray::ArrayView2::from_shape((m, k), &xs[i * m * k..(i + 1) * m * k])
+                .map_err(|e| internal(si, e.to_string()))?;
+            let w = ndarray::ArrayView2::from_shape((k, n), &ws[i * k * n..(i + 1) * k * n])
+                .map_err(|e| internal(si, e.to_string()))?;
+            let mut out = ndarray::ArrayViewMut2::from_shape((m, n), &mut buf[i * m * n..(i + 1) * m * n])
+                .map_err(|e| internal(si, e.to_string()))?;
+            self.sgemm(&x, &w, &mut out);
+        }
+        let mut shape = a.shape()[..r - 1].to_vec();
+        shape.push(n);
+        shaped(si, &shape, buf)
+    }
+
     /// Integer product of quantized rows.
     #[allow(clippy::too_many_arguments)]
     fn gemm_q(

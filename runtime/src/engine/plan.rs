@@ -316,6 +316,18 @@ pub enum Step {
         out: usize,
         axis: usize,
     },
+    /// The axes of a plain value reordered (result axis `i` is axis `perm[i]`).
+    Permute {
+        x: Src,
+        out: usize,
+        perm: Vec<usize>,
+    },
+    /// The batched product of two plain f32 values, `[..., M, K] x [..., K, N]`.
+    BatchMatmul {
+        a: Src,
+        b: Src,
+        out: usize,
+    },
     /// Layer normalization (`beta` present) or RMS normalization (`rms`) over the last axis
     /// of a plain value, with constant vectors `gamma` and `beta` (`ops::layer_norm_row`,
     /// `ops::rms_norm_row`).
@@ -391,6 +403,8 @@ impl Step {
             | Step::Binary { out, .. }
             | Step::Softmax { out, .. }
             | Step::Norm { out, .. }
+            | Step::Permute { out, .. }
+            | Step::BatchMatmul { out, .. }
             | Step::Reshape { out, .. }
             | Step::Concat { out, .. }
             | Step::Relayout { out, .. } => out,
@@ -421,7 +435,8 @@ impl Step {
                 .chain([gamma, beta, mean, var].into_iter().map(|c| Src::Const(*c)))
                 .collect(),
             Step::Binary { a, b, .. } => vec![*a, *b],
-            Step::Reshape { x, .. } => vec![*x],
+            Step::Reshape { x, .. } | Step::Permute { x, .. } => vec![*x],
+            Step::BatchMatmul { a, b, .. } => vec![*a, *b],
             Step::Concat { xs, .. } => xs.clone(),
         }
     }
@@ -453,6 +468,8 @@ impl Step {
             Step::Unary { .. } => "unary",
             Step::Binary { .. } => "binary",
             Step::Softmax { .. } => "softmax",
+            Step::Permute { .. } => "permute",
+            Step::BatchMatmul { .. } => "bmm",
             Step::Norm { rms: false, .. } => "layer_norm",
             Step::Norm { rms: true, .. } => "rms_norm",
             Step::Reshape { .. } => "reshape",
@@ -619,6 +636,14 @@ impl ModelParts {
             Step::BatchNorm { x, .. } | Step::Unary { x, .. } | Step::Softmax { x, .. } => {
                 f32_in(*x)?;
                 need(layout(out) == layout(*x), "changes the layout")
+            }
+            Step::Permute { .. } | Step::BatchMatmul { .. } => {
+                let values: Vec<usize> = step.reads();
+                values.iter().try_for_each(|v| f32_in(*v))?;
+                need(
+                    values.iter().all(|v| layout(*v) == Layout::Plain) && layout(out) == Layout::Plain,
+                    "a permutation or batched product not over plain values",
+                )
             }
             Step::Norm { x, .. } => {
                 f32_in(*x)?;
