@@ -117,6 +117,15 @@ fn every_differentiable_op_matches_finite_differences() {
         ("gelu_tanh", unary("gelu_tanh"), vec![3, 5]),
         ("exp", unary("exp"), vec![3, 5]),
         (
+            "mean, sum",
+            format!(
+                "{NN}model M {{ a = Linear(6, 8)\n b = Linear(2, 3)\n \
+                 fn forward(x: f32[B, 6]) -> f32[B, 3] {{ let h = reshape(a(x), [B, 2, 4])\n \
+                 return b(mean(h * h, 2) + sum(h, -1)) }} }}"
+            ),
+            vec![3, 6],
+        ),
+        (
             "bmm, permute, transpose",
             format!(
                 "{NN}model M {{ a = Linear(6, 8)\n b = Linear(8, 3)\n \

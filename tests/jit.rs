@@ -512,7 +512,8 @@ model Att {
         let kt = permute(reshape(k(t), [B, 4, 2, 4]), [0, 2, 3, 1])
         let vh = transpose(reshape(v(t), [B, 4, 2, 4]), 1, 2)
         let att = softmax(bmm(qh, kt) * 0.5, axis = -1)
-        return reshape(transpose(bmm(att, vh), -3, -2), [B, 4, 8]) + gelu(x)
+        let y = reshape(transpose(bmm(att, vh), -3, -2), [B, 4, 8]) + gelu(x)
+        return y + reshape(mean(y, 1) + sum(y, 1) * 0.1, [B, 1, 8])
     }
 }
 ";

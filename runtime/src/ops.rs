@@ -426,6 +426,21 @@ pub fn rms_norm_row(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// The sum (or the mean, `mean`) of `x` along `axis`, which is removed: per output, the values
+/// summed in f64 in index order and rounded once (the mean divides the f64 sum first). The
+/// interpreter, the training pass and the engine call this, so they agree bit for bit. `None`
+/// for an axis out of range.
+pub fn reduce_axis(x: &ndarray::ArrayD<f32>, axis: usize, mean: bool) -> Option<ndarray::ArrayD<f32>> {
+    if axis >= x.ndim() {
+        return None;
+    }
+    let n = x.shape()[axis].max(1) as f64;
+    Some(x.map_axis(ndarray::Axis(axis), |lane| {
+        let s = lane.iter().map(|v| f64::from(*v)).sum::<f64>();
+        (if mean { s / n } else { s }) as f32
+    }))
+}
+
 /// [`layer_norm_row`] (with `beta`, or [`rms_norm_row`] without) over every row of the last
 /// axis of `x`; `None` when `gamma` (or `beta`) is not a vector of the last axis' length.
 pub fn norm_rows(

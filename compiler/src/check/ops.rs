@@ -39,6 +39,8 @@ pub enum Op {
     Permute,
     Transpose,
     Bmm,
+    Mean,
+    Sum,
     Softmax,
     Add,
     Sub,
@@ -173,6 +175,8 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec { op: Op::Permute, name: "permute", params: &[X, p("dims", Dims, Required)] },
     OpSpec { op: Op::Transpose, name: "transpose", params: &[X, p("dim0", Int, Required), p("dim1", Int, Required)] },
+    OpSpec { op: Op::Mean, name: "mean", params: &[X, p("axis", Int, Required)] },
+    OpSpec { op: Op::Sum, name: "sum", params: &[X, p("axis", Int, Required)] },
     OpSpec { op: Op::Bmm, name: "bmm", params: &[p("a", Tensor, Required), p("b", Tensor, Required)] },
     OpSpec { op: Op::Softmax, name: "softmax", params: &[X, p("axis", Int, ArgDefault::Int(-1))] },
     OpSpec { op: Op::Add, name: "add", params: BINARY },
@@ -546,6 +550,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
             ir::Op::Permute { perm }
         }
         Op::Bmm => ir::Op::BatchMatmul,
+        Op::Mean | Op::Sum => ir::Op::Reduce { axis: normalize_axis(b, 1, inputs[0].ty.rank())?, mean: op == Op::Mean },
         Op::Concat => {
             let list_span = b.span(0);
             let Some(first) = inputs.first() else {

@@ -131,6 +131,10 @@ impl Pass<'_> {
             Step::Permute { x, out, perm } => {
                 (Step::Permute { x: self.operand(x, Layout::Plain), out, perm }, Layout::Plain)
             }
+            Step::Reduce { x, out, axis, mean } => {
+                let x = self.convert(x, Layout::Plain);
+                (Step::Reduce { x, out, axis, mean }, Layout::Plain)
+            }
             Step::BatchMatmul { a, b, out } => {
                 let (a, b) = (self.operand(a, Layout::Plain), self.operand(b, Layout::Plain));
                 (Step::BatchMatmul { a, b, out }, Layout::Plain)

@@ -346,6 +346,9 @@ impl Lowering<'_, '_> {
             Op::Permute { perm } => {
                 Step::Permute { x: self.arg(node.args[0])?, out: self.new_slot(), perm: perm.clone() }
             }
+            Op::Reduce { axis, mean } => {
+                Step::Reduce { x: self.value_slot(node.args[0])?, out: self.new_slot(), axis: *axis, mean: *mean }
+            }
             Op::BatchMatmul => {
                 let (a, b) = (self.arg(node.args[0])?, self.arg(node.args[1])?);
                 Step::BatchMatmul { a, b, out: self.new_slot() }

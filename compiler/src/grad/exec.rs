@@ -137,6 +137,9 @@ pub fn forward(
             Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
             Op::Permute { perm } => crate::reference::permute(arg(0), perm),
             Op::BatchMatmul => crate::reference::bmm(arg(0), arg(1))?,
+            Op::Reduce { axis, mean } => {
+                triton_runtime::ops::reduce_axis(arg(0), *axis, *mean).invariant("a reduced axis exists (checked)")?
+            }
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => {
                 let beta =
                     matches!(node.op, Op::LayerNorm { .. }).then(|| arg(2).iter().copied().collect::<Vec<f32>>());
@@ -265,6 +268,15 @@ pub fn backward_pass(
             }
             Op::Permute { perm } => {
                 out.push((0, crate::reference::permute(&dy, &crate::reference::inverse_permutation(perm))));
+            }
+            // Every input along the axis receives the output's gradient (divided by the count
+            // for the mean).
+            Op::Reduce { axis, mean } => {
+                let x = val(0);
+                let n = if *mean { x.shape()[*axis].max(1) as f32 } else { 1.0 };
+                let d = dy.insert_axis(Axis(*axis));
+                let full = d.broadcast(x.raw_dim()).invariant("the reduced axis broadcasts back")?.mapv(|v| v / n);
+                out.push((0, full));
             }
             // da = dy b^T, db = a^T dy, batched.
             Op::BatchMatmul => {

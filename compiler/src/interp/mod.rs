@@ -310,6 +310,10 @@ fn eval(
         Op::LayerNorm { eps } | Op::RmsNorm { eps } => Value::F32(norm(op, args, *eps)?),
         Op::Permute { perm } => Value::F32(reference::permute(args[0].f32()?, perm)),
         Op::BatchMatmul => Value::F32(reference::bmm(args[0].f32()?, args[1].f32()?)?),
+        Op::Reduce { axis, mean } => Value::F32(
+            triton_runtime::ops::reduce_axis(args[0].f32()?, *axis, *mean)
+                .invariant("a reduced axis exists (checked)")?,
+        ),
         Op::MaxPool2d(a) => Value::F32(reference::pool(args[0].f32()?, a, true)?.0),
         Op::AvgPool2d(a) => Value::F32(reference::pool(args[0].f32()?, a, false)?.0),
         Op::GlobalAvgPool => {

@@ -104,6 +104,11 @@ pub enum Op {
     Permute {
         perm: Vec<usize>,
     },
+    /// The sum (or mean) along `axis`, which is removed (`runtime::ops::reduce_axis`).
+    Reduce {
+        axis: usize,
+        mean: bool,
+    },
     /// The batched product of two f32 activations, `[..., M, K] x [..., K, N] -> [..., M, N]`
     /// (the same leading dimensions), sums in f32.
     BatchMatmul,
@@ -368,6 +373,8 @@ impl Op {
             Op::RmsNorm { .. } => "rms_norm",
             Op::Permute { .. } => "permute",
             Op::BatchMatmul => "bmm",
+            Op::Reduce { mean: true, .. } => "mean",
+            Op::Reduce { mean: false, .. } => "sum",
             Op::MaxPool2d(_) => "max_pool2d",
             Op::AvgPool2d(_) => "avg_pool2d",
             Op::GlobalAvgPool => "global_avg_pool",
@@ -392,6 +399,7 @@ impl Op {
             Op::Fused(f) => f.inputs(),
             Op::Unary(_)
             | Op::Permute { .. }
+            | Op::Reduce { .. }
             | Op::Softmax { .. }
             | Op::MaxPool2d(_)
             | Op::AvgPool2d(_)
@@ -505,6 +513,16 @@ impl Op {
                     });
                 }
                 Ok(TensorType::new(DType::F32, perm.iter().map(|a| x.shape[*a].clone()).collect()))
+            }
+            Op::Reduce { axis, .. } => {
+                need_dtype(inputs, 0, F32)?;
+                let x = inputs[0];
+                if *axis >= x.rank() {
+                    return Err(OpError::Axis { axis: *axis as i64, rank: x.rank() });
+                }
+                let mut shape = x.shape.clone();
+                shape.remove(*axis);
+                Ok(TensorType::new(DType::F32, shape))
             }
             Op::BatchMatmul => {
                 need_dtype(inputs, 0, F32)?;

@@ -396,6 +396,20 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
         "global_avg_pool" => Op::GlobalAvgPool,
         "dequantize" => Op::Dequantize,
         "bmm" => Op::BatchMatmul,
+        "mean" | "sum" => {
+            let mut axis = None;
+            p.attrs(|p, k| {
+                match k {
+                    "axis" => axis = Some(p.int()?),
+                    _ => unknown(p, k)?,
+                }
+                Ok(())
+            })?;
+            let Some(axis) = axis.and_then(|a| usize::try_from(a).ok()) else {
+                return p.fail(format!("`{name}` needs {{axis=N}} with N >= 0"));
+            };
+            Op::Reduce { axis, mean: name == "mean" }
+        }
         "permute" => {
             let mut perm = None;
             p.attrs(|p, k| {

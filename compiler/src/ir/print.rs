@@ -34,7 +34,7 @@ pub fn attrs(op: &Op) -> String {
             a.groups
         ),
         Op::BatchNorm { eps } | Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!(" {{eps={eps:?}}}"),
-        Op::Softmax { axis } => format!(" {{axis={axis}}}"),
+        Op::Softmax { axis } | Op::Reduce { axis, .. } => format!(" {{axis={axis}}}"),
         Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
             format!(" {{kernel={}, stride={}, padding={}}}", pair(a.kernel), pair(a.stride), pair(a.padding))
         }

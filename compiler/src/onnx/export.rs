@@ -268,6 +268,21 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                 w.emit("Transpose", args.clone(), vec![attr_ints("perm", &perm)])
             }
             Op::BatchMatmul => w.emit("MatMul", args.clone(), vec![]),
+            // Opset 17: ReduceMean takes its axes as an attribute, ReduceSum (from 13) as an input.
+            Op::Reduce { axis, mean: true } => {
+                w.emit("ReduceMean", args.clone(), vec![attr_ints("axes", &[*axis as i64]), attr_int("keepdims", 0)])
+            }
+            Op::Reduce { axis, mean: false } => {
+                let aname = w.fresh("axes");
+                w.inits.push(proto::TensorProto {
+                    name: Some(aname.clone()),
+                    dims: vec![1],
+                    data_type: Some(DataType::Int64 as i32),
+                    int64_data: vec![*axis as i64],
+                    ..Default::default()
+                });
+                w.emit("ReduceSum", vec![args[0].clone(), aname], vec![attr_int("keepdims", 0)])
+            }
             Op::LayerNorm { eps } => {
                 w.emit("LayerNormalization", args.clone(), vec![attr_int("axis", -1), attr_float("epsilon", *eps)])
             }

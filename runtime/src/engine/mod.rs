@@ -488,6 +488,12 @@ impl Model {
                 Val::F32(elementwise::pooled_copy(si, &x.view().permuted_axes(IxDyn(perm)), arena)?)
             }
             Step::BatchMatmul { a, b, .. } => Val::F32(self.batch_matmul(si, f32v(*a)?, f32v(*b)?, arena)?),
+            Step::Reduce { x, axis, mean, .. } => {
+                let x = f32v(Src::Value(*x))?;
+                let y = crate::ops::reduce_axis(x, *axis, *mean)
+                    .ok_or_else(|| internal(si, format!("reduction over axis {axis} of a rank-{} value", x.ndim())))?;
+                Val::F32(elementwise::pooled_copy(si, &y.view(), arena)?)
+            }
             Step::Norm { x, gamma, beta, eps, rms, .. } => {
                 let x = f32v(Src::Value(*x))?;
                 let vector = |c: usize| self.parts.consts.get(c).and_then(|a| a.as_slice());

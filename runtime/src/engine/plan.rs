@@ -322,6 +322,13 @@ pub enum Step {
         out: usize,
         perm: Vec<usize>,
     },
+    /// The sum (or mean) of a plain value along `axis`, which is removed (`ops::reduce_axis`).
+    Reduce {
+        x: usize,
+        out: usize,
+        axis: usize,
+        mean: bool,
+    },
     /// The batched product of two plain f32 values, `[..., M, K] x [..., K, N]`.
     BatchMatmul {
         a: Src,
@@ -404,6 +411,7 @@ impl Step {
             | Step::Softmax { out, .. }
             | Step::Norm { out, .. }
             | Step::Permute { out, .. }
+            | Step::Reduce { out, .. }
             | Step::BatchMatmul { out, .. }
             | Step::Reshape { out, .. }
             | Step::Concat { out, .. }
@@ -422,6 +430,7 @@ impl Step {
             | Step::Dequantize { x, .. }
             | Step::Unary { x, .. }
             | Step::Softmax { x, .. }
+            | Step::Reduce { x, .. }
             | Step::Pool { x, .. }
             | Step::GlobalAvgPool { x, .. }
             | Step::Relayout { x, .. } => vec![Src::Value(*x)],
@@ -469,6 +478,8 @@ impl Step {
             Step::Binary { .. } => "binary",
             Step::Softmax { .. } => "softmax",
             Step::Permute { .. } => "permute",
+            Step::Reduce { mean: true, .. } => "mean",
+            Step::Reduce { mean: false, .. } => "sum",
             Step::BatchMatmul { .. } => "bmm",
             Step::Norm { rms: false, .. } => "layer_norm",
             Step::Norm { rms: true, .. } => "rms_norm",
@@ -637,7 +648,7 @@ impl ModelParts {
                 f32_in(*x)?;
                 need(layout(out) == layout(*x), "changes the layout")
             }
-            Step::Permute { .. } | Step::BatchMatmul { .. } => {
+            Step::Permute { .. } | Step::BatchMatmul { .. } | Step::Reduce { .. } => {
                 let values: Vec<usize> = step.reads();
                 values.iter().try_for_each(|v| f32_in(*v))?;
                 need(
