@@ -199,12 +199,27 @@ fn run_fp32(
     jit.run(&x.view()).expect("runs")
 }
 
+/// Zoo models the importer cannot read back yet: transformer graphs (the GELU Erf pattern,
+/// Transpose and MatMul of two activations, rank-3 normalizations) import in a later step of
+/// issue 35; their export is checked against ONNX Runtime below.
+const NOT_IMPORTED_YET: &[&str] = &["VitMnist"];
+
 #[test]
 fn every_zoo_model_round_trips_through_onnx() {
     for path in common::examples() {
         let (model, w) = zoo(&path);
         let bytes =
             onnx::export::export(&model.graph, &w, Precision::Fp32).unwrap_or_else(|e| panic!("{}: {e}", model.name));
+        if NOT_IMPORTED_YET.contains(&model.name.as_str()) {
+            let why = onnx::import(
+                &bytes,
+                Path::new("zoo.onnx"),
+                &ImportOptions { name: None, ternary: TernaryPolicy::None },
+            )
+            .expect_err("imports now: take it off NOT_IMPORTED_YET");
+            eprintln!("{}: not imported yet: {why}", model.name);
+            continue;
+        }
         let imported =
             onnx::import(&bytes, Path::new("zoo.onnx"), &ImportOptions { name: None, ternary: TernaryPolicy::None })
                 .unwrap_or_else(|e| panic!("{}: {e}", model.name));
@@ -264,10 +279,11 @@ fn exported_models_match_onnx_runtime_when_installed() {
         "use std::nn::{Linear, LayerNorm1d}\nmodel Acts {\n a = Linear(8, 16)\n b = Linear(16, 4)\n n = LayerNorm1d(16, eps = 0.001)\n param r: f32[16] (init = \"ones\")\n fn forward(x: f32[B, 8]) -> f32[B, 4] {\n let h = a(x) * 3.0\n return b(rms_norm(n(gelu(h) + gelu_tanh(h) + sqrt(exp(h * 0.5))), r * 0.7)) + mean(reshape(h, [B, 4, 4]), 1) + sum(reshape(h, [B, 4, 4]), -1) }\n}\n",
     )
     .expect("write");
-    let mut paths: Vec<PathBuf> = ["mnist_cnn", "resnet18_cifar10", "mobilenetv2_cifar10", "efficientnet_b0_imagenet"]
-        .iter()
-        .map(|name| Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.tri")))
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        ["mnist_cnn", "resnet18_cifar10", "mobilenetv2_cifar10", "efficientnet_b0_imagenet", "vit_mnist"]
+            .iter()
+            .map(|name| Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.tri")))
+            .collect();
     paths.push(acts);
     // Attention from the tensor ops: Transpose, MatMul of two activations, Softmax, LayerNormalization.
     let att = dir.path().join("att.tri");

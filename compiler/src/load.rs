@@ -27,6 +27,7 @@ pub const STDLIB: &[(&str, &str)] = &[
     ("nn", include_str!("../../stdlib/nn.tri")),
     ("resnet", include_str!("../../stdlib/resnet.tri")),
     ("mobilenet", include_str!("../../stdlib/mobilenet.tri")),
+    ("transformer", include_str!("../../stdlib/transformer.tri")),
     ("efficientnet", include_str!("../../stdlib/efficientnet.tri")),
 ];
 

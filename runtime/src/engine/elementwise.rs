@@ -24,6 +24,50 @@ pub(crate) fn copy_into(dst: &mut [f32], a: &ArrayViewD<'_, f32>) {
     }
 }
 
+/// `x` with its axes reordered (result axis `i` is axis `perm[i]`), into a pooled buffer: rows
+/// of the last result axis copied with their source stride (a contiguous copy when the last
+/// axis stays last, as attention's head splits keep it), the outer index advanced by a counter.
+pub(crate) fn permute(si: usize, x: &ArrayD<f32>, perm: &[usize], arena: &mut Arena) -> Result<ArrayD<f32>, RunError> {
+    let r = x.ndim();
+    if perm.len() != r || !(0..r).all(|a| perm.contains(&a)) {
+        return Err(internal(si, format!("permutation {perm:?} of a rank-{r} value")));
+    }
+    let x = x.as_standard_layout();
+    let src = x.as_slice().ok_or_else(|| internal(si, "permutation input not contiguous"))?;
+    let shape: Vec<usize> = perm.iter().map(|a| x.shape()[*a]).collect();
+    let mut src_strides = vec![1usize; r];
+    for a in (0..r.saturating_sub(1)).rev() {
+        src_strides[a] = src_strides[a + 1] * x.shape()[a + 1];
+    }
+    let strides: Vec<usize> = perm.iter().map(|a| src_strides[*a]).collect();
+    let mut buf = arena.f32_overwritten(src.len());
+    if r == 0 || src.is_empty() {
+        buf.copy_from_slice(src);
+        return shaped(si, &shape, buf);
+    }
+    let (n, step) = (shape[r - 1], strides[r - 1]);
+    let mut idx = vec![0usize; r - 1];
+    let mut base = 0usize;
+    for row in buf.chunks_exact_mut(n.max(1)) {
+        if step == 1 {
+            row.copy_from_slice(&src[base..base + n]);
+        } else {
+            row.iter_mut().enumerate().for_each(|(j, d)| *d = src[base + j * step]);
+        }
+        // The next row: advance the counter over the outer result axes.
+        for a in (0..r - 1).rev() {
+            idx[a] += 1;
+            base += strides[a];
+            if idx[a] < shape[a] {
+                break;
+            }
+            base -= strides[a] * shape[a];
+            idx[a] = 0;
+        }
+    }
+    shaped(si, &shape, buf)
+}
+
 /// `a` copied into a pooled buffer (standard layout).
 pub(crate) fn pooled_copy(si: usize, a: &ArrayViewD<'_, f32>, arena: &mut Arena) -> Result<ArrayD<f32>, RunError> {
     let mut buf = arena.f32_overwritten(a.len());

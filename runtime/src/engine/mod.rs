@@ -480,13 +480,7 @@ impl Model {
                 elementwise::copy_into(&mut buf, &y.view());
                 Val::F32(shaped(si, y.shape(), buf)?)
             }
-            Step::Permute { x, perm, .. } => {
-                let x = f32v(*x)?;
-                if perm.len() != x.ndim() || !(0..perm.len()).all(|a| perm.contains(&a)) {
-                    return Err(internal(si, format!("permutation {perm:?} of a rank-{} value", x.ndim())));
-                }
-                Val::F32(elementwise::pooled_copy(si, &x.view().permuted_axes(IxDyn(perm)), arena)?)
-            }
+            Step::Permute { x, perm, .. } => Val::F32(elementwise::permute(si, f32v(*x)?, perm, arena)?),
             Step::BatchMatmul { a, b, .. } => Val::F32(self.batch_matmul(si, f32v(*a)?, f32v(*b)?, arena)?),
             Step::Reduce { x, axis, mean, .. } => {
                 let x = f32v(Src::Value(*x))?;

@@ -131,6 +131,25 @@ impl<'p> Elab<'p> {
                 }
                 if let Some(spec) = ops::spec(name) {
                     let args = self.eval_args(args, env);
+                    // `sqrt` of a compile-time number is a compile-time float (an attention
+                    // layer's `1.0 / sqrt(head_dim)`).
+                    if name == "sqrt"
+                        && let [a] = args.as_slice()
+                        && let Some(v) = match &a.value {
+                            Value::Int(d) => d.as_known().map(|v| v as f64),
+                            Value::Float(f) => Some(*f),
+                            _ => None,
+                        }
+                    {
+                        if v < 0.0 {
+                            self.report(
+                                Diag::error(Code::InvalidArgument, format!("`sqrt` of the negative number {v}"))
+                                    .at(a.span, "negative"),
+                            );
+                            return Value::Poison;
+                        }
+                        return Value::Float(v.sqrt());
+                    }
                     return match ops::bind(spec, &args, e.span) {
                         Ok(None) => Value::Poison,
                         Ok(Some(bound)) => match ops::lower(spec.op, &bound) {
