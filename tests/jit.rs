@@ -415,6 +415,28 @@ proptest! {
     }
 }
 
+/// The engine at -O0 and -O3 on every level gives the interpreter's bits for graph `g` (integer
+/// paths and the shared f32 definitions after them).
+fn engine_equals_the_interpreter_bitwise(g: &Graph, w: &Weights, x: &ArrayD<f32>, what: &str) {
+    for level in [OptLevel::O0, OptLevel::O3] {
+        let opt =
+            passes::optimize(g, &passes::Options { weights: Some(w), ..passes::Options::new(level) }).expect("valid");
+        let p = interp::prepare(&opt.graph, w, Precision::Ternary).expect("weights");
+        let r = interp::run(&opt.graph, &p, std::slice::from_ref(x), Precision::Ternary).expect("runs");
+        let parts = triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), w, Precision::Ternary)
+            .expect("compiles");
+        let mut model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
+        for isa in Isa::available() {
+            model.set_isa(isa);
+            let y = model.run(&[x.view()]).unwrap_or_else(|e| panic!("{what} at {level:?}, {isa}: {e}"));
+            for (got, want) in y.iter().zip(&r) {
+                let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(got), bits(want), "{what} at {level:?}, {isa}");
+            }
+        }
+    }
+}
+
 /// Every element-wise op of the language after an int8 product (fused into its epilogue where
 /// it is an activation, a step of its own otherwise) gives the interpreter's bits at -O0 and
 /// -O3, every level the machine has, on values that reach the ops' tails (|x| up to ~40),
@@ -434,24 +456,7 @@ fn every_unary_op_equals_the_interpreter_after_an_int8_product() {
         ir::verify(&g).expect("valid");
         let w = Weights::init(&g.params, 11);
         let x = input(&[5, 40], 4).mapv(|v| v * 8.0);
-        for level in [OptLevel::O0, OptLevel::O3] {
-            let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) })
-                .expect("valid");
-            let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
-            let r = interp::run(&opt.graph, &p, std::slice::from_ref(&x), Precision::Ternary).expect("runs");
-            let parts =
-                triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
-                    .expect("compiles");
-            let mut model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
-            for isa in Isa::available() {
-                model.set_isa(isa);
-                let y = model.run(&[x.view()]).unwrap_or_else(|e| panic!("{name} at {level:?}, {isa}: {e}"));
-                for (got, want) in y.iter().zip(&r) {
-                    let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(got), bits(want), "{name} at {level:?}, {isa}");
-                }
-            }
-        }
+        engine_equals_the_interpreter_bitwise(&g, &w, &x, name);
     }
 }
 
@@ -475,24 +480,7 @@ param 1 \"g\": f32[24] param init=ones\nparam 2 \"b\": f32[24] param init=zeros\
     }
     for batch in 1..5 {
         let x = input(&[batch, 40], batch).mapv(|v| v * 3.0);
-        for level in [OptLevel::O0, OptLevel::O3] {
-            let opt = passes::optimize(&g, &passes::Options { weights: Some(&w), ..passes::Options::new(level) })
-                .expect("valid");
-            let p = interp::prepare(&opt.graph, &w, Precision::Ternary).expect("weights");
-            let r = interp::run(&opt.graph, &p, std::slice::from_ref(&x), Precision::Ternary).expect("runs");
-            let parts =
-                triton::compiler::codegen::compile_graph(&opt.graph, opt.kernels.as_ref(), &w, Precision::Ternary)
-                    .expect("compiles");
-            let mut model = triton::runtime::Model::from_parts(parts, 1).expect("maps");
-            for isa in Isa::available() {
-                model.set_isa(isa);
-                let y = model.run(&[x.view()]).unwrap_or_else(|e| panic!("{level:?}, {isa}: {e}"));
-                for (got, want) in y.iter().zip(&r) {
-                    let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(got), bits(want), "batch {batch} at {level:?}, {isa}");
-                }
-            }
-        }
+        engine_equals_the_interpreter_bitwise(&g, &w, &x, &format!("batch {batch}"));
     }
 }
 
@@ -500,23 +488,7 @@ param 1 \"g\": f32[24] param init=ones\nparam 2 \"b\": f32[24] param init=zeros\
 /// on the engine within rounding of the interpreter, at batch 1-4, -O0 and -O3, every level.
 #[test]
 fn attention_from_tensor_ops_matches_the_interpreter() {
-    let src = "use std::nn::{Linear, TernaryLinear, LayerNorm}
-model Att {
-    q = Linear(8, 8)
-    k = TernaryLinear(8, 8)
-    v = Linear(8, 8)
-    n = LayerNorm(8)
-    fn forward(x: f32[B, 4, 8]) -> f32[B, 4, 8] {
-        let t = reshape(n(x), [B * 4, 8])
-        let qh = permute(reshape(q(t), [B, 4, 2, 4]), [0, 2, 1, 3])
-        let kt = permute(reshape(k(t), [B, 4, 2, 4]), [0, 2, 3, 1])
-        let vh = transpose(reshape(v(t), [B, 4, 2, 4]), 1, 2)
-        let att = softmax(bmm(qh, kt) * 0.5, axis = -1)
-        let y = reshape(transpose(bmm(att, vh), -3, -2), [B, 4, 8]) + gelu(x)
-        return y + reshape(mean(y, 1) + sum(y, 1) * 0.1, [B, 1, 8])
-    }
-}
-";
+    let src = common::ATTENTION;
     let checked = triton::check_source("att.tri", src, None);
     assert!(!checked.has_errors(), "does not check");
     let model = &checked.models[0];

@@ -287,7 +287,7 @@ fn exported_models_match_onnx_runtime_when_installed() {
     paths.push(acts);
     // Attention from the tensor ops: Transpose, MatMul of two activations, Softmax, LayerNormalization.
     let att = dir.path().join("att.tri");
-    std::fs::write(&att, ATTENTION).expect("write");
+    std::fs::write(&att, common::ATTENTION).expect("write");
     paths.push(att);
     for path in paths {
         let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
@@ -399,21 +399,3 @@ fn layer_norm_round_trips_through_onnx() {
     let err = rel_l2(&run_fp32(&checked.models[0], &imported.weights, &x), &run_fp32(&model, &w, &x));
     assert!(err <= 1e-6, "round trip changes the output by {err}");
 }
-
-/// One attention block over 4 tokens of width 8, two heads, from the language's tensor ops.
-const ATTENTION: &str = "use std::nn::{Linear, LayerNorm}
-model Att {
-    q = Linear(8, 8)
-    k = Linear(8, 8)
-    v = Linear(8, 8)
-    n = LayerNorm(8)
-    fn forward(x: f32[B, 4, 8]) -> f32[B, 4, 8] {
-        let t = reshape(n(x), [B * 4, 8])
-        let qh = permute(reshape(q(t), [B, 4, 2, 4]), [0, 2, 1, 3])
-        let kt = permute(reshape(k(t), [B, 4, 2, 4]), [0, 2, 3, 1])
-        let vh = transpose(reshape(v(t), [B, 4, 2, 4]), 1, 2)
-        let att = softmax(bmm(qh, kt) * 0.5, axis = -1)
-        return reshape(transpose(bmm(att, vh), -3, -2), [B, 4, 8]) + x
-    }
-}
-";

@@ -48,3 +48,24 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     }
     bytes
 }
+
+/// One attention block over 4 tokens of width 8, two heads, from the language's tensor ops
+/// (permute, transpose, bmm, softmax, layer_norm, mean, sum), a ternary key projection.
+#[allow(dead_code)]
+pub const ATTENTION: &str = "use std::nn::{Linear, TernaryLinear, LayerNorm}
+model Att {
+    q = Linear(8, 8)
+    k = TernaryLinear(8, 8)
+    v = Linear(8, 8)
+    n = LayerNorm(8)
+    fn forward(x: f32[B, 4, 8]) -> f32[B, 4, 8] {
+        let t = reshape(n(x), [B * 4, 8])
+        let qh = permute(reshape(q(t), [B, 4, 2, 4]), [0, 2, 1, 3])
+        let kt = permute(reshape(k(t), [B, 4, 2, 4]), [0, 2, 3, 1])
+        let vh = transpose(reshape(v(t), [B, 4, 2, 4]), 1, 2)
+        let att = softmax(bmm(qh, kt) * 0.5, axis = -1)
+        let y = reshape(transpose(bmm(att, vh), -3, -2), [B, 4, 8]) + gelu(x)
+        return y + reshape(mean(y, 1) + sum(y, 1) * 0.1, [B, 1, 8])
+    }
+}
+";

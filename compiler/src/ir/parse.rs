@@ -459,7 +459,7 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
             })?;
             if name == "max_pool2d" { Op::MaxPool2d(a) } else { Op::AvgPool2d(a) }
         }
-        "batch_norm" => {
+        "batch_norm" | "layer_norm" | "rms_norm" => {
             let mut eps = 1e-5f32;
             p.attrs(|p, k| {
                 match k {
@@ -468,18 +468,11 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
                 }
                 Ok(())
             })?;
-            Op::BatchNorm { eps }
-        }
-        "layer_norm" | "rms_norm" => {
-            let mut eps = 1e-5f32;
-            p.attrs(|p, k| {
-                match k {
-                    "eps" => eps = p.float()? as f32,
-                    _ => unknown(p, k)?,
-                }
-                Ok(())
-            })?;
-            if name == "layer_norm" { Op::LayerNorm { eps } } else { Op::RmsNorm { eps } }
+            match name {
+                "batch_norm" => Op::BatchNorm { eps },
+                "layer_norm" => Op::LayerNorm { eps },
+                _ => Op::RmsNorm { eps },
+            }
         }
         "softmax" | "concat" => {
             let mut axis = None;
