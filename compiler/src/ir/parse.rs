@@ -396,20 +396,6 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
         "global_avg_pool" => Op::GlobalAvgPool,
         "dequantize" => Op::Dequantize,
         "bmm" => Op::BatchMatmul,
-        "mean" | "sum" => {
-            let mut axis = None;
-            p.attrs(|p, k| {
-                match k {
-                    "axis" => axis = Some(p.int()?),
-                    _ => unknown(p, k)?,
-                }
-                Ok(())
-            })?;
-            let Some(axis) = axis.and_then(|a| usize::try_from(a).ok()) else {
-                return p.fail(format!("`{name}` needs {{axis=N}} with N >= 0"));
-            };
-            Op::Reduce { axis, mean: name == "mean" }
-        }
         "permute" => {
             let mut perm = None;
             p.attrs(|p, k| {
@@ -474,7 +460,7 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
                 _ => Op::RmsNorm { eps },
             }
         }
-        "softmax" | "concat" => {
+        "softmax" | "concat" | "mean" | "sum" => {
             let mut axis = None;
             p.attrs(|p, k| {
                 match k {
@@ -486,7 +472,12 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
             let Some(axis) = axis.filter(|a| *a >= 0) else {
                 return p.fail(format!("`{name}` needs {{axis=N}}"));
             };
-            if name == "softmax" { Op::Softmax { axis: axis as usize } } else { Op::Concat { axis: axis as usize } }
+            let axis = axis as usize;
+            match name {
+                "softmax" => Op::Softmax { axis },
+                "concat" => Op::Concat { axis },
+                _ => Op::Reduce { axis, mean: name == "mean" },
+            }
         }
         "reshape" => {
             let mut shape = None;
