@@ -126,11 +126,11 @@ fn every_differentiable_op_matches_finite_differences() {
             vec![3, 6],
         ),
         (
-            "bmm, permute, transpose",
+            "bmm, permute, transpose, causal_mask",
             format!(
                 "{NN}model M {{ a = Linear(6, 8)\n b = Linear(8, 3)\n \
                  fn forward(x: f32[B, 6]) -> f32[B, 3] {{ let h = reshape(a(x), [B, 2, 2, 2])\n \
-                 let s = bmm(h, permute(h, [0, 1, 3, 2]))\n let t = bmm(softmax(s, axis = -1), transpose(h, 2, 3))\n \
+                 let s = bmm(h, permute(h, [0, 1, 3, 2]))\n let t = bmm(softmax(causal_mask(s), axis = -1), transpose(h, 2, 3))\n \
                  return b(reshape(permute(t, [0, 2, 1, 3]), [B, 8])) }} }}"
             ),
             vec![3, 6],

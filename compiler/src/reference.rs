@@ -249,6 +249,16 @@ pub fn permute(x: &ArrayD<f32>, perm: &[usize]) -> ArrayD<f32> {
     x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()
 }
 
+/// `x` with its causal mask applied (`runtime::ops::causal_mask`).
+pub fn causal_mask(x: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut y = x.as_standard_layout().into_owned();
+    let shape = y.shape().to_vec();
+    if let Some(v) = y.as_slice_mut() {
+        triton_runtime::ops::causal_mask(v, &shape);
+    }
+    y
+}
+
 /// The permutation that undoes `perm`.
 pub fn inverse_permutation(perm: &[usize]) -> Vec<usize> {
     let mut inv = vec![0; perm.len()];

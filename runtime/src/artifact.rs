@@ -43,8 +43,9 @@ use crate::kernel::CODE_ALIGN;
 use crate::pack;
 
 /// Version of the layout above and of the plan's encoding; bumped on any change (4: the
-/// normalization, permutation and batched-product steps; 5: the reduction step).
-pub const FORMAT_VERSION: u32 = 5;
+/// normalization, permutation and batched-product steps; 5: the reduction step; 6: the causal
+/// mask step).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"\x89TCM\r\n\x1a\n";

@@ -426,6 +426,24 @@ pub fn rms_norm_row(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// Causal masking of scores `[..., T, S]` (in place): entry `(i, j)` of each `T x S` matrix
+/// becomes `-inf` where `j > i + S - T` (a token sees itself and the ones before it; with more
+/// keys than queries, the queries are the last `T` positions); `softmax` then gives those
+/// entries weight 0. Rank below 2 is left alone (the checker refuses it).
+pub fn causal_mask(x: &mut [f32], shape: &[usize]) {
+    let r = shape.len();
+    if r < 2 {
+        return;
+    }
+    let (t, s) = (shape[r - 2], shape[r - 1]);
+    for m in x.chunks_exact_mut((t * s).max(1)) {
+        for (i, row) in m.chunks_exact_mut(s.max(1)).enumerate() {
+            let keep = (i + s).saturating_sub(t) + 1;
+            row.iter_mut().skip(keep).for_each(|v| *v = f32::NEG_INFINITY);
+        }
+    }
+}
+
 /// The sum (or the mean, `mean`) of `x` along `axis`, which is removed: per output, the values
 /// summed in f64 in index order and rounded once (the mean divides the f64 sum first). The
 /// interpreter, the training pass and the engine call this, so they agree bit for bit. `None`
@@ -534,6 +552,21 @@ mod tests {
         }
         assert_eq!(UnaryOp::Exp.apply(1.0), exp(1.0));
         assert!(UnaryOp::Gelu.is_activation() && UnaryOp::GeluTanh.is_activation() && !UnaryOp::Exp.is_activation());
+    }
+
+    /// Square scores keep the lower triangle; with more keys than queries the queries are the
+    /// last positions; every leading matrix is masked alike.
+    #[test]
+    fn causal_mask_keeps_each_token_and_the_ones_before() {
+        let mut x = vec![1f32; 2 * 3 * 3];
+        causal_mask(&mut x, &[2, 3, 3]);
+        let inf = f32::NEG_INFINITY;
+        let one = [1.0, inf, inf, 1.0, 1.0, inf, 1.0, 1.0, 1.0];
+        assert_eq!(x[..9], one);
+        assert_eq!(x[9..], one);
+        let mut y = vec![1f32; 2 * 4];
+        causal_mask(&mut y, &[2, 4]);
+        assert_eq!(y, [1.0, 1.0, 1.0, inf, 1.0, 1.0, 1.0, 1.0]);
     }
 
     use super::*;

@@ -50,7 +50,8 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 }
 
 /// One attention block over 4 tokens of width 8, two heads, from the language's tensor ops
-/// (permute, transpose, bmm, softmax, layer_norm, mean, sum), a ternary key projection.
+/// (permute, transpose, bmm, causal_mask, softmax, layer_norm, mean, sum), a ternary key
+/// projection.
 #[allow(dead_code)]
 pub const ATTENTION: &str = "use std::nn::{Linear, TernaryLinear, LayerNorm}
 model Att {
@@ -63,7 +64,7 @@ model Att {
         let qh = permute(reshape(q(t), [B, 4, 2, 4]), [0, 2, 1, 3])
         let kt = permute(reshape(k(t), [B, 4, 2, 4]), [0, 2, 3, 1])
         let vh = transpose(reshape(v(t), [B, 4, 2, 4]), 1, 2)
-        let att = softmax(bmm(qh, kt) * 0.5, axis = -1)
+        let att = softmax(causal_mask(bmm(qh, kt) * 0.5), axis = -1)
         let y = reshape(transpose(bmm(att, vh), -3, -2), [B, 4, 8]) + gelu(x)
         return y + reshape(mean(y, 1) + sum(y, 1) * 0.1, [B, 1, 8])
     }

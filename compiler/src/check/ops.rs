@@ -41,6 +41,7 @@ pub enum Op {
     Bmm,
     Mean,
     Sum,
+    CausalMask,
     Softmax,
     Add,
     Sub,
@@ -175,6 +176,7 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec { op: Op::Permute, name: "permute", params: &[X, p("dims", Dims, Required)] },
     OpSpec { op: Op::Transpose, name: "transpose", params: &[X, p("dim0", Int, Required), p("dim1", Int, Required)] },
+    OpSpec { op: Op::CausalMask, name: "causal_mask", params: UNARY },
     OpSpec { op: Op::Mean, name: "mean", params: &[X, p("axis", Int, Required)] },
     OpSpec { op: Op::Sum, name: "sum", params: &[X, p("axis", Int, Required)] },
     OpSpec { op: Op::Bmm, name: "bmm", params: &[p("a", Tensor, Required), p("b", Tensor, Required)] },
@@ -550,6 +552,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
             ir::Op::Permute { perm }
         }
         Op::Bmm => ir::Op::BatchMatmul,
+        Op::CausalMask => ir::Op::CausalMask,
         Op::Mean | Op::Sum => ir::Op::Reduce { axis: normalize_axis(b, 1, inputs[0].ty.rank())?, mean: op == Op::Mean },
         Op::Concat => {
             let list_span = b.span(0);

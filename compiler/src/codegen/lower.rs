@@ -346,6 +346,7 @@ impl Lowering<'_, '_> {
             Op::Permute { perm } => {
                 Step::Permute { x: self.arg(node.args[0])?, out: self.new_slot(), perm: perm.clone() }
             }
+            Op::CausalMask => Step::CausalMask { x: self.value_slot(node.args[0])?, out: self.new_slot() },
             Op::Reduce { axis, mean } => {
                 Step::Reduce { x: self.value_slot(node.args[0])?, out: self.new_slot(), axis: *axis, mean: *mean }
             }

@@ -137,6 +137,7 @@ pub fn forward(
             Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
             Op::Permute { perm } => crate::reference::permute(arg(0), perm),
             Op::BatchMatmul => crate::reference::bmm(arg(0), arg(1))?,
+            Op::CausalMask => crate::reference::causal_mask(arg(0)),
             Op::Reduce { axis, mean } => {
                 triton_runtime::ops::reduce_axis(arg(0), *axis, *mean).invariant("a reduced axis exists (checked)")?
             }
@@ -268,6 +269,18 @@ pub fn backward_pass(
             }
             Op::Permute { perm } => {
                 out.push((0, crate::reference::permute(&dy, &crate::reference::inverse_permutation(perm))));
+            }
+            // Masked entries are constants: their gradient is zero (the mask of the gradient,
+            // with 0 where the value became -inf).
+            Op::CausalMask => {
+                let masked = crate::reference::causal_mask(&ArrayD::zeros(dy.raw_dim()));
+                let mut d = dy.as_standard_layout().into_owned();
+                Zip::from(&mut d).and(&masked).for_each(|g, m| {
+                    if *m == f32::NEG_INFINITY {
+                        *g = 0.0;
+                    }
+                });
+                out.push((0, d));
             }
             // Every input along the axis receives the output's gradient (divided by the count
             // for the mean).

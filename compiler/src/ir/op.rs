@@ -104,6 +104,9 @@ pub enum Op {
     Permute {
         perm: Vec<usize>,
     },
+    /// Causal masking of attention scores `[..., T, S]`: entry `(i, j)` kept where
+    /// `j <= i + S - T`, else `-inf` (`runtime::ops::causal_mask`).
+    CausalMask,
     /// The sum (or mean) along `axis`, which is removed (`runtime::ops::reduce_axis`).
     Reduce {
         axis: usize,
@@ -373,6 +376,7 @@ impl Op {
             Op::RmsNorm { .. } => "rms_norm",
             Op::Permute { .. } => "permute",
             Op::BatchMatmul => "bmm",
+            Op::CausalMask => "causal_mask",
             Op::Reduce { mean: true, .. } => "mean",
             Op::Reduce { mean: false, .. } => "sum",
             Op::MaxPool2d(_) => "max_pool2d",
@@ -399,6 +403,7 @@ impl Op {
             Op::Fused(f) => f.inputs(),
             Op::Unary(_)
             | Op::Permute { .. }
+            | Op::CausalMask
             | Op::Reduce { .. }
             | Op::Softmax { .. }
             | Op::MaxPool2d(_)
@@ -513,6 +518,18 @@ impl Op {
                     });
                 }
                 Ok(TensorType::new(DType::F32, perm.iter().map(|a| x.shape[*a].clone()).collect()))
+            }
+            Op::CausalMask => {
+                need_dtype(inputs, 0, F32)?;
+                if inputs[0].rank() < 2 {
+                    return Err(OpError::MinRank {
+                        arg: 0,
+                        min: 2,
+                        got: inputs[0].clone(),
+                        layout: "[..., T, S] scores",
+                    });
+                }
+                Ok(inputs[0].clone())
             }
             Op::Reduce { axis, .. } => {
                 need_dtype(inputs, 0, F32)?;

@@ -396,6 +396,7 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
         "global_avg_pool" => Op::GlobalAvgPool,
         "dequantize" => Op::Dequantize,
         "bmm" => Op::BatchMatmul,
+        "causal_mask" => Op::CausalMask,
         "permute" => {
             let mut perm = None;
             p.attrs(|p, k| {

@@ -76,6 +76,7 @@ pub fn attrs(op: &Op) -> String {
         | Op::Const { .. }
         | Op::Matmul
         | Op::BatchMatmul
+        | Op::CausalMask
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::GlobalAvgPool

@@ -268,6 +268,19 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                 w.emit("Transpose", args.clone(), vec![attr_ints("perm", &perm)])
             }
             Op::BatchMatmul => w.emit("MatMul", args.clone(), vec![]),
+            // x + M with M[i][j] = 0 where kept, -inf where masked (T and S must be known).
+            Op::CausalMask => {
+                let r = node.ty.rank();
+                let (t, s) = match (node.ty.shape[r - 2].as_known(), node.ty.shape[r - 1].as_known()) {
+                    (Some(t), Some(s)) => (t as usize, s as usize),
+                    _ => return Err(unsupported("a causal mask over symbolic sizes")),
+                };
+                let mut m = vec![0f32; t * s];
+                triton_runtime::ops::causal_mask(&mut m, &[t, s]);
+                let name = w.fresh("causal");
+                w.inits.push(f32_tensor(&name, &[t, s], m.into_iter()));
+                w.emit("Add", vec![args[0].clone(), name], vec![])
+            }
             // Opset 17: ReduceMean takes its axes as an attribute, ReduceSum (from 13) as an input.
             Op::Reduce { axis, mean: true } => {
                 w.emit("ReduceMean", args.clone(), vec![attr_ints("axes", &[*axis as i64]), attr_int("keepdims", 0)])

@@ -482,6 +482,17 @@ impl Model {
             }
             Step::Permute { x, perm, .. } => Val::F32(elementwise::permute(si, f32v(*x)?, perm, arena)?),
             Step::BatchMatmul { a, b, .. } => Val::F32(self.batch_matmul(si, f32v(*a)?, f32v(*b)?, arena)?),
+            Step::CausalMask { x, .. } => {
+                let x = f32v(Src::Value(*x))?;
+                if x.ndim() < 2 {
+                    return Err(internal(si, "causal mask of a value of rank below 2"));
+                }
+                let mut y = elementwise::pooled_copy(si, &x.view(), arena)?;
+                let shape = y.shape().to_vec();
+                let data = y.as_slice_mut().ok_or_else(|| internal(si, "pooled buffer not contiguous"))?;
+                crate::ops::causal_mask(data, &shape);
+                Val::F32(y)
+            }
             Step::Reduce { x, axis, mean, .. } => {
                 let x = f32v(Src::Value(*x))?;
                 let y = crate::ops::reduce_axis(x, *axis, *mean)

@@ -322,6 +322,11 @@ pub enum Step {
         out: usize,
         perm: Vec<usize>,
     },
+    /// Causal masking of plain scores `[..., T, S]` (`ops::causal_mask`).
+    CausalMask {
+        x: usize,
+        out: usize,
+    },
     /// The sum (or mean) of a plain value along `axis`, which is removed (`ops::reduce_axis`).
     Reduce {
         x: usize,
@@ -412,6 +417,7 @@ impl Step {
             | Step::Norm { out, .. }
             | Step::Permute { out, .. }
             | Step::Reduce { out, .. }
+            | Step::CausalMask { out, .. }
             | Step::BatchMatmul { out, .. }
             | Step::Reshape { out, .. }
             | Step::Concat { out, .. }
@@ -431,6 +437,7 @@ impl Step {
             | Step::Unary { x, .. }
             | Step::Softmax { x, .. }
             | Step::Reduce { x, .. }
+            | Step::CausalMask { x, .. }
             | Step::Pool { x, .. }
             | Step::GlobalAvgPool { x, .. }
             | Step::Relayout { x, .. } => vec![Src::Value(*x)],
@@ -478,6 +485,7 @@ impl Step {
             Step::Binary { .. } => "binary",
             Step::Softmax { .. } => "softmax",
             Step::Permute { .. } => "permute",
+            Step::CausalMask { .. } => "causal_mask",
             Step::Reduce { mean: true, .. } => "mean",
             Step::Reduce { mean: false, .. } => "sum",
             Step::BatchMatmul { .. } => "bmm",
@@ -648,7 +656,7 @@ impl ModelParts {
                 f32_in(*x)?;
                 need(layout(out) == layout(*x), "changes the layout")
             }
-            Step::Permute { .. } | Step::BatchMatmul { .. } | Step::Reduce { .. } => {
+            Step::Permute { .. } | Step::BatchMatmul { .. } | Step::Reduce { .. } | Step::CausalMask { .. } => {
                 let values: Vec<usize> = step.reads();
                 values.iter().try_for_each(|v| f32_in(*v))?;
                 need(
