@@ -468,21 +468,26 @@ pub fn norm_rows(
     eps: f32,
     rms: bool,
 ) -> Option<ndarray::ArrayD<f32>> {
-    let d = *x.shape().last()?;
-    if gamma.len() != d || beta.is_some_and(|b| b.len() != d) {
-        return None;
-    }
     let src = x.as_standard_layout();
     let mut out = ndarray::ArrayD::<f32>::zeros(x.raw_dim());
-    let dst = out.as_slice_mut()?;
-    for (row, o) in src.as_slice()?.chunks_exact(d.max(1)).zip(dst.chunks_exact_mut(d.max(1))) {
+    norm_rows_into(src.as_slice()?, gamma, beta, eps, rms, out.as_slice_mut()?).then_some(out)
+}
+
+/// [`norm_rows`] over the rows of `gamma.len()` values of `src`, written to `dst` (as long);
+/// `false` (nothing written) when the sizes do not agree.
+pub fn norm_rows_into(src: &[f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32, rms: bool, dst: &mut [f32]) -> bool {
+    let d = gamma.len();
+    if d == 0 || !src.len().is_multiple_of(d) || dst.len() != src.len() || beta.is_some_and(|b| b.len() != d) {
+        return false;
+    }
+    for (row, o) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)) {
         if rms {
             rms_norm_row(row, gamma, eps, o);
         } else {
             layer_norm_row(row, gamma, beta, eps, o);
         }
     }
-    Some(out)
+    true
 }
 
 #[cfg(test)]

@@ -502,24 +502,18 @@ impl Model {
             Step::Norm { x, gamma, beta, eps, rms, .. } => {
                 let x = f32v(Src::Value(*x))?;
                 let vector = |c: usize| self.parts.consts.get(c).and_then(|a| a.as_slice());
-                let d = x.shape().last().copied().unwrap_or(0);
-                let (g, b) = (vector(*gamma), beta.map(vector));
-                let (Some(g), true) = (g, b.is_none_or(|b| b.is_some_and(|b| b.len() == d))) else {
+                let (Some(g), Some(b)) = (vector(*gamma), beta.map_or(Some(None), |c| vector(c).map(Some))) else {
                     return Err(internal(si, "normalization vectors missing"));
                 };
-                let b = b.flatten();
-                if g.len() != d || d == 0 {
-                    return Err(internal(si, format!("normalization vectors of {} values over rows of {d}", g.len())));
-                }
                 let xs = x.as_standard_layout();
                 let xs = xs.as_slice().ok_or_else(|| internal(si, "normalization input not contiguous"))?;
                 let mut buf = arena.f32_overwritten(xs.len());
-                for (row, o) in xs.chunks_exact(d).zip(buf.chunks_exact_mut(d)) {
-                    if *rms {
-                        crate::ops::rms_norm_row(row, g, *eps, o);
-                    } else {
-                        crate::ops::layer_norm_row(row, g, b, *eps, o);
-                    }
+                if x.shape().last() != Some(&g.len()) || !crate::ops::norm_rows_into(xs, g, b, *eps, *rms, &mut buf) {
+                    arena.f32s.push(buf);
+                    return Err(internal(
+                        si,
+                        format!("normalization vectors of {} values over {:?}", g.len(), x.shape()),
+                    ));
                 }
                 Val::F32(shaped(si, x.shape(), buf)?)
             }
