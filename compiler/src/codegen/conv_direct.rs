@@ -549,6 +549,22 @@ mod tests {
         Some(Layer { s, h, w, pad })
     }
 
+    /// The rest of the reference epilogue after the multiplier, in the engine's order: scale,
+    /// bias, residual (`res`, when the spec has one), activation. `vecs` holds the multiplier,
+    /// scale and bias vectors, `o` values each.
+    fn finish(s: &ConvSpec, mut r: f32, vecs: &[f32], oc: usize, res: f32) -> f32 {
+        if s.scale {
+            r *= vecs[s.o + oc];
+        }
+        if s.bias {
+            r += vecs[2 * s.o + oc];
+        }
+        if s.residual {
+            r += res;
+        }
+        act(r, s.act)
+    }
+
     /// The engine's activations (`UnaryOp::apply`): `-0.0` and NaN pass relu unchanged.
     fn act(r: f32, a: Option<Act>) -> f32 {
         let relu = if r < 0.0 { 0.0 } else { r };
@@ -609,21 +625,8 @@ mod tests {
                             }
                         }
                     }
-                    let mut r = acc as f32;
-                    if s.mult {
-                        r *= vecs[oc];
-                    }
-                    if s.scale {
-                        r *= vecs[o + oc];
-                    }
-                    if s.bias {
-                        r += vecs[2 * o + oc];
-                    }
-                    if s.residual {
-                        r += res[(y * ow + xo) * o + oc];
-                    }
-                    r = act(r, s.act);
-                    want[(y * ow + xo) * o + oc] = r;
+                    let r = if s.mult { acc as f32 * vecs[oc] } else { acc as f32 };
+                    want[(y * ow + xo) * o + oc] = finish(s, r, &vecs, oc, res[(y * ow + xo) * o + oc]);
                 }
             }
         }
@@ -743,18 +746,8 @@ mod tests {
                             }
                         }
                     }
-                    let mut r = acc as f32 * (sx * vecs[oc]);
-                    if s.scale {
-                        r *= vecs[o + oc];
-                    }
-                    if s.bias {
-                        r += vecs[2 * o + oc];
-                    }
-                    if s.residual {
-                        r += res[(y * ow + xo) * o + oc];
-                    }
-                    r = act(r, s.act);
-                    want[(y * ow + xo) * o + oc] = r;
+                    let r = acc as f32 * (sx * vecs[oc]);
+                    want[(y * ow + xo) * o + oc] = finish(s, r, &vecs, oc, res[(y * ow + xo) * o + oc]);
                 }
             }
         }
