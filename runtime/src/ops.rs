@@ -111,18 +111,64 @@ pub fn exp(x: f32) -> f32 {
     scale_pow2(p, n as i32)
 }
 
-/// GELU, erf form (docs/language.md, "Activations"): `x * Phi(x)`, computed in f32 as
-/// `0.5 * x * erfc(-x / sqrt(2))` with the `libm` crate's `erfcf` (a pure-Rust port of
-/// FreeBSD's: the same bits on every CPU). Equal to `0.5 * x * (1 + erf(x / sqrt(2)))`, PyTorch's
-/// formula, but without its cancellation for negative `x` (hundreds of ulp at `x = -3`): within
-/// a few ulp everywhere (tested). `-inf` gives `-0.0` (the limit, as for large negative `x`);
-/// NaN stays NaN.
+/// GELU, erf form (docs/language.md, "Activations"): `x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2))`,
+/// with `erfc` in f32 as Numerical Recipes' `erfcc` (a Chebyshev fit, relative error below
+/// 1.2e-7): for `a = |x| / sqrt(2)`, `t = 1 / (1 + a / 2)` and `e = t * exp(-a^2 + P(t))`
+/// ([`ERFC_POLY`], Horner with fused multiply-adds, `-a^2 + P` fused, [`exp`]), `h = x * e / 2`
+/// and GELU is `x - h` for `x >= 0`, `h` below. No cancellation for negative `x` (PyTorch's
+/// `0.5 * x * (1 + erf(x / sqrt(2)))` loses hundreds of ulp at `x = -3`); every step an IEEE
+/// operation, so the vector kernels give these bits (tested). `inf` gives `inf`, `-inf` gives
+/// `-0.0` (the limit, as for large negative `x`); NaN stays NaN.
 #[inline]
 pub fn gelu(x: f32) -> f32 {
-    if x == f32::NEG_INFINITY {
-        return -0.0;
+    if x.is_infinite() {
+        return if x > 0.0 { x } else { -0.0 };
     }
-    0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2)
+    let a = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
+    let t = 1.0 / (0.5f32.mul_add(a, 1.0));
+    let mut p = ERFC_POLY[0];
+    for c in &ERFC_POLY[1..] {
+        p = p.mul_add(t, *c);
+    }
+    let e = t * exp((-a).mul_add(a, p));
+    let h = 0.5 * x * e;
+    if x >= 0.0 { x - h } else { h }
+}
+
+/// [`gelu`]'s `erfc` polynomial in `t`, highest degree first (Numerical Recipes, `erfcc`).
+pub const ERFC_POLY: [f32; 10] = [
+    0.170_872_77,
+    -0.822_152_23,
+    1.488_515_9,
+    -1.135_203_98,
+    0.278_868_07,
+    -0.186_288_06,
+    0.096_784_18,
+    0.374_091_96,
+    1.000_023_7,
+    -1.265_512_2,
+];
+
+/// The unary `op` on every element of `x` ([`unary_in_place`] on a standard-layout copy).
+pub fn unary_array(op: UnaryOp, x: &ndarray::ArrayD<f32>) -> ndarray::ArrayD<f32> {
+    let mut y = x.as_standard_layout().into_owned();
+    match y.as_slice_mut() {
+        Some(ys) => unary_in_place(op, ys),
+        None => y.mapv_inplace(|v| op.apply(v)),
+    }
+    y
+}
+
+/// The unary `op` on every element of `xs`, in place: 16 lanes at a time where the CPU has
+/// AVX-512 (the same bits as [`UnaryOp::apply`], tested), else element by element.
+pub fn unary_in_place(op: UnaryOp, xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX512-F is present (checked).
+        unsafe { crate::kernels::avx512::unary_in_place(op, xs) };
+        return;
+    }
+    xs.iter_mut().for_each(|v| *v = op.apply(*v));
 }
 
 /// `sqrt(2 / pi)`, the tanh approximation's scale.
@@ -523,8 +569,8 @@ mod tests {
         assert_eq!(UnaryOp::Silu.apply(-200.0), -0.0);
     }
 
-    /// GELU against its definition in f64 (libm's f64 `erfc`) over [-8, 8], within a few ulp
-    /// plus the conditioning of the negative tail; PyTorch's printed values; the limits.
+    /// GELU against its definition in f64 (libm's f64 `erfc`) over [-8, 8], within 6 ulp
+    /// (the `erfc` fit's 1.2e-7 and `exp`'s 2 ulp) plus the conditioning of the negative tail; PyTorch's printed values; the limits.
     #[test]
     fn gelu_is_the_erf_form_and_gelu_tanh_the_approximation() {
         let mut worst = (0, 0);
@@ -537,7 +583,7 @@ mod tests {
             let want_tanh = xd / (1.0 + (-2.0 * u).exp());
             // Past the few ulp of the evaluation, the f32 steps before the tail (x / sqrt(2),
             // u) carry a relative error the tail multiplies by about x^2 (its conditioning).
-            let allowed = 4 + (2.0 * x * x) as u32;
+            let allowed = 6 + (2.0 * x * x) as u32;
             worst.0 = worst.0.max(ulps(gelu(x), want as f32).saturating_sub(allowed));
             worst.1 = worst.1.max(ulps(gelu_tanh(x), want_tanh as f32).saturating_sub(allowed));
         }

@@ -119,9 +119,7 @@ pub fn forward(
                     y
                 }
             },
-            // The op chosen outside the loop, so each one's loop is vectorized.
-            Op::Unary(UnaryOp::Relu) => arg(0).mapv(|x| UnaryOp::Relu.apply(x)),
-            Op::Unary(u) => arg(0).mapv(|x| u.apply(x)),
+            Op::Unary(u) => triton_runtime::ops::unary_array(*u, arg(0)),
             Op::Binary(b) => {
                 let (x, y) = (arg(0), arg(1));
                 let shape = node_shape(&node.ty, &syms, x, y);
@@ -136,7 +134,7 @@ pub fn forward(
             }
             Op::Softmax { axis } => triton_runtime::ops::softmax(arg(0), *axis),
             Op::Permute { perm } => crate::reference::permute(arg(0), perm),
-            Op::BatchMatmul => crate::reference::bmm(arg(0), arg(1))?,
+            Op::BatchMatmul => kernels::bmm(arg(0), arg(1), false, false)?,
             Op::CausalMask => crate::reference::causal_mask(arg(0)),
             Op::Reduce { axis, mean } => {
                 triton_runtime::ops::reduce_axis(arg(0), *axis, *mean).invariant("a reduced axis exists (checked)")?
@@ -293,15 +291,11 @@ pub fn backward_pass(
             }
             // da = dy b^T, db = a^T dy, batched.
             Op::BatchMatmul => {
-                let r = dy.ndim();
-                let mut swap: Vec<usize> = (0..r).collect();
-                swap.swap(r - 2, r - 1);
-                let t = |a: &ArrayD<f32>| crate::reference::permute(a, &swap);
                 if wants(0) {
-                    out.push((0, crate::reference::bmm(&dy, &t(val(1)))?));
+                    out.push((0, kernels::bmm(&dy, val(1), false, true)?));
                 }
                 if wants(1) {
-                    out.push((1, crate::reference::bmm(&t(val(0)), &dy)?));
+                    out.push((1, kernels::bmm(val(0), &dy, true, false)?));
                 }
             }
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => {

@@ -67,6 +67,41 @@ pub fn matmul(x: &ArrayD<f32>, w: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     shaped(y, &shape)
 }
 
+/// `v`, or its transpose when `t`.
+fn maybe_t(v: ArrayView2<'_, f32>, t: bool) -> ArrayView2<'_, f32> {
+    if t { v.reversed_axes() } else { v }
+}
+
+/// The batched product `a . b` over the leading axes in f32 (the training pass's
+/// [`crate::reference::bmm`], which sums in f64), with `a` and/or `b` read transposed in
+/// their last two axes (`ta`, `tb`) without a copy: the backward pass's `dy . b^T` and
+/// `a^T . dy`.
+pub fn bmm(a: &ArrayD<f32>, b: &ArrayD<f32>, ta: bool, tb: bool) -> Result<ArrayD<f32>, Broken> {
+    let r = a.ndim();
+    if r < 2 || b.ndim() != r || a.shape()[..r - 2] != b.shape()[..r - 2] {
+        return Err(Broken("a batched product's operands agree (checked)"));
+    }
+    let batch: usize = a.shape()[..r - 2].iter().product();
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+    let a3 = a.view().into_shape_with_order((batch, a.shape()[r - 2], a.shape()[r - 1])).invariant("[batch, ., .]")?;
+    let b3 = b.view().into_shape_with_order((batch, b.shape()[r - 2], b.shape()[r - 1])).invariant("[batch, ., .]")?;
+    let (m, k) = maybe_t(a3.index_axis(Axis(0), 0), ta).dim();
+    let (k2, n) = maybe_t(b3.index_axis(Axis(0), 0), tb).dim();
+    if k != k2 {
+        return Err(Broken("a batched product's operands agree (checked)"));
+    }
+    let mut out = ndarray::Array3::<f32>::zeros((batch, m, n));
+
+    for (i, mut o) in out.outer_iter_mut().enumerate() {
+        let x = maybe_t(a3.index_axis(Axis(0), i), ta);
+        let y = maybe_t(b3.index_axis(Axis(0), i), tb);
+        sgemm(&x, &y, &mut o, false);
+    }
+    let mut shape = a.shape()[..r - 2].to_vec();
+    shape.extend([m, n]);
+    out.into_shape_with_order(IxDyn(&shape)).invariant("[..., M, N] values")
+}
+
 /// Gradients of [`matmul`] with respect to x and w (each only when asked for).
 pub fn matmul_grad(x: &ArrayD<f32>, w: &ArrayD<f32>, dy: &ArrayD<f32>, want: [bool; 2]) -> Result<MaybeGrads, Broken> {
     let n = w.shape()[0];

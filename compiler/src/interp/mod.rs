@@ -304,7 +304,7 @@ fn eval(
             let f = |i: usize| args[i].f32();
             Value::F32(reference::batch_norm(f(0)?, f(1)?, f(2)?, f(3)?, f(4)?, *eps)?)
         }
-        Op::Unary(u) => Value::F32(args[0].f32()?.mapv(|x| u.apply(x))),
+        Op::Unary(u) => Value::F32(triton_runtime::ops::unary_array(*u, args[0].f32()?)),
         Op::Binary(b) => Value::F32(binary(*b, args[0].f32()?, args[1].f32()?)?),
         Op::Softmax { axis } => Value::F32(triton_runtime::ops::softmax(args[0].f32()?, *axis)),
         Op::LayerNorm { eps } | Op::RmsNorm { eps } => Value::F32(norm(op, args, *eps)?),

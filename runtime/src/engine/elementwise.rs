@@ -116,7 +116,10 @@ pub(crate) fn batch_norm(
 
 pub(crate) fn unary(si: usize, x: &ArrayD<f32>, op: UnaryOp, arena: &mut Arena) -> Result<ArrayD<f32>, RunError> {
     let mut y = pooled_copy(si, &x.view(), arena)?;
-    y.iter_mut().for_each(|v| *v = op.apply(*v));
+    match y.as_slice_mut() {
+        Some(ys) => crate::ops::unary_in_place(op, ys),
+        None => y.iter_mut().for_each(|v| *v = op.apply(*v)),
+    }
     Ok(y)
 }
 

@@ -150,34 +150,105 @@ pub(crate) unsafe fn tail16(
         if !residual.is_null() {
             y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, residual.add(ch)));
         }
-        y = match act {
-            None => y,
-            Some(op @ (UnaryOp::Relu | UnaryOp::Relu6)) => {
-                let zero = _mm512_setzero_ps();
-                let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, zero), y, zero);
-                if op == UnaryOp::Relu6 {
-                    let six = _mm512_set1_ps(6.0);
-                    _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, six), y, six)
-                } else {
-                    y
-                }
+        y = act16(y, act);
+        _mm512_mask_storeu_ps(out.add(ch), m, y);
+    }
+}
+
+/// An activation (any unary op) on 16 lanes with [`UnaryOp::apply`]'s bits: relu and relu6 by
+/// compares, sigmoid, SiLU, `exp`, both GELUs on [`exp16`] with the scalar definitions' steps
+/// (tested), `sqrt` and negation as the IEEE instructions; tanh lane by lane.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn act16(y: __m512, act: Option<UnaryOp>) -> __m512 {
+    let one = _mm512_set1_ps(1.0);
+    let zero = _mm512_setzero_ps();
+    match act {
+        None => y,
+        Some(op @ (UnaryOp::Relu | UnaryOp::Relu6)) => {
+            let y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(y, zero), y, zero);
+            if op == UnaryOp::Relu6 {
+                let six = _mm512_set1_ps(6.0);
+                _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, six), y, six)
+            } else {
+                y
             }
-            Some(UnaryOp::Sigmoid) => {
-                let one = _mm512_set1_ps(1.0);
-                _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), y))))
-            }
-            Some(UnaryOp::Silu) => {
-                let one = _mm512_set1_ps(1.0);
-                _mm512_div_ps(y, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), y))))
-            }
-            Some(op) => {
-                let mut v = [0.0f32; 16];
+        }
+        Some(UnaryOp::Sigmoid) => _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(zero, y)))),
+        Some(UnaryOp::Silu) => _mm512_div_ps(y, _mm512_add_ps(one, exp16(_mm512_sub_ps(zero, y)))),
+        Some(UnaryOp::Exp) => exp16(y),
+        Some(UnaryOp::Sqrt) => _mm512_sqrt_ps(y),
+        Some(UnaryOp::Neg) => _mm512_sub_ps(_mm512_set1_ps(-0.0), y),
+        Some(UnaryOp::Gelu) => gelu16(y),
+        Some(UnaryOp::GeluTanh) => {
+            use crate::ops::{GELU_TANH_CUBIC, GELU_TANH_SCALE};
+            let cube = _mm512_mul_ps(_mm512_mul_ps(y, y), y);
+            let u = _mm512_mul_ps(
+                _mm512_set1_ps(GELU_TANH_SCALE),
+                _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(GELU_TANH_CUBIC), cube)),
+            );
+            let g = _mm512_div_ps(y, _mm512_add_ps(one, exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0), u))));
+            // -inf / inf is NaN: the definition's limit is -0.0.
+            _mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(y, _mm512_set1_ps(f32::NEG_INFINITY)),
+                g,
+                _mm512_set1_ps(-0.0),
+            )
+        }
+        Some(op @ UnaryOp::Tanh) => {
+            let mut v = [0.0f32; 16];
+            // SAFETY: 16 floats into an array of 16, and back.
+            unsafe {
                 _mm512_storeu_ps(v.as_mut_ptr(), y);
                 v.iter_mut().for_each(|t| *t = op.apply(*t));
                 _mm512_loadu_ps(v.as_ptr())
             }
-        };
-        _mm512_mask_storeu_ps(out.add(ch), m, y);
+        }
+    }
+}
+
+/// `ops::gelu` in 16 lanes, bit for bit (tested): the same steps on [`exp16`].
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn gelu16(x: __m512) -> __m512 {
+    use crate::ops::ERFC_POLY;
+    let a = _mm512_abs_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
+    let t = _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_fmadd_ps(_mm512_set1_ps(0.5), a, _mm512_set1_ps(1.0)));
+    let mut p = _mm512_set1_ps(ERFC_POLY[0]);
+    for c in &ERFC_POLY[1..] {
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(*c));
+    }
+    let e = _mm512_mul_ps(t, exp16(_mm512_fnmadd_ps(a, a, p)));
+    let h = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), e);
+    let g = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_setzero_ps()), h, _mm512_sub_ps(x, h));
+    let inf = _mm512_set1_ps(f32::INFINITY);
+    let g = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, inf), g, inf);
+    _mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, _mm512_set1_ps(f32::NEG_INFINITY)),
+        g,
+        _mm512_set1_ps(-0.0),
+    )
+}
+
+/// [`act16`] of `op` on every element of `xs`, in place (a masked tail).
+///
+/// # Safety
+/// The CPU has AVX512-F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn unary_in_place(op: UnaryOp, xs: &mut [f32]) {
+    let mut chunks = xs.chunks_exact_mut(16);
+    for c in &mut chunks {
+        // SAFETY: 16 floats in the chunk.
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), act16(_mm512_loadu_ps(c.as_ptr()), Some(op))) };
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let m = ((1u32 << rest.len()) - 1) as __mmask16;
+        // SAFETY: the mask covers the remainder's lanes only.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(m, rest.as_ptr());
+            _mm512_mask_storeu_ps(rest.as_mut_ptr(), m, act16(v, Some(op)));
+        }
     }
 }
 
@@ -209,7 +280,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exp16_and_its_activations_equal_the_scalar_definitions_bit_for_bit() {
+    fn exp16_and_every_unary_op_equal_the_scalar_definitions_bit_for_bit() {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return;
         }
@@ -229,7 +300,7 @@ mod tests {
             for (x, got) in v.iter().zip(e) {
                 assert!(same(got, crate::ops::exp(*x)), "exp16({x}) = {got}, ops::exp {}", crate::ops::exp(*x));
             }
-            for op in [UnaryOp::Sigmoid, UnaryOp::Silu] {
+            for op in UnaryOp::ALL {
                 let mut out = [0.0f32; 16];
                 // SAFETY: as above; every lane is in the mask.
                 unsafe {
