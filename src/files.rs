@@ -196,12 +196,33 @@ pub fn npy_from_bytes(bytes: &[u8], name: &str) -> Result<ArrayD<f32>, String> {
         Err(e) => return Err(unreadable(e)),
     }
     match <ArrayD<f64> as ndarray_npy::ReadNpyExt>::read_npy(bytes) {
-        Ok(a) => Ok(a.mapv(|v| v as f32)),
-        Err(ndarray_npy::ReadNpyError::WrongDescriptor(d)) => {
-            Err(format!("`{name}` holds {d} values; expected a float32 or float64 array"))
-        }
-        Err(e) => Err(unreadable(e)),
+        Ok(a) => return Ok(a.mapv(|v| v as f32)),
+        Err(ndarray_npy::ReadNpyError::WrongDescriptor(_)) => {}
+        Err(e) => return Err(unreadable(e)),
     }
+    // Integers (token ids): carried in f32, exact up to 2^24.
+    let ints = match <ArrayD<i64> as ndarray_npy::ReadNpyExt>::read_npy(bytes) {
+        Ok(a) => a,
+        Err(ndarray_npy::ReadNpyError::WrongDescriptor(_)) => {
+            match <ArrayD<i32> as ndarray_npy::ReadNpyExt>::read_npy(bytes) {
+                Ok(a) => a.mapv(i64::from),
+                Err(ndarray_npy::ReadNpyError::WrongDescriptor(d)) => {
+                    return Err(format!(
+                        "`{name}` holds {d} values; expected a float32, float64, int32 or int64 array"
+                    ));
+                }
+                Err(e) => return Err(unreadable(e)),
+            }
+        }
+        Err(e) => return Err(unreadable(e)),
+    };
+    const EXACT: i64 = 1 << 24;
+    if let Some((i, v)) = ints.iter().enumerate().find(|(_, v)| v.abs() > EXACT) {
+        return Err(format!(
+            "`{name}` holds the integer {v} (element {i}); integer inputs (token ids) must lie within +-2^24 = {EXACT}"
+        ));
+    }
+    Ok(ints.mapv(|v| v as f32))
 }
 
 /// Reads a `.npy` file ([`npy_from_bytes`]); the header is checked before the data is read.

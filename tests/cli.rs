@@ -425,3 +425,50 @@ fn run_isa_runs_every_level_the_cpu_has_and_refuses_the_rest() {
         assert!(text(&out.stderr).contains("this CPU runs"), "{}", text(&out.stderr));
     }
 }
+
+/// Token ids from int32 and int64 `.npy` files: the engine and the interpreter print the same
+/// rows; an id outside the vocabulary is exit 1 naming it, an integer beyond 2^24 is refused
+/// when read.
+#[test]
+fn run_reads_integer_ids_and_refuses_ones_outside_the_vocabulary() {
+    let model = temp(
+        "lm.tri",
+        b"use std::transformer::Embedding\nmodel Lm {\n e = Embedding(30, 4)\n fn forward(ids: i32[B, 3]) -> f32[B, 3, 4] {\n return e(ids)\n }\n}\n",
+    );
+    let m = model.to_str().expect("utf-8");
+    let write = |name: &str, a: ndarray::ArrayD<i64>, wide: bool| {
+        let mut bytes = Vec::new();
+        if wide {
+            ndarray_npy::WriteNpyExt::write_npy(&a, &mut bytes).expect("npy");
+        } else {
+            ndarray_npy::WriteNpyExt::write_npy(&a.mapv(|v| v as i32), &mut bytes).expect("npy");
+        }
+        temp(name, &bytes)
+    };
+    let ids = |v: Vec<i64>| ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 3]), v).expect("shape");
+    let good32 = write("ids32.npy", ids(vec![0, 5, 29, 7, 7, 1]), false);
+    let good64 = write("ids64.npy", ids(vec![0, 5, 29, 7, 7, 1]), true);
+    let mut printed = Vec::new();
+    for (path, engine) in [(&good32, "jit"), (&good64, "jit"), (&good64, "interp")] {
+        let out = triton(&["run", m, "--input", path.to_str().expect("utf-8"), "--engine", engine, "-q"]);
+        assert_eq!(out.status.code(), Some(0), "{engine}: {}", text(&out.stderr));
+        printed.push(numbers(&text(&out.stdout)));
+    }
+    assert_eq!(printed[0].len(), 24);
+    assert!(printed[0].iter().any(|v| *v != 0.0), "the table is initialised");
+    assert!(printed.iter().all(|p| p == &printed[0]), "{printed:?}");
+    // Positions 3 and 4 read the same row.
+    assert_eq!(printed[0][12..16], printed[0][16..20]);
+
+    let bad = write("ids_bad.npy", ids(vec![0, 5, 30, 7, 7, 1]), true);
+    for engine in ["jit", "interp"] {
+        let out = triton(&["run", m, "--input", bad.to_str().expect("utf-8"), "--engine", engine]);
+        assert_eq!(out.status.code(), Some(1), "{engine}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("token id 30 (element 2 of the ids) is outside the vocabulary of 30 tokens"), "{err}");
+    }
+    let huge = write("ids_huge.npy", ids(vec![0, 5, 1 << 30, 7, 7, 1]), true);
+    let out = triton(&["run", m, "--input", huge.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("2^24"), "{}", text(&out.stderr));
+}

@@ -36,6 +36,11 @@ fn loss(g: &Graph, w: &Weights, x: &ArrayD<f32>, r: &ArrayD<f32>) -> f64 {
 /// Checks every trained parameter's gradient (up to 40 entries each); returns the largest
 /// relative error.
 fn check(name: &str, src: &str, input: &[usize]) -> f64 {
+    check_on(name, src, |rng| random(input, rng, 1.0))
+}
+
+/// [`check`] on the input `make` draws.
+fn check_on(name: &str, src: &str, make: impl FnOnce(&mut ChaCha8Rng) -> ArrayD<f32>) -> f64 {
     let g = graph(src);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut w = Weights::init(&g.params, 3);
@@ -46,7 +51,7 @@ fn check(name: &str, src: &str, input: &[usize]) -> f64 {
             t.mapv_inplace(|_| 0.5 + (rng.next_u32() % 100) as f32 / 100.0);
         }
     }
-    let x = random(input, &mut rng, 1.0);
+    let x = make(&mut rng);
     let params = grad::effective_params(&g, &w, Precision::Fp32).expect("weights");
     let tape = grad::forward(&g, &params, std::slice::from_ref(&x), Precision::Fp32, Mode::Train).expect("runs");
     let r = random(tape.output(&g).shape(), &mut rng, 1.0);
@@ -224,6 +229,30 @@ fn every_differentiable_op_matches_finite_differences() {
         worst = worst.max(w);
     }
     eprintln!("all ops: max relative error {worst:.2e} (bound {MAX_REL:.0e})");
+}
+
+/// The embedding table's gradient gathers the output gradients of the positions that read
+/// each row (ids repeat, some rows are never read: their gradient is zero).
+#[test]
+fn the_embedding_table_gradient_matches_finite_differences() {
+    let src = "use std::transformer::Embedding\nuse std::nn::Linear\nmodel M {\n e = Embedding(7, 3)\n b = Linear(3, 2)\n \
+               fn forward(ids: i32[B, T]) -> f32[B, 2] { return b(mean(e(ids), 1)) } }";
+    let worst = check_on("embedding", src, |_| {
+        ArrayD::from_shape_vec(IxDyn(&[2, 5]), vec![0.0, 3.0, 3.0, 6.0, 1.0, 2.0, 2.0, 0.0, 3.0, 2.0]).expect("shape")
+    });
+    assert!(worst < MAX_REL, "{worst}");
+    // Rows 4 and 5 are never read: no gradient flows into them.
+    let g = graph(src);
+    let w = Weights::init(&g.params, 3);
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![0.0, 1.0, 1.0]).expect("shape");
+    let params = grad::effective_params(&g, &w, Precision::Fp32).expect("weights");
+    let tape = grad::forward(&g, &params, std::slice::from_ref(&x), Precision::Fp32, Mode::Train).expect("runs");
+    let r = ArrayD::from_elem(tape.output(&g).raw_dim(), 1.0f32);
+    let grads = grad::backward_pass(&g, &grad::differentiate(&g).expect("differentiable"), &tape, r).expect("backward");
+    let i = g.params.iter().position(|p| p.name == "e.table").expect("the table");
+    let table = grads[i].as_ref().expect("a gradient");
+    assert!(table.outer_iter().skip(2).all(|row| row.iter().all(|v| *v == 0.0)), "{table}");
+    assert!(table.outer_iter().take(2).all(|row| row.iter().any(|v| *v != 0.0)), "{table}");
 }
 
 fn unary(op: &str) -> String {

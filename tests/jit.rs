@@ -507,3 +507,49 @@ fn attention_from_tensor_ops_matches_the_interpreter() {
         }
     }
 }
+
+/// Token embeddings feeding ternary projections with per-token int8 activations: the engine
+/// gives the interpreter's bits at batch 1-5, -O0 and -O3, every level; an id outside the
+/// vocabulary (or not an integer) is the same clear error on both, never a read outside the
+/// table.
+#[test]
+fn embeddings_equal_the_interpreter_and_refuse_ids_outside_the_vocabulary() {
+    let src = "use std::transformer::{Embedding, TokenLinear}
+model Lm {
+    e = Embedding(50, 16)
+    p = TokenLinear(16, 24, ternary = true)
+    fn forward(ids: i32[B, 6]) -> f32[B, 6, 24] {
+        return p(e(ids))
+    }
+}
+";
+    let checked = triton::check_source("lm.tri", src, None);
+    assert!(!checked.has_errors(), "{}", checked.render_plain());
+    let model = &checked.models[0];
+    let w = Weights::init(model.params(), 5);
+    for batch in 1..=5 {
+        let ids = ArrayD::from_shape_fn(IxDyn(&[batch, 6]), |i| ((i[0] * 31 + i[1] * 17) % 50) as f32);
+        for level in [OptLevel::O0, OptLevel::O3] {
+            let r = interpret(&model.graph, &w, &ids, Precision::Ternary, level);
+            let opts = Options { opt: level, precision: Precision::Ternary, threads: 1, ..Default::default() };
+            let mut m = compile_model(model, &w, &opts).expect("compiles");
+            for isa in Isa::available() {
+                m.set_isa(isa);
+                let y = m.run(&ids.view()).unwrap_or_else(|e| panic!("{level:?}: {e}"));
+                let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&r), "batch {batch}, {level:?}, {isa}");
+            }
+        }
+    }
+    let opts = Options { precision: Precision::Ternary, threads: 1, ..Default::default() };
+    let m = compile_model(model, &w, &opts).expect("compiles");
+    let p = interp::prepare(&model.graph, &w, Precision::Ternary).expect("weights");
+    for (bad, why) in [(50.0, "outside the vocabulary of 50 tokens"), (-1.0, "outside"), (2.5, "not an integer")] {
+        let mut ids = ArrayD::from_elem(IxDyn(&[2, 6]), 3.0f32);
+        ids[[1, 4]] = bad;
+        let e = m.run(&ids.view()).expect_err("a bad id").to_string();
+        assert!(e.contains(why) && e.contains("element 10"), "engine: {e}");
+        let e = interp::run(&model.graph, &p, &[ids], Precision::Ternary).expect_err("a bad id").to_string();
+        assert!(e.contains(why) && e.contains("element 10"), "interpreter: {e}");
+    }
+}

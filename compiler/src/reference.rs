@@ -244,6 +244,21 @@ pub fn bmm(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     ArrayD::from_shape_vec(IxDyn(&shape), out).invariant("[..., M, N] values")
 }
 
+/// Embedding lookup ([`triton_runtime::ops::embedding`]): `[...ids, D]` rows of `table`
+/// (`[V, D]`); an id that is not an integer in `0 .. V` is the user's error.
+pub fn embedding(ids: &ArrayD<f32>, table: &ArrayD<f32>) -> Result<ArrayD<f32>, crate::interp::RunError> {
+    let [_, d] = *table.shape() else { return Err(Broken("an embedding table has rank 2 (checked)").into()) };
+    let (ids_c, table_c) = (ids.as_standard_layout(), table.as_standard_layout());
+    let (Some(iv), Some(tv)) = (ids_c.as_slice(), table_c.as_slice()) else {
+        return Err(Broken("standard layout is contiguous").into());
+    };
+    let mut out = vec![0.0f32; iv.len() * d];
+    triton_runtime::ops::embedding(iv, tv, d, &mut out).map_err(crate::interp::RunError::TokenId)?;
+    let mut shape = ids.shape().to_vec();
+    shape.push(d);
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).invariant("[...ids, D] values")?)
+}
+
 /// `x` with its axes reordered (result axis `i` is axis `perm[i]`), in standard layout.
 pub fn permute(x: &ArrayD<f32>, perm: &[usize]) -> ArrayD<f32> {
     x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()

@@ -140,7 +140,7 @@ pub const ERFC_POLY: [f32; 10] = [
     0.170_872_77,
     -0.822_152_23,
     1.488_515_9,
-    -1.135_203_98,
+    -1.135_204,
     0.278_868_07,
     -0.186_288_06,
     0.096_784_18,
@@ -488,6 +488,32 @@ pub fn causal_mask(x: &mut [f32], shape: &[usize]) {
             row.iter_mut().skip(keep).for_each(|v| *v = f32::NEG_INFINITY);
         }
     }
+}
+
+/// A token id that names no row of an embedding table: not an integer, or outside
+/// `0 .. vocab`. Position `index` of the ids, in row-major order.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("token id {value} (element {index} of the ids) {}", if value.fract() != 0.0 || !value.is_finite() { "is not an integer".to_string() } else { format!("is outside the vocabulary of {vocab} tokens (0 to {})", vocab.saturating_sub(1)) })]
+pub struct TokenIdError {
+    pub index: usize,
+    pub value: f32,
+    pub vocab: usize,
+}
+
+/// Embedding lookup: `out` row `i` is row `ids[i]` of `table` (`vocab` rows of `dim`). The ids
+/// are integers carried in f32 (exact up to 2^24); each is checked before its row is read,
+/// so a bad id is an error, never a read outside the table. `out` has `ids.len() * dim`
+/// values.
+pub fn embedding(ids: &[f32], table: &[f32], dim: usize, out: &mut [f32]) -> Result<(), TokenIdError> {
+    let vocab = table.len() / dim.max(1);
+    for (index, (&value, row)) in ids.iter().zip(out.chunks_exact_mut(dim.max(1))).enumerate() {
+        if !(value >= 0.0 && value < vocab as f32 && value.fract() == 0.0) {
+            return Err(TokenIdError { index, value, vocab });
+        }
+        let r = value as usize * dim;
+        row.copy_from_slice(&table[r..r + dim]);
+    }
+    Ok(())
 }
 
 /// The sum (or the mean, `mean`) of `x` along `axis`, which is removed: per output, the values

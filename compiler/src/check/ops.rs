@@ -42,6 +42,7 @@ pub enum Op {
     Mean,
     Sum,
     CausalMask,
+    Embedding,
     Softmax,
     Add,
     Sub,
@@ -177,6 +178,11 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { op: Op::Permute, name: "permute", params: &[X, p("dims", Dims, Required)] },
     OpSpec { op: Op::Transpose, name: "transpose", params: &[X, p("dim0", Int, Required), p("dim1", Int, Required)] },
     OpSpec { op: Op::CausalMask, name: "causal_mask", params: UNARY },
+    OpSpec {
+        op: Op::Embedding,
+        name: "embedding",
+        params: &[p("ids", Tensor, Required), p("table", Tensor, Required)],
+    },
     OpSpec { op: Op::Mean, name: "mean", params: &[X, p("axis", Int, Required)] },
     OpSpec { op: Op::Sum, name: "sum", params: &[X, p("axis", Int, Required)] },
     OpSpec { op: Op::Bmm, name: "bmm", params: &[p("a", Tensor, Required), p("b", Tensor, Required)] },
@@ -486,7 +492,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         }
         Op::BatchNorm => (0..5).map(|i| b.input(i)).collect::<Result<_, _>>()?,
         Op::LayerNorm => (0..3).map(|i| b.input(i)).collect::<Result<_, _>>()?,
-        Op::Bmm => vec![b.input(0)?, b.input(1)?],
+        Op::Bmm | Op::Embedding => vec![b.input(0)?, b.input(1)?],
         Op::RmsNorm => (0..2).map(|i| b.input(i)).collect::<Result<_, _>>()?,
         _ => vec![b.input(0)?],
     };
@@ -553,6 +559,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         }
         Op::Bmm => ir::Op::BatchMatmul,
         Op::CausalMask => ir::Op::CausalMask,
+        Op::Embedding => ir::Op::Embedding,
         Op::Mean | Op::Sum => ir::Op::Reduce { axis: normalize_axis(b, 1, inputs[0].ty.rank())?, mean: op == Op::Mean },
         Op::Concat => {
             let list_span = b.span(0);

@@ -276,6 +276,10 @@ impl LayerResolver<'_> {
                         self.expr(&a.value);
                     }
                 }
+                LayerItem::Require { cond, message, .. } => {
+                    self.expr(cond);
+                    self.expr(message);
+                }
                 LayerItem::Const { name, value } => {
                     declare(self, name, seen);
                     self.expr(value);
@@ -588,7 +592,7 @@ fn collect_item_names(items: &[LayerItem], out: &mut Vec<(String, NameKind)>) {
                 collect_item_names(&i.then, out);
                 collect_item_names(&i.otherwise, out);
             }
-            LayerItem::Fn(_) | LayerItem::Error(_) => {}
+            LayerItem::Fn(_) | LayerItem::Require { .. } | LayerItem::Error(_) => {}
         }
     }
 }

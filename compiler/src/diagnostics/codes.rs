@@ -57,6 +57,7 @@ codes! {
     DuplicateArgument = "E032", "an argument given twice";
     ArgumentKind = "E033", "an argument of the wrong kind (tensor, int, float, bool, string, list)";
     InvalidArgument = "E034", "an argument with a value the callee does not accept";
+    RequirementFailed = "E035", "a layer's `require` condition that is false for its arguments";
     // Types and shapes
     DtypeMismatch = "E040", "a tensor of the wrong element type";
     ShapeMismatch = "E041", "a tensor dimension that differs from the expected one";

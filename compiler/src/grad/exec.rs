@@ -136,6 +136,7 @@ pub fn forward(
             Op::Permute { perm } => crate::reference::permute(arg(0), perm),
             Op::BatchMatmul => kernels::bmm(arg(0), arg(1), false, false)?,
             Op::CausalMask => crate::reference::causal_mask(arg(0)),
+            Op::Embedding => crate::reference::embedding(arg(0), arg(1))?,
             Op::Reduce { axis, mean } => {
                 triton_runtime::ops::reduce_axis(arg(0), *axis, *mean).invariant("a reduced axis exists (checked)")?
             }
@@ -288,6 +289,13 @@ pub fn backward_pass(
                 let d = dy.insert_axis(Axis(*axis));
                 let full = d.broadcast(x.raw_dim()).invariant("the reduced axis broadcasts back")?.mapv(|v| v / n);
                 out.push((0, full));
+            }
+            // The ids are integers (no gradient); each table row gathers the gradients of the
+            // positions that read it.
+            Op::Embedding => {
+                if wants(1) {
+                    out.push((1, kernels::embedding_grad(val(0), val(1).shape(), &dy)?));
+                }
             }
             // da = dy b^T, db = a^T dy, batched.
             Op::BatchMatmul => {

@@ -102,6 +102,23 @@ pub fn bmm(a: &ArrayD<f32>, b: &ArrayD<f32>, ta: bool, tb: bool) -> Result<Array
     out.into_shape_with_order(IxDyn(&shape)).invariant("[..., M, N] values")
 }
 
+/// The gradient of an embedding's table (`table_shape` = `[V, D]`): row `v` sums the rows of
+/// `dy` (`[...ids, D]`) at the positions whose id is `v` (ids checked in the forward pass).
+pub fn embedding_grad(ids: &ArrayD<f32>, table_shape: &[usize], dy: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
+    let [v, d] = *table_shape else { return Err(Broken("an embedding table has rank 2 (checked)")) };
+    let mut g = vec![0.0f32; v * d];
+    let dy = dy.as_standard_layout();
+    let rows = dy.as_slice().invariant("standard layout is contiguous")?.chunks_exact(d.max(1));
+    for (id, row) in ids.iter().zip(rows) {
+        let r = *id as usize;
+        if r >= v {
+            return Err(Broken("embedding ids are in range (checked in the forward pass)"));
+        }
+        g[r * d..(r + 1) * d].iter_mut().zip(row).for_each(|(a, b)| *a += *b);
+    }
+    ArrayD::from_shape_vec(IxDyn(table_shape), g).invariant("[V, D] values")
+}
+
 /// Gradients of [`matmul`] with respect to x and w (each only when asked for).
 pub fn matmul_grad(x: &ArrayD<f32>, w: &ArrayD<f32>, dy: &ArrayD<f32>, want: [bool; 2]) -> Result<MaybeGrads, Broken> {
     let n = w.shape()[0];

@@ -51,6 +51,8 @@ pub enum RunError {
         why: String,
     },
     MissingWeight(String),
+    /// An embedding's id names no row of its table.
+    TokenId(triton_runtime::ops::TokenIdError),
     /// A fact the verifier guarantees did not hold: a bug in Triton, not in the input.
     Internal(Broken),
 }
@@ -69,6 +71,7 @@ impl fmt::Display for RunError {
                 write!(f, "input `{name}` must have shape {expected}, got f32{got:?}: {why}")
             }
             RunError::MissingWeight(n) => write!(f, "no value for parameter `{n}`"),
+            RunError::TokenId(e) => write!(f, "{e}"),
             RunError::Internal(b) => write!(f, "{b}"),
         }
     }
@@ -251,7 +254,12 @@ pub fn eval_statics(graph: &Graph, prepared: Prepared, precision: Precision) -> 
             .iter()
             .map(|a| values[a.index()].as_ref().invariant("the arguments of a static node are static"))
             .collect::<Result<_, _>>()?;
-        values[id.index()] = Some(eval(&node.op, &args, &node.ty, &syms, &[], &no_params, precision)?);
+        // Only inputs carry ids, so no static node fails on one.
+        let v = eval(&node.op, &args, &node.ty, &syms, &[], &no_params, precision).map_err(|e| match e {
+            RunError::Internal(b) => b,
+            _ => Broken("a static node evaluates"),
+        })?;
+        values[id.index()] = Some(v);
     }
     Ok(values)
 }
@@ -293,7 +301,7 @@ fn eval(
     inputs: &[ArrayD<f32>],
     prepared: &Prepared,
     precision: Precision,
-) -> Result<Value, Broken> {
+) -> Result<Value, RunError> {
     Ok(match op {
         Op::Input { index } => Value::F32(inputs.get(*index).invariant("the graph's inputs were bound")?.clone()),
         Op::Param { index } => prepared.values.get(*index).invariant("a parameter index is in range")?.clone(),
@@ -311,6 +319,7 @@ fn eval(
         Op::Permute { perm } => Value::F32(reference::permute(args[0].f32()?, perm)),
         Op::BatchMatmul => Value::F32(reference::bmm(args[0].f32()?, args[1].f32()?)?),
         Op::CausalMask => Value::F32(reference::causal_mask(args[0].f32()?)),
+        Op::Embedding => Value::F32(reference::embedding(args[0].f32()?, args[1].f32()?)?),
         Op::Reduce { axis, mean } => Value::F32(
             triton_runtime::ops::reduce_axis(args[0].f32()?, *axis, *mean)
                 .invariant("a reduced axis exists (checked)")?,
@@ -338,7 +347,7 @@ fn eval(
                         scale.broadcast(data.raw_dim()).invariant("an int tensor's scale broadcasts")?.to_owned();
                     Value::Int { data: reshape(data, &shape)?, scale: reshape(&full, &shape)?, dtype: *dtype }
                 }
-                Value::Trit { .. } => return Err(Broken("trit tensors only feed matmul and conv2d")),
+                Value::Trit { .. } => return Err(Broken("trit tensors only feed matmul and conv2d").into()),
             }
         }
         Op::Concat { axis } => {

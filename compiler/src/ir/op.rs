@@ -107,6 +107,10 @@ pub enum Op {
     /// Causal masking of attention scores `[..., T, S]`: entry `(i, j)` kept where
     /// `j <= i + S - T`, else `-inf` (`runtime::ops::causal_mask`).
     CausalMask,
+    /// Embedding lookup `(ids, table)`: the rows of `table` (`f32[V, D]`) named by the i32
+    /// `ids`, `[...ids, D]` (`runtime::ops::embedding`; an id outside `0 .. V` is a run-time
+    /// error).
+    Embedding,
     /// The sum (or mean) along `axis`, which is removed (`runtime::ops::reduce_axis`).
     Reduce {
         axis: usize,
@@ -377,6 +381,7 @@ impl Op {
             Op::Permute { .. } => "permute",
             Op::BatchMatmul => "bmm",
             Op::CausalMask => "causal_mask",
+            Op::Embedding => "embedding",
             Op::Reduce { mean: true, .. } => "mean",
             Op::Reduce { mean: false, .. } => "sum",
             Op::MaxPool2d(_) => "max_pool2d",
@@ -395,7 +400,7 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } => 0,
-            Op::Matmul | Op::Conv2d(_) | Op::Binary(_) | Op::BatchMatmul => 2,
+            Op::Matmul | Op::Conv2d(_) | Op::Binary(_) | Op::BatchMatmul | Op::Embedding => 2,
             Op::BatchNorm { .. } => 5,
             Op::LayerNorm { .. } => 3,
             Op::RmsNorm { .. } => 2,
@@ -539,6 +544,14 @@ impl Op {
                 }
                 let mut shape = x.shape.clone();
                 shape.remove(*axis);
+                Ok(TensorType::new(DType::F32, shape))
+            }
+            Op::Embedding => {
+                need_dtype(inputs, 0, &[DType::I32])?;
+                need_dtype(inputs, 1, F32)?;
+                need_rank(inputs, 1, 2, "[vocab, dim]")?;
+                let mut shape = inputs[0].shape.clone();
+                shape.push(inputs[1].shape[1].clone());
                 Ok(TensorType::new(DType::F32, shape))
             }
             Op::BatchMatmul => {

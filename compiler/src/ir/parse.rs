@@ -397,6 +397,7 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
         "dequantize" => Op::Dequantize,
         "bmm" => Op::BatchMatmul,
         "causal_mask" => Op::CausalMask,
+        "embedding" => Op::Embedding,
         "permute" => {
             let mut perm = None;
             p.attrs(|p, k| {

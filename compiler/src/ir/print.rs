@@ -77,6 +77,7 @@ pub fn attrs(op: &Op) -> String {
         | Op::Matmul
         | Op::BatchMatmul
         | Op::CausalMask
+        | Op::Embedding
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::GlobalAvgPool

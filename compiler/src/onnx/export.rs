@@ -87,7 +87,9 @@ fn f32_tensor(name: &str, dims: &[usize], values: impl Iterator<Item = f32>) -> 
     }
 }
 
-fn value_info(name: &str, shape: &[Dim]) -> proto::ValueInfoProto {
+fn value_info(name: &str, ty: &crate::ir::TensorType) -> proto::ValueInfoProto {
+    let shape = &ty.shape;
+    let elem = if ty.dtype == triton_runtime::DType::I32 { DataType::Int32 } else { DataType::Float };
     use proto::tensor_shape_proto::{Dimension, dimension::Value as D};
     let dim = |d: &Dim| Dimension {
         value: Some(match d.as_known() {
@@ -100,7 +102,7 @@ fn value_info(name: &str, shape: &[Dim]) -> proto::ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(proto::TypeProto {
             value: Some(proto::type_proto::Value::TensorType(proto::type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
+                elem_type: Some(elem as i32),
                 shape: Some(proto::TensorShapeProto { dim: shape.iter().map(dim).collect() }),
             })),
             ..Default::default()
@@ -268,6 +270,7 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                 w.emit("Transpose", args.clone(), vec![attr_ints("perm", &perm)])
             }
             Op::BatchMatmul => w.emit("MatMul", args.clone(), vec![]),
+            Op::Embedding => w.emit("Gather", vec![args[1].clone(), args[0].clone()], vec![attr_int("axis", 0)]),
             // x + M with M[i][j] = 0 where kept, -inf where masked (T and S must be known).
             Op::CausalMask => {
                 let r = node.ty.rank();
@@ -429,7 +432,7 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
         w.names.insert(id, name);
     }
     let inputs: Vec<proto::ValueInfoProto> =
-        graph.inputs.iter().map(|(n, id)| value_info(n, &graph.nodes[*id].ty.shape)).collect();
+        graph.inputs.iter().map(|(n, id)| value_info(n, &graph.nodes[*id].ty)).collect();
     let mut outputs = Vec::new();
     for (k, o) in graph.outputs.iter().enumerate() {
         // Each output gets its own name (an Identity when the value is an input or a weight).
@@ -442,7 +445,7 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
             op_type: Some("Identity".into()),
             ..Default::default()
         });
-        outputs.push(value_info(&oname, &graph.nodes[*o].ty.shape));
+        outputs.push(value_info(&oname, &graph.nodes[*o].ty));
     }
     let model = proto::ModelProto {
         ir_version: Some(8),

@@ -91,6 +91,13 @@ pub enum LayerItem {
         name: Ident,
         value: Expr,
     },
+    /// `require dim % heads == 0, "heads must divide dim"`: a condition on the layer's
+    /// arguments, checked per instance (the message is the error).
+    Require {
+        cond: Expr,
+        message: Expr,
+        span: Span,
+    },
     /// `fc1 = TernaryLinear(784, 256)`, `blocks = [BasicBlock(64, 64); 2]`.
     Instance {
         name: Ident,

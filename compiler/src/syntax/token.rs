@@ -61,6 +61,8 @@ pub enum Tok<'s> {
     Buffer,
     #[token("const")]
     Const,
+    #[token("require")]
+    Require,
     #[token("if")]
     If,
     #[token("else")]
@@ -167,6 +169,7 @@ impl fmt::Display for Tok<'_> {
             Tok::Param => "param",
             Tok::Buffer => "buffer",
             Tok::Const => "const",
+            Tok::Require => "require",
             Tok::If => "if",
             Tok::Else => "else",
             Tok::True => "true",

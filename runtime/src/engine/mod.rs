@@ -68,6 +68,8 @@ pub enum RunError {
     InputCount { expected: usize, got: usize },
     #[error("input `{name}` must have shape f32{expected}, got f32{got:?}: {why}")]
     InputShape { name: String, expected: String, got: Vec<usize>, why: String },
+    #[error("{0}")]
+    TokenId(#[from] crate::ops::TokenIdError),
     #[error("internal error in step {step}: {why}")]
     Internal { step: usize, why: String },
 }
@@ -492,6 +494,22 @@ impl Model {
                 let data = y.as_slice_mut().ok_or_else(|| internal(si, "pooled buffer not contiguous"))?;
                 crate::ops::causal_mask(data, &shape);
                 Val::F32(y)
+            }
+            Step::Embedding { ids, table, .. } => {
+                let ids = f32v(Src::Value(*ids))?;
+                let table = f32v(Src::Const(*table))?;
+                let [_, dim] = *table.shape() else {
+                    return Err(internal(si, "an embedding table of rank other than 2"));
+                };
+                let (ids, table) = (ids.as_standard_layout(), table.as_standard_layout());
+                let (Some(idv), Some(tv)) = (ids.as_slice(), table.as_slice()) else {
+                    return Err(internal(si, "standard-layout values not contiguous"));
+                };
+                let mut buf = arena.f32_overwritten(idv.len() * dim);
+                crate::ops::embedding(idv, tv, dim, &mut buf)?;
+                let mut shape = ids.shape().to_vec();
+                shape.push(dim);
+                Val::F32(shaped(si, &shape, buf)?)
             }
             Step::Reduce { x, axis, mean, .. } => {
                 let x = f32v(Src::Value(*x))?;

@@ -327,6 +327,13 @@ pub enum Step {
         x: usize,
         out: usize,
     },
+    /// Embedding lookup (`ops::embedding`): the rows of constant `table` (`[vocab, dim]`)
+    /// that the plain value `ids` names (integers in f32), `[...ids, dim]`.
+    Embedding {
+        ids: usize,
+        table: usize,
+        out: usize,
+    },
     /// The sum (or mean) of a plain value along `axis`, which is removed (`ops::reduce_axis`).
     Reduce {
         x: usize,
@@ -417,6 +424,7 @@ impl Step {
             | Step::Norm { out, .. }
             | Step::Permute { out, .. }
             | Step::Reduce { out, .. }
+            | Step::Embedding { out, .. }
             | Step::CausalMask { out, .. }
             | Step::BatchMatmul { out, .. }
             | Step::Reshape { out, .. }
@@ -450,6 +458,7 @@ impl Step {
             Step::BatchNorm { x, gamma, beta, mean, var, .. } => std::iter::once(Src::Value(*x))
                 .chain([gamma, beta, mean, var].into_iter().map(|c| Src::Const(*c)))
                 .collect(),
+            Step::Embedding { ids, table, .. } => vec![Src::Value(*ids), Src::Const(*table)],
             Step::Binary { a, b, .. } => vec![*a, *b],
             Step::Reshape { x, .. } | Step::Permute { x, .. } => vec![*x],
             Step::BatchMatmul { a, b, .. } => vec![*a, *b],
@@ -486,6 +495,7 @@ impl Step {
             Step::Softmax { .. } => "softmax",
             Step::Permute { .. } => "permute",
             Step::CausalMask { .. } => "causal_mask",
+            Step::Embedding { .. } => "embedding",
             Step::Reduce { mean: true, .. } => "mean",
             Step::Reduce { mean: false, .. } => "sum",
             Step::BatchMatmul { .. } => "bmm",
@@ -656,7 +666,11 @@ impl ModelParts {
                 f32_in(*x)?;
                 need(layout(out) == layout(*x), "changes the layout")
             }
-            Step::Permute { .. } | Step::BatchMatmul { .. } | Step::Reduce { .. } | Step::CausalMask { .. } => {
+            Step::Permute { .. }
+            | Step::BatchMatmul { .. }
+            | Step::Reduce { .. }
+            | Step::CausalMask { .. }
+            | Step::Embedding { .. } => {
                 let values: Vec<usize> = step.reads();
                 values.iter().try_for_each(|v| f32_in(*v))?;
                 need(

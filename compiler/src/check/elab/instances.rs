@@ -220,6 +220,31 @@ impl<'p> Elab<'p> {
                     };
                     self.insts[id].scope.insert(name.name.clone(), v);
                 }
+                LayerItem::Require { cond, message, span } => {
+                    let env = Env { inst: id, locals: &[] };
+                    match self.eval(cond, &env) {
+                        Value::Bool(true) | Value::Poison => {}
+                        Value::Bool(false) => {
+                            let text = match self.eval(message, &env) {
+                                Value::Str(s) => s.to_string(),
+                                other => other.describe(),
+                            };
+                            let (site, display) = (self.insts[id].site, self.insts[id].display.clone());
+                            self.report(
+                                Diag::error(Code::RequirementFailed, format!("`{display}`: {text}"))
+                                    .at(site, "these arguments")
+                                    .also(*span, "the layer requires this"),
+                            );
+                        }
+                        other => self.report(
+                            Diag::error(
+                                Code::ArgumentKind,
+                                format!("a `require` condition must be a bool, found {}", other.describe()),
+                            )
+                            .at(cond.span, "not a bool"),
+                        ),
+                    }
+                }
                 LayerItem::Instance { name, value } => {
                     let v = self.instance_field(id, &name.name, name.span, value);
                     self.insts[id].scope.insert(name.name.clone(), v);

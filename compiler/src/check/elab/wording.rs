@@ -70,7 +70,7 @@ pub(super) fn collect_names(items: &[LayerItem], out: &mut Vec<String>) {
                 collect_names(&i.then, out);
                 collect_names(&i.otherwise, out);
             }
-            LayerItem::Fn(_) | LayerItem::Error(_) => {}
+            LayerItem::Fn(_) | LayerItem::Require { .. } | LayerItem::Error(_) => {}
         }
     }
 }
