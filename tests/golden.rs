@@ -43,6 +43,15 @@ const ZOO: &[(&str, &str, u64, &str, &str, &str)] = &[
         "f32[B, 3, 32, 32]",
         "f32[B, 10]",
     ),
+    ("vit_mnist.tri", "VitMnist", 138_890, "ViT: 7x7 patches, width 64, 4 blocks", "f32[B, 1, 28, 28]", "f32[B, 10]"),
+    (
+        "bitnet_layer.tri",
+        "BitnetLayer",
+        69_482_752,
+        "a BitNet b1.58 2B4T decoder layer (q, o 2560x2560; k, v 640x2560; gate, up, down 6912 x 2560; 4 norms)",
+        "f32[B, T, 2560]",
+        "f32[B, T, 2560]",
+    ),
     ("vgg16_cifar10.tri", "Vgg16", 14_728_266, "CIFAR VGG-16 with batch norm", "f32[B, 3, 32, 32]", "f32[B, 10]"),
     (
         "efficientnet_b0_imagenet.tri",

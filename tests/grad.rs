@@ -231,6 +231,21 @@ fn every_differentiable_op_matches_finite_differences() {
     eprintln!("all ops: max relative error {worst:.2e} (bound {MAX_REL:.0e})");
 }
 
+/// RoPE's gradient (the transposed rotation) through attention-shaped values.
+#[test]
+fn rope_matches_finite_differences() {
+    let worst = check(
+        "rope",
+        &format!(
+            "{NN}model M {{ a = Linear(6, 8)\n b = Linear(8, 3)\n \
+             fn forward(x: f32[B, 6]) -> f32[B, 3] {{ let h = rope(reshape(a(x), [B, 2, 4]), theta = 100.0)\n \
+             let q = rope(reshape(a(x), [B, 1, 2, 4]))\n return b(reshape(h, [B, 8]) + reshape(q, [B, 8]) * 0.5) }} }}"
+        ),
+        &[3, 6],
+    );
+    assert!(worst < MAX_REL, "{worst}");
+}
+
 /// The embedding table's gradient gathers the output gradients of the positions that read
 /// each row (ids repeat, some rows are never read: their gradient is zero).
 #[test]

@@ -184,8 +184,13 @@ fn zoo(path: &Path) -> (triton::compiler::CheckedModel, triton::compiler::weight
 }
 
 fn batch_of_two(model: &triton::compiler::CheckedModel) -> ArrayD<f32> {
-    let mut shape: Vec<usize> = model.inputs()[0].1.shape.iter().map(|d| d.as_known().unwrap_or(2) as usize).collect();
+    let ty = &model.inputs()[0].1;
+    let mut shape: Vec<usize> = ty.shape.iter().map(|d| d.as_known().unwrap_or(2) as usize).collect();
     shape[0] = 2;
+    if ty.dtype == triton::runtime::DType::I32 {
+        // Token ids below the smallest vocabulary of the tests (40).
+        return common::input(&shape, 5).mapv(|v| ((v + 1.0) * 19.0).floor());
+    }
     common::input(&shape, 5)
 }
 
@@ -204,10 +209,20 @@ fn run_fp32(
 /// issue 35; their export is checked against ONNX Runtime below.
 const NOT_IMPORTED_YET: &[&str] = &["VitMnist"];
 
+/// Zoo models the exporter refuses, and why: a sequence length `T` beside the batch makes
+/// reshapes with two symbolic dimensions, which ONNX's Reshape cannot state without shape
+/// arithmetic (a smaller decoder with a fixed `T` is checked against ONNX Runtime below).
+const NOT_EXPORTED_YET: &[(&str, &str)] = &[("BitnetLayer", "more than one symbolic dimension")];
+
 #[test]
 fn every_zoo_model_round_trips_through_onnx() {
     for path in common::examples() {
         let (model, w) = zoo(&path);
+        if let Some((_, why)) = NOT_EXPORTED_YET.iter().find(|(n, _)| *n == model.name) {
+            let e = onnx::export::export(&model.graph, &w, Precision::Fp32).expect_err("exports now").to_string();
+            assert!(e.contains(why), "{}: {e}", model.name);
+            continue;
+        }
         let bytes =
             onnx::export::export(&model.graph, &w, Precision::Fp32).unwrap_or_else(|e| panic!("{}: {e}", model.name));
         if NOT_IMPORTED_YET.contains(&model.name.as_str()) {
@@ -289,6 +304,15 @@ fn exported_models_match_onnx_runtime_when_installed() {
     let att = dir.path().join("att.tri");
     std::fs::write(&att, common::ATTENTION).expect("write");
     paths.push(att);
+    // A BitNet-shaped decoder: Gather for the embedding, RoPE as Slice-Concat-Mul-Add, grouped
+    // heads as reshapes, the causal mask, RMS norms, the ReLU^2 GLU, int32 ids.
+    let dec = dir.path().join("decoder.tri");
+    std::fs::write(
+        &dec,
+        "use std::transformer::{Embedding, TransformerBlock, TokenLinear}\nuse std::nn::RMSNorm\nmodel Decoder {\n e = Embedding(40, 16)\n b = TransformerBlock(16, 4, 24, ternary = false, kv_heads = 2, causal = true, norm = \"rms\", mlp = \"relu2_glu\", sub_norm = true, bias = false, rope_theta = 10000.0)\n n = RMSNorm(16)\n head = TokenLinear(16, 40, bias = false)\n fn forward(ids: i32[B, 6]) -> f32[B, 6, 40] {\n return head(n(b(e(ids))))\n }\n}\n",
+    )
+    .expect("write");
+    paths.push(dec);
     for path in paths {
         let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
         let (model, w) = zoo(&path);
@@ -300,8 +324,10 @@ fn exported_models_match_onnx_runtime_when_installed() {
         std::fs::write(dir.path().join("x.npy"), common::npy_bytes(x.shape(), &xs)).expect("write");
         let script = "import sys, numpy as np, onnxruntime as ort\n\
                       s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+                      i = s.get_inputs()[0]\n\
                       x = np.load(sys.argv[2])\n\
-                      np.save(sys.argv[3], s.run(None, {s.get_inputs()[0].name: x})[0].astype(np.float32))\n";
+                      x = x.astype(np.int32) if i.type == 'tensor(int32)' else x\n\
+                      np.save(sys.argv[3], s.run(None, {i.name: x})[0].astype(np.float32))\n";
         let y_path = dir.path().join("y.npy");
         let out = Command::new("python3")
             .args(["-c", script])

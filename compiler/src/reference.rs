@@ -244,6 +244,17 @@ pub fn bmm(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     ArrayD::from_shape_vec(IxDyn(&shape), out).invariant("[..., M, N] values")
 }
 
+/// `x` with rotary position embeddings (`inverse`: the transposed rotation, the gradient;
+/// [`triton_runtime::ops::rope`]).
+pub fn rope(x: &ArrayD<f32>, theta: f32, inverse: bool) -> ArrayD<f32> {
+    let mut y = x.as_standard_layout().into_owned();
+    let shape = y.shape().to_vec();
+    if let Some(v) = y.as_slice_mut() {
+        triton_runtime::ops::rope(v, &shape, theta, inverse);
+    }
+    y
+}
+
 /// Embedding lookup ([`triton_runtime::ops::embedding`]): `[...ids, D]` rows of `table`
 /// (`[V, D]`); an id that is not an integer in `0 .. V` is the user's error.
 pub fn embedding(ids: &ArrayD<f32>, table: &ArrayD<f32>) -> Result<ArrayD<f32>, crate::interp::RunError> {

@@ -490,6 +490,50 @@ pub fn causal_mask(x: &mut [f32], shape: &[usize]) {
     }
 }
 
+/// The rotation angles' cosines and sines of rotary position embeddings for `t` positions and
+/// `half` pairs: entry `(p, i)` of each is `cos` / `sin` of `p * theta^(-2i / (2 half))`,
+/// computed in f64 and rounded once to f32.
+pub fn rope_tables(t: usize, half: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
+    let d = (2 * half).max(1) as f64;
+    let mut cos = Vec::with_capacity(t * half);
+    let mut sin = Vec::with_capacity(t * half);
+    for p in 0..t {
+        for i in 0..half {
+            let angle = p as f64 * f64::from(theta).powf(-2.0 * i as f64 / d);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotary position embeddings (RoPE, LLaMA's and BitNet's "rotate half" form) of `x` with
+/// shape `[..., T, D]` in place, `D` even, position `p` = the index along axis -2: with `h =
+/// D / 2` and [`rope_tables`]' `c`, `s` at `(p, i)`, `(x[i], x[i + h])` becomes `(x[i] c - x[i
+/// + h] s, x[i] s + x[i + h] c)`, each product rounded, then the sum (no fused multiply-add).
+/// With `inverse`, the transposed rotation (`s` negated): the gradient. Shapes of rank below
+/// 2 or an odd `D` are left alone (the checker refuses them).
+pub fn rope(x: &mut [f32], shape: &[usize], theta: f32, inverse: bool) {
+    let r = shape.len();
+    if r < 2 || !shape[r - 1].is_multiple_of(2) {
+        return;
+    }
+    let (t, d) = (shape[r - 2], shape[r - 1]);
+    let h = d / 2;
+    let (cos, sin) = rope_tables(t, h, theta);
+    for m in x.chunks_exact_mut((t * d).max(1)) {
+        for (p, row) in m.chunks_exact_mut(d.max(1)).enumerate() {
+            let (a, b) = row.split_at_mut(h);
+            for i in 0..h {
+                let (c, s) = (cos[p * h + i], if inverse { -sin[p * h + i] } else { sin[p * h + i] });
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * c - x2 * s;
+                b[i] = x1 * s + x2 * c;
+            }
+        }
+    }
+}
+
 /// A token id that names no row of an embedding table: not an integer, or outside
 /// `0 .. vocab`. Position `index` of the ids, in row-major order.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -593,6 +637,33 @@ mod tests {
         assert!(exp(-100.0) > 0.0 && exp(-100.0) < f32::MIN_POSITIVE, "a subnormal result, not flushed");
         assert_eq!(UnaryOp::Sigmoid.apply(0.0), 0.5);
         assert_eq!(UnaryOp::Silu.apply(-200.0), -0.0);
+    }
+
+    /// RoPE: position 0 is unchanged, each pair keeps its length, rotates by `p * theta^(-2i/D)`
+    /// (checked against f64), and the inverse rotation brings the values back.
+    #[test]
+    fn rope_rotates_pairs_by_position() {
+        let (t, d, theta) = (5usize, 8usize, 10_000.0f32);
+        let x: Vec<f32> = (0..2 * t * d).map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0).collect();
+        let mut y = x.clone();
+        rope(&mut y, &[2, t, d], theta, false);
+        let h = d / 2;
+        for m in 0..2 {
+            for p in 0..t {
+                for i in 0..h {
+                    let at = |v: &[f32], j: usize| f64::from(v[m * t * d + p * d + j]);
+                    let a = p as f64 * f64::from(theta).powf(-2.0 * i as f64 / d as f64);
+                    let (x1, x2) = (at(&x, i), at(&x, i + h));
+                    let want = (x1 * a.cos() - x2 * a.sin(), x1 * a.sin() + x2 * a.cos());
+                    assert!((at(&y, i) - want.0).abs() < 1e-6 && (at(&y, i + h) - want.1).abs() < 1e-6, "{m} {p} {i}");
+                    if p == 0 {
+                        assert_eq!((at(&y, i), at(&y, i + h)), (x1, x2));
+                    }
+                }
+            }
+        }
+        rope(&mut y, &[2, t, d], theta, true);
+        assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
     /// GELU against its definition in f64 (libm's f64 `erfc`) over [-8, 8], within 6 ulp

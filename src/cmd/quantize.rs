@@ -21,6 +21,8 @@ use super::common::{load_weights, usage_error, user_error};
 pub enum RuleArg {
     /// BitNet b1.58: codes round(w / mean|w|), scale mean|w|.
     Absmean,
+    /// BitNet b1.58 with one scale per tensor: codes round(w / mean|w|) over the whole weight.
+    AbsmeanTensor,
     /// Ternary weight networks: threshold 0.7 mean|w|, scale the mean of the kept |w|.
     Twn,
 }
@@ -89,6 +91,7 @@ pub fn run(a: &Args, style: Style) -> ExitCode {
     }
     let rule = match a.quant {
         Some(RuleArg::Absmean) => QuantRule::Absmean,
+        Some(RuleArg::AbsmeanTensor) => QuantRule::AbsmeanTensor,
         Some(RuleArg::Twn) => QuantRule::Twn,
         None => quantized[0].quant.unwrap_or(QuantRule::Absmean),
     };

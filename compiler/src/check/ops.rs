@@ -43,6 +43,7 @@ pub enum Op {
     Sum,
     CausalMask,
     Embedding,
+    Rope,
     Softmax,
     Add,
     Sub,
@@ -178,6 +179,7 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { op: Op::Permute, name: "permute", params: &[X, p("dims", Dims, Required)] },
     OpSpec { op: Op::Transpose, name: "transpose", params: &[X, p("dim0", Int, Required), p("dim1", Int, Required)] },
     OpSpec { op: Op::CausalMask, name: "causal_mask", params: UNARY },
+    OpSpec { op: Op::Rope, name: "rope", params: &[X, p("theta", Float, ArgDefault::Float(10000.0))] },
     OpSpec {
         op: Op::Embedding,
         name: "embedding",
@@ -560,6 +562,7 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         Op::Bmm => ir::Op::BatchMatmul,
         Op::CausalMask => ir::Op::CausalMask,
         Op::Embedding => ir::Op::Embedding,
+        Op::Rope => ir::Op::Rope { theta: b.float(1).unwrap_or(10000.0) as f32 },
         Op::Mean | Op::Sum => ir::Op::Reduce { axis: normalize_axis(b, 1, inputs[0].ty.rank())?, mean: op == Op::Mean },
         Op::Concat => {
             let list_span = b.span(0);

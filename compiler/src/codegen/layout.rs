@@ -132,6 +132,9 @@ impl Pass<'_> {
                 (Step::Permute { x: self.operand(x, Layout::Plain), out, perm }, Layout::Plain)
             }
             Step::CausalMask { x, out } => (Step::CausalMask { x: self.convert(x, Layout::Plain), out }, Layout::Plain),
+            Step::Rope { x, out, theta } => {
+                (Step::Rope { x: self.convert(x, Layout::Plain), out, theta }, Layout::Plain)
+            }
             Step::Embedding { ids, table, out } => {
                 (Step::Embedding { ids: self.convert(ids, Layout::Plain), table, out }, Layout::Plain)
             }

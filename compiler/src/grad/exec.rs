@@ -137,6 +137,7 @@ pub fn forward(
             Op::BatchMatmul => kernels::bmm(arg(0), arg(1), false, false)?,
             Op::CausalMask => crate::reference::causal_mask(arg(0)),
             Op::Embedding => crate::reference::embedding(arg(0), arg(1))?,
+            Op::Rope { theta } => crate::reference::rope(arg(0), *theta, false),
             Op::Reduce { axis, mean } => {
                 triton_runtime::ops::reduce_axis(arg(0), *axis, *mean).invariant("a reduced axis exists (checked)")?
             }
@@ -290,6 +291,8 @@ pub fn backward_pass(
                 let full = d.broadcast(x.raw_dim()).invariant("the reduced axis broadcasts back")?.mapv(|v| v / n);
                 out.push((0, full));
             }
+            // A rotation per pair: its gradient is the transposed rotation.
+            Op::Rope { theta } => out.push((0, crate::reference::rope(&dy, *theta, true))),
             // The ids are integers (no gradient); each table row gathers the gradients of the
             // positions that read it.
             Op::Embedding => {

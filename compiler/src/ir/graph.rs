@@ -23,6 +23,9 @@ use crate::source::Span;
 pub enum QuantRule {
     /// BitNet b1.58: gamma = mean|W| per output channel, w = round(clip(W / gamma, -1, 1)).
     Absmean,
+    /// BitNet b1.58 as the 2B4T model ships: one gamma = mean|W| over the whole tensor,
+    /// w = round(clip(W / gamma, -1, 1)) (every channel's scale is that gamma).
+    AbsmeanTensor,
     /// Ternary weight networks: delta = 0.7 mean|W|, alpha = mean of |W| above delta.
     Twn,
     /// Int8 weights: scale = max|W| / 127 per output channel, w = round(W / scale).
@@ -33,6 +36,7 @@ impl QuantRule {
     pub fn name(self) -> &'static str {
         match self {
             QuantRule::Absmean => "absmean",
+            QuantRule::AbsmeanTensor => "absmean_tensor",
             QuantRule::Twn => "twn",
             QuantRule::Absmax => "absmax",
         }

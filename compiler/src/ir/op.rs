@@ -107,6 +107,10 @@ pub enum Op {
     /// Causal masking of attention scores `[..., T, S]`: entry `(i, j)` kept where
     /// `j <= i + S - T`, else `-inf` (`runtime::ops::causal_mask`).
     CausalMask,
+    /// Rotary position embeddings over `[..., T, D]` (`D` even; `runtime::ops::rope`).
+    Rope {
+        theta: f32,
+    },
     /// Embedding lookup `(ids, table)`: the rows of `table` (`f32[V, D]`) named by the i32
     /// `ids`, `[...ids, D]` (`runtime::ops::embedding`; an id outside `0 .. V` is a run-time
     /// error).
@@ -382,6 +386,7 @@ impl Op {
             Op::BatchMatmul => "bmm",
             Op::CausalMask => "causal_mask",
             Op::Embedding => "embedding",
+            Op::Rope { .. } => "rope",
             Op::Reduce { mean: true, .. } => "mean",
             Op::Reduce { mean: false, .. } => "sum",
             Op::MaxPool2d(_) => "max_pool2d",
@@ -409,6 +414,7 @@ impl Op {
             Op::Unary(_)
             | Op::Permute { .. }
             | Op::CausalMask
+            | Op::Rope { .. }
             | Op::Reduce { .. }
             | Op::Softmax { .. }
             | Op::MaxPool2d(_)
@@ -545,6 +551,33 @@ impl Op {
                 let mut shape = x.shape.clone();
                 shape.remove(*axis);
                 Ok(TensorType::new(DType::F32, shape))
+            }
+            Op::Rope { theta } => {
+                need_dtype(inputs, 0, F32)?;
+                let x = inputs[0];
+                if x.rank() < 2 {
+                    return Err(OpError::MinRank {
+                        arg: 0,
+                        min: 2,
+                        got: x.clone(),
+                        layout: "[..., T, D] (positions, features)",
+                    });
+                }
+                if let Some(d) = x.shape[x.rank() - 1].as_known().filter(|d| d % 2 != 0) {
+                    return Err(OpError::Attr {
+                        name: "D (the last dimension)",
+                        value: d,
+                        requirement: "even (rotated in pairs)",
+                    });
+                }
+                if !(theta.is_finite() && *theta > 1.0) {
+                    return Err(OpError::Attr {
+                        name: "theta",
+                        value: *theta as i64,
+                        requirement: "a finite number above 1",
+                    });
+                }
+                Ok(x.clone())
             }
             Op::Embedding => {
                 need_dtype(inputs, 0, &[DType::I32])?;

@@ -304,6 +304,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Graph, IrParseError> {
                         "quant" => {
                             quant = Some(match p.ident()? {
                                 "absmean" => QuantRule::Absmean,
+                                "absmean_tensor" => QuantRule::AbsmeanTensor,
                                 "twn" => QuantRule::Twn,
                                 "absmax" => QuantRule::Absmax,
                                 other => {
@@ -398,6 +399,18 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
         "bmm" => Op::BatchMatmul,
         "causal_mask" => Op::CausalMask,
         "embedding" => Op::Embedding,
+        "rope" => {
+            let mut theta = None;
+            p.attrs(|p, k| {
+                match k {
+                    "theta" => theta = Some(p.float()? as f32),
+                    _ => unknown(p, k)?,
+                }
+                Ok(())
+            })?;
+            let Some(theta) = theta else { return p.fail("`rope` needs {theta=X}") };
+            Op::Rope { theta }
+        }
         "permute" => {
             let mut perm = None;
             p.attrs(|p, k| {

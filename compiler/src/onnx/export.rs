@@ -270,6 +270,50 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                 w.emit("Transpose", args.clone(), vec![attr_ints("perm", &perm)])
             }
             Op::BatchMatmul => w.emit("MatMul", args.clone(), vec![]),
+            // x * C + swap(x) * S: C = [cos, cos], S = [-sin, sin] over [T, D], swap exchanging
+            // the halves (two Slices and a Concat); T and D must be known.
+            Op::Rope { theta } => {
+                let r = node.ty.rank();
+                let (t, d) = match (node.ty.shape[r - 2].as_known(), node.ty.shape[r - 1].as_known()) {
+                    (Some(t), Some(d)) => (t as usize, d as usize),
+                    _ => return Err(unsupported("rotary embeddings over symbolic sizes")),
+                };
+                let h = d / 2;
+                let (cos, sin) = triton_runtime::ops::rope_tables(t, h, *theta);
+                let (mut c, mut s) = (Vec::with_capacity(t * d), Vec::with_capacity(t * d));
+                for p in 0..t {
+                    let row = p * h..(p + 1) * h;
+                    c.extend(cos[row.clone()].iter().chain(&cos[row.clone()]));
+                    s.extend(sin[row.clone()].iter().map(|v| -v).chain(sin[row].iter().copied()));
+                }
+                let (cn, sn) = (w.fresh("rope_cos"), w.fresh("rope_sin"));
+                w.inits.push(f32_tensor(&cn, &[t, d], c.into_iter()));
+                w.inits.push(f32_tensor(&sn, &[t, d], s.into_iter()));
+                let x = args[0].clone();
+                let half = |w: &mut Writer<'_>, from: i64, to: i64| {
+                    let names: Vec<String> = [from, to, -1]
+                        .into_iter()
+                        .map(|v| {
+                            let n = w.fresh("slice");
+                            w.inits.push(proto::TensorProto {
+                                name: Some(n.clone()),
+                                dims: vec![1],
+                                data_type: Some(DataType::Int64 as i32),
+                                int64_data: vec![v],
+                                ..Default::default()
+                            });
+                            n
+                        })
+                        .collect();
+                    w.emit("Slice", std::iter::once(x.clone()).chain(names).collect(), vec![])
+                };
+                let x1 = half(&mut w, 0, h as i64);
+                let x2 = half(&mut w, h as i64, d as i64);
+                let swapped = w.emit("Concat", vec![x2, x1], vec![attr_int("axis", -1)]);
+                let a = w.emit("Mul", vec![x.clone(), cn], vec![]);
+                let b = w.emit("Mul", vec![swapped, sn], vec![]);
+                w.emit("Add", vec![a, b], vec![])
+            }
             Op::Embedding => w.emit("Gather", vec![args[1].clone(), args[0].clone()], vec![attr_int("axis", 0)]),
             // x + M with M[i][j] = 0 where kept, -inf where masked (T and S must be known).
             Op::CausalMask => {

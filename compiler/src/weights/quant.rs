@@ -32,6 +32,18 @@ pub fn quantize(w: ArrayView2<'_, f32>, rule: QuantRule) -> Quantized {
     let (n, k) = w.dim();
     let mut codes = Array2::<i8>::zeros((n, k));
     let mut scale = Array1::<f32>::zeros(n);
+    if rule == QuantRule::AbsmeanTensor {
+        // One gamma: the rows' sums (each in order) summed in f64 in row order.
+        let sums: Vec<f32> = w.axis_iter(ndarray::Axis(0)).into_par_iter().map(sum_abs).collect();
+        let gamma = (sums.iter().map(|s| f64::from(*s)).sum::<f64>() / (n * k).max(1) as f64) as f32;
+        codes
+            .axis_iter_mut(ndarray::Axis(0))
+            .into_par_iter()
+            .zip(w.axis_iter(ndarray::Axis(0)).into_par_iter())
+            .for_each(|(mut out, row)| absmean_codes(row, out.view_mut(), gamma + ABSMEAN_EPS));
+        scale.fill(gamma);
+        return Quantized { codes, scale };
+    }
     // Rows are independent: quantize them in parallel (a row's own work stays in order).
     codes
         .axis_iter_mut(ndarray::Axis(0))
@@ -48,27 +60,32 @@ fn sum_abs(row: ndarray::ArrayView1<'_, f32>) -> f32 {
     row.iter().map(|v| v.abs()).sum::<f32>()
 }
 
+/// `round(clip(v / d, -1, 1))` of each value of `row` into `out`.
+fn absmean_codes(row: ndarray::ArrayView1<'_, f32>, mut out: ndarray::ArrayViewMut1<'_, i8>, d: f32) {
+    match (row.as_slice(), out.as_slice_mut()) {
+        // Contiguous rows: a loop the compiler vectorizes (the same divisions).
+        (Some(src), Some(dst)) => {
+            for (code, v) in dst.iter_mut().zip(src) {
+                *code = ternary_code(v / d);
+            }
+        }
+        _ => {
+            for (code, v) in out.iter_mut().zip(row.iter()) {
+                *code = ternary_code(v / d);
+            }
+        }
+    }
+}
+
 /// Quantizes one row into `out` (zeros on entry) and returns its scale.
 fn quantize_row(row: ndarray::ArrayView1<'_, f32>, mut out: ndarray::ArrayViewMut1<'_, i8>, rule: QuantRule) -> f32 {
     let k = row.len();
     {
         let mean_abs = sum_abs(row) / k.max(1) as f32;
         match rule {
-            QuantRule::Absmean => {
-                let d = mean_abs + ABSMEAN_EPS;
-                match (row.as_slice(), out.as_slice_mut()) {
-                    // Contiguous rows: a loop the compiler vectorizes (the same divisions).
-                    (Some(src), Some(dst)) => {
-                        for (code, v) in dst.iter_mut().zip(src) {
-                            *code = ternary_code(v / d);
-                        }
-                    }
-                    _ => {
-                        for (code, v) in out.iter_mut().zip(row.iter()) {
-                            *code = ternary_code(v / d);
-                        }
-                    }
-                }
+            // AbsmeanTensor rows come here only through `quantize`'s own path (not reached).
+            QuantRule::Absmean | QuantRule::AbsmeanTensor => {
+                absmean_codes(row, out, mean_abs + ABSMEAN_EPS);
                 mean_abs
             }
             QuantRule::Twn => {
@@ -145,6 +162,21 @@ mod tests {
         assert_eq!(q.codes, array![[1i8, 0, 1, -1], [0, 0, 0, 0]]);
         assert!((q.scale[0] - 0.65).abs() < 1e-6);
         assert_eq!(q.scale[1], 0.0);
+    }
+
+    /// One gamma for the whole tensor (BitNet b1.58 2B4T's weights): a row of small values
+    /// quantizes to zeros against the large row's mean, every channel gets the same scale.
+    #[test]
+    fn absmean_tensor_has_one_scale_per_tensor() {
+        let w = array![[0.9f32, -0.1, 0.4, -1.2], [0.05, -0.05, 0.3, 0.0]];
+        let q = quantize(w.view(), QuantRule::AbsmeanTensor);
+        // gamma = (2.6 + 0.4) / 8 = 0.375: 2.4 -> 1, -0.27 -> 0, 1.07 -> 1, -3.2 -> -1; 0.13, -0.13, 0.8 -> 1, 0
+        assert_eq!(q.codes, array![[1i8, 0, 1, -1], [0, 0, 1, 0]]);
+        assert!(q.scale.iter().all(|s| (s - 0.375).abs() < 1e-6), "{}", q.scale);
+        // Per channel, the second row keeps its own scale.
+        let per_row = quantize(w.view(), QuantRule::Absmean);
+        assert_eq!(per_row.codes.row(1), array![0i8, 0, 1, 0]);
+        assert!((per_row.scale[1] - 0.1).abs() < 1e-6);
     }
 
     #[test]

@@ -495,6 +495,17 @@ impl Model {
                 crate::ops::causal_mask(data, &shape);
                 Val::F32(y)
             }
+            Step::Rope { x, theta, .. } => {
+                let x = f32v(Src::Value(*x))?;
+                if x.ndim() < 2 || x.shape()[x.ndim() - 1] % 2 != 0 {
+                    return Err(internal(si, format!("rotary embeddings of a {:?} value", x.shape())));
+                }
+                let mut y = elementwise::pooled_copy(si, &x.view(), arena)?;
+                let shape = y.shape().to_vec();
+                let data = y.as_slice_mut().ok_or_else(|| internal(si, "pooled buffer not contiguous"))?;
+                crate::ops::rope(data, &shape, *theta, false);
+                Val::F32(y)
+            }
             Step::Embedding { ids, table, .. } => {
                 let ids = f32v(Src::Value(*ids))?;
                 let table = f32v(Src::Const(*table))?;

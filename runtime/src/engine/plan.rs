@@ -327,6 +327,12 @@ pub enum Step {
         x: usize,
         out: usize,
     },
+    /// Rotary position embeddings of a plain `[..., T, D]` value (`ops::rope`).
+    Rope {
+        x: usize,
+        out: usize,
+        theta: f32,
+    },
     /// Embedding lookup (`ops::embedding`): the rows of constant `table` (`[vocab, dim]`)
     /// that the plain value `ids` names (integers in f32), `[...ids, dim]`.
     Embedding {
@@ -425,6 +431,7 @@ impl Step {
             | Step::Permute { out, .. }
             | Step::Reduce { out, .. }
             | Step::Embedding { out, .. }
+            | Step::Rope { out, .. }
             | Step::CausalMask { out, .. }
             | Step::BatchMatmul { out, .. }
             | Step::Reshape { out, .. }
@@ -446,6 +453,7 @@ impl Step {
             | Step::Softmax { x, .. }
             | Step::Reduce { x, .. }
             | Step::CausalMask { x, .. }
+            | Step::Rope { x, .. }
             | Step::Pool { x, .. }
             | Step::GlobalAvgPool { x, .. }
             | Step::Relayout { x, .. } => vec![Src::Value(*x)],
@@ -496,6 +504,7 @@ impl Step {
             Step::Permute { .. } => "permute",
             Step::CausalMask { .. } => "causal_mask",
             Step::Embedding { .. } => "embedding",
+            Step::Rope { .. } => "rope",
             Step::Reduce { mean: true, .. } => "mean",
             Step::Reduce { mean: false, .. } => "sum",
             Step::BatchMatmul { .. } => "bmm",
@@ -670,6 +679,7 @@ impl ModelParts {
             | Step::BatchMatmul { .. }
             | Step::Reduce { .. }
             | Step::CausalMask { .. }
+            | Step::Rope { .. }
             | Step::Embedding { .. } => {
                 let values: Vec<usize> = step.reads();
                 values.iter().try_for_each(|v| f32_in(*v))?;

@@ -369,6 +369,7 @@ impl<'p> Elab<'p> {
                 ("quant", Value::Str(s)) => {
                     let rule = match (dtype, s.as_ref()) {
                         (DType::Trit, "absmean") => Some(QuantRule::Absmean),
+                        (DType::Trit, "absmean_tensor") => Some(QuantRule::AbsmeanTensor),
                         (DType::Trit, "twn") => Some(QuantRule::Twn),
                         (DType::I8, "absmax") => Some(QuantRule::Absmax),
                         _ => None,
@@ -377,7 +378,7 @@ impl<'p> Elab<'p> {
                         Some(r) => quant = Some(r),
                         None => {
                             let valid = match dtype {
-                                DType::Trit => "\"absmean\" or \"twn\"",
+                                DType::Trit => "\"absmean\", \"absmean_tensor\" or \"twn\"",
                                 DType::I8 => "\"absmax\"",
                                 _ => "nothing: only trit and i8 weights are quantized",
                             };
