@@ -204,10 +204,9 @@ fn run_fp32(
     jit.run(&x.view()).expect("runs")
 }
 
-/// Zoo models the importer cannot read back yet: transformer graphs (the GELU Erf pattern,
-/// Transpose and MatMul of two activations, rank-3 normalizations) import in a later step of
-/// issue 35; their export is checked against ONNX Runtime below.
-const NOT_IMPORTED_YET: &[&str] = &["VitMnist"];
+/// Zoo models the importer cannot read back yet (none: the ViT's Erf-pattern GELU, Transpose,
+/// MatMul of two activations, ReduceMean and `[B * T, D]` reshapes import).
+const NOT_IMPORTED_YET: &[&str] = &[];
 
 /// Zoo models the exporter refuses, and why: a sequence length `T` beside the batch makes
 /// reshapes with two symbolic dimensions, which ONNX's Reshape cannot state without shape

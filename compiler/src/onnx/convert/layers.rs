@@ -148,7 +148,7 @@ impl Converter<'_> {
         weight_name: &str,
     ) -> Result<Val, String> {
         let (nn, k) = (w.shape()[0], w.shape()[1]);
-        if x.shape.len() != 2 || x.shape[1] != Dim::N(k) {
+        if x.shape.len() != 2 || x.shape[1] != Dim::N(k) || x.shape[0].batch_factor().is_none() {
             return Err(format!("input {} for a [{nn}, {k}] weight; [B, {k}] expected", shape_text(&x.shape)));
         }
         let ternary = self.ternary_nodes.contains(&i);
@@ -162,7 +162,12 @@ impl Converter<'_> {
         if let Some(b) = bias {
             self.weights.insert(format!("{name}.b"), b);
         }
-        Ok(Val { expr: format!("{name}({})", x.expr), shape: vec![Dim::B, Dim::N(nn)], atomic: true, pooled: false })
+        Ok(Val {
+            expr: format!("{name}({})", x.expr),
+            shape: vec![x.shape[0], Dim::N(nn)],
+            atomic: true,
+            pooled: false,
+        })
     }
 
     pub(super) fn gemm(&mut self, i: usize) -> Result<Val, String> {
@@ -201,16 +206,31 @@ impl Converter<'_> {
         self.linear(i, x, w, bias, &wname)
     }
 
+    /// `MatMul` of two computed values: `bmm` over equal leading dimensions (attention's
+    /// `q k^T` and `softmax(...) v`).
+    fn batched_product(&mut self, i: usize) -> Result<Val, String> {
+        let n = &self.g.nodes[i];
+        let (a, b) = (self.input(n, 0)?, self.input(n, 1)?);
+        let r = a.shape.len();
+        if r < 3 || b.shape.len() != r || a.shape[..r - 2] != b.shape[..r - 2] || a.shape[r - 1] != b.shape[r - 2] {
+            return Err(format!(
+                "a product of {} and {}: only [..., M, K] x [..., K, N] with the same leading dimensions has an equivalent",
+                shape_text(&a.shape),
+                shape_text(&b.shape)
+            ));
+        }
+        let mut shape = a.shape[..r - 1].to_vec();
+        shape.push(b.shape[r - 1]);
+        Ok(Val { expr: format!("bmm({}, {})", a.expr, b.expr), shape, atomic: true, pooled: false })
+    }
+
     /// A product by a constant, and the node whose output it defines (the bias `Add` that
     /// joins it, or itself).
     pub(super) fn matmul(&mut self, i: usize) -> Result<(usize, Val), String> {
         let n = &self.g.nodes[i];
-        let b = n
-            .inputs
-            .get(1)
-            .and_then(|b| self.init(b))
-            .ok_or("a product of two computed values has no equivalent yet")?
-            .clone();
+        let Some(b) = n.inputs.get(1).and_then(|b| self.init(b)).cloned() else {
+            return Ok((i, self.batched_product(i)?));
+        };
         if b.dims.len() != 2 {
             return Err("a weight that is not a matrix".into());
         }

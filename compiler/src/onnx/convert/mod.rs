@@ -57,10 +57,13 @@ pub struct Converted {
     pub ternary: usize,
 }
 
-/// A dimension: the batch or a known size.
+/// A dimension: the batch, a multiple of it (tokens of a batch flattened, `[B * T, D]`) or a
+/// known size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dim {
     B,
+    /// `k * B`, `k >= 2`.
+    Bk(usize),
     N(usize),
 }
 
@@ -68,13 +71,34 @@ impl Dim {
     fn known(self) -> Option<usize> {
         match self {
             Dim::N(n) => Some(n),
-            Dim::B => None,
+            Dim::B | Dim::Bk(_) => None,
         }
+    }
+
+    /// The batch's multiplier, for a dimension that carries the batch.
+    fn batch_factor(self) -> Option<usize> {
+        match self {
+            Dim::B => Some(1),
+            Dim::Bk(k) => Some(k),
+            Dim::N(_) => None,
+        }
+    }
+
+    fn batch_times(k: usize) -> Dim {
+        if k == 1 { Dim::B } else { Dim::Bk(k) }
+    }
+}
+
+fn dim_text(d: &Dim) -> String {
+    match d {
+        Dim::B => "B".to_string(),
+        Dim::Bk(k) => format!("B * {k}"),
+        Dim::N(n) => n.to_string(),
     }
 }
 
 fn shape_text(s: &[Dim]) -> String {
-    let dims: Vec<String> = s.iter().map(|d| d.known().map_or("B".to_string(), |n| n.to_string())).collect();
+    let dims: Vec<String> = s.iter().map(dim_text).collect();
     format!("f32[{}]", dims.join(", "))
 }
 
@@ -437,6 +461,9 @@ const SUPPORTED: &[&str] = &[
     "Div",
     "Concat",
     "Constant",
+    "Transpose",
+    "ReduceMean",
+    "ReduceSum",
 ];
 
 /// Supported only on shapes (a computed target of `Reshape`), not on tensors.

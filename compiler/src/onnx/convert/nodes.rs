@@ -4,6 +4,33 @@
 use super::*;
 
 impl Converter<'_> {
+    /// PyTorch's exact GELU at opset 17 from the `Div` node `i`: `Div(x, sqrt(2))`, `Erf`,
+    /// `Add(1)`, `Mul(x, .)`, `Mul(., 0.5)` (each read only by the next): the nodes after
+    /// the `Div` and the last one's output.
+    fn gelu_pattern(&self, i: usize) -> Option<(Vec<usize>, String)> {
+        let n = &self.g.nodes[i];
+        let x = n.inputs.first()?;
+        let scalar = |v: &str| self.init(v).filter(|t| t.len() == 1).map(|t| t.f32s()[0]);
+        let other = |r: usize, v: &str| self.g.nodes[r].inputs.iter().find(|u| *u != v).cloned();
+        if (scalar(n.inputs.get(1)?)? - std::f32::consts::SQRT_2).abs() > 1e-4 {
+            return None;
+        }
+        let erf = self.only_reader(&n.outputs[0]).filter(|r| self.g.nodes[*r].op == "Erf")?;
+        let add = self.only_reader(&self.g.nodes[erf].outputs[0]).filter(|r| self.g.nodes[*r].op == "Add")?;
+        if scalar(&other(add, &self.g.nodes[erf].outputs[0])?)? != 1.0 {
+            return None;
+        }
+        let mul = self.only_reader(&self.g.nodes[add].outputs[0]).filter(|r| self.g.nodes[*r].op == "Mul")?;
+        if other(mul, &self.g.nodes[add].outputs[0])? != *x {
+            return None;
+        }
+        let half = self.only_reader(&self.g.nodes[mul].outputs[0]).filter(|r| self.g.nodes[*r].op == "Mul")?;
+        if scalar(&other(half, &self.g.nodes[mul].outputs[0])?)? != 0.5 {
+            return None;
+        }
+        Some((vec![erf, add, mul, half], self.g.nodes[half].outputs[0].clone()))
+    }
+
     pub(super) fn node(&mut self, i: usize) -> Result<(), String> {
         let n = &self.g.nodes[i];
         // A node reading what an unsupported node made is reported only when its own op has
@@ -175,7 +202,68 @@ impl Converter<'_> {
                 }
             }
             "MaxPool" | "AveragePool" => self.pool(i)?,
+            "Div" if self.gelu_pattern(i).is_some() => {
+                let (nodes, last) = self.gelu_pattern(i).ok_or("the GELU pattern")?;
+                self.consumed.extend(nodes);
+                out = last;
+                unary(self, "gelu")?
+            }
+            "Erf" => {
+                return Err(
+                    "`Erf` outside GELU's pattern (Div by sqrt(2), Erf, Add 1, Mul by x, Mul by 0.5) has no equivalent"
+                        .into(),
+                );
+            }
             "Add" | "Sub" | "Mul" | "Div" => self.binary(i)?,
+            "Transpose" => {
+                let x = self.input(n, 0)?;
+                let rank = x.shape.len();
+                let perm: Vec<usize> = match n.ints("perm") {
+                    Some(p) => p
+                        .iter()
+                        .map(|a| usize::try_from(*a).map_err(|_| format!("axis {a}")))
+                        .collect::<Result<_, _>>()?,
+                    None => (0..rank).rev().collect(),
+                };
+                let mut seen = vec![false; rank];
+                if perm.len() != rank || perm.iter().any(|a| *a >= rank || std::mem::replace(&mut seen[*a], true)) {
+                    return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
+                }
+                if perm[0] != 0 {
+                    return Err(format!(
+                        "perm {perm:?} moves the batch axis; only permutations that keep it first have an equivalent"
+                    ));
+                }
+                let shape = perm.iter().map(|a| x.shape[*a]).collect();
+                let list: Vec<String> = perm.iter().map(|a| a.to_string()).collect();
+                Val { expr: format!("permute({}, [{}])", x.expr, list.join(", ")), shape, atomic: true, pooled: false }
+            }
+            "ReduceMean" | "ReduceSum" => {
+                let x = self.input(n, 0)?;
+                let rank = x.shape.len() as i64;
+                // Opset 18 moved ReduceMean's axes (13 ReduceSum's) from an attribute to an input.
+                let axes: Vec<i64> = match (n.ints("axes"), n.inputs.get(1).filter(|s| !s.is_empty())) {
+                    (Some(a), _) => a.to_vec(),
+                    (None, Some(_)) => self.constant(n, 1)?.i64s().ok_or("axes that are not integers")?,
+                    (None, None) => return Err("a reduction over every axis".into()),
+                };
+                let [axis] = axes[..] else {
+                    return Err(format!("a reduction over axes {axes:?}; one axis has an equivalent"));
+                };
+                let axis = if axis < 0 { axis + rank } else { axis };
+                if axis <= 0 || axis >= rank {
+                    return Err(format!(
+                        "a reduction over axis {axis} of a rank-{rank} tensor (the batch axis 0 stays)"
+                    ));
+                }
+                if n.int("keepdims").unwrap_or(1) != 0 {
+                    return Err("keepdims = 1 (the language's mean and sum remove the axis: reshape after)".into());
+                }
+                let f = if n.op == "ReduceMean" { "mean" } else { "sum" };
+                let mut shape = x.shape.clone();
+                shape.remove(axis as usize);
+                Val { expr: format!("{f}({}, {axis})", x.expr), shape, atomic: true, pooled: false }
+            }
             "Concat" => {
                 let xs: Vec<Val> = (0..n.inputs.len()).map(|k| self.input(n, k)).collect::<Result<_, _>>()?;
                 let rank = xs.first().map_or(0, |x| x.shape.len()) as i64;

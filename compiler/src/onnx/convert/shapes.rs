@@ -25,45 +25,55 @@ impl Converter<'_> {
                 .ok_or("a shape that is not integers")?,
         };
         let allow_zero = n.int("allowzero").unwrap_or(0) == 1;
-        let mut dims: Vec<Option<usize>> = Vec::new();
+        // The values per batch element: the batch dimension's multiplier times the known sizes.
+        let carriers: Vec<usize> = (0..x.shape.len()).filter(|k| x.shape[*k].batch_factor().is_some()).collect();
+        let [carrier] = carriers[..] else {
+            return Err(format!("an input {} without exactly one batch dimension", shape_text(&x.shape)));
+        };
+        let per_batch =
+            x.shape[carrier].batch_factor().unwrap_or(1) * x.shape.iter().filter_map(|d| d.known()).product::<usize>();
+        // Each target dimension: copied (0), inferred (-1, `None`) or known.
+        let mut dims: Vec<Option<Dim>> = Vec::new();
         for (k, &t) in target.iter().enumerate() {
             dims.push(match t {
-                0 if !allow_zero => match x.shape.get(k) {
-                    Some(Dim::B) => None,
-                    Some(Dim::N(v)) => Some(*v),
-                    None => return Err(format!("dimension {k} copies an input dimension that does not exist")),
-                },
+                0 if !allow_zero => Some(
+                    *x.shape.get(k).ok_or(format!("dimension {k} copies an input dimension that does not exist"))?,
+                ),
                 -1 => None,
-                t if t > 0 => Some(t as usize),
+                t if t > 0 => Some(Dim::N(t as usize)),
                 t => return Err(format!("dimension {t}")),
             });
         }
-        // The batch stays first: dimension 0 is the batch (copied, or -1 with every other
-        // dimension fixed); one other -1 is inferred from the input's per-example size.
-        let keep_batch = x.shape.first() == Some(&Dim::B) && dims.first().is_some_and(|d| d.is_none());
+        // The first dimension carries the batch: a copied batch dimension (and at most one -1
+        // among the others, inferred) or the -1 (every other dimension known).
+        let known: usize = dims.iter().filter_map(|d| d.and_then(|d| d.known())).product();
         let free: Vec<usize> = (1..dims.len()).filter(|k| dims[*k].is_none()).collect();
-        let per_example = x.shape[1..].iter().map(|d| d.known()).product::<Option<usize>>();
-        let mut rest: Vec<usize> = dims.iter().skip(1).map(|d| d.unwrap_or(0)).collect();
-        match (keep_batch, free.as_slice(), per_example) {
-            (true, [], Some(p)) if rest.iter().product::<usize>() == p => {}
-            (true, [k], Some(p)) if target[0] == 0 => {
-                let known: usize = rest.iter().enumerate().filter(|(j, _)| j + 1 != *k).map(|(_, d)| *d).product();
-                if known == 0 || !p.is_multiple_of(known) {
-                    return Err(format!("target shape {target:?} does not divide {p} values per example"));
-                }
-                rest[k - 1] = p / known;
-            }
-            _ => {
-                return Err(format!(
-                    "target shape {target:?} of an input {}: only reshapes that keep the batch first and the values per example have an equivalent",
-                    shape_text(&x.shape)
-                ));
-            }
+        let carried = dims.iter().skip(1).any(|d| d.is_some_and(|d| d.batch_factor().is_some()));
+        let refuse = || {
+            format!(
+                "target shape {target:?} of an input {}: only reshapes that keep the batch first (alone or times a known size) and the values per example have an equivalent",
+                shape_text(&x.shape)
+            )
+        };
+        let (first, inferred) = match (dims.first(), free.as_slice()) {
+            _ if carried || known == 0 => return Err(refuse()),
+            (Some(None), []) if per_batch.is_multiple_of(known) => (Dim::batch_times(per_batch / known), None),
+            (Some(Some(d)), []) if d.batch_factor().is_some_and(|m| m * known == per_batch) => (*d, None),
+            (Some(Some(d)), [k]) => match d.batch_factor() {
+                Some(m) if per_batch.is_multiple_of(m * known) => (*d, Some((*k, per_batch / (m * known)))),
+                _ => return Err(refuse()),
+            },
+            _ => return Err(refuse()),
+        };
+        let mut rest: Vec<usize> = dims[1..].iter().map(|d| d.and_then(|d| d.known()).unwrap_or(0)).collect();
+        if let Some((k, v)) = inferred {
+            rest[k - 1] = v;
         }
-        let text: Vec<String> = std::iter::once("-1".to_string()).chain(rest.iter().map(|d| d.to_string())).collect();
-        let shape = std::iter::once(Dim::B).chain(rest.iter().map(|d| Dim::N(*d))).collect();
+        let lead = if first == Dim::B { "-1".to_string() } else { dim_text(&first) };
+        let text: Vec<String> = std::iter::once(lead).chain(rest.iter().map(|d| d.to_string())).collect();
+        let shape = std::iter::once(first).chain(rest.iter().map(|d| Dim::N(*d))).collect();
         // [B, ...] to [B, everything else] is a flatten.
-        let expr = if rest.len() == 1 && x.shape.len() > 2 {
+        let expr = if rest.len() == 1 && x.shape.len() > 2 && first == Dim::B && x.shape[0] == Dim::B {
             format!("flatten({})", x.expr)
         } else {
             format!("reshape({}, [{}])", x.expr, text.join(", "))
