@@ -433,14 +433,51 @@ pub fn quantize(v: f32, factor: f32) -> i8 {
 
 /// Softmax along an axis: `exp(v - max) / sum`.
 pub fn softmax(x: &ndarray::ArrayD<f32>, axis: usize) -> ndarray::ArrayD<f32> {
-    let mut y = x.clone();
+    let mut y = x.as_standard_layout().into_owned();
+    if axis + 1 == y.ndim()
+        && let Some(v) = y.as_slice_mut()
+    {
+        let n = x.shape()[axis].max(1);
+        v.chunks_exact_mut(n).for_each(softmax_row);
+        return y;
+    }
+    let mut row = Vec::new();
     for mut lane in y.lanes_mut(ndarray::Axis(axis)) {
-        let m = lane.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-        lane.mapv_inplace(|v| (v - m).exp());
-        let sum: f32 = lane.sum();
-        lane.mapv_inplace(|v| v / sum);
+        row.clear();
+        row.extend(lane.iter().copied());
+        softmax_row(&mut row);
+        lane.iter_mut().zip(&row).for_each(|(d, s)| *d = *s);
     }
     y
+}
+
+/// The partial sums of [`softmax_row`]: element `i` adds into sum `i % 16`.
+pub const SOFTMAX_LANES: usize = 16;
+
+/// Softmax of one row in place (docs/language.md, "Activations"): `m` the maximum, `e_i =
+/// exp(x_i - m)` with [`exp`], their sum as [`SOFTMAX_LANES`] partial sums (element `i` into sum
+/// `i % 16`, in order) then added in order, and `y_i = e_i / sum`, all in f32: the AVX-512
+/// kernel's order, so every path gives the same bits.
+pub fn softmax_row(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX512-F is present (checked).
+        unsafe { crate::kernels::avx512::softmax_row(x) };
+        return;
+    }
+    softmax_row_portable(x);
+}
+
+/// [`softmax_row`] element by element (every CPU).
+pub(crate) fn softmax_row_portable(x: &mut [f32]) {
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let mut acc = [0.0f32; SOFTMAX_LANES];
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = exp(*v - m);
+        acc[i % SOFTMAX_LANES] += *v;
+    }
+    let sum = acc.iter().fold(0.0f32, |a, b| a + b);
+    x.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// Layer normalization of one row (docs/language.md, "Normalization"): the mean and the

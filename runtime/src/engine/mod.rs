@@ -477,6 +477,13 @@ impl Model {
                 if *axis >= x.ndim() {
                     return Err(internal(si, format!("softmax over axis {axis} of a rank-{} value", x.ndim())));
                 }
+                if *axis + 1 == x.ndim() {
+                    let mut y = elementwise::pooled_copy(si, &x.view(), arena)?;
+                    let n = x.shape()[*axis].max(1);
+                    let data = y.as_slice_mut().ok_or_else(|| internal(si, "pooled buffer not contiguous"))?;
+                    data.chunks_exact_mut(n).for_each(crate::ops::softmax_row);
+                    return Ok(Val::F32(y));
+                }
                 let y = crate::ops::softmax(x, *axis);
                 let mut buf = arena.f32_overwritten(y.len());
                 elementwise::copy_into(&mut buf, &y.view());
