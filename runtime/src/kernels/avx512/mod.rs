@@ -230,6 +230,69 @@ pub(crate) fn gelu16(x: __m512) -> __m512 {
     )
 }
 
+/// `ops::striped_sum` in 8 f64 lanes, bit for bit (tested): 8 values at a time widened to f64,
+/// lane `j` summing the values `i % 8 = j` in order, the 8 sums added in order.
+///
+/// # Safety
+/// The CPU has AVX512-F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn striped_sum(x: &[f32], term: crate::ops::SumTerm) -> f64 {
+    use crate::ops::SumTerm;
+    let n = x.len();
+    let mut acc = _mm512_setzero_pd();
+    let mut i = 0;
+    // SAFETY: masked loads read indices below n only.
+    unsafe {
+        while i < n {
+            let k = (n - i).min(8);
+            let mask = ((1u32 << k) - 1) as __mmask8;
+            let v =
+                _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(mask as __mmask16, x.as_ptr().add(i))));
+            let t = match term {
+                SumTerm::Value => v,
+                SumTerm::SquaredDeviation(m) => {
+                    let d = _mm512_sub_pd(v, _mm512_set1_pd(m));
+                    _mm512_mul_pd(d, d)
+                }
+                SumTerm::Square => _mm512_mul_pd(v, v),
+            };
+            acc = _mm512_mask_add_pd(acc, mask, acc, t);
+            i += 8;
+        }
+    }
+    let mut lanes = [0.0f64; 8];
+    // SAFETY: 8 doubles into an array of 8.
+    unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), acc) };
+    lanes.iter().fold(0.0, |a, b| a + b)
+}
+
+/// The per-value step of `ops::layer_norm_row` in 16 lanes: `out = (x - m) * r * gamma (+ beta)`, each step
+/// rounded in f32 as the scalar loop (no fused multiply-add).
+///
+/// # Safety
+/// The CPU has AVX512-F; `gamma`, `beta` (when given) and `out` hold at least `x.len()` values.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn scale_row(x: &[f32], m: f32, r: f32, gamma: &[f32], beta: Option<&[f32]>, out: &mut [f32]) {
+    let n = x.len();
+    let (mv, rv) = (_mm512_set1_ps(m), _mm512_set1_ps(r));
+    let mut i = 0;
+    // SAFETY: masked loads and stores touch indices below n only (caller: every slice holds n).
+    unsafe {
+        while i < n {
+            let k = (n - i).min(16);
+            let mask = if k == 16 { 0xffff } else { ((1u32 << k) - 1) as __mmask16 };
+            let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+            let g = _mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i));
+            let mut y = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v, mv), rv), g);
+            if let Some(b) = beta {
+                y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(i)));
+            }
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), mask, y);
+            i += 16;
+        }
+    }
+}
+
 /// `ops::softmax_row` in 16 lanes, bit for bit (tested): the maximum, `exp16(x - m)` stored
 /// back, lane `j` summing the elements `i % 16 = j`, the 16 sums added in order, a division.
 ///
@@ -322,6 +385,44 @@ pub(crate) fn exp16(x: __m512) -> __m512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vector f64 statistics equal the portable ones bit for bit, every length and term.
+    #[test]
+    fn striped_sums_equal_the_portable_definition_bit_for_bit() {
+        use crate::ops::SumTerm;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for n in 0..=70 {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 200) as f32 / 7.0 - 13.0 + 1e-3 * i as f32).collect();
+            for term in [SumTerm::Value, SumTerm::SquaredDeviation(0.731), SumTerm::Square] {
+                let want = crate::ops::striped_sum_portable(&x, term);
+                // SAFETY: AVX512-F is present (checked above).
+                let got = unsafe { striped_sum(&x, term) };
+                assert_eq!(got.to_bits(), want.to_bits(), "n {n} {term:?}");
+            }
+        }
+    }
+
+    /// The vector normalization step equals the portable one bit for bit, every length.
+    #[test]
+    fn scale_rows_equal_the_portable_definition_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for n in 1..=70 {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 200) as f32 / 7.0 - 13.0).collect();
+            let g: Vec<f32> = (0..n).map(|i| 0.5 + (i % 5) as f32 * 0.3).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i % 3) as f32 * 0.1 - 0.1).collect();
+            for beta in [None, Some(b.as_slice())] {
+                let (mut got, mut want) = (vec![0.0f32; n], vec![0.0f32; n]);
+                crate::ops::scale_row_portable(&x, 0.37, 1.9, &g, beta, &mut want);
+                // SAFETY: AVX512-F is present (checked above); every slice holds n values.
+                unsafe { scale_row(&x, 0.37, 1.9, &g, beta, &mut got) };
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "n {n}");
+            }
+        }
+    }
 
     /// The vector softmax equals the portable one bit for bit at every row length around the
     /// 16-lane chunks, with large, tiny, equal, masked (-inf) and NaN entries.
