@@ -532,9 +532,9 @@ pub(crate) fn striped_sum_portable(x: &[f32], term: SumTerm) -> f64 {
 }
 
 /// Layer normalization of one row (docs/language.md, "Normalization"): the mean and the
-/// (biased) variance of `x` summed in f64 (8 partial sums, [`striped_sum`]), `r = 1 / sqrt(var
-/// + eps)` in f64, then per value in f32: `(x - mean) * r * gamma (+ beta)`, each step rounded
-/// in f32. The interpreter, the training pass and the engine call this function (16 lanes at
+/// (biased) variance of `x` summed in f64 (8 partial sums, [`striped_sum`]),
+/// `r = 1 / sqrt(var + eps)` in f64, then per value in f32: `(x - mean) * r * gamma (+ beta)`,
+/// each step rounded in f32. The interpreter, the training pass and the engine call this function (16 lanes at
 /// a time on AVX-512, the same bits), so they agree bit for bit.
 pub fn layer_norm_row(x: &[f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32, out: &mut [f32]) {
     let n = x.len().max(1) as f64;
