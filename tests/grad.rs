@@ -246,6 +246,23 @@ fn rope_matches_finite_differences() {
     assert!(worst < MAX_REL, "{worst}");
 }
 
+/// `slice`: the sliced positions receive the gradient, the others none (through a concat of
+/// two slices in swapped order).
+#[test]
+fn slice_matches_finite_differences() {
+    let worst = check(
+        "slice",
+        &format!(
+            "{NN}model M {{ a = Linear(6, 8)\n b = Linear(5, 3)\n \
+             fn forward(x: f32[B, 6]) -> f32[B, 3] {{ let h = reshape(a(x), [B, 2, 4])\n \
+             let s = concat([slice(h, 2, 3, 4), slice(h, -1, 0, 2)], axis = 2)\n \
+             return b(concat([reshape(slice(s, 1, 1, 2), [B, 3]), slice(x, 1, 0, 2)], axis = 1)) }} }}"
+        ),
+        &[3, 6],
+    );
+    assert!(worst < MAX_REL, "{worst}");
+}
+
 /// The embedding table's gradient gathers the output gradients of the positions that read
 /// each row (ids repeat, some rows are never read: their gradient is zero).
 #[test]

@@ -312,6 +312,14 @@ fn exported_models_match_onnx_runtime_when_installed() {
     )
     .expect("write");
     paths.push(dec);
+    // Slices (ONNX Slice) cutting fused projections apart, and a concat of two.
+    let qkv = dir.path().join("qkv.tri");
+    std::fs::write(
+        &qkv,
+        "use std::nn::Linear\nmodel Qkv {\n qkv = Linear(8, 24)\n o = Linear(8, 8)\n fn forward(x: f32[B, 8]) -> f32[B, 8] {\n let h = reshape(qkv(x), [B, 3, 8])\n let s = softmax(bmm(permute(slice(h, 1, 0, 1), [0, 2, 1]), slice(h, 1, 1, 2)), axis = -1)\n return o(reshape(bmm(s, permute(slice(h, 1, 2, 3), [0, 2, 1])), [B, 8]) + concat([slice(x, 1, 5, 8), slice(x, 1, 0, 5)], axis = 1)) }\n}\n",
+    )
+    .expect("write");
+    paths.push(qkv);
     for path in paths {
         let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
         let (model, w) = zoo(&path);
@@ -423,4 +431,58 @@ fn layer_norm_round_trips_through_onnx() {
     let x = batch_of_two(&model);
     let err = rel_l2(&run_fp32(&checked.models[0], &imported.weights, &x), &run_fp32(&model, &w, &x));
     assert!(err <= 1e-6, "round trip changes the output by {err}");
+}
+
+/// Attention with fused q/k/v projections cut apart by `slice` (PyTorch's `qkv.chunk(3)`, which
+/// it exports as `Split`): exported as `Slice`, it runs in ONNX Runtime as in Triton and reads
+/// back; a hand-made `Split` imports as the same slices.
+#[test]
+fn slices_round_trip_through_onnx_and_split_imports() {
+    let dir = tempfile::tempdir().expect("temp");
+    let path = dir.path().join("qkv.tri");
+    std::fs::write(
+        &path,
+        "use std::nn::Linear\nmodel Qkv {\n qkv = Linear(8, 24)\n o = Linear(8, 8)\n \
+         fn forward(x: f32[B, 8]) -> f32[B, 8] {\n let h = reshape(qkv(x), [B, 3, 8])\n \
+         let q = slice(h, 1, 0, 1)\n let k = slice(h, 1, 1, 2)\n let v = slice(h, -2, -1, 3)\n \
+         let s = softmax(bmm(permute(q, [0, 2, 1]), k), axis = -1)\n return o(reshape(bmm(s, permute(v, [0, 2, 1])), [B, 8]) + concat([slice(x, 1, 5, 8), slice(x, 1, 0, 5)], axis = 1)) }\n}\n",
+    )
+    .expect("write");
+    let (model, w) = zoo(&path);
+    let bytes = onnx::export::export(&model.graph, &w, Precision::Fp32).expect("exports");
+    let imported =
+        onnx::import(&bytes, Path::new("qkv.onnx"), &ImportOptions { name: None, ternary: TernaryPolicy::None })
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(imported.source.contains("slice("), "{}", imported.source);
+    let checked = triton::compiler::check_source("qkv.tri", &imported.source, None);
+    assert!(!checked.has_errors(), "{}", imported.source);
+    let x = batch_of_two(&model);
+    let want = run_fp32(&model, &w, &x);
+    let err = rel_l2(&run_fp32(&checked.models[0], &imported.weights, &x), &want);
+    assert!(err <= 1e-6, "round trip changes the output by {err}");
+
+    // The same model with ONNX's Split (opset 17, sizes as an input) in place of the slices.
+    let mut g = onnx::read::read(&bytes, None).expect("reads");
+    let slices: Vec<usize> = (0..g.nodes.len()).filter(|i| g.nodes[*i].op == "Slice").take(3).collect();
+    assert_eq!(slices.len(), 3);
+    let source = g.nodes[slices[0]].inputs[0].clone();
+    let outs: Vec<String> = slices.iter().map(|i| g.nodes[*i].outputs[0].clone()).collect();
+    let sizes = "split_sizes".to_string();
+    g.initializers
+        .insert(sizes.clone(), onnx::read::Tensor { dims: vec![3], data: onnx::read::Data::I64(vec![1, 1, 1]) });
+    let mut split = g.nodes[slices[0]].clone();
+    split.op = "Split".into();
+    split.inputs = vec![source, sizes];
+    split.outputs = outs;
+    split.attrs.insert("axis".into(), onnx::read::Attr::Int(1));
+    for i in slices.iter().rev() {
+        g.nodes.remove(*i);
+    }
+    g.nodes.insert(slices[0], split);
+    let converted = onnx::convert::convert(&g, "Qkv", TernaryPolicy::None, "test").unwrap_or_else(|e| panic!("{e:?}"));
+    let checked = triton::compiler::check_source("split.tri", &converted.source, None);
+    assert!(!checked.has_errors(), "{}", converted.source);
+    let w2 = triton::compiler::weights::Weights { tensors: converted.weights.into_iter().collect() };
+    let err = rel_l2(&run_fp32(&checked.models[0], &w2, &x), &want);
+    assert!(err <= 1e-6, "Split changes the output by {err}");
 }

@@ -62,6 +62,36 @@ fn a_bitnet_block_runs_on_the_engine_as_in_the_interpreter() {
     }
 }
 
+/// Fused q/k/v projections cut apart with `slice` run on the engine as in the interpreter.
+#[test]
+fn slices_of_a_fused_projection_run_on_the_engine_as_in_the_interpreter() {
+    let m = checked(
+        "use std::transformer::TokenLinear
+model S {
+    qkv = TokenLinear(16, 48, ternary = true)
+    fn forward(x: f32[B, 5, 16]) -> f32[B, 5, 16] {
+        let h = qkv(x)
+        let s = softmax(bmm(slice(h, 2, 0, 16), transpose(slice(h, -1, 16, 32), 1, 2)) * 0.25, axis = -1)
+        return bmm(s, slice(h, 2, 32, 48)) + slice(concat([x, x], axis = 1), 1, 3, 8)
+    }
+}",
+    );
+    let w = Weights::init(m.params(), 3);
+    for batch in 1..=5 {
+        let x = common::input(&[batch, 5, 16], batch);
+        for (level, precision) in [(OptLevel::O0, Precision::Fp32), (OptLevel::O3, Precision::Ternary)] {
+            let r = interpret(&m, &w, &x, precision);
+            let opts = Options { opt: level, precision, threads: 1, ..Default::default() };
+            let mut model = compile_model(&m, &w, &opts).expect("compiles");
+            for isa in Isa::available() {
+                model.set_isa(isa);
+                let y = model.run(&x.view()).unwrap_or_else(|e| panic!("{level:?}: {e}"));
+                close(&y, &r, 2e-5, &format!("batch {batch}, {level:?}, {isa}"));
+            }
+        }
+    }
+}
+
 /// Grouped-query attention is multi-head attention whose key and value heads are repeated
 /// per group (LLaMA's `repeat_kv`): with k and v weights repeated that way, an MHA gives the
 /// same outputs (causal, with RoPE).

@@ -244,6 +244,11 @@ pub fn bmm(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, Broken> {
     ArrayD::from_shape_vec(IxDyn(&shape), out).invariant("[..., M, N] values")
 }
 
+/// Positions `start .. end` of axis `axis` of `x` (checked bounds).
+pub fn slice(x: &ArrayD<f32>, axis: usize, start: usize, end: usize) -> ArrayD<f32> {
+    x.slice_axis(ndarray::Axis(axis), (start..end).into()).as_standard_layout().into_owned()
+}
+
 /// `x` with rotary position embeddings (`inverse`: the transposed rotation, the gradient;
 /// [`triton_runtime::ops::rope`]).
 pub fn rope(x: &ArrayD<f32>, theta: f32, inverse: bool) -> ArrayD<f32> {

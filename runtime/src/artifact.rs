@@ -45,7 +45,7 @@ use crate::pack;
 /// Version of the layout above and of the plan's encoding; bumped on any change (4: the
 /// normalization, permutation and batched-product steps; 5: the reduction step; 6: the causal
 /// mask step).
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"\x89TCM\r\n\x1a\n";

@@ -638,6 +638,17 @@ pub fn rope(x: &mut [f32], shape: &[usize], theta: f32, inverse: bool) {
     }
 }
 
+/// Positions `start .. end` along axis `axis` of a row-major `shape`, copied from `x` into
+/// `out` (`shape` with that axis `end - start` long).
+pub fn slice_axis(x: &[f32], shape: &[usize], axis: usize, start: usize, end: usize, out: &mut [f32]) {
+    let inner: usize = shape[axis + 1..].iter().product();
+    let len = shape[axis];
+    let (run, take) = (len * inner, (end - start) * inner);
+    for (src, dst) in x.chunks_exact(run.max(1)).zip(out.chunks_exact_mut(take.max(1))) {
+        dst.copy_from_slice(&src[start * inner..end * inner]);
+    }
+}
+
 /// A token id that names no row of an embedding table: not an integer, or outside
 /// `0 .. vocab`. Position `index` of the ids, in row-major order.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

@@ -44,6 +44,7 @@ pub enum Op {
     CausalMask,
     Embedding,
     Rope,
+    Slice,
     Softmax,
     Add,
     Sub,
@@ -179,6 +180,11 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { op: Op::Permute, name: "permute", params: &[X, p("dims", Dims, Required)] },
     OpSpec { op: Op::Transpose, name: "transpose", params: &[X, p("dim0", Int, Required), p("dim1", Int, Required)] },
     OpSpec { op: Op::CausalMask, name: "causal_mask", params: UNARY },
+    OpSpec {
+        op: Op::Slice,
+        name: "slice",
+        params: &[X, p("axis", Int, Required), p("start", Int, Required), p("end", Int, Required)],
+    },
     OpSpec { op: Op::Rope, name: "rope", params: &[X, p("theta", Float, ArgDefault::Float(10000.0))] },
     OpSpec {
         op: Op::Embedding,
@@ -562,6 +568,40 @@ pub fn lower(op: Op, b: &Bound) -> Result<Lowered, Diag> {
         Op::Bmm => ir::Op::BatchMatmul,
         Op::CausalMask => ir::Op::CausalMask,
         Op::Embedding => ir::Op::Embedding,
+        Op::Slice => {
+            let x = &inputs[0].ty;
+            let axis = normalize_axis(b, 1, x.rank())?;
+            let len = x.shape[axis].as_known();
+            // Python's bounds: negative ones count from the end (of a known length).
+            let bound = |i: usize| -> Result<usize, Diag> {
+                let v = b.int(i).unwrap_or(0);
+                let v = match (v < 0, len) {
+                    (false, _) => Some(v),
+                    (true, Some(l)) => Some(v + l),
+                    (true, None) => None,
+                };
+                match (v, len) {
+                    (Some(v), Some(l)) if (0..=l).contains(&v) => Ok(v as usize),
+                    _ => Err(Diag::error(
+                        Code::InvalidArgument,
+                        format!("`slice` bound {} is outside axis {axis} of {}", b.int(i).unwrap_or(0), x),
+                    )
+                    .at(
+                        b.span(i),
+                        match len {
+                            Some(l) => format!("valid: {} to {l}", -l),
+                            None => "the axis' length is not known".to_string(),
+                        },
+                    )),
+                }
+            };
+            let (start, end) = (bound(2)?, bound(3)?);
+            if start >= end {
+                return Err(Diag::error(Code::InvalidArgument, format!("`slice` from {start} to {end} is empty"))
+                    .at(b.span(3), "must be after `start`"));
+            }
+            ir::Op::Slice { axis, start, end }
+        }
         Op::Rope => ir::Op::Rope { theta: b.float(1).unwrap_or(10000.0) as f32 },
         Op::Mean | Op::Sum => ir::Op::Reduce { axis: normalize_axis(b, 1, inputs[0].ty.rank())?, mean: op == Op::Mean },
         Op::Concat => {

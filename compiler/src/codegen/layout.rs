@@ -132,6 +132,9 @@ impl Pass<'_> {
                 (Step::Permute { x: self.operand(x, Layout::Plain), out, perm }, Layout::Plain)
             }
             Step::CausalMask { x, out } => (Step::CausalMask { x: self.convert(x, Layout::Plain), out }, Layout::Plain),
+            Step::Slice { x, out, axis, start, end } => {
+                (Step::Slice { x: self.convert(x, Layout::Plain), out, axis, start, end }, Layout::Plain)
+            }
             Step::Rope { x, out, theta } => {
                 (Step::Rope { x: self.convert(x, Layout::Plain), out, theta }, Layout::Plain)
             }

@@ -347,6 +347,13 @@ impl Lowering<'_, '_> {
                 Step::Permute { x: self.arg(node.args[0])?, out: self.new_slot(), perm: perm.clone() }
             }
             Op::CausalMask => Step::CausalMask { x: self.value_slot(node.args[0])?, out: self.new_slot() },
+            Op::Slice { axis, start, end } => Step::Slice {
+                x: self.value_slot(node.args[0])?,
+                out: self.new_slot(),
+                axis: *axis,
+                start: *start,
+                end: *end,
+            },
             Op::Rope { theta } => Step::Rope { x: self.value_slot(node.args[0])?, out: self.new_slot(), theta: *theta },
             Op::Embedding => Step::Embedding {
                 ids: self.value_slot(node.args[0])?,

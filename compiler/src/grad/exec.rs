@@ -138,6 +138,7 @@ pub fn forward(
             Op::CausalMask => crate::reference::causal_mask(arg(0)),
             Op::Embedding => crate::reference::embedding(arg(0), arg(1))?,
             Op::Rope { theta } => crate::reference::rope(arg(0), *theta, false),
+            Op::Slice { axis, start, end } => crate::reference::slice(arg(0), *axis, *start, *end),
             Op::Reduce { axis, mean } => {
                 triton_runtime::ops::reduce_axis(arg(0), *axis, *mean).invariant("a reduced axis exists (checked)")?
             }
@@ -290,6 +291,12 @@ pub fn backward_pass(
                 let d = dy.insert_axis(Axis(*axis));
                 let full = d.broadcast(x.raw_dim()).invariant("the reduced axis broadcasts back")?.mapv(|v| v / n);
                 out.push((0, full));
+            }
+            // The slice's positions receive the output's gradient, the others zero.
+            Op::Slice { axis, start, end } => {
+                let mut dx = ArrayD::<f32>::zeros(val(0).raw_dim());
+                dx.slice_axis_mut(Axis(*axis), (*start..*end).into()).assign(&dy);
+                out.push((0, dx));
             }
             // A rotation per pair: its gradient is the transposed rotation.
             Op::Rope { theta } => out.push((0, crate::reference::rope(&dy, *theta, true))),

@@ -319,6 +319,7 @@ fn eval(
         Op::Permute { perm } => Value::F32(reference::permute(args[0].f32()?, perm)),
         Op::BatchMatmul => Value::F32(reference::bmm(args[0].f32()?, args[1].f32()?)?),
         Op::CausalMask => Value::F32(reference::causal_mask(args[0].f32()?)),
+        Op::Slice { axis, start, end } => Value::F32(reference::slice(args[0].f32()?, *axis, *start, *end)),
         Op::Rope { theta } => Value::F32(reference::rope(args[0].f32()?, *theta, false)),
         Op::Embedding => Value::F32(reference::embedding(args[0].f32()?, args[1].f32()?)?),
         Op::Reduce { axis, mean } => Value::F32(

@@ -107,6 +107,12 @@ pub enum Op {
     /// Causal masking of attention scores `[..., T, S]`: entry `(i, j)` kept where
     /// `j <= i + S - T`, else `-inf` (`runtime::ops::causal_mask`).
     CausalMask,
+    /// Positions `start .. end` along `axis` (a known dimension).
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
     /// Rotary position embeddings over `[..., T, D]` (`D` even; `runtime::ops::rope`).
     Rope {
         theta: f32,
@@ -387,6 +393,7 @@ impl Op {
             Op::CausalMask => "causal_mask",
             Op::Embedding => "embedding",
             Op::Rope { .. } => "rope",
+            Op::Slice { .. } => "slice",
             Op::Reduce { mean: true, .. } => "mean",
             Op::Reduce { mean: false, .. } => "sum",
             Op::MaxPool2d(_) => "max_pool2d",
@@ -415,6 +422,7 @@ impl Op {
             | Op::Permute { .. }
             | Op::CausalMask
             | Op::Rope { .. }
+            | Op::Slice { .. }
             | Op::Reduce { .. }
             | Op::Softmax { .. }
             | Op::MaxPool2d(_)
@@ -550,6 +558,30 @@ impl Op {
                 }
                 let mut shape = x.shape.clone();
                 shape.remove(*axis);
+                Ok(TensorType::new(DType::F32, shape))
+            }
+            Op::Slice { axis, start, end } => {
+                need_dtype(inputs, 0, F32)?;
+                let x = inputs[0];
+                if *axis >= x.rank() {
+                    return Err(OpError::Axis { axis: *axis as i64, rank: x.rank() });
+                }
+                let Some(len) = x.shape[*axis].as_known() else {
+                    return Err(OpError::Attr {
+                        name: "axis",
+                        value: *axis as i64,
+                        requirement: "an axis of known length (a symbolic one cannot be sliced)",
+                    });
+                };
+                if *start >= *end || *end as i64 > len {
+                    return Err(OpError::Attr {
+                        name: "end",
+                        value: *end as i64,
+                        requirement: "after `start` and within the axis' length",
+                    });
+                }
+                let mut shape = x.shape.clone();
+                shape[*axis] = Dim::known((end - start) as i64);
                 Ok(TensorType::new(DType::F32, shape))
             }
             Op::Rope { theta } => {

@@ -399,6 +399,24 @@ fn op_with_attrs(p: &mut P<'_>, name: &str) -> R<Op> {
         "bmm" => Op::BatchMatmul,
         "causal_mask" => Op::CausalMask,
         "embedding" => Op::Embedding,
+        "slice" => {
+            let (mut axis, mut start, mut end) = (None, None, None);
+            p.attrs(|p, k| {
+                match k {
+                    "axis" => axis = Some(p.int()?),
+                    "start" => start = Some(p.int()?),
+                    "end" => end = Some(p.int()?),
+                    _ => unknown(p, k)?,
+                }
+                Ok(())
+            })?;
+            match (axis, start, end) {
+                (Some(a), Some(s), Some(e)) if a >= 0 && s >= 0 && e >= 0 => {
+                    Op::Slice { axis: a as usize, start: s as usize, end: e as usize }
+                }
+                _ => return p.fail("`slice` needs {axis=N, start=N, end=N}"),
+            }
+        }
         "rope" => {
             let mut theta = None;
             p.attrs(|p, k| {

@@ -36,6 +36,7 @@ pub fn attrs(op: &Op) -> String {
         Op::BatchNorm { eps } | Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!(" {{eps={eps:?}}}"),
         Op::Softmax { axis } | Op::Reduce { axis, .. } => format!(" {{axis={axis}}}"),
         Op::Rope { theta } => format!(" {{theta={theta:?}}}"),
+        Op::Slice { axis, start, end } => format!(" {{axis={axis}, start={start}, end={end}}}"),
         Op::MaxPool2d(a) | Op::AvgPool2d(a) => {
             format!(" {{kernel={}, stride={}, padding={}}}", pair(a.kernel), pair(a.stride), pair(a.padding))
         }

@@ -117,6 +117,26 @@ impl Writer<'_> {
         format!("{hint}_{}", self.counter)
     }
 
+    /// A new int64 initializer holding `values` (a 1-d tensor), by name.
+    fn i64s(&mut self, hint: &str, values: &[i64]) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(proto::TensorProto {
+            name: Some(name.clone()),
+            dims: vec![values.len() as i64],
+            data_type: Some(DataType::Int64 as i32),
+            int64_data: values.to_vec(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// `Slice(x, [start], [end], [axis])`.
+    fn slice(&mut self, x: &str, axis: i64, start: i64, end: i64) -> String {
+        let inputs =
+            vec![x.to_string(), self.i64s("starts", &[start]), self.i64s("ends", &[end]), self.i64s("axes", &[axis])];
+        self.emit("Slice", inputs, vec![])
+    }
+
     fn emit(&mut self, op: &str, inputs: Vec<String>, attrs: Vec<proto::AttributeProto>) -> String {
         let out = self.fresh(op);
         self.nodes.push(proto::NodeProto {
@@ -290,30 +310,14 @@ pub fn export(graph: &Graph, weights: &Weights, precision: Precision) -> Result<
                 w.inits.push(f32_tensor(&cn, &[t, d], c.into_iter()));
                 w.inits.push(f32_tensor(&sn, &[t, d], s.into_iter()));
                 let x = args[0].clone();
-                let half = |w: &mut Writer<'_>, from: i64, to: i64| {
-                    let names: Vec<String> = [from, to, -1]
-                        .into_iter()
-                        .map(|v| {
-                            let n = w.fresh("slice");
-                            w.inits.push(proto::TensorProto {
-                                name: Some(n.clone()),
-                                dims: vec![1],
-                                data_type: Some(DataType::Int64 as i32),
-                                int64_data: vec![v],
-                                ..Default::default()
-                            });
-                            n
-                        })
-                        .collect();
-                    w.emit("Slice", std::iter::once(x.clone()).chain(names).collect(), vec![])
-                };
-                let x1 = half(&mut w, 0, h as i64);
-                let x2 = half(&mut w, h as i64, d as i64);
+                let x1 = w.slice(&x, -1, 0, h as i64);
+                let x2 = w.slice(&x, -1, h as i64, d as i64);
                 let swapped = w.emit("Concat", vec![x2, x1], vec![attr_int("axis", -1)]);
                 let a = w.emit("Mul", vec![x.clone(), cn], vec![]);
                 let b = w.emit("Mul", vec![swapped, sn], vec![]);
                 w.emit("Add", vec![a, b], vec![])
             }
+            Op::Slice { axis, start, end } => w.slice(&args[0], *axis as i64, *start as i64, *end as i64),
             Op::Embedding => w.emit("Gather", vec![args[1].clone(), args[0].clone()], vec![attr_int("axis", 0)]),
             // x + M with M[i][j] = 0 where kept, -inf where masked (T and S must be known).
             Op::CausalMask => {

@@ -502,6 +502,22 @@ impl Model {
                 crate::ops::causal_mask(data, &shape);
                 Val::F32(y)
             }
+            Step::Slice { x, axis, start, end, .. } => {
+                let x = f32v(Src::Value(*x))?;
+                if *axis >= x.ndim() || start >= end || *end > x.shape()[*axis] {
+                    return Err(internal(
+                        si,
+                        format!("slice {start}..{end} of axis {axis} of a {:?} value", x.shape()),
+                    ));
+                }
+                let x = x.as_standard_layout();
+                let data = x.as_slice().ok_or_else(|| internal(si, "standard layout not contiguous"))?;
+                let mut shape = x.shape().to_vec();
+                shape[*axis] = end - start;
+                let mut buf = arena.f32_overwritten(shape.iter().product());
+                crate::ops::slice_axis(data, x.shape(), *axis, *start, *end, &mut buf);
+                Val::F32(shaped(si, &shape, buf)?)
+            }
             Step::Rope { x, theta, .. } => {
                 let x = f32v(Src::Value(*x))?;
                 if x.ndim() < 2 || x.shape()[x.ndim() - 1] % 2 != 0 {

@@ -327,6 +327,14 @@ pub enum Step {
         x: usize,
         out: usize,
     },
+    /// Positions `start .. end` of axis `axis` of a plain value (`ops::slice_axis`).
+    Slice {
+        x: usize,
+        out: usize,
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
     /// Rotary position embeddings of a plain `[..., T, D]` value (`ops::rope`).
     Rope {
         x: usize,
@@ -432,6 +440,7 @@ impl Step {
             | Step::Reduce { out, .. }
             | Step::Embedding { out, .. }
             | Step::Rope { out, .. }
+            | Step::Slice { out, .. }
             | Step::CausalMask { out, .. }
             | Step::BatchMatmul { out, .. }
             | Step::Reshape { out, .. }
@@ -454,6 +463,7 @@ impl Step {
             | Step::Reduce { x, .. }
             | Step::CausalMask { x, .. }
             | Step::Rope { x, .. }
+            | Step::Slice { x, .. }
             | Step::Pool { x, .. }
             | Step::GlobalAvgPool { x, .. }
             | Step::Relayout { x, .. } => vec![Src::Value(*x)],
@@ -505,6 +515,7 @@ impl Step {
             Step::CausalMask { .. } => "causal_mask",
             Step::Embedding { .. } => "embedding",
             Step::Rope { .. } => "rope",
+            Step::Slice { .. } => "slice",
             Step::Reduce { mean: true, .. } => "mean",
             Step::Reduce { mean: false, .. } => "sum",
             Step::BatchMatmul { .. } => "bmm",
@@ -680,6 +691,7 @@ impl ModelParts {
             | Step::Reduce { .. }
             | Step::CausalMask { .. }
             | Step::Rope { .. }
+            | Step::Slice { .. }
             | Step::Embedding { .. } => {
                 let values: Vec<usize> = step.reads();
                 values.iter().try_for_each(|v| f32_in(*v))?;

@@ -464,6 +464,8 @@ const SUPPORTED: &[&str] = &[
     "Transpose",
     "ReduceMean",
     "ReduceSum",
+    "Slice",
+    "Split",
 ];
 
 /// Supported only on shapes (a computed target of `Reshape`), not on tensors.

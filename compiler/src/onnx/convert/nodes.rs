@@ -31,6 +31,26 @@ impl Converter<'_> {
         Some((vec![erf, add, mul, half], self.g.nodes[half].outputs[0].clone()))
     }
 
+    /// ONNX `Slice` bounds on one axis of `x`, clamped as ONNX does (negative ones count
+    /// from the end): the axis and the range, which must be a non-empty part of a known axis
+    /// other than the batch.
+    fn slice_bounds(&self, x: &Val, axis: i64, start: i64, end: i64) -> Result<(usize, usize, usize), String> {
+        let rank = x.shape.len() as i64;
+        let axis = if axis < 0 { axis + rank } else { axis };
+        let len = x
+            .shape
+            .get(axis.max(0) as usize)
+            .and_then(|d| d.known())
+            .filter(|_| axis > 0)
+            .ok_or("a slice along the batch or a symbolic axis")? as i64;
+        let clamp = |v: i64| (if v < 0 { v + len } else { v }).clamp(0, len) as usize;
+        let (s, e) = (clamp(start), clamp(end));
+        if s >= e {
+            return Err(format!("an empty slice {start}..{end} of an axis of {len}"));
+        }
+        Ok((axis as usize, s, e))
+    }
+
     pub(super) fn node(&mut self, i: usize) -> Result<(), String> {
         let n = &self.g.nodes[i];
         // A node reading what an unsupported node made is reported only when its own op has
@@ -237,6 +257,64 @@ impl Converter<'_> {
                 let shape = perm.iter().map(|a| x.shape[*a]).collect();
                 let list: Vec<String> = perm.iter().map(|a| a.to_string()).collect();
                 Val { expr: format!("permute({}, [{}])", x.expr, list.join(", ")), shape, atomic: true, pooled: false }
+            }
+            "Slice" => {
+                let x = self.input(n, 0)?;
+                let ints = |c: &Self, k: usize| -> Result<Option<Vec<i64>>, String> {
+                    match n.inputs.get(k).filter(|s| !s.is_empty()) {
+                        None => Ok(None),
+                        Some(_) => Ok(Some(c.constant(n, k)?.i64s().ok_or("bounds that are not integers")?)),
+                    }
+                };
+                let (starts, ends) = (ints(self, 1)?.ok_or("no starts")?, ints(self, 2)?.ok_or("no ends")?);
+                let axes = ints(self, 3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+                if ints(self, 4)?.is_some_and(|s| s.iter().any(|v| *v != 1)) {
+                    return Err("steps other than 1".into());
+                }
+                let ([start], [end], [axis]) = (&starts[..], &ends[..], &axes[..]) else {
+                    return Err("a slice along several axes (one axis has an equivalent)".into());
+                };
+                let (axis, start, end) = self.slice_bounds(&x, *axis, *start, *end)?;
+                let mut shape = x.shape.clone();
+                shape[axis] = Dim::N(end - start);
+                Val { expr: format!("slice({}, {axis}, {start}, {end})", x.expr), shape, atomic: true, pooled: false }
+            }
+            "Split" => {
+                let x = self.input(n, 0)?;
+                let rank = x.shape.len() as i64;
+                let axis = n.int("axis").unwrap_or(0);
+                let axis = if axis < 0 { axis + rank } else { axis };
+                let len = x.shape.get(axis as usize).and_then(|d| d.known()).filter(|_| axis > 0).ok_or(
+                    "a split along the batch or a symbolic axis (a known axis other than the batch has an equivalent)",
+                )?;
+                let parts = n.outputs.len();
+                let sizes: Vec<usize> = match (n.inputs.get(1).filter(|s| !s.is_empty()), n.ints("split")) {
+                    (Some(_), _) => self
+                        .constant(n, 1)?
+                        .i64s()
+                        .ok_or("sizes that are not integers")?
+                        .iter()
+                        .map(|v| *v as usize)
+                        .collect(),
+                    (None, Some(s)) => s.iter().map(|v| *v as usize).collect(),
+                    // Equal parts (opset 18's num_outputs rounds the last one down).
+                    (None, None) => {
+                        let each = len.div_ceil(parts.max(1));
+                        (0..parts).map(|k| each.min(len.saturating_sub(k * each))).collect()
+                    }
+                };
+                if sizes.len() != parts || sizes.iter().sum::<usize>() != len || sizes.contains(&0) {
+                    return Err(format!("sizes {sizes:?} for {parts} outputs of an axis of {len}"));
+                }
+                let mut at = 0;
+                for (o, size) in n.outputs.iter().zip(sizes) {
+                    let mut shape = x.shape.clone();
+                    shape[axis as usize] = Dim::N(size);
+                    let expr = format!("slice({}, {axis}, {at}, {})", x.expr, at + size);
+                    self.define(o, Val { expr, shape, atomic: true, pooled: false });
+                    at += size;
+                }
+                return Ok(());
             }
             "ReduceMean" | "ReduceSum" => {
                 let x = self.input(n, 0)?;
