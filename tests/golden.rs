@@ -52,6 +52,14 @@ const ZOO: &[(&str, &str, u64, &str, &str, &str)] = &[
         "f32[B, T, 2560]",
         "f32[B, T, 2560]",
     ),
+    (
+        "bitnet_2b.tri",
+        "Bitnet2b",
+        2_412_820_480,
+        "BitNet b1.58 2B4T: a 128256 x 2560 embedding tied to the head, 30 decoder layers, a final RMSNorm",
+        "i32[B, T]",
+        "f32[B, T, 128256]",
+    ),
     ("vgg16_cifar10.tri", "Vgg16", 14_728_266, "CIFAR VGG-16 with batch norm", "f32[B, 3, 32, 32]", "f32[B, 10]"),
     (
         "efficientnet_b0_imagenet.tri",

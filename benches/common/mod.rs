@@ -14,6 +14,8 @@ pub fn zoo() -> Vec<std::path::PathBuf> {
         .expect("examples/")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "tri"))
+        // The full-depth BitNet (2.4B parameters) is benched on its own (`triton run`).
+        .filter(|p| p.file_stem().is_none_or(|s| s != "bitnet_2b"))
         .collect();
     files.sort();
     files

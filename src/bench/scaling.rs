@@ -66,6 +66,10 @@ pub struct Scaling {
     pub zoo_skipped: Vec<(String, String)>,
 }
 
+/// The largest model the zoo table compiles and times beside the model benched (a full-depth
+/// language model would take minutes and gigabytes there).
+pub const ZOO_MAX_PARAMETERS: u64 = 200_000_000;
+
 /// The zoo: `.tri` files in the model's folder, sorted.
 pub fn zoo(file: &Path) -> Vec<PathBuf> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -99,6 +103,13 @@ fn row(cfg: &Config, name: String, file: &Path, scratch: &Path) -> Result<Row, B
         return Err(user(format!("{} defines no model", file.display())));
     };
     let stats = ModelStats::of(model);
+    if stats.parameters > ZOO_MAX_PARAMETERS {
+        return Err(user(format!(
+            "{} parameters, above the {} the zoo table measures beside another model (bench it on its own)",
+            crate::compiler::diagnostics::group_digits(stats.parameters),
+            crate::compiler::diagnostics::group_digits(ZOO_MAX_PARAMETERS)
+        )));
+    }
     let budget = cfg.budget.scaled(0.25);
     let mut artifact = 0;
     let mut compile_ms = 0.0;
