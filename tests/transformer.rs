@@ -203,3 +203,35 @@ fn absmean_tensor_gives_one_scale_per_weight() {
     }
     assert_eq!(seen, 7, "q, k, v, o, gate, up, down");
 }
+
+/// Broadcasting arithmetic as transformers use it (a scalar scale, a `[T, D]` position table
+/// on `[B, T, D]` tokens, either side, a `[1, D]` row, a per-feature vector) gives the
+/// interpreter's bits on the engine.
+#[test]
+fn broadcast_arithmetic_equals_the_interpreter_bitwise() {
+    let m = checked(
+        "model Bc {
+    param pos: f32[5, 16] (init = \"kaiming\")
+    param row: f32[1, 16] (init = \"kaiming\")
+    param g: f32[16] (init = \"kaiming\")
+    fn forward(x: f32[B, 5, 16]) -> f32[B, 5, 16] {
+        let a = x * 0.125 + pos
+        let b = pos - a
+        let c = row / (b * b + 1.0)
+        return 2.0 - c * g + b
+    }
+}",
+    );
+    let w = Weights::init(m.params(), 8);
+    for batch in 1..=5 {
+        let x = common::input(&[batch, 5, 16], batch).mapv(|v| v * 4.0);
+        let r = interpret(&m, &w, &x, Precision::Fp32);
+        for level in [OptLevel::O0, OptLevel::O3] {
+            let opts = Options { opt: level, precision: Precision::Fp32, threads: 1, ..Default::default() };
+            let model = compile_model(&m, &w, &opts).expect("compiles");
+            let y = model.run(&x.view()).expect("runs");
+            let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&r), "batch {batch}, {level:?}");
+        }
+    }
+}

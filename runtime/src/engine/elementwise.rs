@@ -146,9 +146,28 @@ pub(crate) fn binary(
             }
         })
         .collect::<Result<_, _>>()?;
-    // Fast paths on contiguous values: equal shapes, or `b` a vector along the last axis (a
-    // per-channel vector of a channels-last value).
+    // Fast paths on contiguous values: one operand a trailing block of the other's shape
+    // (a scalar, a per-channel vector of a channels-last value, a [T, D] table added to
+    // [B, T, D] tokens), repeated over the leading axes.
     if let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice()) {
+        let suffix = |big: &[usize], small: &[usize]| {
+            let small: &[usize] = &small[small.iter().take_while(|d| **d == 1).count()..];
+            small.len() <= big.len() && big[big.len() - small.len()..] == *small
+        };
+        if a.shape() == shape.as_slice() && a.shape() != b.shape() && suffix(a.shape(), b.shape()) && !ys.is_empty() {
+            let mut buf = arena.f32_overwritten(xs.len());
+            for (o, x) in buf.chunks_exact_mut(ys.len()).zip(xs.chunks_exact(ys.len())) {
+                o.iter_mut().zip(x.iter().zip(ys)).for_each(|(o, (x, z))| *o = op.apply(*x, *z));
+            }
+            return shaped(si, &shape, buf);
+        }
+        if b.shape() == shape.as_slice() && a.shape() != b.shape() && suffix(b.shape(), a.shape()) && !xs.is_empty() {
+            let mut buf = arena.f32_overwritten(ys.len());
+            for (o, z) in buf.chunks_exact_mut(xs.len()).zip(ys.chunks_exact(xs.len())) {
+                o.iter_mut().zip(xs.iter().zip(z)).for_each(|(o, (x, z))| *o = op.apply(*x, *z));
+            }
+            return shaped(si, &shape, buf);
+        }
         let last = *shape.last().unwrap_or(&1);
         let per_last = b.shape().iter().rev().skip(1).all(|d| *d == 1) && ys.len() == last;
         if a.shape() == shape.as_slice() && (a.shape() == b.shape() || per_last) {

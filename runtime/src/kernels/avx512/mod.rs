@@ -343,10 +343,28 @@ pub(crate) unsafe fn softmax_row(x: &mut [f32]) {
 /// The CPU has AVX512-F.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn unary_in_place(op: UnaryOp, xs: &mut [f32]) {
+    // The op chosen once, so each loop inlines its own lane function.
+    // SAFETY: AVX512-F is present (caller).
+    unsafe {
+        match op {
+            UnaryOp::Gelu => map16(xs, |v| gelu16(v)),
+            UnaryOp::Exp => map16(xs, |v| exp16(v)),
+            other => map16(xs, |v| act16(v, Some(other))),
+        }
+    }
+}
+
+/// `f` on every 16 lanes of `xs`, in place (a masked tail).
+///
+/// # Safety
+/// The CPU has AVX512-F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn map16(xs: &mut [f32], f: impl Fn(__m512) -> __m512) {
     let mut chunks = xs.chunks_exact_mut(16);
     for c in &mut chunks {
         // SAFETY: 16 floats in the chunk.
-        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), act16(_mm512_loadu_ps(c.as_ptr()), Some(op))) };
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), f(_mm512_loadu_ps(c.as_ptr()))) };
     }
     let rest = chunks.into_remainder();
     if !rest.is_empty() {
@@ -354,7 +372,7 @@ pub(crate) unsafe fn unary_in_place(op: UnaryOp, xs: &mut [f32]) {
         // SAFETY: the mask covers the remainder's lanes only.
         unsafe {
             let v = _mm512_maskz_loadu_ps(m, rest.as_ptr());
-            _mm512_mask_storeu_ps(rest.as_mut_ptr(), m, act16(v, Some(op)));
+            _mm512_mask_storeu_ps(rest.as_mut_ptr(), m, f(v));
         }
     }
 }
