@@ -376,6 +376,22 @@ impl Model {
                     let pool = |n| self.pool_for(n * QUANTIZE_WORK);
                     (out, Val::Q(quantize_rows(inputs[x].view(), fixed, align, arena, pool)))
                 }
+                // A reshape of a value read for the last time takes its buffer: no copy.
+                Step::Reshape { x: Src::Value(x), out, ref shape }
+                    if p.frees[si].contains(&x)
+                        && borrowed.get(x) != Some(&true)
+                        && matches!(&vals[x], Some(Val::F32(a)) if a.is_standard_layout()) =>
+                {
+                    let Some(Val::F32(a)) = vals[x].take() else {
+                        return Err(internal(si, "a reshaped value vanished"));
+                    };
+                    let dims = shape.eval(batch);
+                    if dims.iter().product::<usize>() != a.len() {
+                        return Err(internal(si, format!("reshape of {:?} to {dims:?}", a.shape())));
+                    }
+                    let a = a.into_shape_with_order(IxDyn(&dims)).map_err(|e| internal(si, e.to_string()))?;
+                    (out, Val::F32(a))
+                }
                 _ => {
                     copy_inputs(&mut vals, &mut borrowed, arena)?;
                     (step.out(), self.step(si, step, &vals, batch, arena)?)
