@@ -28,7 +28,8 @@ fn import(name: &str, ternary: TernaryPolicy) -> Result<onnx::Imported, ImportEr
     onnx::import(&std::fs::read(&path).expect("fixture"), &path, &ImportOptions { name: None, ternary })
 }
 
-const MODELS: &[&str] = &["lenet", "resnet_block", "resnet18_w8", "mobilenet_block", "ops", "external"];
+const MODELS: &[&str] =
+    &["lenet", "resnet_block", "resnet18_w8", "mobilenet_block", "ops", "external", "vit_torch_gap"];
 
 #[test]
 fn fixtures_import_check_and_match_onnx_runtime() {
@@ -489,4 +490,16 @@ fn slices_round_trip_through_onnx_and_split_imports() {
     let w2 = triton::compiler::weights::Weights { tensors: converted.weights.into_iter().collect() };
     let err = rel_l2(&run_fp32(&checked.models[0], &w2, &x), &want);
     assert!(err <= 1e-6, "Split changes the output by {err}");
+}
+
+/// A PyTorch ViT with a class token (`cls.expand(B, -1, -1)`, `torch.cat`, `x[:, 0]`) is refused
+/// with the nodes that have no equivalent yet named (the expansion over the batch and its
+/// shape arithmetic), never a crash or a wrong model.
+#[test]
+fn a_class_token_is_named_as_not_imported_yet() {
+    let Err(ImportError::Unsupported(list)) = import("vit_torch_cls", TernaryPolicy::Auto) else {
+        panic!("the class token imports now: add vit_torch_cls to MODELS")
+    };
+    let ops: std::collections::BTreeSet<&str> = list.iter().map(|u| u.op.as_str()).collect();
+    assert!(ops.contains("Expand"), "{list:?}");
 }

@@ -148,6 +148,26 @@ impl Converter<'_> {
         weight_name: &str,
     ) -> Result<Val, String> {
         let (nn, k) = (w.shape()[0], w.shape()[1]);
+        // Tokens `[B, T, K]` (PyTorch's nn.Linear on a sequence): the layer on `[B * T, K]` rows.
+        let tokens = match x.shape[..] {
+            [b, Dim::N(t), Dim::N(kk)] if kk == k && b.batch_factor().is_some() => Some(t),
+            _ => None,
+        };
+        if let Some(t) = tokens {
+            let rows = Val {
+                expr: format!("reshape({}, [-1, {k}])", x.expr),
+                shape: vec![Dim::batch_times(x.shape[0].batch_factor().unwrap_or(1) * t), Dim::N(k)],
+                atomic: true,
+                pooled: false,
+            };
+            let y = self.linear(i, rows, w, bias, weight_name)?;
+            return Ok(Val {
+                expr: format!("reshape({}, [-1, {t}, {nn}])", y.expr),
+                shape: vec![x.shape[0], Dim::N(t), Dim::N(nn)],
+                atomic: true,
+                pooled: false,
+            });
+        }
         if x.shape.len() != 2 || x.shape[1] != Dim::N(k) || x.shape[0].batch_factor().is_none() {
             return Err(format!("input {} for a [{nn}, {k}] weight; [B, {k}] expected", shape_text(&x.shape)));
         }

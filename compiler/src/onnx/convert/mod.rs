@@ -129,6 +129,11 @@ struct Converter<'g> {
     failed: HashSet<String>,
     /// Integer vectors computed from shapes (`Shape`, `Gather`, ...; `None`: the batch).
     shapes: HashMap<String, Vec<Option<i64>>>,
+    /// Outputs of `Identity` nodes over initializers: the initializer they name (PyTorch writes
+    /// one per tied or deduplicated weight).
+    aliases: HashMap<String, String>,
+    /// Values of `Constant` nodes, read as initializers are.
+    consts: HashMap<String, Tensor>,
     names: HashSet<String>,
     layers: Vec<String>,
     params: Vec<String>,
@@ -180,6 +185,16 @@ pub fn convert(g: &Graph, name: &str, policy: TernaryPolicy, origin: &str) -> Re
         consumed: HashSet::new(),
         failed: HashSet::new(),
         shapes: HashMap::new(),
+        aliases: HashMap::new(),
+        consts: g
+            .nodes
+            .iter()
+            .filter(|n| n.op == "Constant")
+            .filter_map(|n| match (n.outputs.first(), n.attrs.get("value")) {
+                (Some(o), Some(super::read::Attr::Tensor(t))) => Some((o.clone(), t.clone())),
+                _ => None,
+            })
+            .collect(),
         names: KEYWORDS
             .iter()
             .map(|k| k.to_string())
@@ -324,7 +339,7 @@ impl Converter<'_> {
         if let Some(v) = self.vals.get(name) {
             return Ok(v.clone());
         }
-        match self.g.initializers.get(name) {
+        match self.init(name) {
             Some(t) if t.len() == 1 => {
                 Ok(Val { expr: float(t.f32s()[0]), shape: Vec::new(), atomic: true, pooled: false })
             }
@@ -334,7 +349,8 @@ impl Converter<'_> {
     }
 
     fn init(&self, name: &str) -> Option<&Tensor> {
-        self.g.initializers.get(name)
+        let name = self.aliases.get(name).map_or(name, String::as_str);
+        self.g.initializers.get(name).or_else(|| self.consts.get(name))
     }
 
     /// The value of input `k` of node `n`, which must be a constant.

@@ -177,6 +177,11 @@ impl Converter<'_> {
                 }
                 Val { expr: format!("softmax({}, axis = {axis})", x.expr), shape: x.shape, atomic: true, pooled: false }
             }
+            "Identity" if self.init(&n.inputs[0]).is_some() => {
+                let target = self.aliases.get(&n.inputs[0]).cloned().unwrap_or_else(|| n.inputs[0].clone());
+                self.aliases.insert(out, target);
+                return Ok(());
+            }
             "Identity" | "Dropout" => {
                 if n.op == "Dropout" && n.outputs.get(1).is_some_and(|m| !m.is_empty() && self.uses.contains_key(m)) {
                     return Err("its mask output is read; in inference Dropout has no mask".into());
@@ -208,7 +213,25 @@ impl Converter<'_> {
             }
             "Reshape" => self.reshape(i)?,
             "Shape" | "Gather" | "Unsqueeze" | "Squeeze" | "Cast" if self.shape_op(i)? => return Ok(()),
-            "Concat" if self.shape_op(i)? => return Ok(()),
+            // `unbind` after a split: axes of length 1 removed (a reshape).
+            "Squeeze" => {
+                let x = self.input(n, 0)?;
+                let rank = x.shape.len() as i64;
+                let axes: Vec<i64> = match (n.ints("axes"), n.inputs.get(1).filter(|s| !s.is_empty())) {
+                    (Some(a), _) => a.to_vec(),
+                    (None, Some(_)) => self.constant(n, 1)?.i64s().ok_or("axes that are not integers")?,
+                    (None, None) => (0..rank).filter(|k| x.shape[*k as usize] == Dim::N(1)).collect(),
+                };
+                let axes: Vec<usize> = axes.iter().map(|a| (if *a < 0 { a + rank } else { *a }) as usize).collect();
+                if axes.iter().any(|a| x.shape.get(*a) != Some(&Dim::N(1))) {
+                    return Err(format!("squeezing axes {axes:?} of {}: only axes of length 1", shape_text(&x.shape)));
+                }
+                let shape: Vec<Dim> =
+                    x.shape.iter().enumerate().filter(|(k, _)| !axes.contains(k)).map(|(_, d)| *d).collect();
+                let dims: Vec<String> = shape.iter().map(dim_text).collect();
+                Val { expr: format!("reshape({}, [{}])", x.expr, dims.join(", ")), shape, atomic: true, pooled: false }
+            }
+            "Concat" | "Slice" | "Div" if self.shape_op(i)? => return Ok(()),
             "GlobalAveragePool" => {
                 let x = self.input(n, 0)?;
                 if x.shape.len() != 4 {
@@ -249,11 +272,6 @@ impl Converter<'_> {
                 if perm.len() != rank || perm.iter().any(|a| *a >= rank || std::mem::replace(&mut seen[*a], true)) {
                     return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
                 }
-                if perm[0] != 0 {
-                    return Err(format!(
-                        "perm {perm:?} moves the batch axis; only permutations that keep it first have an equivalent"
-                    ));
-                }
                 let shape = perm.iter().map(|a| x.shape[*a]).collect();
                 let list: Vec<String> = perm.iter().map(|a| a.to_string()).collect();
                 Val { expr: format!("permute({}, [{}])", x.expr, list.join(", ")), shape, atomic: true, pooled: false }
@@ -284,9 +302,10 @@ impl Converter<'_> {
                 let rank = x.shape.len() as i64;
                 let axis = n.int("axis").unwrap_or(0);
                 let axis = if axis < 0 { axis + rank } else { axis };
-                let len = x.shape.get(axis as usize).and_then(|d| d.known()).filter(|_| axis > 0).ok_or(
-                    "a split along the batch or a symbolic axis (a known axis other than the batch has an equivalent)",
-                )?;
+                let len =
+                    x.shape.get(axis.max(0) as usize).and_then(|d| d.known()).ok_or(
+                        "a split along the batch or a symbolic axis (an axis of known length has an equivalent)",
+                    )?;
                 let parts = n.outputs.len();
                 let sizes: Vec<usize> = match (n.inputs.get(1).filter(|s| !s.is_empty()), n.ints("split")) {
                     (Some(_), _) => self
@@ -368,17 +387,14 @@ impl Converter<'_> {
                     pooled: false,
                 }
             }
+            // Read as initializers are (collected before the first node, so patterns can look
+            // ahead): scalars inline, a larger constant a parameter where a value is used, shapes
+            // and bounds where those are.
             "Constant" => {
-                // Only scalars are used inline; a larger constant becomes a model parameter.
-                let t = match n.attrs.get("value") {
-                    Some(crate::onnx::read::Attr::Tensor(t)) => t.clone(),
-                    _ => return Err("only `value` tensors are imported".into()),
+                return match n.attrs.get("value") {
+                    Some(crate::onnx::read::Attr::Tensor(_)) => Ok(()),
+                    _ => Err("only `value` tensors are imported".into()),
                 };
-                if t.len() == 1 {
-                    Val { expr: float(t.f32s()[0]), shape: Vec::new(), atomic: true, pooled: false }
-                } else {
-                    self.param(&out, &t)
-                }
             }
             other => return Err(no_equivalent(other)),
         };

@@ -101,7 +101,9 @@ impl Converter<'_> {
                 let (start, end) = (at(n.int("start").unwrap_or(0)), at(n.int("end").unwrap_or(rank)));
                 dims.get(start..end.max(start)).unwrap_or(&[]).to_vec()
             }
-            "Gather" | "Unsqueeze" | "Squeeze" | "Cast" if !self.shapes.contains_key(&first) => return Ok(false),
+            "Gather" | "Unsqueeze" | "Squeeze" | "Cast" | "Slice" | "Div" if !self.shapes.contains_key(&first) => {
+                return Ok(false);
+            }
             "Gather" => {
                 let src = self.shapes[&first].clone();
                 let idx = self.constant(n, 1)?.i64s().ok_or("indices that are not integers")?;
@@ -117,6 +119,33 @@ impl Converter<'_> {
                     .collect::<Result<_, _>>()?
             }
             "Unsqueeze" | "Squeeze" | "Cast" => self.shapes[&first].clone(),
+            // PyTorch's `x.flatten(2)`: the shape's leading entries.
+            "Slice" if self.shapes.contains_key(&first) => {
+                let src = self.shapes[&first].clone();
+                let one = |k: usize| -> Result<Option<i64>, String> {
+                    match n.inputs.get(k).filter(|s| !s.is_empty()) {
+                        None => Ok(None),
+                        Some(_) => Ok(self.constant(n, k)?.i64s().and_then(|v| v.first().copied())),
+                    }
+                };
+                let len = src.len() as i64;
+                let at = |v: i64| (if v < 0 { v + len } else { v }).clamp(0, len) as usize;
+                if one(3)?.is_some_and(|a| a != 0) || one(4)?.is_some_and(|s| s != 1) {
+                    return Err("a slice of a shape other than along its one axis, step 1".into());
+                }
+                let (s, e) = (at(one(1)?.unwrap_or(0)), at(one(2)?.unwrap_or(len)));
+                src.get(s..e.max(s)).unwrap_or(&[]).to_vec()
+            }
+            // `C // heads`: integer division of known sizes (the batch stays unknown).
+            "Div" if self.shapes.contains_key(&first) => {
+                let src = self.shapes[&first].clone();
+                let d = ints(self, &n.inputs[1]).ok_or("a divisor that is not an integer constant")?;
+                let [Some(d)] = d[..] else { return Err("a divisor that is not one integer".into()) };
+                if d == 0 {
+                    return Err("a shape divided by zero".into());
+                }
+                src.iter().map(|v| v.map(|v| v / d)).collect()
+            }
             "Concat" => {
                 if !n.inputs.iter().any(|v| self.shapes.contains_key(v)) {
                     return Ok(false);
