@@ -68,7 +68,7 @@ pub struct Scaling {
 
 /// The largest model the zoo table compiles and times beside the model benched (a full-depth
 /// language model would take minutes and gigabytes there).
-pub const ZOO_MAX_PARAMETERS: u64 = 200_000_000;
+pub const ZOO_MAX_PARAMETERS: u64 = 30_000_000;
 
 /// The zoo: `.tri` files in the model's folder, sorted.
 pub fn zoo(file: &Path) -> Vec<PathBuf> {
