@@ -325,8 +325,14 @@ mod tests {
         assert!(err.contains("(1000000000000, 784)") && err.contains("holds only 4.1 KB"), "{err}");
         let overflow = npy("<f4", "(18446744073709551615, 4)", &[]);
         assert!(npy_from_bytes(&overflow, "o").expect_err("refused").contains("more values than can be counted"));
-        let ints = npy("<i4", "(1,)", &[0; 4]);
-        assert!(npy_from_bytes(&ints, "i").expect_err("dtype").contains("float32 or float64"));
+        // Integers (token ids) read as f32, exactly up to 2^24; other dtypes are refused.
+        let ints = npy("<i4", "(2,)", &[7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(npy_from_bytes(&ints, "i").expect("reads").as_slice(), Some(&[7.0f32, -1.0][..]));
+        let far = npy("<i8", "(1,)", &(1i64 << 25).to_le_bytes());
+        assert!(npy_from_bytes(&far, "i").expect_err("beyond 2^24").contains("2^24"));
+        let halves = npy("<u2", "(2,)", &[0; 4]);
+        let err = npy_from_bytes(&halves, "h").expect_err("dtype");
+        assert!(err.contains("float32, float64, int32 or int64"), "{err}");
         assert!(npy_header(b"\x93NUMPY\x01\x00\xff\xff", "t").expect_err("short").contains("cut short"));
     }
 }
